@@ -1,0 +1,201 @@
+"""Decoding helpers shared by the three signals: limits, AnyValue conversion, resource and string interning."""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePb
+
+from rootward.model import AttrValue, Resource
+from rootward.receiver import _wire
+from rootward.receiver.errors import LimitExceeded, MalformedRequest
+
+B = TypeVar("B")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[B]):
+    """The outcome of decoding one request: the accepted items, and how many were refused and why."""
+
+    batch: B
+    rejected: int
+    message: str
+
+
+def summarize(reasons: Counter[str], what: str) -> str:
+    """'3 data points: too many attributes (max 128); 1 data point: ...' from reason counts."""
+    return "; ".join(f"{count} {what}: {reason}" for reason, count in reasons.most_common())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-item limits applied while decoding (see ``ReceiverLimits`` in rootward.config for the defaults)."""
+
+    max_attributes: int = 128
+    max_value_bytes: int = 65536
+    max_depth: int = 8
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.max_attributes, self.max_value_bytes, self.max_depth], np.int64)
+
+
+#: Reject reasons: what the sender is told when an item is refused.
+REJECT_REASONS = {
+    _wire.R_TRACE_ID: "trace_id must be 16 bytes and not all zero",
+    _wire.R_SPAN_ID: "span_id must be 8 bytes and not all zero",
+    _wire.R_PARENT_ID: "parent_span_id must be empty or 8 bytes",
+    _wire.R_TOO_MANY_ATTRIBUTES: "too many attributes",
+    _wire.R_VALUE_TOO_LONG: "attribute value or name too long",
+    _wire.R_TOO_DEEP: "AnyValue nested too deep",
+}
+
+WIRE_ERRORS = {
+    _wire.E_TRUNCATED: "truncated field",
+    _wire.E_VARINT_TOO_LONG: "varint longer than 10 bytes",
+    _wire.E_LENGTH: "length-delimited field runs past the end of its message",
+    _wire.E_WIRE_TYPE: "invalid wire type",
+    _wire.E_FIELD_TYPE: "known field with the wrong wire type",
+}
+
+
+def wire_error(code: int, offset: int, what: str) -> MalformedRequest:
+    """A MalformedRequest naming the wire error and where it was found."""
+    return MalformedRequest(f"invalid {what} protobuf: {WIRE_ERRORS.get(code, 'malformed')} at byte {offset}")
+
+
+def reject_message(reasons: np.ndarray, limits: Limits, what: str) -> str:
+    """One line saying how many items of each reason were refused, e.g. '3 spans: too many attributes (max 128)'."""
+    parts = []
+    codes, counts = np.unique(reasons[reasons > 0], return_counts=True)
+    for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+        text = REJECT_REASONS.get(code, "invalid")
+        if code == _wire.R_TOO_MANY_ATTRIBUTES:
+            text += f" (max {limits.max_attributes})"
+        elif code == _wire.R_VALUE_TOO_LONG:
+            text += f" (max {limits.max_value_bytes} bytes)"
+        elif code == _wire.R_TOO_DEEP:
+            text += f" (max depth {limits.max_depth})"
+        parts.append(f"{count} {what}: {text}")
+    return "; ".join(parts)
+
+
+def any_value(value: AnyValue, limits: Limits, depth: int = 1) -> AttrValue:
+    """Convert an AnyValue to a Python value, enforcing the value-length and nesting limits.
+
+    Raises:
+        LimitExceeded: a string or bytes value is too long, or arrays/maps nest too deep.
+    """
+    if depth > limits.max_depth:
+        raise LimitExceeded(f"AnyValue nested too deep (max depth {limits.max_depth})")
+    which = value.WhichOneof("value")
+    if which == "string_value" or which == "bytes_value":
+        raw = getattr(value, which)
+        if len(raw) > limits.max_value_bytes:
+            raise LimitExceeded(f"attribute value too long (max {limits.max_value_bytes} bytes)")
+        return raw  # type: ignore[no-any-return]
+    if which == "array_value":
+        return tuple(any_value(v, limits, depth + 1) for v in value.array_value.values)
+    if which == "kvlist_value":
+        return attributes(value.kvlist_value.values, limits, depth + 1)
+    if which is None:
+        return None
+    return getattr(value, which)  # type: ignore[no-any-return]
+
+
+def attributes(kvs: Sequence[KeyValue], limits: Limits, depth: int = 1) -> dict[str, AttrValue]:
+    """Convert repeated KeyValue to a dict, enforcing the attribute-count limit.
+
+    Raises:
+        LimitExceeded: too many attributes, or a value over the limits.
+    """
+    if len(kvs) > limits.max_attributes:
+        raise LimitExceeded(f"too many attributes: {len(kvs)} (max {limits.max_attributes})")
+    return {kv.key: any_value(kv.value, limits, depth) for kv in kvs}
+
+
+class ResourceCache:
+    """Interns resources by their serialized bytes, so a resource seen before costs one dict lookup.
+
+    Bounded (least recently used entries are evicted) because resource bytes come from untrusted senders.
+    """
+
+    def __init__(self, limits: Limits, max_entries: int = 4096) -> None:
+        self._limits = limits
+        self._max = max_entries
+        self._cache: OrderedDict[bytes, Resource] = OrderedDict()
+
+    def get(self, raw: bytes) -> Resource:
+        """The Resource serialized in ``raw``.
+
+        Raises:
+            MalformedRequest: ``raw`` is not a Resource.
+            LimitExceeded: its attributes break a limit.
+        """
+        found = self._cache.get(raw)
+        if found is not None:
+            self._cache.move_to_end(raw)
+            return found
+        try:
+            pb = ResourcePb.FromString(raw)
+        except Exception as e:
+            raise MalformedRequest(f"invalid resource: {e}") from e
+        resource = self.from_message(pb)
+        self._cache[raw] = resource
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return resource
+
+    def from_message(self, pb: ResourcePb) -> Resource:
+        """A Resource from its parsed message (the limits apply)."""
+        return Resource(attributes(pb.attributes, self._limits))
+
+
+def intern_ranges(data: bytes, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, strings: list[str]) -> np.ndarray:
+    """Intern the UTF-8 byte ranges ``data[offs[i]:offs[i] + lens[i]]`` into ``strings``; return their ids (int32).
+
+    ``buf`` is ``data`` viewed as uint8.
+
+    Equal byte ranges get one id: ranges are grouped by a 64-bit hash and every group is checked byte for byte,
+    falling back to a dict when two different strings share a hash, so the result is exact.
+    """
+    if len(offs) == 0:
+        return np.empty(0, np.int32)
+    hashes = _wire.fnv1a(buf, offs, lens)
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    if not _wire.same_as_first(buf, offs, lens, first, inverse):
+        return _intern_slow(data, offs, lens, strings)
+    base = len(strings)
+    for r in first.tolist():
+        o = int(offs[r])
+        strings.append(data[o : o + int(lens[r])].decode("utf-8", "replace"))
+    return (inverse.astype(np.int32) + base).reshape(-1)
+
+
+def _intern_slow(data: bytes, offs: np.ndarray, lens: np.ndarray, strings: list[str]) -> np.ndarray:
+    seen: dict[bytes, int] = {}
+    out = np.empty(len(offs), np.int32)
+    for i, (o, n) in enumerate(zip(offs.tolist(), lens.tolist(), strict=True)):
+        chunk = data[o : o + n]
+        idx = seen.get(chunk)
+        if idx is None:
+            idx = seen[chunk] = len(strings)
+            strings.append(chunk.decode("utf-8", "replace"))
+        out[i] = idx
+    return out
+
+
+def intern(values: Iterable[str], strings: list[str], table: dict[str, int]) -> np.ndarray:
+    """Intern Python strings into ``strings`` (``table`` maps each to its id); return the ids."""
+    out = []
+    for v in values:
+        idx = table.get(v)
+        if idx is None:
+            idx = table[v] = len(strings)
+            strings.append(v)
+        out.append(idx)
+    return np.array(out, np.int32)

@@ -1,0 +1,203 @@
+"""What both OTLP transports do with a request: authenticate, bound, decompress, decode, queue, and count.
+
+The gRPC and HTTP servers only translate their protocol to these calls and the raised errors back to status codes
+(``errors.grpc_code`` / ``errors.http_status``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from rootward import config
+from rootward.model import LogBatch, MetricBatch, SpanBatch
+from rootward.receiver._common import Decoded, Limits
+from rootward.receiver.errors import LimitExceeded, MalformedRequest, ReceiverError, Unauthenticated
+from rootward.receiver.logs import LogDecoder
+from rootward.receiver.metrics import MetricDecoder
+from rootward.receiver.otlp_json import hex_ids_to_base64
+from rootward.receiver.queue import BatchQueue, Signal
+from rootward.receiver.traces import TraceDecoder
+from rootward.telemetry import Telemetry
+
+Transport = Literal["grpc", "http"]
+_REQUEST_TYPES: dict[str, type[Message]] = {
+    "traces": ExportTraceServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+_ITEM_NAMES = {"traces": "spans", "metrics": "data points", "logs": "log records"}
+
+
+def response_message(signal: Signal, rejected: int, message: str) -> Message:
+    """The Export*ServiceResponse for ``signal``, with partial success when items were refused."""
+    if signal == "traces":
+        traces = ExportTraceServiceResponse()
+        if rejected:
+            traces.partial_success.rejected_spans = rejected
+            traces.partial_success.error_message = message
+        return traces
+    if signal == "metrics":
+        metrics = ExportMetricsServiceResponse()
+        if rejected:
+            metrics.partial_success.rejected_data_points = rejected
+            metrics.partial_success.error_message = message
+        return metrics
+    logs = ExportLogsServiceResponse()
+    if rejected:
+        logs.partial_success.rejected_log_records = rejected
+        logs.partial_success.error_message = message
+    return logs
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the sender is told on success: items refused (partial success) and why."""
+
+    accepted: int
+    rejected: int
+    message: str
+
+
+class Ingest:
+    """Shared request handling; thread-safe for concurrent requests (decoders keep only a resource cache)."""
+
+    def __init__(self, cfg: config.Receiver, queue: BatchQueue, telemetry: Telemetry) -> None:
+        self.cfg = cfg
+        self.queue = queue
+        self.telemetry = telemetry
+        limits = Limits(cfg.limits.max_attributes, cfg.limits.max_value_bytes, cfg.limits.max_depth)
+        self.traces = TraceDecoder(limits)
+        self.metrics = MetricDecoder(limits)
+        self.logs = LogDecoder(limits)
+        self._tokens = [f"Bearer {t.get_secret_value()}".encode() for t in cfg.auth.tokens]
+
+    def warm_up(self) -> None:
+        """Compile the decoding kernels now rather than on the first request (numba compiles on first use)."""
+        self.traces.decode(b"")
+
+    def authorize(self, header: str | None) -> None:
+        """Check an ``authorization`` header against the configured tokens (constant time per token).
+
+        Raises:
+            Unauthenticated: tokens are configured and the header is missing or matches none.
+        """
+        if not self._tokens:
+            return
+        if not header:
+            raise Unauthenticated("missing authorization header (expected 'Bearer <token>')")
+        given = header.encode()
+        ok = False
+        for token in self._tokens:
+            ok |= hmac.compare_digest(given, token)
+        if not ok:
+            raise Unauthenticated("invalid bearer token")
+
+    def check_size(self, size: int, what: str = "request") -> None:
+        """Raises LimitExceeded when a body of ``size`` bytes is over ``max_request_bytes``."""
+        limit = self.cfg.limits.max_request_bytes
+        if size > limit:
+            raise LimitExceeded(f"{what} of {size} bytes is over the limit of {limit} bytes (max_request_bytes)")
+
+    def decompress(self, body: bytes, encoding: str) -> bytes:
+        """Undo a Content-Encoding (gzip, deflate or identity), refusing output over ``max_decompressed_bytes``.
+
+        Raises:
+            MalformedRequest: unknown encoding or corrupt data.
+            LimitExceeded: the output would be too large (a decompression bomb).
+        """
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding == "gzip":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            d = zlib.decompressobj()
+        else:
+            raise MalformedRequest(f"unsupported content-encoding {encoding!r} (use gzip, deflate or identity)")
+        limit = self.cfg.limits.max_decompressed_bytes
+        try:
+            out = d.decompress(body, limit + 1)
+        except zlib.error as e:
+            raise MalformedRequest(f"invalid {encoding} body: {e}") from e
+        if len(out) > limit:
+            raise LimitExceeded(f"decompressed body is over the limit of {limit} bytes (max_decompressed_bytes)")
+        if not d.eof:
+            raise MalformedRequest(f"truncated {encoding} body")
+        return out
+
+    def export(self, transport: Transport, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
+        """Decode ``data`` and queue it.
+
+        Returns the outcome for the sender. Raises a ReceiverError for the transport to map; either way the
+        request and its items are counted.
+        """
+        try:
+            outcome = self._export(signal, data, fmt)
+        except ReceiverError as e:
+            self.telemetry.requests.labels(transport, signal, e.reason).inc()
+            raise
+        result = "partial" if outcome.rejected else "ok"
+        self.telemetry.requests.labels(transport, signal, result).inc()
+        return outcome
+
+    def _export(self, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
+        started = time.perf_counter()
+        message = self._parse_json(signal, data) if fmt == "json" else None
+        decoded: Decoded[SpanBatch] | Decoded[MetricBatch] | Decoded[LogBatch]
+        if signal == "traces":
+            decoded = self.traces.decode(message.SerializeToString() if message is not None else data)
+        elif signal == "metrics":
+            decoded = self.metrics.decode_message(message) if message is not None else self.metrics.decode(data)  # type: ignore[arg-type]
+        else:
+            decoded = self.logs.decode_message(message) if message is not None else self.logs.decode(data)  # type: ignore[arg-type]
+        self.telemetry.decode_seconds.labels(signal).observe(time.perf_counter() - started)
+        items = self.telemetry.items
+        what = _ITEM_NAMES[signal]
+        if decoded.rejected:
+            items.labels(signal, "refused", "limit").inc(decoded.rejected)
+        accepted = len(decoded.batch)
+        if decoded.rejected and not accepted:
+            raise LimitExceeded(f"all {decoded.rejected} {what} refused: {decoded.message}")
+        if accepted:
+            try:
+                self.queue.put(signal, decoded.batch)
+            except ReceiverError as e:
+                items.labels(signal, "refused", e.reason).inc(accepted)
+                raise
+            items.labels(signal, "accepted", "").inc(accepted)
+        return Outcome(accepted, decoded.rejected, decoded.message)
+
+    def _parse_json(self, signal: Signal, data: bytes) -> Message:
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise MalformedRequest(f"invalid JSON: {e}") from e
+        if not isinstance(doc, dict):
+            raise MalformedRequest("invalid OTLP/JSON: the body must be a JSON object")
+        hex_ids_to_base64(doc)
+        message = _REQUEST_TYPES[signal]()
+        try:
+            json_format.ParseDict(doc, message, ignore_unknown_fields=True, max_recursion_depth=64)
+        except (json_format.ParseError, RecursionError, ValueError, TypeError) as e:
+            raise MalformedRequest(f"invalid OTLP/JSON {signal} request: {e}") from e
+        return message

@@ -1,0 +1,3 @@
+"""The package version, read by `rootward version` and the build."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""The composition root: builds the components from a :class:`~rootward.config.Config` and wires them together.
+
+Today the pipeline is the receiver feeding a :class:`ReceivedSummary`; topology and detection plug in here as
+further consumers when they land (issues 4 and 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rootward.api import build_api
+from rootward.clock import Clock, SystemClock
+from rootward.config import Config
+from rootward.model import LogBatch, MetricBatch, SpanBatch
+from rootward.receiver import Receiver
+from rootward.serving import ThreadedServer
+from rootward.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReceivedSummary:
+    """A consumer that keeps totals of what arrived: items per signal, spans per service and kind, metric names,
+    log severities. What the demo prints; cheap enough to run always (vectorised per batch)."""
+
+    items: Counter[str] = field(default_factory=Counter)
+    services: Counter[str] = field(default_factory=Counter)
+    span_kinds: Counter[int] = field(default_factory=Counter)
+    metric_names: Counter[str] = field(default_factory=Counter)
+    severities: Counter[int] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def consume_traces(self, batch: SpanBatch) -> None:
+        res, counts = np.unique(batch.resource, return_counts=True)
+        kinds, kind_counts = np.unique(batch.kind, return_counts=True)
+        with self._lock:
+            self.items["traces"] += len(batch)
+            for r, c in zip(res.tolist(), counts.tolist(), strict=True):
+                self.services[batch.resources[r].service_name] += c
+            for k, c in zip(kinds.tolist(), kind_counts.tolist(), strict=True):
+                self.span_kinds[k] += c
+
+    def consume_metrics(self, batch: MetricBatch) -> None:
+        names, counts = np.unique(batch.metric, return_counts=True)
+        with self._lock:
+            self.items["metrics"] += len(batch)
+            for m, c in zip(names.tolist(), counts.tolist(), strict=True):
+                self.metric_names[batch.metrics[m].name] += c
+
+    def consume_logs(self, batch: LogBatch) -> None:
+        sev, counts = np.unique(batch.severity, return_counts=True)
+        with self._lock:
+            self.items["logs"] += len(batch)
+            for s, c in zip(sev.tolist(), counts.tolist(), strict=True):
+                self.severities[s] += c
+
+
+class App:
+    """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.telemetry = Telemetry()
+        self.summary = ReceivedSummary()
+        self.receiver = Receiver(config.receiver, self.summary, self.telemetry, self.clock)
+        api = config.api.listen
+        self.api = ThreadedServer(build_api(self.telemetry, self.health), api.host, api.port, "API")
+
+    def health(self) -> dict[str, object]:
+        """Liveness and readiness with their reasons."""
+        queued = self.receiver.queue.size
+        capacity = self.config.receiver.queue.max_items
+        running = self.receiver.running
+        return {
+            "alive": running,
+            "ready": running and queued < capacity,
+            "queue_items": queued,
+            "queue_capacity": capacity,
+        }
+
+    def start(self) -> None:
+        self.receiver.start()
+        try:
+            self.api.start()
+        except Exception:
+            self.receiver.shutdown()
+            raise
+        logger.info(
+            "rootward ready: OTLP gRPC :%d, OTLP HTTP :%d, API :%d",
+            self.receiver.grpc.port,
+            self.receiver.http.port,
+            self.api.port,
+        )
+
+    def shutdown(self) -> None:
+        self.receiver.shutdown()
+        self.api.shutdown()

@@ -1,0 +1,200 @@
+"""Configuration: one YAML file, then ``ROOTWARD_*`` environment overrides, then command-line ``--set`` flags.
+
+Every field has a documented default, so an empty file (or none) is a working configuration. Unknown keys and bad
+values are errors that name the key and where it came from:
+
+    rootward.yaml: receiver.grpc.port: Input should be less than or equal to 65535 (got 70000)
+
+Environment variables address nested keys with double underscores and take YAML values:
+``ROOTWARD_RECEIVER__GRPC__PORT=14317``, ``ROOTWARD_RECEIVER__AUTH__TOKENS='[a, b]'``. The environment is read in
+:func:`load_config` only, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from rootward.errors import ConfigError
+
+ENV_PREFIX = "ROOTWARD_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Listen(_Section):
+    """Where a server listens."""
+
+    host: str = "0.0.0.0"
+    """Interface to bind. 0.0.0.0 so the node's Collector can reach the sidecar; 127.0.0.1 for local use."""
+    port: int = Field(default=0, ge=0, le=65535)
+    """TCP port; 0 picks a free port (tests, the demo)."""
+
+
+class TLS(_Section):
+    """Optional TLS for both OTLP servers."""
+
+    cert_file: Path | None = None
+    """PEM certificate chain. TLS is on when this and ``key_file`` are set."""
+    key_file: Path | None = None
+    """PEM private key."""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TLS:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class Auth(_Section):
+    """Optional bearer-token authentication of OTLP senders."""
+
+    tokens: list[SecretStr] = Field(default_factory=list)
+    """Accepted tokens (``authorization: Bearer <token>``). Empty: no authentication. Several allow rotation."""
+
+
+class Limits(_Section):
+    """Limits that keep hostile or broken senders from exhausting memory. Over a limit: INVALID_ARGUMENT / 400."""
+
+    max_request_bytes: int = Field(default=16 * 2**20, gt=0)
+    """Largest request body as received (compressed), in bytes. 16 MiB: a Collector batch of ~40k spans."""
+    max_decompressed_bytes: int = Field(default=64 * 2**20, gt=0)
+    """Largest request after decompression, in bytes; refuses gzip bombs. On gRPC, grpc-core enforces it."""
+    max_attributes: int = Field(default=128, gt=0)
+    """Most attributes on one span, event, link, data point, log record or resource (the OTel SDK's default)."""
+    max_value_bytes: int = Field(default=64 * 2**10, gt=0)
+    """Longest attribute key or string/bytes value, in bytes. 64 KiB leaves room for stack traces."""
+    max_depth: int = Field(default=8, gt=0, le=64)
+    """Deepest nesting of AnyValue arrays and key-value lists."""
+
+
+class Queue(_Section):
+    """The bounded queue between the receiver and the pipeline (backpressure)."""
+
+    max_items: int = Field(default=200_000, gt=0)
+    """Spans + data points + log records waiting for the pipeline. Past it, senders get RESOURCE_EXHAUSTED / 429."""
+    retry_after_s: float = Field(default=1.0, gt=0)
+    """Delay suggested to senders when the queue is full (RetryInfo / Retry-After)."""
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+    """How long shutdown waits for queued batches to reach the pipeline before counting them as dropped."""
+
+
+class Receiver(_Section):
+    """The OTLP receiver."""
+
+    grpc: Listen = Listen(port=4317)
+    """OTLP/gRPC listener (TraceService, MetricsService, LogsService)."""
+    http: Listen = Listen(port=4318)
+    """OTLP/HTTP listener (/v1/traces, /v1/metrics, /v1/logs)."""
+    tls: TLS = TLS()
+    auth: Auth = Auth()
+    limits: Limits = Limits()
+    queue: Queue = Queue()
+    grpc_workers: int = Field(default=8, gt=0)
+    """Threads serving gRPC calls. Decoding holds the GIL, so more threads add concurrency, not throughput."""
+
+
+class Api(_Section):
+    """Rootward's own HTTP endpoint: /metrics (Prometheus), /healthz, /readyz, and the query API."""
+
+    listen: Listen = Listen(port=8080)
+
+
+class Logging(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the ``rootward`` loggers."""
+    format: Literal["text", "json"] = "text"
+    """``json`` writes one JSON object a line, for log collectors."""
+
+
+class Config(_Section):
+    """The whole configuration. ``Config()`` is the documented default."""
+
+    receiver: Receiver = Receiver()
+    api: Api = Api()
+    logging: Logging = Logging()
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Read the YAML file at ``path`` (if any), apply ``ROOTWARD_*`` variables from ``environ`` (default:
+    ``os.environ``) and then ``overrides`` (``key.path=value`` strings), and validate.
+
+    Raises:
+        ConfigError: the file is unreadable or not YAML, or a key is unknown or a value invalid; the message names
+            the key and its source.
+    """
+    data: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    origin = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, not {type(loaded).__name__}")
+        data = loaded or {}
+    env = os.environ if environ is None else environ
+    for name, raw in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            keys = name[len(ENV_PREFIX) :].lower().split("__")
+            _set(data, keys, _yaml_value(raw, name))
+            source[".".join(keys)] = f"environment {name}"
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. receiver.grpc.port=4317")
+        keys = key.strip().split(".")
+        _set(data, keys, _yaml_value(raw, f"--set {key}"))
+        source[".".join(keys)] = f"--set {key}"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, origin, source)) from e
+
+
+def _yaml_value(raw: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not a valid YAML value: {raw!r}") from e
+
+
+def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        node = data.setdefault(k, {})
+        if not isinstance(node, dict):
+            node = data[k] = {}
+        data = node
+    data[keys[-1]] = value
+
+
+def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        where = next((s for k, s in source.items() if key == k or key.startswith(k + ".")), origin)
+        secret = any(word in key for word in ("token", "secret", "password", "key_file"))
+        got = "" if item["type"] == "extra_forbidden" or secret else f" (got {item['input']!r})"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{where}: {key}: {message}{got}")
+    return "\n".join(lines)

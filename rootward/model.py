@@ -1,0 +1,166 @@
+"""The shared domain model: the columnar batches the receiver hands to later stages, and the Consumer protocol.
+
+Stages meet here and nowhere else: the receiver builds these batches, topology and detector read them, and the
+app wires a receiver to its consumers through :class:`Consumer`. Batches are columnar (numpy arrays, one row per
+span, data point or log record) so that later stages reduce them with vectorised numpy instead of per-item Python.
+
+Strings that repeat (span names, attribute values) are interned once per batch in ``strings``; a column of string
+ids uses -1 for "absent". Resources are interned once per request and referenced by ``resource`` row indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+#: A scalar attribute value as decoded from OTLP; arrays and maps become tuples and dicts.
+AttrValue = str | bool | int | float | bytes | tuple["AttrValue", ...] | dict[str, "AttrValue"] | None
+
+# Span kinds (opentelemetry.proto.trace.v1.Span.SpanKind).
+KIND_UNSPECIFIED, KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = range(6)
+# Status codes (opentelemetry.proto.trace.v1.Status.StatusCode).
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = range(3)
+
+#: The span attributes the pipeline reads, by column name, with the attribute keys that fill each column in order of
+#: preference (current semantic conventions first, then the older names some instrumentations still send).
+SPAN_STRING_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
+    "peer.service": ("peer.service",),
+    "server.address": ("server.address", "net.peer.name", "http.host"),
+    "peer.ip": ("network.peer.address", "net.peer.ip", "net.sock.peer.addr"),
+    "db.system": ("db.system", "db.system.name"),
+    "messaging.system": ("messaging.system",),
+    "messaging.destination": ("messaging.destination.name", "messaging.destination"),
+}
+SPAN_INT_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
+    "server.port": ("server.port", "net.peer.port"),
+    "http.status_code": ("http.response.status_code", "http.status_code"),
+    "rpc.grpc.status_code": ("rpc.grpc.status_code",),
+}
+#: Value of an integer attribute column where the attribute is absent.
+INT_ABSENT = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A telemetry source: the attributes of one OTLP Resource (service, pod, node, ...)."""
+
+    attributes: Mapping[str, AttrValue]
+
+    def get(self, key: str, default: str = "") -> str:
+        """The attribute as a string, or ``default`` when it is absent."""
+        value = self.attributes.get(key)
+        return default if value is None else str(value)
+
+    @property
+    def service_name(self) -> str:
+        return self.get("service.name", "unknown_service")
+
+
+@dataclass(frozen=True, slots=True)
+class SpanBatch:
+    """Spans of one request, one row each.
+
+    Columns: ``trace_id`` (uint64[n, 2], high and low halves), ``span_id`` and ``parent_id`` (uint64[n]; 0 = no
+    parent), ``kind`` and ``status`` (int8[n], OTLP enum values), ``start``/``end`` (int64[n], Unix ns), ``name``
+    (int32[n], into ``strings``), ``resource`` (int32[n], into ``resources``), and the attribute columns of
+    :data:`SPAN_STRING_ATTRIBUTES` (int32 string ids, -1 absent) and :data:`SPAN_INT_ATTRIBUTES` (int64,
+    :data:`INT_ABSENT` absent).
+    """
+
+    trace_id: np.ndarray
+    span_id: np.ndarray
+    parent_id: np.ndarray
+    kind: np.ndarray
+    status: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    name: np.ndarray
+    resource: np.ndarray
+    resources: Sequence[Resource]
+    strings: Sequence[str]
+    str_attrs: Mapping[str, np.ndarray]
+    int_attrs: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.span_id)
+
+    def string(self, column: str, row: int) -> str | None:
+        """The string attribute ``column`` of span ``row``, or None."""
+        i = int(self.str_attrs[column][row])
+        return None if i < 0 else self.strings[i]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricBatch:
+    """Metric data points of one request, one row each.
+
+    ``metric`` indexes ``metrics`` (name, unit, type, temporality, monotonic); ``value`` is the gauge/sum value or
+    a histogram's sum; ``count`` the histogram/summary count (0 otherwise); ``attributes`` the data point's
+    attributes; ``buckets`` holds, per histogram row, (explicit bounds, bucket counts) and, per exponential
+    histogram row, (scale, zero count, positive offset and counts, negative offset and counts); per summary row
+    its quantiles.
+    """
+
+    metric: np.ndarray
+    resource: np.ndarray
+    start: np.ndarray
+    time: np.ndarray
+    value: np.ndarray
+    count: np.ndarray
+    metrics: Sequence[MetricInfo]
+    resources: Sequence[Resource]
+    attributes: Sequence[Mapping[str, AttrValue]]
+    buckets: Mapping[int, tuple[object, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.metric)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """One metric stream's description: name, unit, type (gauge, sum, histogram, exponential_histogram,
+    summary), aggregation temporality (0 unspecified, 1 delta, 2 cumulative) and monotonicity."""
+
+    name: str
+    unit: str
+    type: str
+    temporality: int = 0
+    monotonic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """Log records of one request, one row each.
+
+    ``severity`` is the OTLP severity number (0 unspecified); ``trace_id`` (uint64[n, 2]) and ``span_id`` are 0 when
+    absent; ``body`` is the decoded body (a string, or a dict for structured bodies such as the Kubernetes objects
+    and events the Collector's k8sobjects receiver sends); ``severity_text`` and ``event_name`` intern into
+    ``strings``.
+    """
+
+    time: np.ndarray
+    severity: np.ndarray
+    severity_text: np.ndarray
+    trace_id: np.ndarray
+    span_id: np.ndarray
+    resource: np.ndarray
+    resources: Sequence[Resource]
+    strings: Sequence[str]
+    body: Sequence[AttrValue]
+    attributes: Sequence[Mapping[str, AttrValue]]
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+class Consumer(Protocol):
+    """What a stage offers to the one before it. Called from the pipeline thread, one batch at a time."""
+
+    def consume_traces(self, batch: SpanBatch) -> None: ...
+
+    def consume_metrics(self, batch: MetricBatch) -> None: ...
+
+    def consume_logs(self, batch: LogBatch) -> None: ...

@@ -1,0 +1,56 @@
+"""Rootward's own metrics (Prometheus), one registry per running instance so that tests can run several.
+
+Every item the receiver sees ends in exactly one outcome, per signal:
+``accepted`` (queued for the pipeline), ``refused`` (the sender was told: malformed, over a limit, unauthenticated,
+queue full) or ``dropped`` (accepted and then lost: a consumer error, or still queued when shutdown's drain deadline
+passed). ``rootward_receiver_items_total`` counts them with the reason, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from rootward._version import __version__
+
+
+class Telemetry:
+    """The metric families of one Rootward instance."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge("rootward_build_info", "Rootward version.", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.items = Counter(
+            "rootward_receiver_items",
+            "Spans, data points and log records by signal, outcome (accepted, refused, dropped) and reason.",
+            ["signal", "outcome", "reason"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "rootward_receiver_requests",
+            "Export requests by transport (grpc, http), signal and result (ok, partial, or the error reason).",
+            ["transport", "signal", "result"],
+            registry=r,
+        )
+        self.decode_seconds = Histogram(
+            "rootward_receiver_decode_seconds",
+            "Time to decode one export request into a columnar batch.",
+            ["signal"],
+            buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+            registry=r,
+        )
+        self.queue_items = Gauge("rootward_queue_items", "Items waiting for the pipeline.", registry=r)
+        self.queue_capacity = Gauge("rootward_queue_capacity_items", "Capacity of the pipeline queue.", registry=r)
+        self.consumer_errors = Counter(
+            "rootward_pipeline_consumer_errors", "Batches a pipeline stage failed on.", ["signal"], registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The metrics in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of a sample (0 when absent), e.g. ``value("rootward_receiver_items_total", ...)``."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
