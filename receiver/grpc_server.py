@@ -60,10 +60,12 @@ class GrpcServer:
                 header = dict(context.invocation_metadata()).get("authorization")
                 ingest.authorize(header if isinstance(header, str) else None)
                 ingest.check_size(len(request), "decompressed request")
-                outcome = ingest.export("grpc", signal, request, "proto")
+                outcome = ingest.export(signal, request, "proto")
             except ReceiverError as e:
+                ingest.record("grpc", signal, e)
                 _abort(context, e)
                 raise AssertionError("unreachable") from e  # abort_with_status raises
+            ingest.record("grpc", signal, outcome)
             return response_message(signal, outcome.rejected, outcome.message).SerializeToString()
 
         return grpc.unary_unary_rpc_method_handler(export)

@@ -66,16 +66,17 @@ def build_app(ingest: Ingest) -> Starlette:
             fmt: Literal["proto", "json"] = "json" if media == _JSON else "proto"
             try:
                 if media not in (_PROTO, _JSON):
-                    ingest.telemetry.requests.labels("http", signal, UnsupportedMediaType.reason).inc()
                     raise UnsupportedMediaType(
                         f"unsupported content-type {media or '(none)'!r}: use {_PROTO} or {_JSON}"
                     )
                 ingest.authorize(request.headers.get("authorization"))
                 body = await read_body(request)
                 data = ingest.decompress(body, request.headers.get("content-encoding", ""))
-                outcome = await run_in_threadpool(ingest.export, "http", signal, data, fmt)
+                outcome = await run_in_threadpool(ingest.export, signal, data, fmt)
             except ReceiverError as e:
+                ingest.record("http", signal, e)
                 return _error(e, fmt)
+            ingest.record("http", signal, outcome)
             body, media_type = _encode(response_message(signal, outcome.rejected, outcome.message), fmt)
             return Response(body, media_type=media_type)
 

@@ -145,22 +145,21 @@ class Ingest:
             raise MalformedRequest(f"truncated {encoding} body")
         return out
 
-    def export(self, transport: Transport, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
-        """Decode ``data`` and queue it.
+    def record(self, transport: Transport, signal: Signal, result: Outcome | ReceiverError) -> None:
+        """Count one request by its result (ok, partial, or the error's reason). The servers call this once for
+        every request, whatever step refused it."""
+        if isinstance(result, ReceiverError):
+            self.telemetry.requests.labels(transport, signal, result.reason).inc()
+            return
+        label = "partial" if result.rejected else "ok"
+        self.telemetry.requests.labels(transport, signal, label).inc()
 
-        Returns the outcome for the sender. Raises a ReceiverError for the transport to map; either way the
-        request and its items are counted.
+    def export(self, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
+        """Decode ``data`` and queue it; return the outcome for the sender.
+
+        Items are counted here (accepted, or refused with the reason). Raises a ReceiverError for the transport
+        to map to a status.
         """
-        try:
-            outcome = self._export(signal, data, fmt)
-        except ReceiverError as e:
-            self.telemetry.requests.labels(transport, signal, e.reason).inc()
-            raise
-        result = "partial" if outcome.rejected else "ok"
-        self.telemetry.requests.labels(transport, signal, result).inc()
-        return outcome
-
-    def _export(self, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
         started = time.perf_counter()
         message = self._parse_json(signal, data) if fmt == "json" else None
         decoded: Decoded[SpanBatch] | Decoded[MetricBatch] | Decoded[LogBatch]

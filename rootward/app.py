@@ -16,7 +16,7 @@ import numpy as np
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
-from rootward.model import LogBatch, MetricBatch, SpanBatch
+from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
 from rootward.telemetry import Telemetry
@@ -64,12 +64,13 @@ class ReceivedSummary:
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None, consumer: Consumer | None = None) -> None:
+        """``consumer`` replaces the pipeline (for embedding Rootward's receiver, and for tests)."""
         self.config = config
         self.clock = clock or SystemClock()
         self.telemetry = Telemetry()
         self.summary = ReceivedSummary()
-        self.receiver = Receiver(config.receiver, self.summary, self.telemetry, self.clock)
+        self.receiver = Receiver(config.receiver, consumer or self.summary, self.telemetry, self.clock)
         api = config.api.listen
         self.api = ThreadedServer(build_api(self.telemetry, self.health), api.host, api.port, "API")
 

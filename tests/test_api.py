@@ -1,0 +1,73 @@
+"""Rootward's own endpoint: Prometheus metrics, liveness and readiness, on a running App."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from rootward.app import App
+from rootward.config import load_config
+from rootward.testing import RecordingConsumer
+
+LOCAL = [
+    "receiver.grpc.host=127.0.0.1",
+    "receiver.grpc.port=0",
+    "receiver.http.host=127.0.0.1",
+    "receiver.http.port=0",
+    "api.listen.host=127.0.0.1",
+    "api.listen.port=0",
+]
+
+
+TEN_SPANS = ExportTraceServiceRequest(
+    resource_spans=[{"scope_spans": [{"spans": [{"trace_id": b"t" * 16, "span_id": b"s" * 8}] * 10}]}]
+).SerializeToString()
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    app = App(load_config(environ={}, overrides=[*LOCAL, "receiver.queue.max_items=100"]))
+    app.start()
+    yield app
+    app.shutdown()
+
+
+def test_metrics_endpoint_serves_the_receiver_counters(app: App) -> None:
+    body = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174"}]}]}]}'
+    r = httpx.post(
+        f"http://127.0.0.1:{app.receiver.http.port}/v1/traces",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 200
+    app.receiver.queue.wait_idle()
+    text = httpx.get(f"http://127.0.0.1:{app.api.port}/metrics").text
+    assert 'rootward_receiver_items_total{outcome="accepted",reason="",signal="traces"} 1.0' in text
+    assert 'rootward_receiver_requests_total{result="ok",signal="traces",transport="http"} 1.0' in text
+    assert "rootward_receiver_decode_seconds_bucket" in text
+
+
+def test_health_and_readiness_report_ok_while_running(app: App) -> None:
+    base = f"http://127.0.0.1:{app.api.port}"
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"alive": True, "ready": True, "queue_items": 0, "queue_capacity": 100}
+
+
+def test_not_ready_while_the_queue_is_full_and_not_alive_after_shutdown() -> None:
+    slow = RecordingConsumer(delay=1.0)
+    app = App(load_config(environ={}, overrides=[*LOCAL, "receiver.queue.max_items=10"]), consumer=slow)
+    app.start()
+    try:
+        url = f"http://127.0.0.1:{app.receiver.http.port}/v1/traces"
+        assert httpx.post(url, content=TEN_SPANS, headers={"content-type": "application/x-protobuf"}).is_success
+        ready = httpx.get(f"http://127.0.0.1:{app.api.port}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["queue_items"] == 10
+    finally:
+        app.shutdown()
+    assert app.health() == {"alive": False, "ready": False, "queue_items": 0, "queue_capacity": 10}

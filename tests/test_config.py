@@ -1,0 +1,98 @@
+"""Configuration: YAML file, ROOTWARD_* environment, --set flags; errors name the key and where it came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rootward.config import Config, load_config
+from rootward.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rootward.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_gives_the_documented_defaults() -> None:
+    cfg = load_config(environ={})
+    assert cfg == Config()
+    assert cfg.receiver.grpc.port == 4317
+    assert cfg.receiver.http.port == 4318
+    assert cfg.receiver.auth.tokens == []
+
+
+def test_file_values_are_applied(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "receiver:\n  grpc: {port: 14317}\n  limits: {max_depth: 4}\n"), environ={})
+    assert cfg.receiver.grpc.port == 14317
+    assert cfg.receiver.limits.max_depth == 4
+    assert cfg.receiver.http.port == 4318
+
+
+def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
+    path = write(tmp_path, "receiver:\n  grpc: {port: 14317}\n")
+    cfg = load_config(path, environ={"ROOTWARD_RECEIVER__GRPC__PORT": "24317", "HOME": "/x"})
+    assert cfg.receiver.grpc.port == 24317
+    cfg = load_config(path, environ={"ROOTWARD_RECEIVER__GRPC__PORT": "24317"}, overrides=["receiver.grpc.port=34317"])
+    assert cfg.receiver.grpc.port == 34317
+
+
+def test_environment_takes_yaml_values_such_as_lists() -> None:
+    cfg = load_config(environ={"ROOTWARD_RECEIVER__AUTH__TOKENS": "[a, b]"})
+    assert [t.get_secret_value() for t in cfg.receiver.auth.tokens] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("receiver:\n  grcp: {port: 1}\n", "rootward.yaml: receiver.grcp: unknown key", id="unknown-key"),
+        pytest.param(
+            "receiver:\n  grpc: {port: 70000}\n",
+            "rootward.yaml: receiver.grpc.port: Input should be less than or equal to 65535 (got 70000)",
+            id="port-out-of-range",
+        ),
+        pytest.param(
+            "receiver:\n  limits: {max_attributes: lots}\n",
+            "rootward.yaml: receiver.limits.max_attributes: Input should be a valid integer",
+            id="not-a-number",
+        ),
+        pytest.param(
+            "receiver:\n  tls: {cert_file: /c.pem}\n",
+            "rootward.yaml: receiver.tls: Value error, set both cert_file and key_file, or neither",
+            id="tls-half-set",
+        ),
+        pytest.param("logging: {level: LOUD}\n", "rootward.yaml: logging.level: Input should be", id="bad-enum"),
+        pytest.param("- a\n- b\n", "the top level must be a mapping, not list", id="not-a-mapping"),
+        pytest.param("receiver: [\n", "not valid YAML", id="not-yaml"),
+    ],
+)
+def test_bad_file_gives_an_error_naming_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert message in str(info.value)
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"environment ROOTWARD_API__LISTEN__PORT: api.listen.port"):
+        load_config(environ={"ROOTWARD_API__LISTEN__PORT": "-1"})
+
+
+def test_bad_flag_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"--set receiver.queue.max_items: receiver.queue.max_items"):
+        load_config(environ={}, overrides=["receiver.queue.max_items=0"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(environ={}, overrides=["receiver.queue.max_items"])
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_errors_never_echo_a_token() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"ROOTWARD_RECEIVER__AUTH__TOKENS": "{secret: hunter2}"})
+    assert "hunter2" not in str(info.value)
+    assert "receiver.auth.tokens" in str(info.value)
