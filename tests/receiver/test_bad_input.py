@@ -223,3 +223,56 @@ def test_every_refusal_is_counted_by_reason(guarded: tuple[Receiver, RecordingCo
     assert after == before + 1
     limit_after = telemetry.value("rootward_receiver_items_total", signal="traces", outcome="refused", reason="limit")
     assert limit_after == limit_before + 1
+
+
+def test_deeply_nested_json_is_refused_not_crashed(http: httpx.Client, export: grpc.UnaryUnaryMultiCallable) -> None:
+    body = b'{"resourceSpans":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    r = http.post("/v1/traces", content=body, headers={**TOKEN, "content-type": "application/json"})
+    assert r.status_code == 400
+    assert "invalid" in _status_message(r)
+    _still_serving(http, export)
+
+
+def test_resource_with_too_many_attributes_refuses_the_request(http: httpx.Client) -> None:
+    req = trace_request(span())
+    for i in range(20):
+        req.resource_spans[0].resource.attributes.add(key=f"r{i}", value=AnyValue(int_value=i))
+    r = http.post("/v1/traces", content=req.SerializeToString(), headers={**TOKEN, "content-type": PROTO})
+    assert r.status_code == 400
+    assert "too many attributes: 21 (max 16)" in _status_message(r)
+
+
+def test_metric_points_and_log_records_over_a_limit_are_refused_alone(
+    guarded: tuple[Receiver, RecordingConsumer], http: httpx.Client
+) -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+        ExportMetricsServiceResponse,
+    )
+
+    metrics = ExportMetricsServiceRequest()
+    points = metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="m").gauge.data_points
+    points.add(as_double=1.0)
+    points.add(as_double=2.0).attributes.add(key="x", value=nested(5))
+    r = http.post("/v1/metrics", content=metrics.SerializeToString(), headers={**TOKEN, "content-type": PROTO})
+    assert r.status_code == 200
+    partial = ExportMetricsServiceResponse.FromString(r.content).partial_success
+    assert (partial.rejected_data_points, partial.error_message) == (
+        1,
+        "1 data points: AnyValue nested too deep (max depth 4)",
+    )
+    logs = ExportLogsServiceRequest()
+    records = logs.resource_logs.add().scope_logs.add().log_records
+    records.add(body=AnyValue(string_value="fine"))
+    records.add(body=AnyValue(string_value="x" * 2000))
+    r = http.post("/v1/logs", content=logs.SerializeToString(), headers={**TOKEN, "content-type": PROTO})
+    assert r.status_code == 200
+    partial_logs = ExportLogsServiceResponse.FromString(r.content).partial_success
+    assert partial_logs.rejected_log_records == 1
+    assert "attribute value too long (max 1024 bytes)" in partial_logs.error_message
+    guarded[0].queue.wait_idle()
+    assert any(b.body == ["fine"] for b in guarded[1].logs)
