@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class ResourceCache:
         self._limits = limits
         self._max = max_entries
         self._cache: OrderedDict[bytes, Resource] = OrderedDict()
+        self._lock = threading.Lock()  # requests decode concurrently in the servers' threads
 
     def get(self, raw: bytes) -> Resource:
         """The Resource serialized in ``raw``.
@@ -136,18 +138,20 @@ class ResourceCache:
             MalformedRequest: ``raw`` is not a Resource.
             LimitExceeded: its attributes break a limit.
         """
-        found = self._cache.get(raw)
-        if found is not None:
-            self._cache.move_to_end(raw)
-            return found
+        with self._lock:
+            found = self._cache.get(raw)
+            if found is not None:
+                self._cache.move_to_end(raw)
+                return found
         try:
             pb = ResourcePb.FromString(raw)
         except Exception as e:
             raise MalformedRequest(f"invalid resource: {e}") from e
         resource = self.from_message(pb)
-        self._cache[raw] = resource
-        if len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[raw] = resource
+            if len(self._cache) > self._max:
+                self._cache.popitem(last=False)
         return resource
 
     def from_message(self, pb: ResourcePb) -> Resource:

@@ -71,8 +71,8 @@ def build_app(ingest: Ingest) -> Starlette:
                     )
                 ingest.authorize(request.headers.get("authorization"))
                 body = await read_body(request)
-                data = ingest.decompress(body, request.headers.get("content-encoding", ""))
-                outcome = await run_in_threadpool(ingest.export, signal, data, fmt)
+                encoding = request.headers.get("content-encoding", "")
+                outcome = await run_in_threadpool(ingest.export_body, signal, body, encoding, fmt)
             except ReceiverError as e:
                 ingest.record("http", signal, e)
                 return _error(e, fmt)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -92,8 +93,14 @@ class Ingest:
         self._tokens = [f"Bearer {t.get_secret_value()}".encode() for t in cfg.auth.tokens]
 
     def warm_up(self) -> None:
-        """Compile the decoding kernels now rather than on the first request (numba compiles on first use)."""
-        self.traces.decode(b"")
+        """Compile the decoding kernels now rather than on the first request (numba compiles on first use, or
+        loads its cache), by decoding a one-span request that takes every kernel's path."""
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        span = spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, name="warm-up")
+        span.attributes.add(key="server.address", value=AnyValue(string_value="x"))
+        span.events.add(name="e").attributes.add(key="a", value=AnyValue(array_value={"values": [AnyValue()]}))
+        self.traces.decode(request.SerializeToString())
 
     def authorize(self, header: str | None) -> None:
         """Check an ``authorization`` header against the configured tokens (constant time per token).
@@ -153,6 +160,10 @@ class Ingest:
             return
         label = "partial" if result.rejected else "ok"
         self.telemetry.requests.labels(transport, signal, label).inc()
+
+    def export_body(self, signal: Signal, body: bytes, encoding: str, fmt: Literal["proto", "json"]) -> Outcome:
+        """Decompress an HTTP body per its Content-Encoding, then :meth:`export` it (both off the event loop)."""
+        return self.export(signal, self.decompress(body, encoding), fmt)
 
     def export(self, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
         """Decode ``data`` and queue it; return the outcome for the sender.
