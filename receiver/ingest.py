@@ -15,7 +15,6 @@ from typing import Literal
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -28,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 from rootward import config
 from rootward.model import LogBatch, MetricBatch, SpanBatch
@@ -99,7 +99,7 @@ class Ingest:
         spans = request.resource_spans.add().scope_spans.add().spans
         span = spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, name="warm-up")
         span.attributes.add(key="server.address", value=AnyValue(string_value="x"))
-        span.events.add(name="e").attributes.add(key="a", value=AnyValue(array_value={"values": [AnyValue()]}))
+        span.events.add(name="e").attributes.add(key="a", value=AnyValue(array_value=ArrayValue(values=[AnyValue()])))
         self.traces.decode(request.SerializeToString())
 
     def authorize(self, header: str | None) -> None:
