@@ -7,7 +7,8 @@ STAGES := receiver topology detector agent actions policies
 
 .PHONY: demo test lint typecheck layers unit fmt bench venv layout clean
 
-$(STAMP): pyproject.toml
+# The Cython wire kernels are compiled by the (editable) install: reinstall when they change.
+$(STAMP): pyproject.toml receiver/_wire.pyx
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
@@ -43,7 +44,7 @@ layout:
 	@rm -rf .layout && mkdir -p .layout/rootward
 	@for f in rootward/*.py rootward/py.typed; do ln -s ../../$$f .layout/rootward/; done
 	@for s in $(STAGES); do mkdir -p .layout/rootward/$$s; \
-	  for f in $$s/*.py; do ln -s ../../../$$f .layout/rootward/$$s/; done; done
+	  for f in $$s/*.py $$s/*.pyi; do if [ -e $$f ]; then ln -s ../../../$$f .layout/rootward/$$s/; fi; done; done
 
 clean:
-	rm -rf .layout .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf .layout .mypy_cache .ruff_cache .pytest_cache build *.egg-info receiver/_wire.c receiver/*.so

@@ -96,7 +96,8 @@ def any_value(value: AnyValue, limits: Limits, depth: int = 1) -> AttrValue:
     which = value.WhichOneof("value")
     if which == "string_value" or which == "bytes_value":
         raw = getattr(value, which)
-        if len(raw) > limits.max_value_bytes:
+        size = len(raw) if which == "bytes_value" or len(raw) * 4 <= limits.max_value_bytes else len(raw.encode())
+        if size > limits.max_value_bytes:
             raise LimitExceeded(f"attribute value too long (max {limits.max_value_bytes} bytes)")
         return raw  # type: ignore[no-any-return]
     if which == "array_value":
@@ -159,38 +160,18 @@ class ResourceCache:
         return Resource(attributes(pb.attributes, self._limits))
 
 
-def intern_ranges(data: bytes, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, strings: list[str]) -> np.ndarray:
+def intern_ranges(data: bytes, offs: np.ndarray, lens: np.ndarray, strings: list[str]) -> np.ndarray:
     """Intern the UTF-8 byte ranges ``data[offs[i]:offs[i] + lens[i]]`` into ``strings``; return their ids (int32).
 
-    ``buf`` is ``data`` viewed as uint8.
-
-    Equal byte ranges get one id: ranges are grouped by a 64-bit hash and every group is checked byte for byte,
-    falling back to a dict when two different strings share a hash, so the result is exact.
+    Equal ranges get one id (exactly: the kernel compares bytes, not only hashes); each distinct string is decoded
+    once, with replacement of invalid UTF-8.
     """
-    if len(offs) == 0:
-        return np.empty(0, np.int32)
-    hashes = _wire.fnv1a(buf, offs, lens)
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    if not _wire.same_as_first(buf, offs, lens, first, inverse):
-        return _intern_slow(data, offs, lens, strings)
+    ids, firsts = _wire.intern_ranges(data, offs, lens)
     base = len(strings)
-    for r in first.tolist():
+    for r in firsts.tolist():
         o = int(offs[r])
         strings.append(data[o : o + int(lens[r])].decode("utf-8", "replace"))
-    return (inverse.astype(np.int32) + base).reshape(-1)
-
-
-def _intern_slow(data: bytes, offs: np.ndarray, lens: np.ndarray, strings: list[str]) -> np.ndarray:
-    seen: dict[bytes, int] = {}
-    out = np.empty(len(offs), np.int32)
-    for i, (o, n) in enumerate(zip(offs.tolist(), lens.tolist(), strict=True)):
-        chunk = data[o : o + n]
-        idx = seen.get(chunk)
-        if idx is None:
-            idx = seen[chunk] = len(strings)
-            strings.append(chunk.decode("utf-8", "replace"))
-        out[i] = idx
-    return out
+    return ids + base if base else ids
 
 
 def intern(values: Iterable[str], strings: list[str], table: dict[str, int]) -> np.ndarray:

@@ -93,8 +93,8 @@ class Ingest:
         self._tokens = [f"Bearer {t.get_secret_value()}".encode() for t in cfg.auth.tokens]
 
     def warm_up(self) -> None:
-        """Compile the decoding kernels now rather than on the first request (numba compiles on first use, or
-        loads its cache), by decoding a one-span request that takes every kernel's path."""
+        """Decode a one-span request that takes every kernel's path, so that the first real request finds the
+        decoder's modules loaded and its tables built."""
         request = ExportTraceServiceRequest()
         spans = request.resource_spans.add().scope_spans.add().spans
         span = spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, name="warm-up")

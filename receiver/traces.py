@@ -1,6 +1,6 @@
 """Decode an OTLP ExportTraceServiceRequest (wire bytes) into a columnar :class:`SpanBatch`.
 
-The hot path of the whole product: the numba kernels in ``_wire`` read the bytes once and fill numpy columns;
+The hot path of the whole product: the Cython kernels in ``_wire.pyx`` read the bytes once and fill numpy columns;
 this module allocates the columns, interns names and attribute strings once per request, interns resources by
 their bytes, and splits off the spans refused by a per-item limit (reported back as partial success).
 """
@@ -15,24 +15,26 @@ from rootward.receiver._common import Decoded, Limits, ResourceCache, intern_ran
 
 
 def _key_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
-    """The wanted attribute keys as arrays for the kernel: bytes, lengths, column, priority."""
+    """The wanted attribute keys as arrays for the kernel, in order of preference within each column: bytes,
+    lengths, column, and the column's value type."""
     str_cols = list(SPAN_STRING_ATTRIBUTES)
     int_cols = list(SPAN_INT_ATTRIBUTES)
     rows: list[tuple[bytes, int, int]] = []
-    for col, name in enumerate(str_cols + int_cols):
-        keys = SPAN_STRING_ATTRIBUTES.get(name) or SPAN_INT_ATTRIBUTES[name]
-        rows += [(k.encode(), col, prio) for prio, k in enumerate(keys)]
+    for col, name in enumerate(str_cols):
+        rows += [(k.encode(), col, _wire.T_STRING) for k in SPAN_STRING_ATTRIBUTES[name]]
+    for col, name in enumerate(int_cols, len(str_cols)):
+        rows += [(k.encode(), col, _wire.T_INT) for k in SPAN_INT_ATTRIBUTES[name]]
     width = max(len(k) for k, _, _ in rows)
     table = np.zeros((len(rows), width), np.uint8)
     for i, (k, _, _) in enumerate(rows):
         table[i, : len(k)] = np.frombuffer(k, np.uint8)
     lens = np.array([len(k) for k, _, _ in rows], np.int64)
     cols = np.array([c for _, c, _ in rows], np.int64)
-    prio = np.array([p for _, _, p in rows], np.int64)
-    return table, lens, cols, prio, str_cols, int_cols
+    kinds = np.array([t for _, _, t in rows], np.int64)
+    return table, lens, cols, kinds, str_cols, int_cols
 
 
-_KEYS, _KEYLENS, _KEYCOLS, _KEYPRIO, _STR_COLS, _INT_COLS = _key_tables()
+_KEYS, _KEYLENS, _KEYCOLS, _KEYKINDS, _STR_COLS, _INT_COLS = _key_tables()
 _NCOLS = len(_STR_COLS) + len(_INT_COLS)
 
 
@@ -51,8 +53,7 @@ class TraceDecoder:
             MalformedRequest: the bytes are not a valid ExportTraceServiceRequest.
             LimitExceeded: a resource's attributes break a limit (the whole request is refused).
         """
-        buf = np.frombuffer(data, np.uint8)
-        index, res_ranges, err, at = _wire.index_spans(buf)
+        index, res_ranges, err, at = _wire.index_spans(data)
         if err:
             raise wire_error(err, at, "trace request")
         n = len(index)
@@ -67,7 +68,7 @@ class TraceDecoder:
         a_int = np.empty((n, _NCOLS), np.int64)
         reject = np.empty(n, np.int8)
         err, at = _wire.parse_spans(
-            buf, index, self._limit_array, _KEYS, _KEYLENS, _KEYCOLS, _KEYPRIO,
+            data, index, self._limit_array, _KEYS, _KEYLENS, _KEYCOLS, _KEYKINDS,
             ids, kind, times, status, name, a_type, a_off, a_len, a_int, reject,
         )  # fmt: skip
         if err:
@@ -86,7 +87,7 @@ class TraceDecoder:
         has = a_type[:, : len(_STR_COLS)] == _wire.T_STRING
         offs = np.concatenate((name[:, 0], a_off[:, : len(_STR_COLS)][has]))
         lens = np.concatenate((name[:, 1], a_len[:, : len(_STR_COLS)][has]))
-        string_ids = intern_ranges(data, buf, offs, lens, strings)
+        string_ids = intern_ranges(data, offs, lens, strings)
         cells = np.full(has.shape, -1, np.int32)
         cells[has] = string_ids[n:]
         str_attrs = {column: cells[:, col] for col, column in enumerate(_STR_COLS)}
