@@ -64,7 +64,7 @@ class SpanBatch:
     """Spans of one request, one row each.
 
     Columns: ``trace_id`` (uint64[n, 2], high and low halves), ``span_id`` and ``parent_id`` (uint64[n]; 0 = no
-    parent), ``kind`` and ``status`` (int8[n], OTLP enum values; -1 for a value this OTLP version does not know),
+    parent), ``kind`` and ``status`` (int8[n], OTLP enum values; -1 for a value outside 0..127, never an alias),
     ``start``/``end`` (int64[n], Unix ns), ``name`` (int32[n], into ``strings``), ``resource`` (int32[n], into
     ``resources``), and the attribute columns of :data:`SPAN_STRING_ATTRIBUTES` (int32 string ids, -1 absent) and
     :data:`SPAN_INT_ATTRIBUTES` (int64, :data:`INT_ABSENT` absent).
