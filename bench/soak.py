@@ -34,6 +34,8 @@ import rotel
 from prometheus_client.parser import text_string_to_metric_families
 from workload import make_request, make_resources
 
+from rootward.testing import free_ports
+
 ROTEL_AGENT = Path(os.path.dirname(rotel.__file__)) / "rotel-agent"
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_SEND = 100
@@ -53,19 +55,6 @@ class SoakResult:
     send_failures: int
     seconds: float
     rate: float
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago (rotel and ``rootward serve`` are given fixed ports).
-    The sockets stay bound until all are picked, so the kernel cannot hand out one port twice."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def cpu_seconds(pid: int) -> float:

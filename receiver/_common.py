@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePb
 
@@ -118,6 +119,38 @@ def attributes(kvs: Sequence[KeyValue], limits: Limits, depth: int = 1) -> dict[
     if len(kvs) > limits.max_attributes:
         raise LimitExceeded(f"too many attributes: {len(kvs)} (max {limits.max_attributes})")
     return {kv.key: any_value(kv.value, limits, depth) for kv in kvs}
+
+
+M = TypeVar("M", bound=Message)
+
+
+class UpbDecoder(Generic[M, B]):
+    """The shape of the metric and log decoders: parse with upb (``request_type``), then ``decode_message``, which
+    the OTLP/JSON path calls directly. One per receiver: it holds the resource cache."""
+
+    request_type: type[M]
+    what = "request"
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.resources = ResourceCache(self.limits)
+
+    def decode(self, data: bytes) -> Decoded[B]:
+        """Decode ``data``.
+
+        Raises:
+            MalformedRequest: not a request of ``request_type``.
+            LimitExceeded: a resource's attributes break a limit.
+        """
+        try:
+            req = self.request_type.FromString(data)
+        except DecodeError as e:
+            raise MalformedRequest(f"invalid {self.what} protobuf: {e}") from e
+        return self.decode_message(req)
+
+    def decode_message(self, req: M) -> Decoded[B]:
+        """Decode an already parsed request."""
+        raise NotImplementedError
 
 
 class ResourceCache:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from rootward.model import AttrValue, LogBatch, Resource
-from rootward.receiver._common import Decoded, Limits, ResourceCache, any_value, attributes, intern, summarize
-from rootward.receiver.errors import LimitExceeded, MalformedRequest
+from rootward.receiver._common import Decoded, UpbDecoder, any_value, attributes, intern, summarize
+from rootward.receiver.errors import LimitExceeded
 
 
 def _id(raw: bytes, size: int) -> tuple[int, int]:
@@ -27,25 +26,11 @@ def _id(raw: bytes, size: int) -> tuple[int, int]:
     return 0, int.from_bytes(raw, "big")
 
 
-class LogDecoder:
+class LogDecoder(UpbDecoder[ExportLogsServiceRequest, LogBatch]):
     """Decodes log requests; one per receiver (it holds the resource cache)."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
-        self.resources = ResourceCache(self.limits)
-
-    def decode(self, data: bytes) -> Decoded[LogBatch]:
-        """Decode ``data``.
-
-        Raises:
-            MalformedRequest: not an ExportLogsServiceRequest.
-            LimitExceeded: a resource's attributes break a limit.
-        """
-        try:
-            req = ExportLogsServiceRequest.FromString(data)
-        except DecodeError as e:
-            raise MalformedRequest(f"invalid logs request protobuf: {e}") from e
-        return self.decode_message(req)
+    request_type = ExportLogsServiceRequest
+    what = "logs request"
 
     def decode_message(self, req: ExportLogsServiceRequest) -> Decoded[LogBatch]:
         """Decode an already parsed request (the OTLP/JSON path)."""

@@ -10,33 +10,18 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from rootward.model import AttrValue, MetricBatch, MetricInfo, Resource
-from rootward.receiver._common import Decoded, Limits, ResourceCache, attributes, summarize
-from rootward.receiver.errors import LimitExceeded, MalformedRequest
+from rootward.receiver._common import Decoded, UpbDecoder, attributes, summarize
+from rootward.receiver.errors import LimitExceeded
 
 
-class MetricDecoder:
+class MetricDecoder(UpbDecoder[ExportMetricsServiceRequest, MetricBatch]):
     """Decodes metric requests; one per receiver (it holds the resource cache)."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
-        self.resources = ResourceCache(self.limits)
-
-    def decode(self, data: bytes) -> Decoded[MetricBatch]:
-        """Decode ``data``.
-
-        Raises:
-            MalformedRequest: not an ExportMetricsServiceRequest.
-            LimitExceeded: a resource's attributes break a limit.
-        """
-        try:
-            req = ExportMetricsServiceRequest.FromString(data)
-        except DecodeError as e:
-            raise MalformedRequest(f"invalid metrics request protobuf: {e}") from e
-        return self.decode_message(req)
+    request_type = ExportMetricsServiceRequest
+    what = "metrics request"
 
     def decode_message(self, req: ExportMetricsServiceRequest) -> Decoded[MetricBatch]:
         """Decode an already parsed request (the OTLP/JSON path)."""

@@ -3,6 +3,7 @@ receiver on free ports. Used by tests/ and bench/; safe to use from other projec
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +60,20 @@ class RecordingConsumer:
                     break
                 self._cond.wait(left)
             return sum(len(b) for b in getattr(self, signal))
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago, for programs that cannot bind port 0 and
+    report the port they got (rotel, ``rootward serve`` in a subprocess). The sockets stay bound until all are
+    picked, so the kernel cannot hand out one port twice."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def local_receiver_config(**overrides: object) -> config.Receiver:

@@ -24,6 +24,8 @@ import otel_collector
 import pytest
 import rotel
 
+from rootward.testing import free_ports
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ROTEL_AGENT = Path(os.path.dirname(rotel.__file__)) / "rotel-agent"
 OTELCOL = Path(os.path.dirname(otel_collector.__file__)) / "bin" / "otelcol-contrib_linux_amd64"
@@ -32,19 +34,6 @@ OTELCOL = Path(os.path.dirname(otel_collector.__file__)) / "bin" / "otelcol-cont
 OTELCOL_SHA256 = "f621d924828a0395b732855e5e8aed81a1a2068d87fb26c65e0fd2179e88b964"
 #: rotel's exporter retry flags from COMPONENTS.md (its defaults are 5 s / 30 s, too slow for tests).
 ROTEL_RETRY_FLAGS = ("--otlp-exporter-retry-initial-backoff", "200ms", "--otlp-exporter-retry-max-backoff", "1s")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago (for binaries that cannot bind port 0 and
-    report the port they got)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
