@@ -34,13 +34,25 @@ def summarize(reasons: Counter[str], what: str) -> str:
     return "; ".join(f"{count} {what}: {reason}" for reason, count in reasons.most_common())
 
 
+#: The deepest AnyValue nesting the wire kernels support (their stack is sized for it).
+MAX_DEPTH = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-item limits applied while decoding (see ``ReceiverLimits`` in rootward.config for the defaults)."""
+    """Limits applied while decoding (``receiver.limits`` in rootward.config documents them)."""
 
     max_attributes: int = 128
     max_value_bytes: int = 65536
     max_depth: int = 8
+    max_items: int = 50_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_attributes", "max_value_bytes", "max_depth", "max_items"):
+            if not 0 < getattr(self, name) < 2**62:
+                raise ValueError(f"{name} must be a positive integer, not {getattr(self, name)!r}")
+        if self.max_depth > MAX_DEPTH:
+            raise ValueError(f"max_depth must be at most {MAX_DEPTH}, not {self.max_depth}")
 
     def as_array(self) -> np.ndarray:
         return np.array([self.max_attributes, self.max_value_bytes, self.max_depth], np.int64)
@@ -63,6 +75,18 @@ WIRE_ERRORS = {
     _wire.E_WIRE_TYPE: "invalid wire type",
     _wire.E_FIELD_TYPE: "known field with the wrong wire type",
 }
+
+
+def as_int64(values: list[int] | list[float | int]) -> np.ndarray:
+    """Unsigned 64-bit wire values (times, counts) as an int64 column; values past 2**63 wrap, as a C cast would,
+    instead of raising OverflowError on a hostile sender's input."""
+    return np.array(values, np.uint64).view(np.int64)
+
+
+def too_many(count: int | None, what: str, limits: Limits) -> LimitExceeded:
+    """The LimitExceeded for a request holding more than ``max_items`` items (``count`` when it is known)."""
+    held = f"{count} {what}, more than" if count is not None else f"more {what} than"
+    return LimitExceeded(f"request holds {held} the limit of {limits.max_items} (max_items_per_request)")
 
 
 def wire_error(code: int, offset: int, what: str) -> MalformedRequest:
@@ -118,7 +142,13 @@ def attributes(kvs: Sequence[KeyValue], limits: Limits, depth: int = 1) -> dict[
     """
     if len(kvs) > limits.max_attributes:
         raise LimitExceeded(f"too many attributes: {len(kvs)} (max {limits.max_attributes})")
-    return {kv.key: any_value(kv.value, limits, depth) for kv in kvs}
+    out = {}
+    for kv in kvs:
+        key = kv.key
+        if len(key) * 4 > limits.max_value_bytes and len(key.encode()) > limits.max_value_bytes:
+            raise LimitExceeded(f"attribute key too long (max {limits.max_value_bytes} bytes)")
+        out[key] = any_value(kv.value, limits, depth)
+    return out
 
 
 M = TypeVar("M", bound=Message)
@@ -197,10 +227,22 @@ def intern_ranges(data: bytes, offs: np.ndarray, lens: np.ndarray, strings: list
     """Intern the UTF-8 byte ranges ``data[offs[i]:offs[i] + lens[i]]`` into ``strings``; return their ids (int32).
 
     Equal ranges get one id (exactly: the kernel compares bytes, not only hashes); each distinct string is decoded
-    once, with replacement of invalid UTF-8.
+    once, with replacement of invalid UTF-8. Input crafted to collide in the kernel's table goes through a dict.
     """
-    ids, firsts = _wire.intern_ranges(data, offs, lens)
     base = len(strings)
+    found = _wire.intern_ranges(data, offs, lens)
+    if found is None:
+        table: dict[bytes, int] = {}
+        ids = np.empty(len(offs), np.int32)
+        for i, (o, n) in enumerate(zip(offs.tolist(), lens.tolist(), strict=True)):
+            chunk = data[o : o + n]
+            idx = table.get(chunk)
+            if idx is None:
+                idx = table[chunk] = len(strings)
+                strings.append(chunk.decode("utf-8", "replace"))
+            ids[i] = idx
+        return ids
+    ids, firsts = found
     for r in firsts.tolist():
         o = int(offs[r])
         strings.append(data[o : o + int(lens[r])].decode("utf-8", "replace"))

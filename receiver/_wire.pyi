@@ -7,6 +7,7 @@ E_VARINT_TOO_LONG: int
 E_LENGTH: int
 E_WIRE_TYPE: int
 E_FIELD_TYPE: int
+E_TOO_MANY: int
 R_TRACE_ID: int
 R_SPAN_ID: int
 R_PARENT_ID: int
@@ -18,7 +19,7 @@ T_STRING: int
 T_BOOL: int
 T_INT: int
 
-def index_spans(data: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]: ...
+def index_spans(data: bytes | np.ndarray, max_items: int = ...) -> tuple[np.ndarray, np.ndarray, int, int]: ...
 def parse_spans(
     data: bytes | np.ndarray,
     index: np.ndarray,
@@ -38,4 +39,6 @@ def parse_spans(
     a_int: np.ndarray,
     reject: np.ndarray,
 ) -> tuple[int, int]: ...
-def intern_ranges(data: bytes | np.ndarray, offs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+def intern_ranges(
+    data: bytes | np.ndarray, offs: np.ndarray, lens: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None: ...

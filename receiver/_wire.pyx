@@ -15,6 +15,8 @@ Not checked: UTF-8 (strings are decoded with replacement later).
 Error codes (negative) and per-span reject reasons (positive) are named in ``receiver/_common.py``.
 """
 
+import os
+
 import numpy as np
 
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
@@ -25,6 +27,7 @@ ctypedef const uint8_t* Buf
 
 cdef uint64_t FNV_OFFSET = 0xCBF29CE484222325ULL
 cdef uint64_t FNV_PRIME = 0x100000001B3ULL
+cdef uint64_t HASH_SEED = int.from_bytes(os.urandom(8), "little")
 ctypedef Py_ssize_t Pos
 
 # Wire errors.
@@ -33,6 +36,7 @@ E_VARINT_TOO_LONG = -2
 E_LENGTH = -3
 E_WIRE_TYPE = -4
 E_FIELD_TYPE = -5
+E_TOO_MANY = -6
 # Per-span reject reasons.
 R_TRACE_ID = 1
 R_SPAN_ID = 2
@@ -52,6 +56,7 @@ cdef enum:
     _E_LENGTH = -3
     _E_WIRE_TYPE = -4
     _E_FIELD_TYPE = -5
+    _E_TOO_MANY = -6
     _R_TRACE_ID = 1
     _R_SPAN_ID = 2
     _R_PARENT_ID = 3
@@ -67,6 +72,8 @@ cdef enum:
     _KVLIST = 2
     _KV = 3
     _MAX_KEYS = 64
+    _MAX_DEPTH = 64
+    _MAX_PROBES = 64
 
 
 cdef inline Pos read_varint(Buf buf, Pos pos, Pos end, uint64_t* out) noexcept nogil:
@@ -138,13 +145,13 @@ cdef inline uint64_t read_id(Buf buf, Pos pos) noexcept nogil:
 
 
 cdef Pos walk_request(Buf buf, Pos end, int64_t[:, ::1] spans, int64_t[:, ::1] res, Pos* n_spans, Pos* n_res,
-                      Pos* at) noexcept nogil:
-    """Walk ExportTraceServiceRequest -> ResourceSpans -> ScopeSpans -> Span. Counts spans and resources; when the
-    output arrays are large enough (second pass), records span (start, end, resource index) and resource ranges."""
+                      Pos* at, Pos max_items, bint fill) noexcept nogil:
+    """Walk ExportTraceServiceRequest -> ResourceSpans -> ScopeSpans -> Span, counting spans and resources (refused
+    past ``max_items`` of either, before anything is allocated for them); with ``fill`` (second pass), record span
+    (start, end, resource index) and resource ranges, never past the arrays' capacity."""
     cdef Pos pos = 0, p, q, s, e, s2, e2, rs_end
     cdef uint64_t tag, t2
     cdef Pos ns = 0, nr = 0
-    cdef bint fill = spans.shape[0] > 0 or res.shape[0] > 0
     while pos < end:
         at[0] = pos
         pos = read_varint(buf, pos, end, &tag)
@@ -160,6 +167,8 @@ cdef Pos walk_request(Buf buf, Pos end, int64_t[:, ::1] spans, int64_t[:, ::1] r
         p = read_len(buf, pos, end, &rs_end)
         if p < 0:
             return p
+        if nr >= max_items or (fill and nr >= res.shape[0]):
+            return _E_TOO_MANY
         if fill:
             res[nr, 0] = -1
             res[nr, 1] = -1
@@ -191,6 +200,8 @@ cdef Pos walk_request(Buf buf, Pos end, int64_t[:, ::1] spans, int64_t[:, ::1] r
                             s2 = read_len(buf, q, e, &e2)
                             if s2 < 0:
                                 return s2
+                            if ns >= max_items or (fill and ns >= spans.shape[0]):
+                                return _E_TOO_MANY
                             if fill:
                                 spans[ns, 0] = s2
                                 spans[ns, 1] = e2
@@ -213,22 +224,27 @@ cdef Pos walk_request(Buf buf, Pos end, int64_t[:, ::1] spans, int64_t[:, ::1] r
     return 0
 
 
-def index_spans(const uint8_t[::1] data):
+def index_spans(const uint8_t[::1] data, Py_ssize_t max_items=2**62):
     """Return (spans int64[n, 3] = start, end, resource index; resources int64[m, 2] = start, end of each
-    ResourceSpans' resource, -1 when absent; error code; error offset)."""
+    ResourceSpans' resource, -1 when absent; error code; error offset). More than ``max_items`` spans or
+    ResourceSpans is the error E_TOO_MANY."""
     cdef Pos ns = 0, nr = 0, at = 0, err
-    cdef int64_t[:, ::1] none = np.empty((0, 3), np.int64)
-    cdef int64_t[:, ::1] none2 = np.empty((0, 2), np.int64)
+    cdef int64_t[:, ::1] spans_view
+    cdef int64_t[:, ::1] res_view
     cdef Buf buf = &data[0] if data.shape[0] else NULL
+    spans = np.empty((0, 3), np.int64)
+    res = np.empty((0, 2), np.int64)
+    spans_view = spans
+    res_view = res
     with nogil:
-        err = walk_request(buf, data.shape[0], none, none2, &ns, &nr, &at)
+        err = walk_request(buf, data.shape[0], spans_view, res_view, &ns, &nr, &at, max_items, False)
     if err:
-        return np.empty((0, 3), np.int64), np.empty((0, 2), np.int64), err, at
+        return spans, res, err, at
     spans = np.empty((ns, 3), np.int64)
     res = np.empty((nr, 2), np.int64)
-    if ns or nr:
-        err = walk_request(buf, data.shape[0], spans if ns else np.empty((1, 3), np.int64),
-                           res if nr else np.empty((1, 2), np.int64), &ns, &nr, &at)
+    spans_view = spans
+    res_view = res
+    err = walk_request(buf, data.shape[0], spans_view, res_view, &ns, &nr, &at, max_items, True)
     return spans, res, err, at
 
 
@@ -236,26 +252,26 @@ cdef int check_nested(Buf buf, Pos start, Pos end, int64_t max_len, int64_t max_
     """Check an AnyValue (``buf[start:end]``, depth 1) whose value is an array or a kvlist: the lengths of every
     string, bytes value and key inside, and the nesting depth of AnyValues. Only the last member of each AnyValue's
     oneof counts, as protobuf keeps only that one. Returns 0, a reject reason (> 0) or a wire error (< 0)."""
-    cdef Pos size = 3 * max_depth + 6
-    cdef Pos* ends = <Pos*>malloc(size * sizeof(Pos))
-    cdef Pos* resume = <Pos*>malloc(size * sizeof(Pos))
-    cdef int64_t* depths = <int64_t*>malloc(size * sizeof(int64_t))
-    cdef int8_t* kinds = <int8_t*>malloc(size * sizeof(int8_t))
+    # Each level of AnyValue nesting holds at most two frames (a container and a KeyValue); max_depth is at most
+    # _MAX_DEPTH (Limits checks it), so the stack lives on the C stack and cannot overflow.
+    cdef Pos ends[2 * _MAX_DEPTH + 4]
+    cdef Pos resume[2 * _MAX_DEPTH + 4]
+    cdef int64_t depths[2 * _MAX_DEPTH + 4]
+    cdef int8_t kinds[2 * _MAX_DEPTH + 4]
     cdef Pos sp = 0, p, s, e, cs, ce, top_end
     cdef int kind, f, w, result = 0
     cdef int64_t depth
     cdef uint64_t tag
-    if ends == NULL or resume == NULL or depths == NULL or kinds == NULL:
-        result = _R_TOO_DEEP
-    else:
-        result = last_oneof(buf, start, end, &f, &cs, &ce)
-        if result == 0 and (f == 5 or f == 6):
-            ends[0] = ce
-            resume[0] = end
-            depths[0] = 1
-            kinds[0] = _ARRAY if f == 5 else _KVLIST
-            sp = 1
-            p = cs
+    if max_depth > _MAX_DEPTH:
+        max_depth = _MAX_DEPTH
+    result = last_oneof(buf, start, end, &f, &cs, &ce)
+    if result == 0 and (f == 5 or f == 6):
+        ends[0] = ce
+        resume[0] = end
+        depths[0] = 1
+        kinds[0] = _ARRAY if f == 5 else _KVLIST
+        sp = 1
+        p = cs
     while result == 0 and sp > 0:
         top_end = ends[sp - 1]
         kind = kinds[sp - 1]
@@ -284,6 +300,9 @@ cdef int check_nested(Buf buf, Pos start, Pos end, int64_t max_len, int64_t max_
             if e - s > max_len:
                 result = _R_VALUE_TOO_LONG
             continue
+        if sp >= 2 * _MAX_DEPTH + 3:  # unreachable while depth is bounded; a guard for the fixed stack
+            result = _R_TOO_DEEP
+            break
         if kind == _KVLIST:  # a KeyValue: walk its key and value
             ends[sp] = e
             resume[sp] = e
@@ -308,10 +327,6 @@ cdef int check_nested(Buf buf, Pos start, Pos end, int64_t max_len, int64_t max_
             kinds[sp] = _ARRAY if f == 5 else _KVLIST
             sp += 1
             p = cs
-    free(ends)
-    free(resume)
-    free(depths)
-    free(kinds)
     return result
 
 
@@ -664,13 +679,32 @@ def parse_spans(
     return err, at
 
 
+cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:
+    """MurmurHash3's finalizer: every output bit depends on every input bit (the table slot uses the low bits)."""
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
 def intern_ranges(const uint8_t[::1] data, const int64_t[::1] offs, const int64_t[::1] lens):
     """Group equal byte ranges ``data[offs[i]:offs[i] + lens[i]]``: return (ids int32[n], firsts int64[m]) where
     ``ids[i]`` numbers the distinct strings in order of first appearance and ``firsts[j]`` is the index of the first
-    range of string ``j``. Exact: an open-addressing table compares the bytes of ranges whose hashes match."""
-    cdef Pos n = offs.shape[0], i, slot, mask, size = 16, m = 0, r
+    range of string ``j``; or None when the input looks crafted to collide (a probe sequence past _MAX_PROBES), for
+    the caller to intern with a dict instead. Exact: the table compares the bytes of ranges whose hashes match.
+    The hash is seeded per process (``HASH_SEED``), so senders cannot aim strings at one slot.
+    Raises ValueError for a range outside ``data``."""
+    cdef Pos n = offs.shape[0], i, slot, mask, size = 16, m = 0, r, probes
     cdef uint64_t h
     cdef Buf buf = &data[0] if data.shape[0] else NULL
+    cdef bint crafted = False
+    if lens.shape[0] != n:
+        raise ValueError("offs and lens differ in length")
+    for i in range(n):
+        if offs[i] < 0 or lens[i] < 0 or lens[i] > data.shape[0] - offs[i]:
+            raise ValueError(f"range {i} is outside the data")
     while size < 2 * n:
         size *= 2
     mask = size - 1
@@ -687,12 +721,17 @@ def intern_ranges(const uint8_t[::1] data, const int64_t[::1] offs, const int64_
         for i in range(n):
             o = offs[i]
             ln = lens[i]
-            h = FNV_OFFSET
+            h = FNV_OFFSET ^ HASH_SEED
             for j in range(o, o + ln):
                 h = (h ^ buf[j]) * FNV_PRIME
-            h ^= <uint64_t>ln
+            h = fmix64(h ^ <uint64_t>ln ^ HASH_SEED)
             slot = <Pos>(h & <uint64_t>mask)
+            probes = 0
             while True:
+                probes += 1
+                if probes > _MAX_PROBES:
+                    crafted = True
+                    break
                 r = table[slot]
                 if r < 0:
                     table[slot] = m
@@ -707,4 +746,8 @@ def intern_ranges(const uint8_t[::1] data, const int64_t[::1] offs, const int64_
                     ids[i] = <int32_t>r
                     break
                 slot = (slot + 1) & mask
+            if crafted:
+                break
+    if crafted:
+        return None
     return ids_arr, firsts_arr[:m]

@@ -5,9 +5,11 @@
     │   ├── MalformedRequest  not OTLP: bad protobuf or JSON, bad gzip
     │   │   └── UnsupportedMediaType  neither protobuf nor JSON (HTTP 415)
     │   └── LimitExceeded     over a configured limit: request or decompressed size, attributes, nesting
+    │   └── InternalError     a bug met this request (logged with its traceback): gRPC INTERNAL, HTTP 500
     ├── Unauthenticated       missing or wrong bearer token: gRPC UNAUTHENTICATED, HTTP 401
     └── RetryableError        try again later: gRPC RESOURCE_EXHAUSTED with RetryInfo, HTTP 429/503 + Retry-After
         ├── QueueFull         the pipeline queue is full (backpressure)
+        ├── SlowSender        an HTTP body did not arrive within body_timeout_s (HTTP 503)
         └── ShuttingDown      the receiver is draining (gRPC UNAVAILABLE, HTTP 503)
 
 Follows the Collector's receiver/otlpreceiver/internal/errors/errors.go and the OTLP specification's
@@ -20,7 +22,7 @@ import grpc
 
 
 class ReceiverError(Exception):
-    """Base of the receiver's errors. ``reason`` is the label used in the dropped-items metric."""
+    """Base of the receiver's errors. ``reason`` labels the refusal in the requests and items metrics."""
 
     reason = "error"
 
@@ -41,6 +43,10 @@ class LimitExceeded(PermanentError):
     reason = "limit"
 
 
+class InternalError(PermanentError):
+    reason = "internal"
+
+
 class Unauthenticated(ReceiverError):
     reason = "unauthenticated"
 
@@ -57,24 +63,30 @@ class QueueFull(RetryableError):
     reason = "queue_full"
 
 
+class SlowSender(RetryableError):
+    reason = "body_timeout"
+
+
 class ShuttingDown(RetryableError):
     reason = "shutting_down"
 
 
 def grpc_code(err: ReceiverError) -> grpc.StatusCode:
     """The gRPC status for ``err``."""
-    if isinstance(err, ShuttingDown):
+    if isinstance(err, ShuttingDown | SlowSender):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(err, RetryableError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(err, Unauthenticated):
         return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(err, InternalError):
+        return grpc.StatusCode.INTERNAL
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
 def http_status(err: ReceiverError) -> int:
     """The HTTP status for ``err``."""
-    if isinstance(err, ShuttingDown):
+    if isinstance(err, ShuttingDown | SlowSender):
         return 503
     if isinstance(err, RetryableError):
         return 429
@@ -82,4 +94,6 @@ def http_status(err: ReceiverError) -> int:
         return 401
     if isinstance(err, UnsupportedMediaType):
         return 415
+    if isinstance(err, InternalError):
+        return 500
     return 400

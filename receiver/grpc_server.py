@@ -83,6 +83,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", 4 * 2**20),
             ],
             compression=None,
+            maximum_concurrent_rpcs=self._cfg.max_concurrent_requests,  # past it: RESOURCE_EXHAUSTED, retried
         )
         server.add_generic_rpc_handlers(
             [
@@ -108,11 +109,8 @@ class GrpcServer:
         tls_note = " (TLS)" if self._cfg.tls.enabled else ""
         logger.info("OTLP/gRPC listening on %s:%d%s", self._listen.host, port, tls_note)
 
-    def stop_accepting(self, grace: float) -> None:
-        """Refuse new calls and wait up to ``grace`` seconds for calls in flight."""
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Refuse new calls and wait up to ``grace`` seconds for calls in flight; safe to repeat."""
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace).wait(grace + 1.0)
-
-    def shutdown(self, grace: float = 5.0) -> None:
-        self.stop_accepting(grace)

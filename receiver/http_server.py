@@ -8,6 +8,7 @@ decompression stops at ``max_decompressed_bytes``. The response uses the request
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -16,12 +17,19 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from rootward import config
-from rootward.receiver.errors import ReceiverError, RetryableError, UnsupportedMediaType, http_status
+from rootward.receiver.errors import (
+    ReceiverError,
+    RetryableError,
+    SlowSender,
+    UnsupportedMediaType,
+    grpc_code,
+    http_status,
+)
 from rootward.receiver.ingest import Ingest, response_message
 from rootward.receiver.queue import Signal
 from rootward.serving import ThreadedServer
@@ -38,7 +46,8 @@ def _encode(message: object, fmt: Literal["proto", "json"]) -> tuple[bytes, str]
 
 def _error(err: ReceiverError, fmt: Literal["proto", "json"]) -> Response:
     status = http_status(err)
-    body, media = _encode(status_pb2.Status(code=status, message=str(err)), fmt)
+    code = grpc_code(err).value[0]  # google.rpc.Status carries the gRPC code, as in OTLP/gRPC
+    body, media = _encode(status_pb2.Status(code=code, message=str(err)), fmt)
     headers = {}
     if isinstance(err, RetryableError):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
@@ -48,10 +57,7 @@ def _error(err: ReceiverError, fmt: Literal["proto", "json"]) -> Response:
 def build_app(ingest: Ingest) -> Starlette:
     """The Starlette app serving the three OTLP/HTTP paths."""
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit():
-            ingest.check_size(int(declared))
+    async def read_chunks(request: Request) -> bytes:
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -60,22 +66,35 @@ def build_app(ingest: Ingest) -> Starlette:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit():
+            ingest.check_size(int(declared))
+        timeout = ingest.cfg.limits.body_timeout_s
+        try:
+            return await asyncio.wait_for(read_chunks(request), timeout)
+        except TimeoutError as e:
+            raise SlowSender(f"the request body did not arrive within {timeout:g} s (body_timeout_s)") from e
+
     def endpoint(signal: Signal) -> Callable[[Request], Awaitable[Response]]:
         async def export(request: Request) -> Response:
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             fmt: Literal["proto", "json"] = "json" if media == _JSON else "proto"
             try:
+                ingest.authorize(request.headers.get("authorization"))
                 if media not in (_PROTO, _JSON):
                     raise UnsupportedMediaType(
                         f"unsupported content-type {media or '(none)'!r}: use {_PROTO} or {_JSON}"
                     )
-                ingest.authorize(request.headers.get("authorization"))
                 body = await read_body(request)
                 encoding = request.headers.get("content-encoding", "")
                 outcome = await run_in_threadpool(ingest.export_body, signal, body, encoding, fmt)
             except ReceiverError as e:
                 ingest.record("http", signal, e)
                 return _error(e, fmt)
+            except ClientDisconnect:
+                ingest.record("http", signal, "client_disconnected")
+                return Response(status_code=400)  # nobody is listening; the sender's own retry decides
             ingest.record("http", signal, outcome)
             body, media_type = _encode(response_message(signal, outcome.rejected, outcome.message), fmt)
             return Response(body, media_type=media_type)
@@ -90,4 +109,12 @@ class HttpServer(ThreadedServer):
     """The OTLP/HTTP listener."""
 
     def __init__(self, listen: config.Listen, cfg: config.Receiver, ingest: Ingest) -> None:
-        super().__init__(build_app(ingest), listen.host, listen.port, "OTLP/HTTP", cfg.tls.cert_file, cfg.tls.key_file)
+        super().__init__(
+            build_app(ingest),
+            listen.host,
+            listen.port,
+            "OTLP/HTTP",
+            cfg.tls.cert_file,
+            cfg.tls.key_file,
+            limit_concurrency=cfg.max_concurrent_requests,
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 import zlib
 from dataclasses import dataclass
@@ -32,13 +33,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from rootward import config
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 from rootward.receiver._common import Decoded, Limits
-from rootward.receiver.errors import LimitExceeded, MalformedRequest, ReceiverError, Unauthenticated
+from rootward.receiver.errors import InternalError, LimitExceeded, MalformedRequest, ReceiverError, Unauthenticated
 from rootward.receiver.logs import LogDecoder
 from rootward.receiver.metrics import MetricDecoder
 from rootward.receiver.otlp_json import hex_ids_to_base64
 from rootward.receiver.queue import BatchQueue, Signal
 from rootward.receiver.traces import TraceDecoder
 from rootward.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
 
 Transport = Literal["grpc", "http"]
 _REQUEST_TYPES: dict[str, type[Message]] = {
@@ -86,11 +89,12 @@ class Ingest:
         self.cfg = cfg
         self.queue = queue
         self.telemetry = telemetry
-        limits = Limits(cfg.limits.max_attributes, cfg.limits.max_value_bytes, cfg.limits.max_depth)
+        c = cfg.limits
+        limits = Limits(c.max_attributes, c.max_value_bytes, c.max_depth, c.max_items_per_request)
         self.traces = TraceDecoder(limits)
         self.metrics = MetricDecoder(limits)
         self.logs = LogDecoder(limits)
-        self._tokens = [f"Bearer {t.get_secret_value()}".encode() for t in cfg.auth.tokens]
+        self._tokens = [t.get_secret_value().encode() for t in cfg.auth.tokens]
 
     def warm_up(self) -> None:
         """Decode a one-span request that takes every kernel's path, so that the first real request finds the
@@ -112,9 +116,10 @@ class Ingest:
             return
         if not header:
             raise Unauthenticated("missing authorization header (expected 'Bearer <token>')")
-        given = header.encode()
+        scheme, _, credentials = header.strip().partition(" ")
+        given = credentials.strip().encode() if scheme.lower() == "bearer" else b""
         ok = False
-        for token in self._tokens:
+        for token in self._tokens:  # every token is compared, so the time does not tell which one was close
             ok |= hmac.compare_digest(given, token)
         if not ok:
             raise Unauthenticated("invalid bearer token")
@@ -142,19 +147,33 @@ class Ingest:
         else:
             raise MalformedRequest(f"unsupported content-encoding {encoding!r} (use gzip, deflate or identity)")
         limit = self.cfg.limits.max_decompressed_bytes
-        try:
-            out = d.decompress(body, limit + 1)
-        except zlib.error as e:
-            raise MalformedRequest(f"invalid {encoding} body: {e}") from e
-        if len(out) > limit:
-            raise LimitExceeded(f"decompressed body is over the limit of {limit} bytes (max_decompressed_bytes)")
-        if not d.eof:
-            raise MalformedRequest(f"truncated {encoding} body")
-        return out
+        chunks: list[bytes] = []
+        size = 0
+        rest = body
+        while True:  # a gzip body may hold several members, one after the other
+            try:
+                chunk = d.decompress(rest, limit + 1 - size)
+            except zlib.error as e:
+                raise MalformedRequest(f"invalid {encoding} body: {e}") from e
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > limit or d.unconsumed_tail:
+                raise LimitExceeded(f"decompressed body is over the limit of {limit} bytes (max_decompressed_bytes)")
+            if not d.eof:
+                raise MalformedRequest(f"truncated {encoding} body")
+            rest = d.unused_data
+            if not rest:
+                return b"".join(chunks)
+            if encoding != "gzip":
+                raise MalformedRequest(f"{len(rest)} bytes after the end of the {encoding} body")
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
-    def record(self, transport: Transport, signal: Signal, result: Outcome | ReceiverError) -> None:
-        """Count one request by its result (ok, partial, or the error's reason). The servers call this once for
-        every request, whatever step refused it."""
+    def record(self, transport: Transport, signal: Signal, result: Outcome | ReceiverError | str) -> None:
+        """Count one request by its result: ok, partial, the error's reason, or a label of the transport's own
+        (e.g. client_disconnected). The servers call this once for every export request they read."""
+        if isinstance(result, str):
+            self.telemetry.requests.labels(transport, signal, result).inc()
+            return
         if isinstance(result, ReceiverError):
             self.telemetry.requests.labels(transport, signal, result.reason).inc()
             return
@@ -169,8 +188,18 @@ class Ingest:
         """Decode ``data`` and queue it; return the outcome for the sender.
 
         Items are counted here (accepted, or refused with the reason). Raises a ReceiverError for the transport
-        to map to a status.
+        to map to a status; an unexpected exception (a bug) is logged with its traceback and raised as
+        InternalError, so the request is still answered and counted.
         """
+        try:
+            return self._export(signal, data, fmt)
+        except ReceiverError:
+            raise
+        except Exception as e:
+            logger.exception("unexpected error decoding a %s request of %d bytes", signal, len(data))
+            raise InternalError(f"internal error decoding the request ({type(e).__name__}); it was logged") from e
+
+    def _export(self, signal: Signal, data: bytes, fmt: Literal["proto", "json"]) -> Outcome:
         started = time.perf_counter()
         message = self._parse_json(signal, data) if fmt == "json" else None
         decoded: Decoded[SpanBatch] | Decoded[MetricBatch] | Decoded[LogBatch]
@@ -198,6 +227,12 @@ class Ingest:
         return Outcome(accepted, decoded.rejected, decoded.message)
 
     def _parse_json(self, signal: Signal, data: bytes) -> Message:
+        limit = self.cfg.limits.max_json_bytes
+        if len(data) > limit:
+            raise LimitExceeded(
+                f"OTLP/JSON request of {len(data)} bytes is over the limit of {limit} bytes (max_json_bytes); "
+                "send large batches as protobuf"
+            )
         try:
             doc = json.loads(data)
         except (ValueError, RecursionError) as e:

@@ -13,7 +13,7 @@ import numpy as np
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from rootward.model import AttrValue, LogBatch, Resource
-from rootward.receiver._common import Decoded, UpbDecoder, any_value, attributes, intern, summarize
+from rootward.receiver._common import Decoded, UpbDecoder, any_value, as_int64, attributes, intern, summarize, too_many
 from rootward.receiver.errors import LimitExceeded
 
 
@@ -46,6 +46,9 @@ class LogDecoder(UpbDecoder[ExportLogsServiceRequest, LogBatch]):
         bodies: list[AttrValue] = []
         attrs: list[dict[str, AttrValue]] = []
         rejected: Counter[str] = Counter()
+        records = sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)
+        if max(records, len(req.resource_logs)) > self.limits.max_items:
+            raise too_many(records, "log records", self.limits)
         for rl in req.resource_logs:
             r = len(resources)
             resources.append(self.resources.get(rl.resource.SerializeToString()))
@@ -60,13 +63,13 @@ class LogDecoder(UpbDecoder[ExportLogsServiceRequest, LogBatch]):
                     attrs.append(record_attrs)
                     bodies.append(body)
                     times.append(rec.time_unix_nano or rec.observed_time_unix_nano)
-                    severity.append(rec.severity_number)
+                    severity.append(rec.severity_number if 0 <= rec.severity_number < 128 else -1)
                     severity_text.append(rec.severity_text)
                     trace_ids.append(_id(rec.trace_id, 16))
                     span_ids.append(_id(rec.span_id, 8)[1])
                     resource_rows.append(r)
         batch = LogBatch(
-            time=np.array(times, np.int64),
+            time=as_int64(times),
             severity=np.array(severity, np.int8),
             severity_text=intern(severity_text, strings, table),
             trace_id=np.array(trace_ids, np.uint64).reshape(-1, 2),

@@ -13,7 +13,7 @@ import numpy as np
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from rootward.model import AttrValue, MetricBatch, MetricInfo, Resource
-from rootward.receiver._common import Decoded, UpbDecoder, attributes, summarize
+from rootward.receiver._common import Decoded, UpbDecoder, as_int64, attributes, summarize, too_many
 from rootward.receiver.errors import LimitExceeded
 
 
@@ -31,6 +31,15 @@ class MetricDecoder(UpbDecoder[ExportMetricsServiceRequest, MetricBatch]):
         attrs: list[dict[str, AttrValue]] = []
         buckets: dict[int, tuple[object, ...]] = {}
         rejected: Counter[str] = Counter()
+        points = sum(
+            len(getattr(m, kind).data_points)
+            for rm in req.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if (kind := m.WhichOneof("data")) is not None
+        )
+        if max(points, len(req.resource_metrics)) > self.limits.max_items:
+            raise too_many(points, "data points", self.limits)
         for rm in req.resource_metrics:
             r = len(resources)
             resources.append(self.resources.get(rm.resource.SerializeToString()))
@@ -66,10 +75,10 @@ class MetricDecoder(UpbDecoder[ExportMetricsServiceRequest, MetricBatch]):
         batch = MetricBatch(
             metric=np.array(rows["metric"], np.int32),
             resource=np.array(rows["resource"], np.int32),
-            start=np.array(rows["start"], np.int64),
-            time=np.array(rows["time"], np.int64),
+            start=as_int64(rows["start"]),
+            time=as_int64(rows["time"]),
             value=np.array(rows["value"], np.float64),
-            count=np.array(rows["count"], np.int64),
+            count=as_int64(rows["count"]),
             metrics=list(infos),
             resources=resources,
             attributes=attrs,

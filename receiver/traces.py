@@ -11,7 +11,15 @@ import numpy as np
 
 from rootward.model import INT_ABSENT, SPAN_INT_ATTRIBUTES, SPAN_STRING_ATTRIBUTES, Resource, SpanBatch
 from rootward.receiver import _wire
-from rootward.receiver._common import Decoded, Limits, ResourceCache, intern_ranges, reject_message, wire_error
+from rootward.receiver._common import (
+    Decoded,
+    Limits,
+    ResourceCache,
+    intern_ranges,
+    reject_message,
+    too_many,
+    wire_error,
+)
 
 
 def _key_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
@@ -53,7 +61,9 @@ class TraceDecoder:
             MalformedRequest: the bytes are not a valid ExportTraceServiceRequest.
             LimitExceeded: a resource's attributes break a limit (the whole request is refused).
         """
-        index, res_ranges, err, at = _wire.index_spans(data)
+        index, res_ranges, err, at = _wire.index_spans(data, self.limits.max_items)
+        if err == _wire.E_TOO_MANY:
+            raise too_many(None, "spans or resources", self.limits)
         if err:
             raise wire_error(err, at, "trace request")
         n = len(index)

@@ -67,16 +67,25 @@ class Auth(_Section):
 class Limits(_Section):
     """Limits that keep hostile or broken senders from exhausting memory. Over a limit: INVALID_ARGUMENT / 400."""
 
-    max_request_bytes: int = Field(default=16 * 2**20, gt=0)
-    """Largest request body as received (compressed), in bytes. 16 MiB: a Collector batch of ~40k spans."""
-    max_decompressed_bytes: int = Field(default=64 * 2**20, gt=0)
+    max_request_bytes: int = Field(default=8 * 2**20, gt=0)
+    """Largest HTTP body as received (compressed) and largest gRPC message after decompression, in bytes. 8 MiB:
+    a Collector batch of ~20k spans (the Collector's own gRPC receiver allows 4 MiB)."""
+    max_decompressed_bytes: int = Field(default=32 * 2**20, gt=0)
     """Largest request after decompression, in bytes; refuses gzip bombs. On gRPC, grpc-core enforces it."""
+    max_json_bytes: int = Field(default=8 * 2**20, gt=0)
+    """Largest OTLP/JSON request after decompression, in bytes. JSON decodes ~50x slower than protobuf, so it gets
+    a lower bound; Collectors send protobuf."""
+    max_items_per_request: int = Field(default=50_000, gt=0)
+    """Most spans, data points or log records (and resources) in one request; bounds the memory one request can
+    take, whatever its encoding (an empty span is 2 bytes on the wire)."""
     max_attributes: int = Field(default=128, gt=0)
     """Most attributes on one span, event, link, data point, log record or resource (the OTel SDK's default)."""
     max_value_bytes: int = Field(default=64 * 2**10, gt=0)
     """Longest attribute key or string/bytes value, in bytes. 64 KiB leaves room for stack traces."""
     max_depth: int = Field(default=8, gt=0, le=64)
     """Deepest nesting of AnyValue arrays and key-value lists."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """How long an HTTP sender may take to send its body; slower senders get 408 (and cannot hold a slot)."""
 
 
 class Queue(_Section):
@@ -103,6 +112,8 @@ class Receiver(_Section):
     queue: Queue = Queue()
     grpc_workers: int = Field(default=8, gt=0)
     """Threads serving gRPC calls. Decoding holds the GIL, so more threads add concurrency, not throughput."""
+    max_concurrent_requests: int = Field(default=64, gt=0)
+    """Requests in progress per transport; past it gRPC answers RESOURCE_EXHAUSTED and HTTP 503 (both retried)."""
 
 
 class Api(_Section):
@@ -148,8 +159,10 @@ def load_config(
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
         try:
             loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        except yaml.YAMLError as e:  # the position only: the problem text may quote a secret
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, not {type(loaded).__name__}")
         data = loaded or {}
@@ -175,8 +188,8 @@ def load_config(
 def _yaml_value(raw: str, where: str) -> Any:
     try:
         return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not a valid YAML value: {raw!r}") from e
+    except yaml.YAMLError as e:  # the value is not echoed: it may be a secret
+        raise ConfigError(f"{where}: not a valid YAML value") from e
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -193,7 +206,7 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
         where = next((s for k, s in source.items() if key == k or key.startswith(k + ".")), origin)
-        secret = any(word in key for word in ("token", "secret", "password", "key_file"))
+        secret = any(word in key for word in ("auth", "token", "secret", "password", "key_file"))
         got = "" if item["type"] == "extra_forbidden" or secret else f" (got {item['input']!r})"
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {key}: {message}{got}")

@@ -135,9 +135,9 @@ class MetricInfo:
 class LogBatch:
     """Log records of one request, one row each.
 
-    ``severity`` is the OTLP severity number (0 unspecified); ``trace_id`` (uint64[n, 2]) and ``span_id`` are 0 when
-    absent; ``body`` is the decoded body (a string, or a dict for structured bodies such as the Kubernetes objects
-    and events the Collector's k8sobjects receiver sends); ``severity_text`` and ``event_name`` intern into
+    ``severity`` is the OTLP severity number (0 unspecified, -1 outside 0..127); ``trace_id`` (uint64[n, 2]) and
+    ``span_id`` are 0 when absent; ``body`` is the decoded body (a string, or a dict for structured bodies such as
+    the Kubernetes objects and events the Collector's k8sobjects receiver sends); ``severity_text`` interns into
     ``strings``.
     """
 

@@ -31,12 +31,14 @@ class ThreadedServer:
         name: str,
         cert_file: Path | None = None,
         key_file: Path | None = None,
+        limit_concurrency: int | None = None,
     ) -> None:
         self._app = app
         self._host = host
         self._port = port
         self._name = name
         self._tls = (str(cert_file), str(key_file)) if cert_file and key_file else None
+        self._limit_concurrency = limit_concurrency
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -61,6 +63,7 @@ class ThreadedServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            limit_concurrency=self._limit_concurrency,  # past it uvicorn answers 503 (retried by senders)
             ssl_certfile=self._tls[0] if self._tls else None,
             ssl_keyfile=self._tls[1] if self._tls else None,
         )

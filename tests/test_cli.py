@@ -44,7 +44,7 @@ def test_config_check_accepts_a_good_file_and_names_the_bad_key_of_a_bad_one(tmp
 def test_config_show_prints_every_default_and_masks_tokens() -> None:
     result = CliRunner().invoke(main, ["config", "show", "--set", "receiver.auth.tokens=[hunter2]"])
     assert result.exit_code == 0
-    assert "max_decompressed_bytes: 67108864" in result.output
+    assert "max_decompressed_bytes: 33554432" in result.output
     assert "hunter2" not in result.output
     assert "**********" in result.output
 

@@ -102,7 +102,12 @@ def _resource_value(value: AnyValue, limits: Limits, depth: int) -> AttrValue:
 def _resource_attributes(kvs: Sequence[KeyValue], limits: Limits, depth: int = 1) -> dict[str, AttrValue]:
     if len(kvs) > limits.max_attributes:
         raise ResourceOverLimit(f"too many attributes: {len(kvs)} (max {limits.max_attributes})")
-    return {kv.key: _resource_value(kv.value, limits, depth) for kv in kvs}
+    out = {}
+    for kv in kvs:
+        if len(kv.key.encode()) > limits.max_value_bytes:
+            raise ResourceOverLimit(f"attribute key too long (max {limits.max_value_bytes} bytes)")
+        out[kv.key] = _resource_value(kv.value, limits, depth)
+    return out
 
 
 def _value_reason(value: AnyValue, limits: Limits, depth: int = 1) -> int | None:
