@@ -189,6 +189,10 @@ class ResourceCache:
     Bounded (least recently used entries are evicted) because resource bytes come from untrusted senders.
     """
 
+    #: Resources larger than this (serialized) are decoded each time instead of cached, so the cache holds at most
+    #: max_entries * MAX_CACHED_BYTES of input (16 MiB by default) whatever senders send.
+    MAX_CACHED_BYTES = 4096
+
     def __init__(self, limits: Limits, max_entries: int = 4096) -> None:
         self._limits = limits
         self._max = max_entries
@@ -212,6 +216,8 @@ class ResourceCache:
         except Exception as e:
             raise MalformedRequest(f"invalid resource: {e}") from e
         resource = self.from_message(pb)
+        if len(raw) > self.MAX_CACHED_BYTES:
+            return resource
         with self._lock:
             self._cache[raw] = resource
             if len(self._cache) > self._max:
@@ -223,14 +229,16 @@ class ResourceCache:
         return Resource(attributes(pb.attributes, self._limits))
 
 
-def intern_ranges(data: bytes, offs: np.ndarray, lens: np.ndarray, strings: list[str]) -> np.ndarray:
+def intern_ranges(
+    data: bytes, offs: np.ndarray, lens: np.ndarray, strings: list[str], max_probes: int = 64
+) -> np.ndarray:
     """Intern the UTF-8 byte ranges ``data[offs[i]:offs[i] + lens[i]]`` into ``strings``; return their ids (int32).
 
     Equal ranges get one id (exactly: the kernel compares bytes, not only hashes); each distinct string is decoded
     once, with replacement of invalid UTF-8. Input crafted to collide in the kernel's table goes through a dict.
     """
     base = len(strings)
-    found = _wire.intern_ranges(data, offs, lens)
+    found = _wire.intern_ranges(data, offs, lens, max_probes)
     if found is None:
         table: dict[bytes, int] = {}
         ids = np.empty(len(offs), np.int32)

@@ -689,10 +689,11 @@ cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:
     return h
 
 
-def intern_ranges(const uint8_t[::1] data, const int64_t[::1] offs, const int64_t[::1] lens):
+def intern_ranges(const uint8_t[::1] data, const int64_t[::1] offs, const int64_t[::1] lens,
+                  Py_ssize_t max_probes=_MAX_PROBES):
     """Group equal byte ranges ``data[offs[i]:offs[i] + lens[i]]``: return (ids int32[n], firsts int64[m]) where
     ``ids[i]`` numbers the distinct strings in order of first appearance and ``firsts[j]`` is the index of the first
-    range of string ``j``; or None when the input looks crafted to collide (a probe sequence past _MAX_PROBES), for
+    range of string ``j``; or None when the input looks crafted to collide (a probe sequence past ``max_probes``), for
     the caller to intern with a dict instead. Exact: the table compares the bytes of ranges whose hashes match.
     The hash is seeded per process (``HASH_SEED``), so senders cannot aim strings at one slot.
     Raises ValueError for a range outside ``data``."""
@@ -729,7 +730,7 @@ def intern_ranges(const uint8_t[::1] data, const int64_t[::1] offs, const int64_
             probes = 0
             while True:
                 probes += 1
-                if probes > _MAX_PROBES:
+                if probes > max_probes:
                     crafted = True
                     break
                 r = table[slot]

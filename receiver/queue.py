@@ -43,6 +43,7 @@ class BatchQueue:
         self._items: collections.deque[tuple[Signal, Batch]] = collections.deque()
         self._size = 0
         self._busy = 0  # items handed to the consumer and not yet done
+        self._busy_signal: Signal = "traces"
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -93,6 +94,7 @@ class BatchQueue:
                 n = len(batch)
                 self._size -= n
                 self._busy = n
+                self._busy_signal = signal
             try:
                 if signal == "traces":
                     self._consumer.consume_traces(batch)  # type: ignore[arg-type]
@@ -132,6 +134,15 @@ class BatchQueue:
             logger.warning("shutdown deadline passed with %d items still queued; counted as dropped", lost)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=max(0.0, deadline - self._clock.monotonic()) + 1.0)
+            if thread.is_alive():  # a consumer still busy past the deadline: its batch dies with the process
+                with self._cond:
+                    busy = self._busy
+                if busy:
+                    lost += busy
+                    self._telemetry.items.labels(self._busy_signal, "dropped", "shutdown_deadline").inc(busy)
+                    logger.warning(
+                        "a %s batch of %d items was still being consumed at shutdown", self._busy_signal, busy
+                    )
         return lost
 
     def wait_idle(self, timeout: float = 10.0) -> bool:

@@ -1,6 +1,6 @@
 """The receiver as one component: the OTLP/gRPC and OTLP/HTTP servers, the shared ingest, and the pipeline queue.
 
-Lifecycle (safe to call twice, in any order): ``start`` compiles the decoder, starts the pipeline thread and binds
+Lifecycle (safe to call twice, in any order): ``start`` warms up the decoder, starts the pipeline thread and binds
 both ports; ``shutdown`` stops accepting (calls in flight finish), drains the queue into the consumer within the
 drain deadline, and stops the thread. Items still queued at the deadline are counted as dropped.
 """

@@ -24,10 +24,20 @@ from rootward.telemetry import Telemetry
 logger = logging.getLogger(__name__)
 
 
+#: Distinct service and metric names a ReceivedSummary keeps; the rest count under OTHER (senders choose names).
+MAX_NAMES = 1000
+OTHER = "(other)"
+
+
+def _add(counter: Counter[str], name: str, count: int) -> None:
+    counter[name if name in counter or len(counter) < MAX_NAMES else OTHER] += count
+
+
 @dataclass
 class ReceivedSummary:
     """A consumer that keeps totals of what arrived: items per signal, spans per service and kind, metric names,
-    log severities. What the demo prints; cheap enough to run always (vectorised per batch)."""
+    log severities. What the demo prints; cheap enough to run always (vectorised per batch), and bounded: at most
+    MAX_NAMES names each."""
 
     items: Counter[str] = field(default_factory=Counter)
     services: Counter[str] = field(default_factory=Counter)
@@ -42,7 +52,7 @@ class ReceivedSummary:
         with self._lock:
             self.items["traces"] += len(batch)
             for r, c in zip(res.tolist(), counts.tolist(), strict=True):
-                self.services[batch.resources[r].service_name] += c
+                _add(self.services, batch.resources[r].service_name, c)
             for k, c in zip(kinds.tolist(), kind_counts.tolist(), strict=True):
                 self.span_kinds[k] += c
 
@@ -51,7 +61,7 @@ class ReceivedSummary:
         with self._lock:
             self.items["metrics"] += len(batch)
             for m, c in zip(names.tolist(), counts.tolist(), strict=True):
-                self.metric_names[batch.metrics[m].name] += c
+                _add(self.metric_names, batch.metrics[m].name, c)
 
     def consume_logs(self, batch: LogBatch) -> None:
         sev, counts = np.unique(batch.severity, return_counts=True)

@@ -29,7 +29,7 @@ def run_demo(requests: int = 300, protocol: str = "grpc", echo: Callable[[str], 
     )  # fmt: skip
     app = App(cfg)
     started = time.monotonic()
-    echo("rootward demo: starting (the first run compiles the OTLP decoder, ~10 s)...")
+    echo("rootward demo: starting...")
     app.start()
     grpc_port, http_port = app.receiver.grpc.port, app.receiver.http.port
     echo(f"  listening: OTLP gRPC 127.0.0.1:{grpc_port}, OTLP HTTP 127.0.0.1:{http_port}, API :{app.api.port}")
