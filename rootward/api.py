@@ -1,6 +1,5 @@
-"""Rootward's own HTTP endpoint: Prometheus ``/metrics``, ``/healthz`` (alive) and ``/readyz`` (taking data).
-
-Later stages add the query API (topology, incidents, approvals) to this same app.
+"""Rootward's own HTTP endpoint: Prometheus ``/metrics``, ``/healthz`` (alive), ``/readyz`` (taking data), and
+``/api/v1/topology`` (the live graph as JSON). Later stages add their queries (incidents, approvals) here.
 """
 
 from __future__ import annotations
@@ -14,9 +13,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rootward.telemetry import Telemetry
+from rootward.topology import TopologyGraph
 
 
-def build_api(telemetry: Telemetry, health: Callable[[], dict[str, object]]) -> Starlette:
+def build_api(
+    telemetry: Telemetry, health: Callable[[], dict[str, object]], topology: TopologyGraph | None = None
+) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``."""
 
     async def metrics(_: Request) -> Response:
@@ -30,10 +32,16 @@ def build_api(telemetry: Telemetry, health: Callable[[], dict[str, object]]) -> 
         state = health()
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
+    async def graph(_: Request) -> Response:
+        if topology is None:
+            return JSONResponse({"message": "no topology in this process"}, status_code=404)
+        return JSONResponse(topology.snapshot())
+
     return Starlette(
         routes=[
             Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/api/v1/topology", graph),
         ]
     )

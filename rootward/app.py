@@ -1,7 +1,7 @@
 """The composition root: builds the components from a :class:`~rootward.config.Config` and wires them together.
 
-Today the pipeline is the receiver feeding a :class:`ReceivedSummary`; topology and detection plug in here as
-further consumers when they land (issues 4 and 6).
+The receiver feeds a :class:`FanOut` of the stages: a :class:`ReceivedSummary` and the topology graph today;
+detection plugs in here as a further consumer when it lands (issue 6).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
 from rootward.telemetry import Telemetry
+from rootward.topology import TopologyGraph
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,25 @@ class ReceivedSummary:
                 self.severities[s] += c
 
 
+class FanOut:
+    """A Consumer that hands each batch to several stages in turn (on the pipeline thread)."""
+
+    def __init__(self, *consumers: Consumer) -> None:
+        self.consumers = consumers
+
+    def consume_traces(self, batch: SpanBatch) -> None:
+        for c in self.consumers:
+            c.consume_traces(batch)
+
+    def consume_metrics(self, batch: MetricBatch) -> None:
+        for c in self.consumers:
+            c.consume_metrics(batch)
+
+    def consume_logs(self, batch: LogBatch) -> None:
+        for c in self.consumers:
+            c.consume_logs(batch)
+
+
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
@@ -80,9 +100,12 @@ class App:
         self.clock = clock or SystemClock()
         self.telemetry = Telemetry()
         self.summary = ReceivedSummary()
-        self.receiver = Receiver(config.receiver, consumer or self.summary, self.telemetry, self.clock)
+        self.topology = TopologyGraph(clock=self.clock)
+        pipeline = consumer or FanOut(self.summary, self.topology)
+        self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
         api = config.api.listen
-        self.api = ThreadedServer(build_api(self.telemetry, self.health), api.host, api.port, "API")
+        app = build_api(self.telemetry, self.health, self.topology)
+        self.api = ThreadedServer(app, api.host, api.port, "API")
 
     def health(self) -> dict[str, object]:
         """Liveness and readiness with their reasons."""
@@ -112,4 +135,5 @@ class App:
 
     def shutdown(self) -> None:
         self.receiver.shutdown()
+        self.topology.flush()
         self.api.shutdown()

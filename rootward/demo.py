@@ -58,6 +58,12 @@ def run_demo(requests: int = 300, protocol: str = "grpc", echo: Callable[[str], 
     echo("spans by kind:   " + ", ".join(f"{_KINDS.get(k, k)} {c}" for k, c in sorted(summary.span_kinds.items())))
     echo("metrics:         " + ", ".join(f"{n} ({c} points)" for n, c in sorted(summary.metric_names.items())))
     echo("logs:            " + ", ".join(f"{_SEVERITY.get(s, s)} {c}" for s, c in sorted(summary.severities.items())))
+    app.topology.flush()
+    echo("")
+    echo("dependency graph (calls: requests, errors):")
+    for src, dst, requests_, errors in app.topology.calls():
+        echo(f"  {src:22} -> {dst:28} {requests_:5d} requests {errors:4d} errors")
+    echo(f"  ({app.topology.graph.number_of_nodes()} entities; GET /api/v1/topology on the API port for all of it)")
     ok = summary.items["traces"] == shop.sent["spans"] and summary.items["logs"] == shop.sent["logs"]
     echo("")
     echo(

@@ -50,6 +50,30 @@ def test_metrics_endpoint_serves_the_receiver_counters(app: App) -> None:
     assert "rootward_receiver_decode_seconds_bucket" in text
 
 
+def test_topology_endpoint_serves_the_live_graph(app: App) -> None:
+    body = (
+        b'{"resourceSpans":['
+        b'{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},"scopeSpans":[{"spans":['
+        b'{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174","kind":3}]}]},'
+        b'{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"db-api"}}]},"scopeSpans":[{"spans":['
+        b'{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B175","parentSpanId":"EEE19B7EC3C1B174",'
+        b'"kind":2,"status":{"code":2}}]}]}]}'
+    )
+    url = f"http://127.0.0.1:{app.receiver.http.port}/v1/traces"
+    assert httpx.post(url, content=body, headers={"content-type": "application/json"}).status_code == 200
+    app.receiver.queue.wait_idle()
+    graph = httpx.get(f"http://127.0.0.1:{app.api.port}/api/v1/topology").json()
+    assert {e["id"] for e in graph["entities"]} == {"service:/web", "service:/db-api"}
+    (edge,) = graph["edges"]
+    assert (edge["source"], edge["target"], edge["kind"], edge["requests"], edge["errors"]) == (
+        "service:/web",
+        "service:/db-api",
+        "calls",
+        1,
+        1,
+    )
+
+
 def test_health_and_readiness_report_ok_while_running(app: App) -> None:
     base = f"http://127.0.0.1:{app.api.port}"
     assert httpx.get(f"{base}/healthz").status_code == 200

@@ -20,3 +20,13 @@ def test_demo_receives_everything_the_shop_sent(protocol: str) -> None:
         assert service in text
     assert "server 160, client 160, producer 40, consumer 40" in text
     assert "all received" in text
+    # The dependency graph the shop's spans imply, with payment's failures on checkout -> payment.
+    for src, dst, errors in [
+        ("service:/user", "service:shop/frontend", 0),
+        ("service:shop/frontend", "service:shop/cart", 0),
+        ("service:shop/frontend", "service:shop/checkout", 0),
+        ("service:shop/checkout", "service:shop/payment", 10),
+        ("service:shop/checkout", "service:shop/email", 0),
+        ("service:shop/cart", "database:redis/redis", 0),
+    ]:
+        assert re.search(rf"{re.escape(src)} +-> {re.escape(dst)} +40 requests +{errors} errors", text), (src, dst)

@@ -1,0 +1,166 @@
+"""The live graph from spans: the servicegraph connector's fixtures, pairing in either order and across batches,
+spans without kinds, virtual peers, limits."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from rootward.clock import ManualClock
+from rootward.model import SpanBatch
+from rootward.receiver import TraceDecoder
+from rootward.receiver.otlp_json import hex_ids_to_base64
+from rootward.topology import TopologyGraph, TopologyLimits
+
+from shared_data import SHARED_DATA
+
+FIXTURES = SHARED_DATA / "servicegraph-fixtures"
+TRACE = b"\x0a" * 16
+
+
+def fixture(name: str) -> SpanBatch:
+    doc = yaml.safe_load((FIXTURES / name).read_text())
+    hex_ids_to_base64(doc)
+    request = json_format.ParseDict(doc, ExportTraceServiceRequest())
+    return TraceDecoder().decode(request.SerializeToString()).batch
+
+
+def batch(*spans: tuple[str, Span]) -> SpanBatch:
+    """One request with a resource per (service, span)."""
+    request = ExportTraceServiceRequest()
+    for service, span in spans:
+        rs = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
+        rs.scope_spans.add().spans.append(span)
+    return TraceDecoder().decode(request.SerializeToString()).batch
+
+
+def span(sid: int, kind: int, parent: int = 0, error: bool = False, **attrs: str) -> Span:
+    s = Span(
+        trace_id=TRACE,
+        span_id=sid.to_bytes(8, "big"),
+        parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+        kind=kind,  # type: ignore[arg-type]
+        name="op",
+        start_time_unix_nano=1_000_000_000,
+        end_time_unix_nano=1_030_000_000,
+    )
+    if error:
+        s.status.code = 2  # type: ignore[assignment]
+    for key, value in attrs.items():
+        s.attributes.add(key=key.replace("_", "."), value=AnyValue(string_value=value))
+    return s
+
+
+CLIENT, SERVER, PRODUCER, CONSUMER = 3, 2, 4, 5
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("messaging-system-trace.yaml", id="client-server"),
+        pytest.param("extra-dimensions-queue-db-trace.yaml", id="client-server-with-db-and-queue-dimensions"),
+    ],
+)
+def test_connector_fixtures_give_the_connectors_edge(name: str) -> None:
+    graph = TopologyGraph()
+    graph.consume_traces(fixture(name))
+    assert graph.calls() == [("service:/foo-server", "service:/bar-requester", 1, 0)]
+
+
+def test_virtual_node_fixture_gives_the_uninstrumented_caller_and_no_guessed_peer() -> None:
+    graph = TopologyGraph()
+    graph.consume_traces(fixture("virtual-node-label-trace.yaml"))
+    graph.flush()
+    # bar-requester's root server span: its caller is not instrumented. foo-server's client span names no peer.
+    assert graph.calls() == [("service:/user", "service:/bar-requester", 1, 0)]
+    assert graph.graph.nodes["service:/user"]["virtual"] is True
+
+
+@pytest.mark.parametrize("server_first", [False, True], ids=["client-first", "server-first"])
+def test_client_and_server_pair_across_batches_in_either_order(server_first: bool) -> None:
+    graph = TopologyGraph()
+    client = batch(("frontend", span(1, CLIENT, error=True)))
+    server = batch(("cart", span(2, SERVER, parent=1)))
+    for b in (server, client) if server_first else (client, server):
+        graph.consume_traces(b)
+    assert graph.calls() == [("service:/frontend", "service:/cart", 1, 1)]
+    edge = graph.graph.edges["service:/frontend", "service:/cart", "calls"]
+    assert edge["latency_sum_s"] == pytest.approx(0.03)
+    assert edge["latency_buckets"].tolist()[5] == 1  # 30 ms falls in (0.01, 0.05]
+    assert graph.snapshot()["pending_spans"] == 0
+
+
+def test_producer_and_consumer_pair_like_client_and_server() -> None:
+    graph = TopologyGraph()
+    graph.consume_traces(
+        batch(
+            ("checkout", span(1, PRODUCER, messaging_system="kafka")),
+            ("email", span(2, CONSUMER, parent=1)),
+        )
+    )
+    graph.flush()
+    assert graph.calls() == [("service:/checkout", "service:/email", 1, 0)]
+
+
+def test_spans_without_kinds_pair_with_their_parent_across_a_change_of_service() -> None:
+    graph = TopologyGraph()
+    graph.consume_traces(batch(("ts-order", span(1, 0)), ("ts-order", span(2, 0, parent=1))))
+    graph.consume_traces(batch(("ts-station", span(3, 0, parent=2)), ("ts-price", span(4, 0, parent=2))))
+    assert graph.calls() == [
+        ("service:/ts-order", "service:/ts-price", 1, 0),
+        ("service:/ts-order", "service:/ts-station", 1, 0),
+    ]
+
+
+def test_an_unpaired_client_span_becomes_an_edge_to_its_virtual_peer_when_it_expires() -> None:
+    clock = ManualClock()
+    graph = TopologyGraph(TopologyLimits(pending_ttl_s=5), clock)
+    graph.consume_traces(
+        batch(
+            ("cart", span(1, CLIENT, db_system="redis", server_address="redis-master")),
+            ("checkout", span(2, CLIENT, peer_service="payments-gateway")),
+            ("frontend", span(3, CLIENT, server_address="api.example.com")),
+        )
+    )
+    assert graph.calls() == []  # still waiting for their server spans
+    clock.advance(6)
+    graph.consume_traces(batch())
+    assert graph.calls() == [
+        ("service:/cart", "database:redis/redis-master", 1, 0),
+        ("service:/checkout", "service:/payments-gateway", 1, 0),
+        ("service:/frontend", "host:api.example.com", 1, 0),
+    ]
+    assert graph.graph.nodes["database:redis/redis-master"]["kind"] == "database"
+    assert graph.expired_pending == 3
+
+
+def test_a_flood_of_unique_services_stops_at_the_entity_limit_and_is_counted() -> None:
+    graph = TopologyGraph(TopologyLimits(max_entities=50))
+    for i in range(200):
+        graph.consume_traces(batch((f"svc-{i}", span(i + 1, SERVER, parent=1000 + i))))
+    assert graph.graph.number_of_nodes() == 50
+    assert graph.refused["entities"] == 150
+
+
+def test_pending_spans_stop_at_their_limit_and_are_counted() -> None:
+    graph = TopologyGraph(TopologyLimits(max_pending=10))
+    graph.consume_traces(batch(*[("frontend", span(i + 1, CLIENT)) for i in range(25)]))
+    assert graph.snapshot()["pending_spans"] == 10
+    assert graph.refused["pending"] == 15
+
+
+def test_entities_and_edges_not_seen_for_the_ttl_age_out() -> None:
+    clock = ManualClock()
+    graph = TopologyGraph(TopologyLimits(ttl_s=60), clock)
+    graph.consume_traces(batch(("frontend", span(1, CLIENT)), ("cart", span(2, SERVER, parent=1))))
+    clock.advance(30)
+    graph.consume_traces(batch(("cart", span(3, SERVER, parent=9))))
+    clock.advance(40)
+    assert graph.age_out() == 1  # frontend went quiet 70 s ago; cart was seen 40 s ago
+    assert "service:/frontend" not in graph.graph
+    assert graph.calls() == []

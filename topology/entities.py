@@ -1,0 +1,118 @@
+"""Entity identity from OpenTelemetry resource attributes (semantic conventions), as in ../shared/DESIGN.md.
+
+The same pod seen in traces, metrics and logs gets the same id, because ids are built from the resource attributes
+that the Collector's k8sattributes processor sets on all three signals:
+
+    service:<service.namespace>/<service.name>      pod:<k8s.namespace.name>/<k8s.pod.name>
+    workload:<namespace>/<kind>/<name>              node:<k8s.node.name or host.name>
+    namespace:<k8s.namespace.name>
+    database:<db.system>/<server.address>           queue:<messaging.system>/<destination>
+    host:<server.address>                           (peers that never report themselves: "virtual")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rootward.model import Resource
+
+#: Workload kinds and the resource attribute naming each, most specific owner last (a pod's deployment wins over
+#: its replicaset as the workload it belongs to, as users think of it).
+WORKLOAD_KEYS = (
+    ("replicaset", "k8s.replicaset.name"),
+    ("job", "k8s.job.name"),
+    ("cronjob", "k8s.cronjob.name"),
+    ("daemonset", "k8s.daemonset.name"),
+    ("statefulset", "k8s.statefulset.name"),
+    ("deployment", "k8s.deployment.name"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A node of the graph. ``virtual`` entities are peers known only from other services' client spans."""
+
+    id: str
+    kind: str
+    name: str
+    namespace: str = ""
+    virtual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceView:
+    """What one resource says: the entities it names and the structural edges between them (src, dst, kind)."""
+
+    service: Entity | None
+    entities: tuple[Entity, ...]
+    edges: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
+
+
+def service(name: str, namespace: str = "", virtual: bool = False) -> Entity:
+    return Entity(f"service:{namespace}/{name}", "service", name, namespace, virtual)
+
+
+def view(resource: Resource) -> ResourceView:
+    """The entities and structural edges (instance_of, owned_by, runs_on, in) of ``resource``."""
+    attrs = resource.attributes
+    ns = resource.get("k8s.namespace.name")
+    entities: list[Entity] = []
+    edges: list[tuple[str, str, str]] = []
+    svc = None
+    if attrs.get("service.name") is not None:
+        svc = service(resource.get("service.name"), resource.get("service.namespace"))
+        entities.append(svc)
+    namespace = Entity(f"namespace:{ns}", "namespace", ns) if ns else None
+    if namespace:
+        entities.append(namespace)
+    pod_name = resource.get("k8s.pod.name")
+    pod = Entity(f"pod:{ns}/{pod_name}", "pod", pod_name, ns) if pod_name else None
+    node_name = resource.get("k8s.node.name") or resource.get("host.name")
+    node = Entity(f"node:{node_name}", "node", node_name) if node_name else None
+    workload = None
+    for kind, key in WORKLOAD_KEYS:
+        name = resource.get(key)
+        if name:
+            workload = Entity(f"workload:{ns}/{kind}/{name}", "workload", name, ns)
+    for entity in (pod, node, workload):
+        if entity is not None:
+            entities.append(entity)
+    if pod is not None:
+        if svc is not None:
+            edges.append((pod.id, svc.id, "instance_of"))
+        if workload is not None:
+            edges.append((pod.id, workload.id, "owned_by"))
+        if node is not None and pod_name:
+            edges.append((pod.id, node.id, "runs_on"))
+        if namespace is not None:
+            edges.append((pod.id, namespace.id, "in"))
+    elif svc is not None and node is not None:
+        edges.append((svc.id, node.id, "runs_on"))
+    if workload is not None and namespace is not None:
+        edges.append((workload.id, namespace.id, "in"))
+    return ResourceView(svc, tuple(entities), tuple(edges))
+
+
+def peer(
+    peer_service: str | None,
+    server_address: str | None,
+    db_system: str | None,
+    messaging_system: str | None,
+    destination: str | None,
+) -> Entity | None:
+    """The virtual entity a client span without a server span calls, from its peer attributes, or None.
+
+    Preference follows the servicegraph connector's ``virtual_node_peer_attributes`` (peer.service, then
+    db.name-like identities, then server.address), with kinds of our own: a database, a queue or a host.
+    """
+    if peer_service:
+        return service(peer_service, virtual=True)
+    if db_system:
+        address = server_address or "unknown"
+        return Entity(f"database:{db_system}/{address}", "database", address, virtual=True)
+    if messaging_system:
+        dest = destination or "unknown"
+        return Entity(f"queue:{messaging_system}/{dest}", "queue", dest, virtual=True)
+    if server_address:
+        return Entity(f"host:{server_address}", "host", server_address, virtual=True)
+    return None
