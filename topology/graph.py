@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -289,6 +291,12 @@ class TopologyGraph:
             data["latency_buckets"] = delta.buckets if buckets is None else buckets + delta.buckets
 
     # --- reading -------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[nx.MultiDiGraph[str]]:
+        """The graph, held still (the pipeline waits) for the duration of a query."""
+        with self._lock:
+            yield self.graph
 
     def age_out(self) -> int:
         """Remove entities and edges not seen for ``ttl_s``; return how many entities went."""
