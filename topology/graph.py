@@ -10,8 +10,11 @@ change of service between them is a call.
 Per batch, spans are reduced to per-edge counters first and the networkx graph is touched once per edge, never per
 span. Past ``max_entities`` / ``max_edges`` / ``max_pending``, new items are refused and counted.
 
-Not yet here (issue 4 continues): resolution of server.address through Service DNS names and pod IPs from
-k8sobjects records, time travel, the query API beyond the snapshot, the servicegraph-compatible metrics.
+Kubernetes objects from the Collector's k8sobjects receiver (log records) add ownership, placement and the
+indexes that resolve a virtual peer to a real entity: a client span whose ``server.address`` is a Service DNS name
+or cluster IP, or whose peer IP is a pod's, gets its edge to the service behind it (see topology/k8s.py).
+
+Not yet here (issue 4 continues): time travel and restart (SQLite), the servicegraph-compatible metrics.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from rootward.model import (
     SpanBatch,
 )
 from rootward.topology.entities import Entity, peer, service, view
+from rootward.topology.k8s import WORKLOAD_KINDS, ClusterIndex, k8s_object, workload_id
 
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
 USER = service("user", virtual=True)
@@ -66,6 +70,8 @@ class _Pending:
     error: bool
     peer: Entity | None
     seen: float
+    address: str | None = None  # server.address, for resolution through the cluster index
+    peer_ip: str | None = None
 
 
 @dataclass
@@ -88,6 +94,7 @@ class TopologyGraph:
         self._clients: dict[tuple[int, int, int], _Pending] = {}
         self._servers: dict[tuple[int, int, int], list[_Pending]] = {}
         self._last_expiry = 0.0
+        self.cluster = ClusterIndex()
         self._lock = threading.RLock()
 
     # --- entities and structural edges --------------------------------------------------------------------------
@@ -163,6 +170,9 @@ class TopologyGraph:
                 entry = _Pending(svc, starts[i], ends[i], errors[i], None, now)
                 if kind in (KIND_CLIENT, KIND_PRODUCER):
                     entry.peer = self._peer(batch, i)
+                    if entry.peer is not None:
+                        entry.address = batch.string("server.address", i)
+                        entry.peer_ip = batch.string("peer.ip", i)
                     children = self._servers.pop((hi[i], lo[i], sids[i]), None)
                     if children:
                         for child in children:
@@ -194,8 +204,72 @@ class TopologyGraph:
             self._resources(list(batch.resources), self.clock.now())
 
     def consume_logs(self, batch: LogBatch) -> None:
+        now = self.clock.now()
         with self._lock:
-            self._resources(list(batch.resources), self.clock.now())
+            self._resources(list(batch.resources), now)
+            for body in batch.body:
+                found = k8s_object(body)
+                if found is not None:
+                    self.cluster.apply(*found)
+                    self._k8s_entities(found[1], now)
+
+    def _k8s_entities(self, obj: dict[str, object], now: float) -> None:
+        """Entities and structural edges a Kubernetes object adds: pod placement and ownership, workload chains."""
+        meta = obj.get("metadata")
+        ns = str(meta.get("namespace") or "") if isinstance(meta, dict) else ""
+        name = str(meta.get("name") or "") if isinstance(meta, dict) else ""
+        kind = obj.get("kind")
+        if kind == "Pod":
+            pid = f"pod:{ns}/{name}"
+            pod = self.cluster.pods.get(pid)
+            if pod is None or not self._touch_entity(Entity(pid, "pod", name, ns), now):
+                return
+            if pod["node"]:
+                node = str(pod["node"])
+                self._touch_entity(Entity(node, "node", node.removeprefix("node:")), now)
+                self._touch_edge(pid, node, "runs_on", now)
+            self._owned_by(pid, pod["owner"], now)
+        elif kind == "Node":
+            self._touch_entity(Entity(f"node:{name}", "node", name), now)
+        elif kind in WORKLOAD_KINDS:
+            wid = workload_id(ns, str(kind), name)
+            if self._touch_entity(Entity(wid, "workload", name, ns), now):
+                if wid in self.cluster.revisions:
+                    self.graph.nodes[wid]["revision"] = self.cluster.revisions[wid]
+                self._owned_by(wid, self.cluster.owners.get(wid), now)
+
+    def _owned_by(self, child: str, owner: str | None, now: float) -> None:
+        if owner:
+            ns, _, name = owner.removeprefix("workload:").split("/", 2)
+            self._touch_entity(Entity(owner, "workload", name, ns), now)
+            self._touch_edge(child, owner, "owned_by", now)
+
+    def _resolve(self, address: str | None, ip: str | None) -> str | None:
+        """A real entity that ``server.address`` or the peer IP names, through the cluster index: a pod IP gives
+        the pod's service; a Service DNS name or cluster IP gives the service its pods are instances of."""
+        g = self.graph
+        for candidate in (ip, address):
+            pod = self.cluster.pod_ips.get(candidate) if candidate else None
+            if pod is not None and pod in g:
+                of = [v for _, v, k in g.out_edges(pod, keys=True) if k == "instance_of"]
+                return of[0] if of else pod
+        key = self.cluster.dns.get(address.rstrip(".")) if address else None
+        if key is None:
+            return None
+        services = {
+            v
+            for pod in self.cluster.backing_pods(key)
+            if pod in g
+            for _, v, k in g.out_edges(pod, keys=True)
+            if k == "instance_of"
+        }
+        if len(services) == 1:
+            return services.pop()
+        ns, name = key.split("/", 1)
+        for guess in (f"service:{ns}/{name}", f"service:/{name}"):
+            if guess in g and not g.nodes[guess]["virtual"]:
+                return guess
+        return None
 
     # --- pairing -------------------------------------------------------------------------------------------------
 
@@ -249,9 +323,14 @@ class TopologyGraph:
     def _virtual_edge(self, client: _Pending, deltas: dict[tuple[str, str], _EdgeDelta]) -> None:
         if client.peer is None:
             return
-        if not self._touch_entity(client.peer, client.seen):
+        target = self._resolve(client.address, client.peer_ip)
+        if target is None:
+            if not self._touch_entity(client.peer, client.seen):
+                return
+            target = client.peer.id
+        if target == client.service:
             return
-        delta = deltas.setdefault((client.service, client.peer.id), _EdgeDelta())
+        delta = deltas.setdefault((client.service, target), _EdgeDelta())
         seconds = max(0, client.end - client.start) / 1e9
         delta.requests += 1
         delta.errors += client.error

@@ -1,0 +1,158 @@
+"""Kubernetes objects from k8sobjects-style log records: ownership, placement, and resolution of a client span's
+server.address / peer IP to the real service behind a Service DNS name, cluster IP or pod IP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from rootward.clock import ManualClock
+from rootward.model import LogBatch, SpanBatch
+from rootward.receiver import LogDecoder, TraceDecoder
+from rootward.topology import TopologyGraph, TopologyLimits
+
+
+def any_value(value: Any) -> AnyValue:
+    if isinstance(value, dict):
+        return AnyValue(
+            kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()])
+        )
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    return AnyValue(string_value=str(value))
+
+
+def objects(*bodies: dict[str, Any], watch: bool = True) -> LogBatch:
+    """k8sobjects log records (watch mode wraps each object in {type, object}), through the real log decoder."""
+    req = ExportLogsServiceRequest()
+    records = req.resource_logs.add().scope_logs.add().log_records
+    for body in bodies:
+        records.add(body=any_value({"type": "ADDED", "object": body} if watch else body))
+    return LogDecoder().decode(req.SerializeToString()).batch
+
+
+def pod(name: str, ip: str, labels: dict[str, str], owner: str = "") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "shop", "labels": labels}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": owner, "controller": True}]
+    return {"kind": "Pod", "metadata": meta, "spec": {"nodeName": "node-a"}, "status": {"podIP": ip}}
+
+
+CLUSTER = [
+    pod("cart-7d9f-x1", "10.0.0.7", {"app": "cart"}, owner="cart-7d9f"),
+    {
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "cart-7d9f",
+            "namespace": "shop",
+            "annotations": {"deployment.kubernetes.io/revision": "4"},
+            "ownerReferences": [{"kind": "Deployment", "name": "cart", "controller": True}],
+        },
+    },
+    {"kind": "Service", "metadata": {"name": "cart", "namespace": "shop"}, "spec": {"selector": {"app": "cart"}, "clusterIP": "10.96.0.12"}},
+    {"kind": "Node", "metadata": {"name": "node-a"}},
+]  # fmt: skip
+
+
+def spans(*items: tuple[str, str, Span]) -> SpanBatch:
+    req = ExportTraceServiceRequest()
+    for service, pod_name, span in items:
+        rs = req.resource_spans.add()
+        for key, value in (("service.name", service), ("service.namespace", "shop"), ("k8s.pod.name", pod_name), ("k8s.namespace.name", "shop")):  # fmt: skip
+            rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+        rs.scope_spans.add().spans.append(span)
+    return TraceDecoder().decode(req.SerializeToString()).batch
+
+
+def span(sid: int, kind: int, parent: int = 0, **attrs: str) -> Span:
+    s = Span(trace_id=b"\x01" * 16, span_id=sid.to_bytes(8, "big"), parent_span_id=parent.to_bytes(8, "big") if parent else b"", kind=kind)  # type: ignore[arg-type]  # fmt: skip
+    for key, value in attrs.items():
+        s.attributes.add(key=key.replace("_", "."), value=AnyValue(string_value=value))
+    return s
+
+
+@pytest.fixture
+def graph() -> TopologyGraph:
+    g = TopologyGraph(TopologyLimits(pending_ttl_s=5), ManualClock())
+    g.consume_logs(objects(*CLUSTER))
+    # cart reports itself (a root server span), which makes its pod an instance of service:shop/cart.
+    g.consume_traces(spans(("cart", "cart-7d9f-x1", span(100, 2))))
+    return g
+
+
+def test_pod_ownership_placement_and_rollout_revision_come_from_the_objects(graph: TopologyGraph) -> None:
+    edges = {(u, v, k) for u, v, k in graph.graph.edges(keys=True)}
+    assert ("pod:shop/cart-7d9f-x1", "workload:shop/replicaset/cart-7d9f", "owned_by") in edges
+    assert ("workload:shop/replicaset/cart-7d9f", "workload:shop/deployment/cart", "owned_by") in edges
+    assert ("pod:shop/cart-7d9f-x1", "node:node-a", "runs_on") in edges
+    assert ("pod:shop/cart-7d9f-x1", "service:shop/cart", "instance_of") in edges
+    assert graph.graph.nodes["workload:shop/replicaset/cart-7d9f"]["revision"] == "4"
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        pytest.param({"server_address": "cart"}, id="service-name"),
+        pytest.param({"server_address": "cart.shop"}, id="service-dot-namespace"),
+        pytest.param({"server_address": "cart.shop.svc.cluster.local"}, id="cluster-fqdn"),
+        pytest.param({"server_address": "10.96.0.12"}, id="cluster-ip"),
+        pytest.param({"server_address": "10.0.0.7"}, id="pod-ip-as-address"),
+        pytest.param({"server_address": "unknown-host", "network_peer_address": "10.0.0.7"}, id="pod-ip-as-peer"),
+    ],
+)
+def test_an_unpaired_client_span_resolves_to_the_service_behind_its_address(
+    graph: TopologyGraph, attrs: dict[str, str]
+) -> None:
+    graph.consume_traces(spans(("frontend", "frontend-1", span(1, 3, **attrs))))
+    graph.flush()
+    assert ("service:shop/frontend", "service:shop/cart", 1, 0) in graph.calls()
+    assert not any(n.startswith("host:") for n in graph.graph)
+
+
+def test_endpoint_slices_name_the_backing_pods_when_the_service_has_no_selector() -> None:
+    g = TopologyGraph()
+    g.consume_logs(
+        objects(
+            pod("ledger-0", "10.0.0.9", {}),
+            {"kind": "Service", "metadata": {"name": "ledger", "namespace": "shop"}, "spec": {}},
+            {
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "ledger-abc",
+                    "namespace": "shop",
+                    "labels": {"kubernetes.io/service-name": "ledger"},
+                },
+                "endpoints": [{"addresses": ["10.0.0.9"], "targetRef": {"kind": "Pod", "name": "ledger-0"}}],
+            },
+            watch=False,  # pull mode: the body is the object itself
+        )
+    )
+    g.consume_traces(spans(("ledger-svc", "ledger-0", span(100, 2))))
+    g.consume_traces(spans(("frontend", "frontend-1", span(1, 3, server_address="ledger.shop.svc"))))
+    g.flush()
+    assert ("service:shop/frontend", "service:shop/ledger-svc", 1, 0) in g.calls()
+
+
+def test_a_deleted_pod_no_longer_resolves_its_ip(graph: TopologyGraph) -> None:
+    req = ExportLogsServiceRequest()
+    req.resource_logs.add().scope_logs.add().log_records.add(body=any_value({"type": "DELETED", "object": CLUSTER[0]}))
+    graph.consume_logs(LogDecoder().decode(req.SerializeToString()).batch)
+    graph.consume_traces(spans(("frontend", "frontend-1", span(1, 3, server_address="10.0.0.7"))))
+    graph.flush()
+    assert ("service:shop/frontend", "host:10.0.0.7", 1, 0) in graph.calls()
+
+
+def test_log_bodies_that_are_not_kubernetes_objects_are_ignored() -> None:
+    g = TopologyGraph()
+    g.consume_logs(objects({"kind": "Pod"}, {"metadata": {"name": "x"}}, watch=False))
+    req = ExportLogsServiceRequest()
+    req.resource_logs.add().scope_logs.add().log_records.add(body=AnyValue(string_value="plain line"))
+    g.consume_logs(LogDecoder().decode(req.SerializeToString()).batch)
+    assert g.graph.number_of_nodes() == 0
