@@ -8,7 +8,8 @@ virtual entity when it expires. Spans without kinds (such as the Nezha data set)
 change of service between them is a call.
 
 Per batch, spans are reduced to per-edge counters first and the networkx graph is touched once per edge, never per
-span. Past ``max_entities`` / ``max_edges`` / ``max_pending``, new items are refused and counted.
+span. Past ``max_entities`` / ``max_edges``, new items are refused and counted; past ``max_pending``, the oldest
+pending span is evicted (and counted) to make room for the newest.
 
 Kubernetes objects from the Collector's k8sobjects receiver (log records) add ownership, placement and the
 indexes that resolve a virtual peer to a real entity: a client span whose ``server.address`` is a Service DNS name
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -286,10 +288,20 @@ class TopologyGraph:
     def _pending_count(self) -> int:
         return len(self._clients) + len(self._servers)
 
-    def _hold_client(self, key: tuple[int, int, int], entry: _Pending) -> None:
-        if key not in self._clients and self._pending_count() >= self.limits.max_pending:
-            self.refused["pending"] += 1
+    def _make_room(self) -> None:
+        """When the pending store is full, evict its oldest span (dicts keep insertion order): the newest spans are
+        the likeliest to pair, and a full store that refused newcomers would stop pairing until its TTL passed."""
+        if self._pending_count() < self.limits.max_pending:
             return
+        self.refused["pending_evicted"] += 1
+        store: dict[tuple[int, int, int], Any] = (
+            self._clients if len(self._clients) >= len(self._servers) else self._servers
+        )
+        del store[next(iter(store))]
+
+    def _hold_client(self, key: tuple[int, int, int], entry: _Pending) -> None:
+        if key not in self._clients:
+            self._make_room()
         self._clients[key] = entry
 
     def _server(
@@ -303,9 +315,8 @@ class TopologyGraph:
         if client is not None:
             self._pair(client, entry, deltas)
             return
-        if parent not in self._servers and self._pending_count() >= self.limits.max_pending:
-            self.refused["pending"] += 1
-            return
+        if parent not in self._servers:
+            self._make_room()
         self._servers.setdefault(parent, []).append(entry)
 
     @staticmethod
@@ -362,6 +373,8 @@ class TopologyGraph:
         for (src, dst), delta in deltas.items():
             data = self._touch_edge(src, dst, "calls", now)
             if data is None:
+                if src not in self.graph or dst not in self.graph:
+                    self.refused["edges"] += 1  # an endpoint was refused at the entity limit
                 continue
             data["requests"] = int(data.get("requests", 0)) + delta.requests  # type: ignore[call-overload]
             data["errors"] = int(data.get("errors", 0)) + delta.errors  # type: ignore[call-overload]

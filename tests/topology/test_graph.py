@@ -147,11 +147,14 @@ def test_a_flood_of_unique_services_stops_at_the_entity_limit_and_is_counted() -
     assert graph.refused["entities"] == 150
 
 
-def test_pending_spans_stop_at_their_limit_and_are_counted() -> None:
+def test_a_full_pending_store_evicts_its_oldest_spans_and_counts_them() -> None:
     graph = TopologyGraph(TopologyLimits(max_pending=10))
     graph.consume_traces(batch(*[("frontend", span(i + 1, CLIENT)) for i in range(25)]))
     assert graph.snapshot()["pending_spans"] == 10
-    assert graph.refused["pending"] == 15
+    assert graph.refused["pending_evicted"] == 15
+    # The newest spans are the ones kept: a server child of span 25 still pairs, one of span 1 does not.
+    graph.consume_traces(batch(("cart", span(100, SERVER, parent=25)), ("cart", span(101, SERVER, parent=1))))
+    assert graph.calls() == [("service:/frontend", "service:/cart", 1, 0)]
 
 
 def test_entities_and_edges_not_seen_for_the_ttl_age_out() -> None:
