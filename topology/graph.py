@@ -20,6 +20,7 @@ Not yet here (issue 4 continues): time travel and restart (SQLite), the serviceg
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -81,7 +82,33 @@ class _EdgeDelta:
     requests: int = 0
     errors: int = 0
     latency_sum: float = 0.0
-    buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_S) + 1, np.int64))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+
+    def add(self, seconds: float, error: bool) -> None:
+        self.requests += 1
+        self.errors += error
+        self.latency_sum += seconds
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+
+
+class _PeerColumns:
+    """A batch's peer attribute columns as Python lists of str | None, read once per batch."""
+
+    def __init__(self, batch: SpanBatch) -> None:
+        strings = batch.strings
+
+        def column(name: str) -> list[str | None]:
+            return [strings[i] if i >= 0 else None for i in batch.str_attrs[name].tolist()]
+
+        self.service = column("peer.service")
+        self.address = column("server.address")
+        self.ip = column("peer.ip")
+        self.db = column("db.system")
+        self.messaging = column("messaging.system")
+        self.destination = column("messaging.destination")
+
+    def peer(self, i: int) -> Entity | None:
+        return peer(self.service[i], self.address[i], self.db[i], self.messaging[i], self.destination[i])
 
 
 class TopologyGraph:
@@ -156,6 +183,8 @@ class TopologyGraph:
         with self._lock:
             services = self._resources(list(batch.resources), now)
             deltas: dict[tuple[str, str], _EdgeDelta] = {}
+            user = _Pending(USER.id, 0, 0, False, None, now)
+            peers = _PeerColumns(batch)
             kinds = batch.kind.tolist()
             hi = batch.trace_id[:, 0].tolist()
             lo = batch.trace_id[:, 1].tolist()
@@ -171,10 +200,10 @@ class TopologyGraph:
                     continue
                 entry = _Pending(svc, starts[i], ends[i], errors[i], None, now)
                 if kind in (KIND_CLIENT, KIND_PRODUCER):
-                    entry.peer = self._peer(batch, i)
+                    entry.peer = peers.peer(i)
                     if entry.peer is not None:
-                        entry.address = batch.string("server.address", i)
-                        entry.peer_ip = batch.string("peer.ip", i)
+                        entry.address = peers.address[i]
+                        entry.peer_ip = peers.ip[i]
                     children = self._servers.pop((hi[i], lo[i], sids[i]), None)
                     if children:
                         for child in children:
@@ -184,9 +213,9 @@ class TopologyGraph:
                 elif kind in (KIND_SERVER, KIND_CONSUMER):
                     if pids[i]:
                         self._server(entry, (hi[i], lo[i], pids[i]), deltas, keep_parent=False)
-                    elif self._touch_entity(USER, now):
+                    else:
                         # A root server span: its caller is not instrumented (a browser, a job, a load balancer).
-                        self._pair(_Pending(USER.id, 0, 0, False, None, now), entry, deltas)
+                        self._pair(user, entry, deltas)
                 elif kind == KIND_UNSPECIFIED:
                     # No span kinds: every span may be a parent, and a child pairs with its parent.
                     if pids[i]:
@@ -195,6 +224,8 @@ class TopologyGraph:
                     for child in self._servers.pop(key, []):
                         self._pair(entry, child, deltas)
                     self._hold_client(key, entry)
+            if any(src == USER.id for src, _ in deltas):
+                self._touch_entity(USER, now)
             if now - self._last_expiry >= 1.0:  # a scan of the pending store at most once a second
                 self._last_expiry = now
                 for entry in self._expire(now):
@@ -275,16 +306,6 @@ class TopologyGraph:
 
     # --- pairing -------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _peer(batch: SpanBatch, i: int) -> Entity | None:
-        return peer(
-            batch.string("peer.service", i),
-            batch.string("server.address", i),
-            batch.string("db.system", i),
-            batch.string("messaging.system", i),
-            batch.string("messaging.destination", i),
-        )
-
     def _pending_count(self) -> int:
         return len(self._clients) + len(self._servers)
 
@@ -325,11 +346,7 @@ class TopologyGraph:
             return
         client.peer = None  # paired: no virtual edge when it expires
         delta = deltas.setdefault((client.service, server.service), _EdgeDelta())
-        seconds = max(0, server.end - server.start) / 1e9
-        delta.requests += 1
-        delta.errors += client.error or server.error
-        delta.latency_sum += seconds
-        delta.buckets[np.searchsorted(LATENCY_BUCKETS_S, seconds)] += 1
+        delta.add(max(0, server.end - server.start) / 1e9, client.error or server.error)
 
     def _virtual_edge(self, client: _Pending, deltas: dict[tuple[str, str], _EdgeDelta]) -> None:
         if client.peer is None:
@@ -342,11 +359,7 @@ class TopologyGraph:
         if target == client.service:
             return
         delta = deltas.setdefault((client.service, target), _EdgeDelta())
-        seconds = max(0, client.end - client.start) / 1e9
-        delta.requests += 1
-        delta.errors += client.error
-        delta.latency_sum += seconds
-        delta.buckets[np.searchsorted(LATENCY_BUCKETS_S, seconds)] += 1
+        delta.add(max(0, client.end - client.start) / 1e9, client.error)
 
     def _expire(self, now: float, everything: bool = False) -> list[_Pending]:
         """Drop pending spans older than the pairing TTL; return the expired client spans (for virtual edges)."""
@@ -379,8 +392,9 @@ class TopologyGraph:
             data["requests"] = int(data.get("requests", 0)) + delta.requests  # type: ignore[call-overload]
             data["errors"] = int(data.get("errors", 0)) + delta.errors  # type: ignore[call-overload]
             data["latency_sum_s"] = float(data.get("latency_sum_s", 0.0)) + delta.latency_sum  # type: ignore[arg-type]
-            buckets = data.get("latency_buckets")
-            data["latency_buckets"] = delta.buckets if buckets is None else buckets + delta.buckets
+            buckets = np.array(delta.buckets, np.int64)
+            old = data.get("latency_buckets")
+            data["latency_buckets"] = buckets if old is None else buckets + np.asarray(old)
 
     # --- reading -------------------------------------------------------------------------------------------------
 
