@@ -21,6 +21,7 @@ from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph
+from rootward.topology.metrics import ServiceGraphMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class App:
         self.telemetry = Telemetry()
         self.summary = ReceivedSummary()
         self.topology = TopologyGraph(clock=self.clock)
+        self.telemetry.registry.register(ServiceGraphMetrics(self.topology))
         pipeline = consumer or FanOut(self.summary, self.topology)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
         api = config.api.listen

@@ -15,7 +15,7 @@ Kubernetes objects from the Collector's k8sobjects receiver (log records) add ow
 indexes that resolve a virtual peer to a real entity: a client span whose ``server.address`` is a Service DNS name
 or cluster IP, or whose peer IP is a pod's, gets its edge to the service behind it (see topology/k8s.py).
 
-Not yet here (issue 4 continues): time travel and restart (SQLite), the servicegraph-compatible metrics.
+Not yet here (issue 4 continues): time travel and restart (SQLite), and vectorised pairing (r_graph is 3.7).
 """
 
 from __future__ import annotations

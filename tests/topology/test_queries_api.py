@@ -31,6 +31,18 @@ def api() -> Iterator[httpx.Client]:
     app.shutdown()
 
 
+def test_metrics_carry_the_service_graph_under_the_connectors_names(api: httpx.Client) -> None:
+    text = httpx.get(str(api.base_url).removesuffix("/api/v1/") + "/metrics").text
+    labels = 'client="checkout",connection_type="",server="payment"'
+    assert f"traces_service_graph_request_total{{{labels}}} 20.0" in text
+    assert f"traces_service_graph_request_failed_total{{{labels}}} 5.0" in text
+    inf = 'client="checkout",connection_type="",le="+Inf",server="payment"'
+    assert f"traces_service_graph_request_server_seconds_bucket{{{inf}}} 20.0" in text
+    assert f"traces_service_graph_request_server_seconds_count{{{labels}}} 20.0" in text
+    db = 'client="cart",connection_type="database",server="redis"'
+    assert f"traces_service_graph_request_total{{{db}}} 20.0" in text
+
+
 def test_whole_graph_filters_by_kind_and_namespace(api: httpx.Client) -> None:
     services = api.get("/topology", params={"kind": "service", "namespace": "shop"}).json()
     assert {e["id"] for e in services["entities"]} == {

@@ -1,0 +1,57 @@
+"""The service graph as Prometheus metrics with the Collector servicegraph connector's names and labels, so the
+Grafana service-graph panels that users already have work against Rootward's /metrics:
+
+    traces_service_graph_request_total{client, server, connection_type}
+    traces_service_graph_request_failed_total{client, server, connection_type}
+    traces_service_graph_request_server_seconds_bucket / _sum / _count{client, server, connection_type, le}
+
+``client`` and ``server`` are service names (a peer's name for virtual nodes); ``connection_type`` is empty for
+service-to-service calls and ``database`` / ``messaging_system`` / ``virtual_node`` for peers, as the connector
+labels them. Collected from the graph at scrape time: nothing is kept twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from rootward.topology.graph import LATENCY_BUCKETS_S, TopologyGraph
+
+_CONNECTION = {"database": "database", "queue": "messaging_system", "host": "virtual_node"}
+
+
+class ServiceGraphMetrics:
+    """A prometheus_client collector over a :class:`TopologyGraph` (register it on a registry)."""
+
+    def __init__(self, graph: TopologyGraph) -> None:
+        self.graph = graph
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["client", "server", "connection_type"]
+        total = CounterMetricFamily("traces_service_graph_request", "Requests between two nodes.", labels=labels)
+        failed = CounterMetricFamily(
+            "traces_service_graph_request_failed", "Failed requests between two nodes.", labels=labels
+        )
+        seconds = HistogramMetricFamily(
+            "traces_service_graph_request_server_seconds",
+            "Time for a request between two nodes as seen from the server.",
+            labels=labels,
+        )
+        with self.graph.read() as g:
+            for u, v, key, data in g.edges(keys=True, data=True):
+                if key != "calls":
+                    continue
+                target = g.nodes[v]
+                connection = _CONNECTION.get(target["kind"], "virtual_node" if target["virtual"] else "")
+                values = [g.nodes[u]["name"], target["name"], connection]
+                total.add_metric(values, float(data.get("requests", 0)))
+                failed.add_metric(values, float(data.get("errors", 0)))
+                counts = np.cumsum(np.asarray(data.get("latency_buckets", np.zeros(len(LATENCY_BUCKETS_S) + 1))))
+                buckets = [(str(b), float(c)) for b, c in zip(LATENCY_BUCKETS_S, counts[:-1], strict=True)]
+                buckets.append(("+Inf", float(counts[-1])))
+                seconds.add_metric(values, buckets, float(data.get("latency_sum_s", 0.0)))
+        yield total
+        yield failed
+        yield seconds
