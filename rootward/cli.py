@@ -4,6 +4,7 @@ rootward serve --config rootward.yaml      run the sidecar (OTLP on 4317/4318, A
 rootward config check rootward.yaml        validate a configuration file and exit
 rootward config show [--config FILE]       print the effective configuration (defaults filled in)
 rootward demo                              run the loop on synthetic telemetry, no cluster needed
+rootward topology [--entity ID]            print a running server's dependency graph
 rootward version                           print the version
 """
 
@@ -102,6 +103,50 @@ def config_show(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     cfg = _load(config_path, overrides)
     data: Any = cfg.model_dump(mode="json")
     click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+@main.command()
+@click.option("--api", default="http://127.0.0.1:8080", show_default=True, help="A running Rootward's API address.")
+@click.option("--entity", "entity_id", help="Show the neighbourhood of one entity, e.g. service:shop/cart.")
+@click.option("--depth", default=1, show_default=True, help="Hops around --entity.")
+@click.option("--kind", help="Only entities of this kind (service, pod, workload, node, database, ...).")
+@click.option("--namespace", help="Only entities of this namespace.")
+def topology(api: str, entity_id: str | None, depth: int, kind: str | None, namespace: str | None) -> None:
+    """Print the live dependency graph of a running Rootward: call edges with requests, errors and mean latency.
+
+    \b
+    Examples:
+      rootward topology --api http://rootward:8080
+      rootward topology --entity service:shop/payment --depth 2
+    """
+    import httpx
+
+    base = api.rstrip("/") + "/api/v1"
+    try:
+        if entity_id:
+            r = httpx.get(f"{base}/subgraph", params={"id": entity_id, "depth": depth}, timeout=10)
+        else:
+            params = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
+            r = httpx.get(f"{base}/topology", params=params, timeout=10)
+    except httpx.HTTPError as err:
+        raise click.ClickException(f"cannot reach Rootward at {api}: {err}") from err
+    if r.status_code != 200:
+        raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
+    data = r.json()
+    calls = [e for e in data["edges"] if e["kind"] == "calls"]
+    click.echo(f"{len(data['entities'])} entities, {len(calls)} call edges")
+    width = max((len(e["source"]) for e in calls), default=10)
+    for e in sorted(calls, key=lambda e: (e["source"], e["target"])):
+        mean_ms = 1000 * e.get("latency_sum_s", 0.0) / max(1, e.get("requests", 0))
+        click.echo(
+            f"  {e['source']:{width}} -> {e['target']}  {e.get('requests', 0)} req, {e.get('errors', 0)} err, "
+            f"{mean_ms:.1f} ms mean"
+        )
+    others = sorted({(e["kind"], e["source"], e["target"]) for e in data["edges"] if e["kind"] != "calls"})
+    if others and entity_id:
+        click.echo("structure:")
+        for kind_, src, dst in others:
+            click.echo(f"  {src} -{kind_}-> {dst}")
 
 
 @main.command()

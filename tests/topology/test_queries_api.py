@@ -120,3 +120,23 @@ def test_bad_queries_get_400_or_404_with_a_message(
     r = api.get(path, params=params)  # type: ignore[arg-type]
     assert r.status_code == status
     assert message in r.json()["message"]
+
+
+def test_topology_command_prints_the_call_edges_of_a_running_server(api: httpx.Client) -> None:
+    from click.testing import CliRunner
+
+    from rootward.cli import main
+
+    base = str(api.base_url).removesuffix("/api/v1/")
+    result = CliRunner().invoke(main, ["topology", "--api", base])
+    assert result.exit_code == 0, result.output
+    assert "service:shop/checkout" in result.output
+    assert "-> service:shop/payment  20 req, 5 err," in result.output
+    near = CliRunner().invoke(main, ["topology", "--api", base, "--entity", "service:shop/payment"])
+    assert "-instance_of-> service:shop/payment" in near.output
+    missing = CliRunner().invoke(main, ["topology", "--api", base, "--entity", "service:nope/x"])
+    assert missing.exit_code == 1
+    assert "404: no entity 'service:nope/x'" in missing.output
+    down = CliRunner().invoke(main, ["topology", "--api", "http://127.0.0.1:9"])
+    assert down.exit_code == 1
+    assert "cannot reach Rootward at http://127.0.0.1:9" in down.output
