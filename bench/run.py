@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))  # the helper modules beside this file, also for t
 import decode_bench  # noqa: E402
 import server_bench  # noqa: E402
 import soak  # noqa: E402
+import topology_bench  # noqa: E402
 from workload import make_requests  # noqa: E402
 
 SPANS_PER_REQUEST = 500
@@ -38,6 +39,10 @@ TARGETS: dict[str, tuple[float, str]] = {
     "soak_cpu_core_fraction": (0.15, "<="),
     "soak_rss_mib": (150.0, "<="),
     "soak_dropped": (0.0, "<="),
+    "r_graph": (1.0, "<="),
+    "subgraph_p99_ms": (5.0, "<="),
+    "bytes_per_entity": (2048.0, "<="),
+    "bytes_per_edge": (1024.0, "<="),
 }
 
 
@@ -90,6 +95,18 @@ def measure(quick: bool, soak_seconds: float) -> tuple[dict[str, float], dict[st
     notes["server_spans_per_cpu_s"] = f"raw {1e6 / s.raw_cpu_us_per_span:,.0f}"
     client = s.client_cpu_us_per_span
     notes["server_spans_per_s"] = f"client CPU {client['real']:.2f} µs/span (raw run {client['raw']:.2f})"
+
+    print("topology: graph update vs decode; subgraph queries; memory per entity and edge ...", flush=True)
+    t = topology_bench.run(requests, SPANS_PER_REQUEST, rounds=3 if quick else 5)
+    results["r_graph"] = t.r_graph
+    results["graph_us_per_span"] = t.graph_us_per_span
+    results["subgraph_p99_ms"] = t.subgraph_p99_ms
+    results["bytes_per_entity"] = t.bytes_per_entity
+    results["bytes_per_edge"] = t.bytes_per_edge
+    notes["r_graph"] = f"graph {t.graph_us_per_span:.2f} µs/span"
+    notes["subgraph_p99_ms"] = "5,000 services, 3 calls each, depth 2"
+    notes["bytes_per_entity"] = "50,000 entities (tracemalloc)"
+    notes["bytes_per_edge"] = "100,000 call edges with RED (tracemalloc)"
 
     print(f"soak: 10k spans/s for {soak_seconds:g} s, pacer -> rotel -> rootward serve ...", flush=True)
     k = soak.run(soak_seconds)

@@ -123,6 +123,7 @@ class TopologyGraph:
         self._clients: dict[tuple[int, int, int], _Pending] = {}
         self._servers: dict[tuple[int, int, int], list[_Pending]] = {}
         self._last_expiry = 0.0
+        self._edges = 0
         self.cluster = ClusterIndex()
         self._lock = threading.RLock()
 
@@ -158,10 +159,11 @@ class TopologyGraph:
             return data
         if src not in g or dst not in g:
             return None
-        if g.number_of_edges() >= self.limits.max_edges:
+        if self._edges >= self.limits.max_edges:  # networkx counts edges in O(nodes): keep our own count
             self.refused["edges"] += 1
             return None
         g.add_edge(src, dst, key=kind, kind=kind, first_seen=now, last_seen=now)
+        self._edges += 1
         return g.edges[src, dst, kind]
 
     def _resources(self, resources: list[Resource] | tuple[Resource, ...], now: float) -> list[str | None]:
@@ -413,6 +415,7 @@ class TopologyGraph:
             g.remove_edges_from(stale_edges)
             stale = [n for n, d in g.nodes(data=True) if d["last_seen"] < cutoff]
             g.remove_nodes_from(stale)
+            self._edges = g.number_of_edges()
             return len(stale)
 
     def snapshot(self) -> dict[str, object]:

@@ -73,7 +73,10 @@ def _payload(g: Graph, nodes: Iterable[str], kinds: frozenset[str]) -> dict[str,
     return {
         "entities": [{"id": n, **g.nodes[n]} for n in sorted(keep)],
         "edges": [
-            _edge(u, v, d) for u, v, k, d in g.edges(keys=True, data=True) if u in keep and v in keep and k in kinds
+            _edge(u, v, d)
+            for n in sorted(keep)
+            for u, v, k, d in g.out_edges(n, keys=True, data=True)
+            if v in keep and k in kinds
         ],
     }
 
