@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import rotel
 from prometheus_client.parser import text_string_to_metric_families
 from workload import make_request, make_resources
 
-from rootward.testing import free_ports
+from rootward.testing import accepts_connections, free_ports
 
 ROTEL_AGENT = Path(os.path.dirname(rotel.__file__)) / "rotel-agent"
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -101,14 +100,6 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, proc: subpro
             tail = log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{what} did not come up (exit code {proc.poll()}):\n{tail}")
         time.sleep(0.05)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -182,7 +173,7 @@ def run(seconds: float, rate: float = 10_000.0) -> SoakResult:
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 )  # fmt: skip
             procs.append(sender)
-            _wait(lambda: _listening(rotel_grpc), 15, "rotel-agent", sender, rotel_log)
+            _wait(lambda: accepts_connections(rotel_grpc), 15, "rotel-agent", sender, rotel_log)
             return _measure(rootward.pid, api_port, Pacer(rotel_grpc, rate, seconds))
         finally:
             for proc in reversed(procs):

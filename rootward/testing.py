@@ -76,6 +76,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on ``host:port`` (a subprocess's server is up)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def local_receiver_config(**overrides: object) -> config.Receiver:
     """A receiver config on 127.0.0.1 with both ports 0; ``overrides`` are dotted keys, e.g.
     ``{"auth.tokens": ["s3cret"], "queue.max_items": 100}``."""

@@ -46,6 +46,7 @@ from rootward.model import (
 )
 from rootward.topology.entities import Entity, peer, service, view
 from rootward.topology.k8s import WORKLOAD_KINDS, ClusterIndex, k8s_object, workload_id
+from rootward.topology.queries import whole
 
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
 USER = service("user", virtual=True)
@@ -421,19 +422,7 @@ class TopologyGraph:
     def snapshot(self) -> dict[str, object]:
         """The graph as JSON-ready data: entities and edges with their attributes and RED counters."""
         with self._lock:
-            nodes = [{"id": n, **data} for n, data in self.graph.nodes(data=True)]
-            edges = []
-            for u, v, data in self.graph.edges(data=True):
-                item = {"source": u, "target": v, **data}
-                if "latency_buckets" in item:
-                    item["latency_buckets"] = np.asarray(item["latency_buckets"]).tolist()
-                edges.append(item)
-            return {
-                "entities": nodes,
-                "edges": edges,
-                "pending_spans": self._pending_count(),
-                "refused": dict(self.refused),
-            }
+            return {**whole(self.graph), "pending_spans": self._pending_count(), "refused": dict(self.refused)}
 
     def calls(self) -> list[tuple[str, str, int, int]]:
         """(source, target, requests, errors) of every call edge, sorted."""

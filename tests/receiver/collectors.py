@@ -13,7 +13,6 @@ import functools
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ import otel_collector
 import pytest
 import rotel
 
-from rootward.testing import free_ports
+from rootward.testing import accepts_connections, free_ports
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ROTEL_AGENT = Path(os.path.dirname(rotel.__file__)) / "rotel-agent"
@@ -45,14 +44,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
-
-
-def _accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class Process:
@@ -116,8 +107,8 @@ class Rotel(Process):
 
 def _listening(proc: Rotel, timeout: float) -> bool:
     """Wait until rotel accepts connections on its gRPC port; False when it exited or the timeout passed."""
-    wait_until(lambda: not proc.running or _accepts_connections(proc.grpc_port), timeout)
-    return proc.running and _accepts_connections(proc.grpc_port)
+    wait_until(lambda: not proc.running or accepts_connections(proc.grpc_port), timeout)
+    return proc.running and accepts_connections(proc.grpc_port)
 
 
 @contextmanager
