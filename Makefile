@@ -7,8 +7,8 @@ STAGES := receiver topology detector agent actions policies
 
 .PHONY: demo test lint typecheck layers unit fmt bench venv layout clean
 
-# The Cython wire kernels are compiled by the (editable) install: reinstall when they change.
-$(STAMP): pyproject.toml receiver/_wire.pyx
+# The Cython kernels are compiled by the (editable) install: reinstall when they change.
+$(STAMP): pyproject.toml receiver/_wire.pyx topology/_index.pyx
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
@@ -47,4 +47,4 @@ layout:
 	  for f in $$s/*.py $$s/*.pyi; do if [ -e $$f ]; then ln -s ../../../$$f .layout/rootward/$$s/; fi; done; done
 
 clean:
-	rm -rf .layout .mypy_cache .ruff_cache .pytest_cache build *.egg-info receiver/_wire.c receiver/*.so
+	rm -rf .layout .mypy_cache .ruff_cache .pytest_cache build *.egg-info receiver/_wire.c receiver/*.so topology/_index.c topology/*.so

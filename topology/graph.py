@@ -7,15 +7,14 @@ comes, but that names its peer (peer.service, db.system, messaging.system, serve
 virtual entity when it expires. Spans without kinds (such as the Nezha data set) pair with their parent, and a
 change of service between them is a call.
 
-Per batch, spans are reduced to per-edge counters first and the networkx graph is touched once per edge, never per
-span. Past ``max_entities`` / ``max_edges``, new items are refused and counted; past ``max_pending``, the oldest
-pending span is evicted (and counted) to make room for the newest.
+Per batch, pairing and the reduction to per-edge RED counters are whole-array numpy work over the batch's columns
+and the pending stores (topology/pairing.py: numpy columns in ring buffers, a dict from key to row); the networkx
+graph is then touched once per edge, never per span. Past ``max_entities`` / ``max_edges``, new items are refused
+and counted; past ``max_pending``, the oldest pending spans are evicted (and counted) to make room for the newest.
 
 Kubernetes objects from the Collector's k8sobjects receiver (log records) add ownership, placement and the
 indexes that resolve a virtual peer to a real entity: a client span whose ``server.address`` is a Service DNS name
 or cluster IP, or whose peer IP is a pod's, gets its edge to the service behind it (see topology/k8s.py).
-
-Not yet here (issue 4 continues): time travel and restart (SQLite), and vectorised pairing (r_graph is 3.7).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -44,8 +42,9 @@ from rootward.model import (
     Resource,
     SpanBatch,
 )
-from rootward.topology.entities import Entity, peer, service, view
+from rootward.topology.entities import Entity, ResourceView, peer, service, view
 from rootward.topology.k8s import WORKLOAD_KINDS, ClusterIndex, k8s_object, workload_id
+from rootward.topology.pairing import Pending, span_keys
 from rootward.topology.queries import whole
 
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
@@ -66,24 +65,12 @@ class TopologyLimits:
     ttl_s: float = 900.0
 
 
-@dataclass(slots=True)
-class _Pending:
-    service: str
-    start: int
-    end: int
-    error: bool
-    peer: Entity | None
-    seen: float
-    address: str | None = None  # server.address, for resolution through the cluster index
-    peer_ip: str | None = None
-
-
 @dataclass
 class _EdgeDelta:
     requests: int = 0
     errors: int = 0
     latency_sum: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_S) + 1, np.int64))
 
     def add(self, seconds: float, error: bool) -> None:
         self.requests += 1
@@ -92,24 +79,107 @@ class _EdgeDelta:
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
 
 
-class _PeerColumns:
-    """A batch's peer attribute columns as Python lists of str | None, read once per batch."""
+class _Calls:
+    """One batch's calls as arrays (caller and callee name indexes, seconds, error), reduced per edge at the end."""
 
-    def __init__(self, batch: SpanBatch) -> None:
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, src: np.ndarray, dst: np.ndarray, seconds: np.ndarray, error: np.ndarray) -> None:
+        if len(src):
+            self.parts.append((src, dst, seconds, error))
+
+    def reduce(self, names: list[str]) -> dict[tuple[str, str], _EdgeDelta]:
+        """RED per (caller, callee): counts, error counts, latency sums and histograms, with bincount."""
+        if not self.parts:
+            return {}
+        src, dst, seconds, error = (np.concatenate(column) for column in zip(*self.parts, strict=True))
+        keep = (src != dst) & (src >= 0) & (dst >= 0)  # no self-calls; -1: a name compacted away meanwhile
+        src, dst, seconds, error = src[keep], dst[keep], seconds[keep], error[keep]
+        edges, edge = np.unique((src.astype(np.int64) << 32) | dst.astype(np.int64), return_inverse=True)
+        k, width = len(edges), len(LATENCY_BUCKETS_S) + 1
+        requests = np.bincount(edge, minlength=k)
+        errors = np.bincount(edge, weights=error, minlength=k)
+        sums = np.bincount(edge, weights=seconds, minlength=k)
+        bucket = np.searchsorted(_BOUNDS, seconds, side="left")
+        histograms = np.bincount(edge * width + bucket, minlength=k * width).reshape(k, width)
+        return {
+            (names[code >> 32], names[code & 0xFFFFFFFF]): _EdgeDelta(r, int(e), s, h)
+            for code, r, e, s, h in zip(
+                edges.tolist(), requests.tolist(), errors.tolist(), sums.tolist(), histograms, strict=True
+            )
+        }
+
+
+_BOUNDS = np.array(LATENCY_BUCKETS_S)
+
+#: What each span kind does in pairing, indexed by the kind column (int8; -1, a value out of range, reads the last).
+_OTHER, _CLIENT, _SERVER, _KINDLESS = 0, 1, 2, 3
+_ROLE = np.zeros(129, np.int8)
+_ROLE[[KIND_CLIENT, KIND_PRODUCER]] = _CLIENT
+_ROLE[[KIND_SERVER, KIND_CONSUMER]] = _SERVER
+_ROLE[KIND_UNSPECIFIED] = _KINDLESS
+
+#: The span attributes that name a client span's peer, in the order :func:`_peer` reads them.
+_PEER_ATTRIBUTES = (
+    "peer.service",
+    "server.address",
+    "peer.ip",
+    "db.system",
+    "messaging.system",
+    "messaging.destination",
+)
+
+_MIX = np.array(
+    [
+        0x9E3779B97F4A7C15,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0x27D4EB2F165667C5,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+    ],
+    np.uint64,
+)
+
+#: A client span's peer: the virtual entity, and server.address and the peer IP to resolve it through the cluster.
+_Peer = tuple[Entity, str | None, str | None]
+
+
+def _peers(
+    batch: SpanBatch, rows: np.ndarray, wanted: np.ndarray, known: dict[tuple[str | None, ...], _Peer | None]
+) -> np.ndarray:
+    """The peer of each of ``rows`` where ``wanted`` (unpaired client spans) as an object array of _Peer or None,
+    looked up once per distinct combination of peer attributes in the batch, in ``known`` (kept across batches:
+    the same peers recur)."""
+    out = np.empty(len(rows), object)
+    wanted = np.flatnonzero(wanted)
+    if not len(wanted):
+        return out
+    stacked = np.stack([batch.str_attrs[name][rows[wanted]] for name in _PEER_ATTRIBUTES], axis=1)
+    has = (stacked >= 0).any(axis=1)
+    named = wanted[has]
+    if len(named):
+        rows_named = stacked[has]
+        # Distinct attribute combinations: unique over one hash per row (a 1-d sort), checked exactly; a collision
+        # (never seen, but the ids come from senders) falls back to the slower row-wise unique.
+        _, first, inverse = np.unique((rows_named + 1).astype(np.uint64) @ _MIX, return_index=True, return_inverse=True)
+        combos = rows_named[first]
+        if not (combos[inverse] == rows_named).all():
+            combos, inverse = np.unique(rows_named, axis=0, return_inverse=True)
         strings = batch.strings
-
-        def column(name: str) -> list[str | None]:
-            return [strings[i] if i >= 0 else None for i in batch.str_attrs[name].tolist()]
-
-        self.service = column("peer.service")
-        self.address = column("server.address")
-        self.ip = column("peer.ip")
-        self.db = column("db.system")
-        self.messaging = column("messaging.system")
-        self.destination = column("messaging.destination")
-
-    def peer(self, i: int) -> Entity | None:
-        return peer(self.service[i], self.address[i], self.db[i], self.messaging[i], self.destination[i])
+        found = np.empty(len(combos), object)
+        for j, combo in enumerate(combos.tolist()):
+            values = tuple([strings[i] if i >= 0 else None for i in combo])
+            if values not in known:
+                if len(known) >= 10_000:  # bounded: senders choose addresses
+                    known.clear()
+                service_, address, ip, db, messaging, destination = values
+                entity = peer(service_, address, db, messaging, destination)
+                known[values] = (entity, address, ip) if entity is not None else None
+            found[j] = known[values]
+        out[named] = found[inverse.reshape(-1)]
+    return out
 
 
 class TopologyGraph:
@@ -119,17 +189,27 @@ class TopologyGraph:
         self.limits = limits or TopologyLimits()
         self.clock = clock or SystemClock()
         self.graph: nx.MultiDiGraph[str] = nx.MultiDiGraph()
-        self.refused: Counter[str] = Counter()  # entities, edges, pending
+        self.refused: Counter[str] = Counter()  # entities, edges, pending_evicted
         self.expired_pending = 0
-        self._clients: dict[tuple[int, int, int], _Pending] = {}
-        self._servers: dict[tuple[int, int, int], list[_Pending]] = {}
+        # Client and kind-less spans (possible parents), kept after pairing for retried children until the TTL.
+        # role: 1 for CLIENT/PRODUCER (expected to pair; may give a virtual edge), 0 for spans without a kind.
+        self._clients = Pending(
+            {"svc": np.int32, "error": np.bool_, "seconds": np.float64, "role": np.int8, "peer": object}
+        )
+        # Server spans whose parent has not come yet, chained per parent.
+        self._servers = Pending({"svc": np.int32, "error": np.bool_, "seconds": np.float64}, chained=True)
+        # Entity ids that calls refer to by index (the stores and per-batch arrays hold indexes, not strings).
+        self._names: list[str] = [USER.id]
+        self._name_index: dict[str, int] = {USER.id: 0}
+        # Each resource's view and service name index, by identity (the decoder reuses Resource objects).
+        self._views: dict[int, tuple[Resource, ResourceView, int, float]] = {}
+        self._known_peers: dict[tuple[str | None, ...], _Peer | None] = {}
         self._last_expiry = 0.0
         self._edges = 0
         self.cluster = ClusterIndex()
         self._lock = threading.RLock()
 
     # --- entities and structural edges --------------------------------------------------------------------------
-
     def _touch_entity(self, entity: Entity, now: float) -> bool:
         g = self.graph
         if entity.id in g:
@@ -167,16 +247,32 @@ class TopologyGraph:
         self._edges += 1
         return g.edges[src, dst, kind]
 
-    def _resources(self, resources: list[Resource] | tuple[Resource, ...], now: float) -> list[str | None]:
-        """Record each resource's entities and structural edges; return each resource's service id."""
-        services: list[str | None] = []
+    def _name(self, entity_id: str) -> int:
+        index = self._name_index.get(entity_id)
+        if index is None:
+            index = self._name_index[entity_id] = len(self._names)
+            self._names.append(entity_id)
+        return index
+
+    def _resources(self, resources: list[Resource] | tuple[Resource, ...], now: float) -> list[int]:
+        """Record each resource's entities and structural edges (at most once a second per resource); return each
+        resource's service as a name index, -1 when it names none or its service was refused."""
+        services = []
         for resource in resources:
+            cached = self._views.get(id(resource))
+            if cached is not None and cached[0] is resource and now - cached[3] < 1.0:
+                services.append(cached[2])
+                continue
             v = view(resource)
             for entity in v.entities:
                 self._touch_entity(entity, now)
             for src, dst, kind in v.edges:
                 self._touch_edge(src, dst, kind, now)
-            services.append(v.service.id if v.service is not None else None)
+            svc = self._name(v.service.id) if v.service is not None and v.service.id in self.graph else -1
+            if len(self._views) >= 4096:
+                self._views.clear()
+            self._views[id(resource)] = (resource, v, svc, now)
+            services.append(svc)
         return services
 
     # --- Consumer ------------------------------------------------------------------------------------------------
@@ -184,56 +280,14 @@ class TopologyGraph:
     def consume_traces(self, batch: SpanBatch) -> None:
         now = self.clock.now()
         with self._lock:
-            services = self._resources(list(batch.resources), now)
-            deltas: dict[tuple[str, str], _EdgeDelta] = {}
-            user = _Pending(USER.id, 0, 0, False, None, now)
-            peers = _PeerColumns(batch)
-            kinds = batch.kind.tolist()
-            hi = batch.trace_id[:, 0].tolist()
-            lo = batch.trace_id[:, 1].tolist()
-            sids = batch.span_id.tolist()
-            pids = batch.parent_id.tolist()
-            starts = batch.start.tolist()
-            ends = batch.end.tolist()
-            errors = (batch.status == STATUS_ERROR).tolist()
-            res = batch.resource.tolist()
-            for i, kind in enumerate(kinds):
-                svc = services[res[i]]
-                if svc is None:
-                    continue
-                entry = _Pending(svc, starts[i], ends[i], errors[i], None, now)
-                if kind in (KIND_CLIENT, KIND_PRODUCER):
-                    entry.peer = peers.peer(i)
-                    if entry.peer is not None:
-                        entry.address = peers.address[i]
-                        entry.peer_ip = peers.ip[i]
-                    children = self._servers.pop((hi[i], lo[i], sids[i]), None)
-                    if children:
-                        for child in children:
-                            self._pair(entry, child, deltas)
-                    else:
-                        self._hold_client((hi[i], lo[i], sids[i]), entry)
-                elif kind in (KIND_SERVER, KIND_CONSUMER):
-                    if pids[i]:
-                        self._server(entry, (hi[i], lo[i], pids[i]), deltas, keep_parent=False)
-                    else:
-                        # A root server span: its caller is not instrumented (a browser, a job, a load balancer).
-                        self._pair(user, entry, deltas)
-                elif kind == KIND_UNSPECIFIED:
-                    # No span kinds: every span may be a parent, and a child pairs with its parent.
-                    if pids[i]:
-                        self._server(entry, (hi[i], lo[i], pids[i]), deltas, keep_parent=True)
-                    key = (hi[i], lo[i], sids[i])
-                    for child in self._servers.pop(key, []):
-                        self._pair(entry, child, deltas)
-                    self._hold_client(key, entry)
-            if any(src == USER.id for src, _ in deltas):
-                self._touch_entity(USER, now)
-            if now - self._last_expiry >= 1.0:  # a scan of the pending store at most once a second
+            services = np.array(self._resources(list(batch.resources), now), np.int32)
+            calls = _Calls()
+            if len(batch) and len(services):
+                self._pair(batch, services[batch.resource], calls, now)
+            if now - self._last_expiry >= 1.0:  # expiry at most once a second
                 self._last_expiry = now
-                for entry in self._expire(now):
-                    self._virtual_edge(entry, deltas)
-            self._merge(deltas, now)
+                self._expire(now - self.limits.pending_ttl_s, calls, now)
+            self._merge(calls.reduce(self._names), now)
 
     def consume_metrics(self, batch: MetricBatch) -> None:
         with self._lock:
@@ -309,80 +363,138 @@ class TopologyGraph:
 
     # --- pairing -------------------------------------------------------------------------------------------------
 
-    def _pending_count(self) -> int:
-        return len(self._clients) + len(self._servers)
+    def _pair(self, batch: SpanBatch, svc: np.ndarray, calls: _Calls, now: float) -> None:
+        """Pair a batch's spans with each other and with the pending stores; hold what is left.
 
-    def _make_room(self) -> None:
-        """When the pending store is full, evict its oldest span (dicts keep insertion order): the newest spans are
-        the likeliest to pair, and a full store that refused newcomers would stop pairing until its TTL passed."""
-        if self._pending_count() < self.limits.max_pending:
-            return
-        self.refused["pending_evicted"] += 1
-        store: dict[tuple[int, int, int], Any] = (
-            self._clients if len(self._clients) >= len(self._servers) else self._servers
+        1. client (and kind-less) spans take the server spans waiting for them;
+        2. they are held, paired or not (a retried server child may still come);
+        3. server (and kind-less) spans with a parent look their parent up among the held clients, this batch's
+           included; the unpaired ones wait. Root server spans are called by USER.
+        """
+        parent = batch.parent_id
+        role = _ROLE[batch.kind]  # int8 indexes: -1 (a kind out of range) is the last entry, "other"
+        role[svc < 0] = _OTHER
+        client = role == _CLIENT
+        server = role == _SERVER
+        kindless = role == _KINDLESS
+        hi, lo = batch.trace_id[:, 0], batch.trace_id[:, 1]
+        seconds = np.maximum(batch.end - batch.start, 0) / 1e9
+        error = batch.status == STATUS_ERROR
+
+        ci = np.flatnonzero(client | kindless)
+        c_hi, c_lo, c_id = hi[ci], lo[ci], batch.span_id[ci]
+        c_key = span_keys(c_hi, c_lo, c_id)
+        paired = np.zeros(len(ci), np.bool_)
+        if len(ci) and len(self._servers):
+            at, taken = self._servers.take(self._servers.lookup(c_key, c_hi, c_lo, c_id))
+            paired[at] = True
+            s = self._servers.columns
+            calls.add(svc[ci[at]], s["svc"][taken], s["seconds"][taken], error[ci[at]] | s["error"][taken])
+        role = client[ci].view(np.int8)
+        values = {
+            "key": c_key,
+            "hi": c_hi,
+            "lo": c_lo,
+            "id": c_id,
+            "done": paired,
+            "svc": svc[ci],
+            "error": error[ci],
+            "seconds": seconds[ci],
+            "role": role,
+            "peer": _peers(batch, ci, role & ~paired, self._known_peers),
+        }
+        self._hold(self._clients, values, now)
+
+        si = np.flatnonzero((server | kindless) & (parent != 0))
+        s_hi, s_lo, s_parent = hi[si], lo[si], parent[si]
+        s_key = span_keys(s_hi, s_lo, s_parent)
+        rows = self._clients.lookup(s_key, s_hi, s_lo, s_parent) if len(si) else np.zeros(0, np.int64)
+        found = rows >= 0
+        hit, matched = rows[found], si[found]
+        c = self._clients.columns
+        c["done"][hit] = True
+        calls.add(c["svc"][hit], svc[matched], seconds[matched], c["error"][hit] | error[matched])
+        rest = ~found
+        waiting = si[rest]
+        self._hold(
+            self._servers,
+            {
+                "key": s_key[rest],
+                "hi": s_hi[rest],
+                "lo": s_lo[rest],
+                "id": s_parent[rest],
+                "done": np.zeros(len(waiting), np.bool_),
+                "svc": svc[waiting],
+                "error": error[waiting],
+                "seconds": seconds[waiting],
+            },
+            now,
         )
-        del store[next(iter(store))]
 
-    def _hold_client(self, key: tuple[int, int, int], entry: _Pending) -> None:
-        if key not in self._clients:
-            self._make_room()
-        self._clients[key] = entry
+        roots = np.flatnonzero(server & (parent == 0))
+        if len(roots):  # their callers are not instrumented: browsers, jobs, load balancers
+            self._touch_entity(USER, now)
+            calls.add(np.zeros(len(roots), np.int32), svc[roots], seconds[roots], error[roots])
 
-    def _server(
-        self,
-        entry: _Pending,
-        parent: tuple[int, int, int],
-        deltas: dict[tuple[str, str], _EdgeDelta],
-        keep_parent: bool,
-    ) -> None:
-        client = self._clients.get(parent) if keep_parent else self._clients.pop(parent, None)
-        if client is not None:
-            self._pair(client, entry, deltas)
-            return
-        if parent not in self._servers:
-            self._make_room()
-        self._servers.setdefault(parent, []).append(entry)
+    def _pending_count(self) -> int:
+        """Spans still waiting for their partner (paired client spans held for retries do not count)."""
+        c, rows = self._clients.columns, self._clients.live()
+        clients = int((~c["done"][rows] & (c["role"][rows] == 1)).sum())
+        return clients + int((~self._servers.columns["done"][self._servers.live()]).sum())
 
-    @staticmethod
-    def _pair(client: _Pending, server: _Pending, deltas: dict[tuple[str, str], _EdgeDelta]) -> None:
-        if client.service == server.service:
-            return
-        client.peer = None  # paired: no virtual edge when it expires
-        delta = deltas.setdefault((client.service, server.service), _EdgeDelta())
-        delta.add(max(0, server.end - server.start) / 1e9, client.error or server.error)
+    def _hold(self, store: Pending, values: dict[str, np.ndarray], now: float) -> None:
+        """Add rows to a store. When both stores together would pass ``max_pending``, the oldest rows go first
+        (from the fuller store, counted): the newest spans are the likeliest to pair, and a full store that refused
+        newcomers would stop pairing until its TTL passed."""
+        limit = self.limits.max_pending
+        n = len(values["key"])
+        if n > limit:
+            self.refused["pending_evicted"] += n - limit
+            values = {name: column[n - limit :] for name, column in values.items()}
+            n = limit
+        excess = len(self._clients) + len(self._servers) + n - limit
+        if excess > 0:
+            fuller, other = sorted((self._clients, self._servers), key=len, reverse=True)
+            first = min(excess, len(fuller))
+            fuller.drop(first)
+            other.drop(excess - first)
+            self.refused["pending_evicted"] += excess
+        store.append(values, now)
 
-    def _virtual_edge(self, client: _Pending, deltas: dict[tuple[str, str], _EdgeDelta]) -> None:
-        if client.peer is None:
-            return
-        target = self._resolve(client.address, client.peer_ip)
+    def _expire(self, cutoff: float, calls: _Calls, now: float) -> None:
+        """Drop pending spans that arrived at or before ``cutoff``. An expired client span that never paired but
+        names its peer gives an edge to that peer: a real entity when the cluster index resolves it, else virtual."""
+        gone = self._clients.expire(cutoff)
+        c = self._clients.columns
+        unpaired = gone[~c["done"][gone] & (c["role"][gone] == 1)]
+        self.expired_pending += len(unpaired)
+        peers = c["peer"][unpaired]
+        named = peers != None  # noqa: E711 (elementwise, on an object array)
+        rows, peers = unpaired[named], peers[named]
+        if len(rows):  # resolved once per distinct peer object (the rows of a batch share theirs)
+            _, first, inverse = np.unique(
+                np.fromiter(map(id, peers), np.int64, len(peers)), return_index=True, return_inverse=True
+            )
+            targets = np.array([self._target(p, now) for p in peers[first].tolist()], np.int32)
+            calls.add(c["svc"][rows], targets[inverse], c["seconds"][rows], c["error"][rows])
+        servers = self._servers.expire(cutoff)
+        self.expired_pending += int((~self._servers.columns["done"][servers]).sum())
+
+    def _target(self, p: _Peer, now: float) -> int:
+        """The name index of the entity a client span's peer is (-1: refused at the entity limit)."""
+        entity, address, ip = p
+        target = self._resolve(address, ip)
         if target is None:
-            if not self._touch_entity(client.peer, client.seen):
-                return
-            target = client.peer.id
-        if target == client.service:
-            return
-        delta = deltas.setdefault((client.service, target), _EdgeDelta())
-        delta.add(max(0, client.end - client.start) / 1e9, client.error)
-
-    def _expire(self, now: float, everything: bool = False) -> list[_Pending]:
-        """Drop pending spans older than the pairing TTL; return the expired client spans (for virtual edges)."""
-        cutoff = float("inf") if everything else now - self.limits.pending_ttl_s
-        old = [k for k, v in self._clients.items() if v.seen <= cutoff]
-        expired = [self._clients.pop(k) for k in old]
-        old_servers = [k for k, v in self._servers.items() if v[0].seen <= cutoff]
-        for k in old_servers:
-            del self._servers[k]
-        self.expired_pending += len(expired) + len(old_servers)
-        return expired
+            target = entity.id if self._touch_entity(entity, now) else None
+        return self._name(target) if target is not None else -1
 
     def flush(self) -> None:
         """Expire every pending span now (virtual edges included): at shutdown, and when a replay ends."""
         now = self.clock.now()
         with self._lock:
-            deltas: dict[tuple[str, str], _EdgeDelta] = {}
-            for entry in self._expire(now, everything=True):
-                self._virtual_edge(entry, deltas)
-            self._merge(deltas, now)
+            calls = _Calls()
+            self._expire(float("inf"), calls, now)
+            self._merge(calls.reduce(self._names), now)
 
     def _merge(self, deltas: dict[tuple[str, str], _EdgeDelta], now: float) -> None:
         """Fold one batch's per-edge counters into the graph: one networkx update per edge."""
@@ -395,9 +507,8 @@ class TopologyGraph:
             data["requests"] = int(data.get("requests", 0)) + delta.requests  # type: ignore[call-overload]
             data["errors"] = int(data.get("errors", 0)) + delta.errors  # type: ignore[call-overload]
             data["latency_sum_s"] = float(data.get("latency_sum_s", 0.0)) + delta.latency_sum  # type: ignore[arg-type]
-            buckets = np.array(delta.buckets, np.int64)
             old = data.get("latency_buckets")
-            data["latency_buckets"] = buckets if old is None else buckets + np.asarray(old)
+            data["latency_buckets"] = delta.buckets.copy() if old is None else delta.buckets + np.asarray(old)
 
     # --- reading -------------------------------------------------------------------------------------------------
 
@@ -417,7 +528,20 @@ class TopologyGraph:
             stale = [n for n, d in g.nodes(data=True) if d["last_seen"] < cutoff]
             g.remove_nodes_from(stale)
             self._edges = g.number_of_edges()
+            if len(self._names) > 2 * g.number_of_nodes() + 1024:
+                self._compact_names()
             return len(stale)
+
+    def _compact_names(self) -> None:
+        """Forget the name indexes of entities that are gone (the table would otherwise grow with every name ever
+        seen); renumber the pending stores' columns. Rows of gone services get -1 and pair into nothing."""
+        keep = [name for name in self._names if name == USER.id or name in self.graph]
+        index = {name: i for i, name in enumerate(keep)}
+        renumber = np.array([index.get(name, -1) for name in self._names] + [-1], np.int32)  # -1 reads the last
+        for store in (self._clients, self._servers):
+            store.columns["svc"][:] = renumber[store.columns["svc"]]
+        self._names, self._name_index = keep, index
+        self._views.clear()
 
     def snapshot(self) -> dict[str, object]:
         """The graph as JSON-ready data: entities and edges with their attributes and RED counters."""
@@ -432,3 +556,17 @@ class TopologyGraph:
                 for u, v, k, d in self.graph.edges(keys=True, data=True)
                 if k == "calls"
             )
+
+    # --- restart -------------------------------------------------------------------------------------------------
+
+    def restore(self, graph: nx.MultiDiGraph[str]) -> None:
+        """Replace the entities and edges with ``graph``'s (a checkpoint read back at start, see
+        topology/history.py), attributes and RED counters included. Everything is loaded even past the limits;
+        new items are then refused until ageing brings the graph back under them. Pending spans are kept."""
+        with self._lock:
+            g = self.graph
+            g.clear()
+            g.add_nodes_from(graph.nodes(data=True))
+            for u, v, k, d in graph.edges(keys=True, data=True):
+                g.add_edge(u, v, key=k, **d)
+            self._edges = g.number_of_edges()

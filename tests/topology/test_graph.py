@@ -167,3 +167,49 @@ def test_entities_and_edges_not_seen_for_the_ttl_age_out() -> None:
     assert graph.age_out() == 1  # frontend went quiet 70 s ago; cart was seen 40 s ago
     assert "service:/frontend" not in graph.graph
     assert graph.calls() == []
+
+
+def test_a_retried_server_child_pairs_with_its_client_too() -> None:
+    graph = TopologyGraph()
+    graph.consume_traces(batch(("frontend", span(1, CLIENT))))
+    graph.consume_traces(batch(("cart", span(2, SERVER, parent=1))))
+    graph.consume_traces(batch(("cart", span(3, SERVER, parent=1, error=True))))  # the retry, a batch later
+    assert graph.calls() == [("service:/frontend", "service:/cart", 2, 1)]
+
+
+def test_several_children_that_come_before_their_parent_all_pair() -> None:
+    graph = TopologyGraph()
+    graph.consume_traces(batch(("ts-station", span(3, 0, parent=1)), ("ts-price", span(4, 0, parent=1))))
+    graph.consume_traces(batch(("ts-price", span(5, 0, parent=1))))
+    graph.consume_traces(batch(("ts-order", span(1, 0))))
+    assert graph.calls() == [
+        ("service:/ts-order", "service:/ts-price", 2, 0),
+        ("service:/ts-order", "service:/ts-station", 1, 0),
+    ]
+    assert graph.snapshot()["pending_spans"] == 0
+
+
+def test_a_paired_client_span_gives_no_virtual_edge_when_it_expires() -> None:
+    clock = ManualClock()
+    graph = TopologyGraph(TopologyLimits(pending_ttl_s=5), clock)
+    graph.consume_traces(batch(("cart", span(2, SERVER, parent=1))))
+    graph.consume_traces(batch(("frontend", span(1, CLIENT, server_address="cart.shop"))))
+    clock.advance(6)
+    graph.flush()
+    assert graph.calls() == [("service:/frontend", "service:/cart", 1, 0)]
+    assert graph.expired_pending == 0
+
+
+def test_the_name_table_forgets_aged_out_services_and_pairing_goes_on() -> None:
+    clock = ManualClock()
+    graph = TopologyGraph(TopologyLimits(ttl_s=60, pending_ttl_s=5), clock)
+    for i in range(1500):  # short-lived services (a deploy per minute, say)
+        graph.consume_traces(
+            batch((f"job-{i}", span(10_000 + i, CLIENT)), ("sink", span(20_000 + i, SERVER, parent=10_000 + i)))
+        )
+    clock.advance(61)
+    graph.consume_traces(batch(("frontend", span(1, CLIENT))))
+    assert graph.age_out() == 1501  # the jobs and the sink
+    assert len(graph._names) < 100
+    graph.consume_traces(batch(("cart", span(2, SERVER, parent=1))))
+    assert graph.calls() == [("service:/frontend", "service:/cart", 1, 0)]
