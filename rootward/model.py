@@ -58,6 +58,30 @@ class Resource:
     def service_name(self) -> str:
         return self.get("service.name", "unknown_service")
 
+    @property
+    def service_id(self) -> str | None:
+        """The service's entity id (``service:<service.namespace>/<service.name>``, as topology/entities.py has
+        it), or None without service.name."""
+        if self.attributes.get("service.name") is None:
+            return None
+        return f"service:{self.get('service.namespace')}/{self.get('service.name')}"
+
+    @property
+    def pod_id(self) -> str | None:
+        """The pod's entity id (``pod:<k8s.namespace.name>/<k8s.pod.name>``), or None without k8s.pod.name."""
+        name = self.get("k8s.pod.name")
+        return f"pod:{self.get('k8s.namespace.name')}/{name}" if name else None
+
+
+def entity_of(resource: Resource, prefer_pod: bool = False) -> str | None:
+    """The entity a resource's telemetry is about: its service (or, with ``prefer_pod``, its pod: resource metrics
+    belong to one instance), else its pod, else its node or host; None when it names none of them."""
+    first, second = (resource.pod_id, resource.service_id) if prefer_pod else (resource.service_id, resource.pod_id)
+    if first or second:
+        return first or second
+    node = resource.get("k8s.node.name") or resource.get("host.name")
+    return f"node:{node}" if node else None
+
 
 @dataclass(frozen=True, slots=True)
 class SpanBatch:

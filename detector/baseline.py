@@ -1,0 +1,112 @@
+"""Robust streaming baselines: per series, the median and MAD of its last ``history`` values, vectorised across
+series (one numpy call per window, whatever the number of series).
+
+A value is anomalous when it is far from the median in units of the robust spread (z = |x - median| / scale with
+scale = max(1.4826 * MAD, min_rel * |median|, min_abs)) in the direction that means trouble for its signal, and the
+change is at least ``min_rel`` of the median and ``min_abs`` in absolute terms. A series needs ``warmup`` values
+before it is judged. Each series keeps its own ring of values, advanced only when it has a value, so a metric sent
+once a minute and a span rate computed every 10 s both have ``history`` samples of their own cadence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UP, DOWN, BOTH = 1, -1, 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How a signal is judged: the direction that is bad, and the smallest change that matters."""
+
+    direction: int = BOTH
+    min_rel: float = 0.3
+    min_abs: float = 0.0
+
+
+#: Rules by signal name; metric names match by their last dotted part containing a word (see :func:`rule_for`).
+RULES: dict[str, Rule] = {
+    "rate": Rule(DOWN, 0.5, 0.5),
+    "error_ratio": Rule(UP, 0.0, 0.05),
+    "p50": Rule(UP, 0.5, 0.005),
+    "p95": Rule(UP, 0.5, 0.01),
+    "p99": Rule(UP, 0.5, 0.02),
+    "client_p95": Rule(UP, 0.5, 0.01),
+    "log_errors": Rule(UP, 1.0, 5.0),
+}
+
+#: Words in a metric's name and the rule they imply (first match wins).
+METRIC_WORDS: tuple[tuple[str, Rule], ...] = (
+    ("success", Rule(DOWN, 0.05, 1.0)),
+    ("latency", Rule(UP, 0.5, 0.01)),
+    ("cpu", Rule(UP, 0.5, 5.0)),
+    ("memory", Rule(UP, 0.2, 0.0)),
+    ("restart", Rule(UP, 0.0, 1.0)),
+)
+DEFAULT_RULE = Rule(BOTH, 0.5, 0.0)
+
+
+def rule_for(signal: str) -> Rule:
+    found = RULES.get(signal)
+    if found is not None:
+        return found
+    lowered = signal.lower()
+    return next((rule for word, rule in METRIC_WORDS if word in lowered), DEFAULT_RULE)
+
+
+class Baselines:
+    """Rings of past values per series, and their judgement of new values."""
+
+    def __init__(self, history: int = 60, warmup: int = 12, z: float = 4.0) -> None:
+        self.history, self.warmup, self.z = history, warmup, z
+        self.values = np.full((0, history), np.nan)
+        self.seen = np.zeros(0, np.int64)  # values written per series (the ring position is seen % history)
+        self.direction = np.zeros(0, np.int8)
+        self.min_rel = np.zeros(0)
+        self.min_abs = np.zeros(0)
+
+    def add_series(self, rules: list[Rule]) -> None:
+        """Append series with these rules (series indexes are assigned in order by the caller's table)."""
+        n = len(rules)
+        self.values = np.concatenate([self.values, np.full((n, self.history), np.nan)])
+        self.seen = np.concatenate([self.seen, np.zeros(n, np.int64)])
+        self.direction = np.concatenate([self.direction, np.array([r.direction for r in rules], np.int8)])
+        self.min_rel = np.concatenate([self.min_rel, np.array([r.min_rel for r in rules])])
+        self.min_abs = np.concatenate([self.min_abs, np.array([r.min_abs for r in rules])])
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def judge(self, ids: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Judge values ``x`` of series ``ids`` against their baselines, then add them to the history.
+
+        Returns (anomalous mask, expected values (medians; NaN while warming up), scores (signed z))."""
+        past = self.values[ids]
+        warm = self.seen[ids] >= self.warmup
+        full = self.seen[ids] >= self.history
+        median = np.full(len(ids), np.nan)
+        mad = np.full(len(ids), np.nan)
+        if full.any():
+            p = past[full]
+            median[full] = np.median(p, axis=1)
+            mad[full] = np.median(np.abs(p - median[full, None]), axis=1)
+        partial = warm & ~full
+        if partial.any():
+            p = past[partial]
+            median[partial] = np.nanmedian(p, axis=1)
+            mad[partial] = np.nanmedian(np.abs(p - median[partial, None]), axis=1)
+        delta = x - median
+        scale = np.maximum.reduce(
+            [1.4826 * mad, self.min_rel[ids] * np.abs(median), self.min_abs[ids], np.full(len(ids), 1e-9)]
+        )
+        score = np.where(warm, delta / scale, 0.0)
+        direction = self.direction[ids]
+        bad = np.where(direction == 0, np.abs(score), score * direction)
+        big_enough = (np.abs(delta) >= self.min_rel[ids] * np.abs(median)) & (np.abs(delta) >= self.min_abs[ids])
+        anomalous = warm & (bad >= self.z) & big_enough
+        position = self.seen[ids] % self.history
+        self.values[ids, position] = x
+        self.seen[ids] += 1
+        return anomalous, np.where(warm, median, np.nan), score

@@ -1,0 +1,153 @@
+"""Incidents: anomalies on entities that are connected in the topology, close in time, form one incident, not one
+alert per series.
+
+Lifecycle: an anomaly whose entity is related to an open incident's (the same entity, a neighbour in the graph, a pod
+of its service) updates it; otherwise it reopens a related incident resolved less than ``reopen_s`` ago (flap
+damping: a flapping fault stays one incident), or opens a new one. An open incident with no anomaly for ``hold_s``
+resolves. Users acknowledge and silence; silencing keeps the incident updating but mutes its notifications.
+
+Each incident ranks its entities as root-cause candidates, "root-most" first: an entity that needs none of the
+incident's other entities (what it calls, its pods, the pods behind a peer) comes first, then the entities more of
+the incident depends on (transitively), then the earlier first anomaly, then the larger score. This is the
+detector's ordering only; the agent's reasoners rank hypotheses of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import networkx as nx
+
+from rootward.detector.detector import Anomaly
+
+#: Anomalies an incident keeps (the strongest per entity and signal, then the latest).
+MAX_ANOMALIES = 200
+
+
+class Topology(Protocol):
+    """What incidents need from the graph (the app answers from topology/; tests from a small graph)."""
+
+    def related(self, a: str, b: str) -> bool:
+        """Whether two entities are the same, neighbours, or a pod and its service."""
+        ...
+
+    def depends_on(self, a: str, b: str) -> bool:
+        """Whether ``a`` needs ``b`` directly: calls it, or is its service (b a pod), or is backed by it."""
+        ...
+
+
+@dataclass
+class Incident:
+    id: str
+    opened: float
+    updated: float
+    status: Literal["open", "resolved"] = "open"
+    resolved: float | None = None
+    first_seen: dict[str, float] = field(default_factory=dict)  # entity -> its first anomaly's window start
+    peak: dict[str, float] = field(default_factory=dict)  # entity -> its largest |score|
+    anomalies: dict[tuple[str, str], Anomaly] = field(default_factory=dict)  # (entity, signal) -> strongest
+    candidates: list[str] = field(default_factory=list)
+    reopened: int = 0
+    acknowledged: bool = False
+    silenced_until: float | None = None
+
+    @property
+    def severity(self) -> Literal["critical", "warning"]:
+        signals = {signal for _, signal in self.anomalies}
+        strong = max(self.peak.values(), default=0.0) >= 10
+        return "critical" if strong or signals & {"error_ratio", "rate", "log_errors"} else "warning"
+
+    def add(self, anomaly: Anomaly, now: float) -> None:
+        self.updated = now
+        self.first_seen.setdefault(anomaly.entity, anomaly.start)
+        self.peak[anomaly.entity] = max(self.peak.get(anomaly.entity, 0.0), abs(anomaly.score))
+        key = (anomaly.entity, anomaly.signal)
+        old = self.anomalies.get(key)
+        if old is None or abs(anomaly.score) >= abs(old.score):
+            self.anomalies[key] = anomaly
+        if len(self.anomalies) > MAX_ANOMALIES:
+            weakest = min(self.anomalies, key=lambda k: abs(self.anomalies[k].score))
+            del self.anomalies[weakest]
+
+
+class Sink(Protocol):
+    """The next stage: told of every change (the agent plugs in here; so do storage and Slack)."""
+
+    def incident_changed(
+        self, incident: Incident, change: Literal["opened", "updated", "resolved", "reopened"]
+    ) -> None: ...
+
+
+class Incidents:
+    """The open and recently resolved incidents, fed one closed window's anomalies at a time."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        sinks: list[Sink] | None = None,
+        hold_s: float = 120.0,
+        reopen_s: float = 600.0,
+        ids: Callable[[float], str] | None = None,
+    ) -> None:
+        self.topology = topology
+        self.sinks = sinks or []
+        self.hold_s, self.reopen_s = hold_s, reopen_s
+        self.open: list[Incident] = []
+        self.resolved: list[Incident] = []  # within reopen_s, newest last
+        counter = itertools.count(1)
+        self._id = ids or (lambda t: f"inc-{int(t)}-{next(counter)}")
+
+    def observe(self, now: float, anomalies: list[Anomaly]) -> None:
+        """Fold a window's anomalies in (the detector's sink), then resolve what went quiet."""
+        changed: dict[str, tuple[Incident, str]] = {}
+        self.resolved = [i for i in self.resolved if i.resolved is not None and i.resolved > now - self.reopen_s]
+        for anomaly in anomalies:
+            incident = self._related(anomaly.entity, self.open)
+            change = "updated"
+            if incident is None:
+                incident = self._related(anomaly.entity, self.resolved)
+                if incident is not None:
+                    self.resolved.remove(incident)
+                    incident.status, incident.resolved = "open", None
+                    incident.reopened += 1
+                    self.open.append(incident)
+                    change = "reopened"
+                else:
+                    incident = Incident(self._id(anomaly.start), now, now)
+                    self.open.append(incident)
+                    change = "opened"
+            incident.add(anomaly, now)
+            previous = changed.get(incident.id)
+            changed[incident.id] = (incident, previous[1] if previous else change)
+        for incident, _ in changed.values():
+            incident.candidates = self._rank(incident)
+        for incident in list(self.open):
+            if incident.updated <= now - self.hold_s:
+                self.open.remove(incident)
+                incident.status, incident.resolved = "resolved", now
+                self.resolved.append(incident)
+                changed[incident.id] = (incident, "resolved")
+        for incident, change in changed.values():
+            for sink in self.sinks:
+                sink.incident_changed(incident, change)  # type: ignore[arg-type]
+
+    def _related(self, entity: str, incidents: list[Incident]) -> Incident | None:
+        for incident in reversed(incidents):  # the most recent first
+            if any(self.topology.related(entity, other) for other in incident.first_seen):
+                return incident
+        return None
+
+    def _rank(self, incident: Incident) -> list[str]:
+        entities = list(incident.first_seen)
+        needs: nx.DiGraph[str] = nx.DiGraph()
+        needs.add_nodes_from(entities)
+        needs.add_edges_from((a, b) for a in entities for b in entities if a != b and self.topology.depends_on(a, b))
+        leaf = {e: needs.out_degree(e) == 0 for e in entities}
+        dependents = {e: len(nx.ancestors(needs, e)) for e in entities}
+        return sorted(
+            entities,
+            key=lambda e: (not leaf[e], -dependents[e], incident.first_seen[e], -incident.peak[e], e),
+        )

@@ -1,0 +1,254 @@
+"""One window's worth of telemetry folded into per-series numbers, vectorised per batch.
+
+Three families of groups, each a row of preallocated numpy accumulators:
+
+- span groups, per (entity, side): request count, error count and a log-spaced latency histogram, from SERVER /
+  CONSUMER spans (side "server") and CLIENT / PRODUCER spans (side "client", what the caller saw: a slow network or
+  a slow peer); spans without a kind count as server spans of their service;
+- value groups, per (entity, metric name): the sum and count of data points (gauges, and sums as sent);
+- log groups, per entity: records at WARN and above.
+
+:meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
+client_p95, one per metric, log_errors. The series table is shared across windows and bounded (``max_series``);
+groups past it are refused and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rootward.model import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    KIND_UNSPECIFIED,
+    STATUS_ERROR,
+    LogBatch,
+    MetricBatch,
+    SpanBatch,
+    entity_of,
+)
+
+#: Latency histogram: log-spaced bin edges from 50 µs to ~100 s, 8 bins an octave (quantiles within ~9 %).
+LATENCY_EDGES_S = 50e-6 * 2.0 ** (np.arange(0, 21 * 8 + 1) / 8)
+_BINS = len(LATENCY_EDGES_S) + 1
+
+#: OTLP severity number of WARN (9..12) and above.
+WARN = 13 - 4
+
+SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
+CLIENT_SIGNALS = ("client_p95",)
+
+#: Below this many spans in a window, ratios and quantiles of a group are not computed (too noisy).
+MIN_SPANS = 5
+
+
+@dataclass
+class SeriesTable:
+    """Scalar series by (entity, signal) -> index; bounded."""
+
+    max_series: int = 100_000
+    index: dict[tuple[str, str], int] = field(default_factory=dict)
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    refused: int = 0
+
+    def get(self, entity: str, signal: str) -> int:
+        """The series' index, or -1 when the table is full."""
+        key = (entity, signal)
+        i = self.index.get(key)
+        if i is None:
+            if len(self.keys) >= self.max_series:
+                self.refused += 1
+                return -1
+            i = self.index[key] = len(self.keys)
+            self.keys.append(key)
+        return i
+
+
+_ROLE = np.zeros(129, np.int8)  # 0 ignore, 1 server, 2 client; index -1 (kind out of range) reads the last
+_ROLE[[KIND_SERVER, KIND_CONSUMER, KIND_UNSPECIFIED]] = 1
+_ROLE[[KIND_CLIENT, KIND_PRODUCER]] = 2
+
+
+class _Groups:
+    """Rows of accumulators keyed by a tuple; ``series`` maps a row to its scalar series indexes."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[str, str], int] = {}
+        self.keys: list[tuple[str, str]] = []
+        self.series: list[tuple[int, ...]] = []
+
+    def row(self, key: tuple[str, str], table: SeriesTable, signals: tuple[str, ...]) -> int:
+        i = self.index.get(key)
+        if i is None:
+            ids = tuple(table.get(key[0], s) for s in signals)
+            if min(ids) < 0:
+                return -1
+            i = self.index[key] = len(self.series)
+            self.keys.append(key)
+            self.series.append(ids)
+        return i
+
+    def clear(self) -> None:
+        self.index.clear()
+        self.keys.clear()
+        self.series.clear()
+
+
+class Window:
+    """Accumulates batches; :meth:`values` gives the scalar series of the window. Reset with :meth:`clear`."""
+
+    def __init__(self, table: SeriesTable, seconds: float) -> None:
+        self.table = table
+        self.seconds = seconds
+        self.spans = _Groups()
+        self.values_ = _Groups()
+        self.logs = _Groups()
+        self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
+        self.clear()
+
+    def clear(self) -> None:
+        self.count = np.zeros(0, np.int64)
+        self.errors = np.zeros(0, np.int64)
+        self.hist = np.zeros((0, _BINS), np.int64)
+        self.vsum = np.zeros(0, np.float64)
+        self.vcount = np.zeros(0, np.int64)
+        self.lcount = np.zeros(0, np.int64)
+        self.spans.clear()
+        self.values_.clear()
+        self.logs.clear()
+
+    # --- folding batches in ------------------------------------------------------------------------------------------
+
+    def add_spans(self, batch: SpanBatch) -> None:
+        if not len(batch):
+            return
+        entities = [entity_of(r) for r in batch.resources]
+        role = _ROLE[batch.kind]
+        rows = np.full((len(entities), 3), -1, np.int64)
+        for r, entity in enumerate(entities):
+            if entity is not None:
+                rows[r, 1] = self.spans.row((entity, "server"), self.table, SPAN_SIGNALS)
+                rows[r, 2] = self.spans.row((entity, "client"), self.table, CLIENT_SIGNALS)
+        group = rows[batch.resource, role]
+        keep = group >= 0
+        group = group[keep]
+        self._grow_spans(len(self.spans.series))
+        seconds = np.maximum(batch.end[keep] - batch.start[keep], 0) / 1e9
+        self.count += np.bincount(group, minlength=len(self.count))
+        errors = (batch.status[keep] == STATUS_ERROR).astype(np.int64)
+        self.errors += np.bincount(group, weights=errors, minlength=len(self.count)).astype(np.int64)
+        bins = np.searchsorted(LATENCY_EDGES_S, seconds)
+        flat = np.bincount(group * _BINS + bins, minlength=self.hist.size)
+        self.hist += flat.reshape(self.hist.shape)
+
+    def add_metrics(self, batch: MetricBatch) -> None:
+        if not len(batch):
+            return
+        entities = [entity_of(r, prefer_pod=True) for r in batch.resources]
+        for r in batch.resources:
+            pod, svc = r.pod_id, r.service_id
+            if pod and svc and len(self.service_of) < self.table.max_series:
+                self.service_of[pod] = svc
+        pairs = np.stack([batch.resource, batch.metric], axis=1)
+        combos, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        rows = np.array(
+            [
+                self.values_.row((e, batch.metrics[m].name), self.table, (batch.metrics[m].name,))
+                if (e := entities[r]) is not None
+                else -1
+                for r, m in combos.tolist()
+            ],
+            np.int64,
+        )
+        group = rows[inverse.reshape(-1)]
+        keep = (group >= 0) & np.isfinite(batch.value)
+        group = group[keep]
+        n = len(self.values_.series)
+        if len(self.vsum) < n:
+            self.vsum = np.concatenate([self.vsum, np.zeros(n - len(self.vsum))])
+            self.vcount = np.concatenate([self.vcount, np.zeros(n - len(self.vcount), np.int64)])
+        self.vsum += np.bincount(group, weights=batch.value[keep], minlength=n)
+        self.vcount += np.bincount(group, minlength=n)
+
+    def add_logs(self, batch: LogBatch) -> None:
+        if not len(batch):
+            return
+        rows = np.array(
+            [
+                self.logs.row((e, "log_errors"), self.table, ("log_errors",)) if (e := entity_of(r)) is not None else -1
+                for r in batch.resources
+            ],
+            np.int64,
+        )
+        group = rows[batch.resource] if len(rows) else np.zeros(0, np.int64)
+        keep = (group >= 0) & (batch.severity >= WARN)
+        n = len(self.logs.series)
+        if len(self.lcount) < n:
+            self.lcount = np.concatenate([self.lcount, np.zeros(n - len(self.lcount), np.int64)])
+        self.lcount += np.bincount(group[keep], minlength=n)
+
+    def _grow_spans(self, n: int) -> None:
+        if len(self.count) < n:
+            grow = n - len(self.count)
+            self.count = np.concatenate([self.count, np.zeros(grow, np.int64)])
+            self.errors = np.concatenate([self.errors, np.zeros(grow, np.int64)])
+            self.hist = np.concatenate([self.hist, np.zeros((grow, _BINS), np.int64)])
+
+    # --- the window's numbers --------------------------------------------------------------------------------------
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(series indexes, values) of every series the window has a value for."""
+        ids: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        if self.spans.series:
+            for side, signals in (("server", SPAN_SIGNALS), ("client", CLIENT_SIGNALS)):
+                rows = np.array([i for i, (_, s) in enumerate(self.spans.keys) if s == side], np.int64)
+                if not len(rows):
+                    continue
+                sids = np.array([self.spans.series[r] for r in rows.tolist()], np.int64)
+                count, errors, hist = self.count[rows], self.errors[rows], self.hist[rows]
+                enough = count >= MIN_SPANS
+                quantiles = _quantiles(hist, (0.5, 0.95, 0.99))
+                if side == "server":
+                    columns = {
+                        "rate": (count / self.seconds, np.ones(len(rows), bool)),
+                        "error_ratio": (errors / np.maximum(count, 1), enough),
+                        "p50": (quantiles[:, 0], enough),
+                        "p95": (quantiles[:, 1], enough),
+                        "p99": (quantiles[:, 2], enough),
+                    }
+                else:
+                    columns = {"client_p95": (quantiles[:, 1], enough)}
+                for j, signal in enumerate(signals):
+                    value, valid = columns[signal]
+                    ids.append(sids[valid, j])
+                    vals.append(value[valid])
+        if self.values_.series:
+            sid = np.array([s[0] for s in self.values_.series], np.int64)
+            has = self.vcount > 0
+            ids.append(sid[has])
+            vals.append(self.vsum[has] / self.vcount[has])
+        if self.logs.series:
+            ids.append(np.array([s[0] for s in self.logs.series], np.int64))
+            vals.append(self.lcount.astype(np.float64))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return np.concatenate(ids), np.concatenate(vals).astype(np.float64)
+
+
+def _quantiles(hist: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """Quantiles from log-spaced histograms (rows), at the geometric middle of the bin holding each (NaN when
+    empty)."""
+    cum = np.cumsum(hist, axis=1)
+    total = cum[:, -1:]
+    edges = np.concatenate([[LATENCY_EDGES_S[0] / 2], LATENCY_EDGES_S, [LATENCY_EDGES_S[-1] * 2]])
+    mids = np.sqrt(edges[:-1] * edges[1:])
+    out = np.full((len(hist), len(qs)), np.nan)
+    for j, q in enumerate(qs):
+        b = (cum < q * total).sum(axis=1)
+        out[:, j] = np.where(total[:, 0] > 0, mids[np.minimum(b, len(mids) - 1)], np.nan)
+    return out

@@ -1,0 +1,185 @@
+"""The detector on its own: window numbers from real decoded batches, robust baselines, confirmation, and the
+incident lifecycle over a small graph."""
+
+from __future__ import annotations
+
+import random
+
+import networkx as nx
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from rootward.clock import ManualClock
+from rootward.detector.baseline import Baselines, rule_for
+from rootward.detector.detector import Anomaly, Detector, DetectorSettings
+from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.windows import SeriesTable, Window
+from rootward.model import MetricBatch, SpanBatch
+from rootward.receiver import MetricDecoder, TraceDecoder
+
+SERVER, CLIENT = 2, 3
+
+
+def spans(service: str, latencies_s: list[float], errors: int = 0, kind: int = SERVER, pod: str = "") -> SpanBatch:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    attrs = {"service.name": service, "service.namespace": "shop"}
+    if pod:
+        attrs |= {"k8s.pod.name": pod, "k8s.namespace.name": "shop"}
+    for key, value in attrs.items():
+        rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+    out = rs.scope_spans.add().spans
+    for i, seconds in enumerate(latencies_s):
+        s = out.add(trace_id=random.randbytes(16), span_id=random.randbytes(8), kind=kind, name="GET /")  # type: ignore[arg-type]
+        s.start_time_unix_nano = 1_000_000_000
+        s.end_time_unix_nano = 1_000_000_000 + int(seconds * 1e9)
+        if i < errors:
+            s.status.code = 2  # type: ignore[assignment]
+    return TraceDecoder().decode(req.SerializeToString()).batch
+
+
+def gauge(pod: str, name: str, value: float) -> MetricBatch:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    for key, v in {"service.name": pod.split("-")[0], "k8s.pod.name": pod, "k8s.namespace.name": "shop"}.items():
+        rm.resource.attributes.add(key=key, value=AnyValue(string_value=v))
+    m = rm.scope_metrics.add().metrics.add(name=name)
+    m.gauge.data_points.add(as_double=value, time_unix_nano=1)
+    return MetricDecoder().decode(req.SerializeToString()).batch
+
+
+def test_a_window_gives_rate_errors_and_latency_quantiles() -> None:
+    table = SeriesTable()
+    window = Window(table, 10.0)
+    window.add_spans(spans("cart", [0.010] * 90 + [0.200] * 10, errors=5))
+    window.add_spans(spans("cart", [0.030] * 20, kind=CLIENT))
+    ids, values = window.values()
+    got = {table.keys[i][1]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)}
+    assert got["rate"] == pytest.approx(10.0)
+    assert got["error_ratio"] == pytest.approx(0.05)
+    assert got["p50"] == pytest.approx(0.010, rel=0.1)
+    assert got["p95"] == pytest.approx(0.200, rel=0.1)
+    assert got["client_p95"] == pytest.approx(0.030, rel=0.1)
+    assert {e for e, _ in table.keys} == {"service:shop/cart"}
+
+
+def test_metrics_are_per_pod_and_remember_the_pods_service() -> None:
+    table = SeriesTable()
+    window = Window(table, 10.0)
+    window.add_metrics(gauge("cart-1", "cpu.usage", 20.0))
+    window.add_metrics(gauge("cart-1", "cpu.usage", 40.0))
+    ids, values = window.values()
+    assert [table.keys[i] for i in ids.tolist()] == [("pod:shop/cart-1", "cpu.usage")]
+    assert values.tolist() == [30.0]
+    assert window.service_of == {"pod:shop/cart-1": "service:/cart"}
+
+
+def test_the_baseline_flags_a_jump_in_the_bad_direction_only_after_warmup() -> None:
+    rng = np.random.default_rng(3)
+    b = Baselines(history=30, warmup=10, z=4.0)
+    b.add_series([rule_for("p95"), rule_for("p95")])
+    ids = np.array([0, 1])
+    for _ in range(9):
+        anomalous, _, _ = b.judge(ids, np.array([1.0, 1.0]))
+        assert not anomalous.any()  # still warming up
+    for _ in range(30):
+        b.judge(ids, 0.1 + rng.normal(0, 0.005, 2))
+    anomalous, expected, score = b.judge(ids, np.array([0.5, 0.02]))  # series 0 slower, series 1 faster
+    assert anomalous.tolist() == [True, False]
+    assert expected[0] == pytest.approx(0.1, abs=0.01)
+    assert score[0] > 4
+    assert score[1] < 0
+
+
+def test_small_changes_are_not_anomalies_however_quiet_the_baseline() -> None:
+    b = Baselines(history=20, warmup=5)
+    b.add_series([rule_for("p95")])
+    for _ in range(20):
+        b.judge(np.array([0]), np.array([0.100]))  # a perfectly flat baseline: MAD 0
+    anomalous, _, _ = b.judge(np.array([0]), np.array([0.120]))  # +20 %: under the 50 % a latency rule needs
+    assert not anomalous.any()
+
+
+def test_the_detector_confirms_a_latency_shift_over_two_windows() -> None:
+    clock = ManualClock(1000.0)
+    seen: list[tuple[float, list[Anomaly]]] = []
+    detector = Detector(lambda t, a: seen.append((t, a)), DetectorSettings(window_s=10, warmup=10), clock)
+    rng = random.Random(1)
+    for w in range(40):
+        slow = w >= 30
+        detector.consume_traces(spans("db", [rng.uniform(0.008, 0.012) * (10 if slow else 1) for _ in range(50)]))
+        clock.advance(10)
+    detector.tick()
+    flagged = [(t, a.signal) for t, found in seen for a in found if a.entity == "service:shop/db"]
+    first = min(t for t, _ in flagged)
+    assert first == 1000.0 + 32 * 10  # windows 30 and 31 anomalous: confirmed when window 31 closes
+    assert {"p50", "p95", "p99"} <= {s for _, s in flagged}
+    assert detector.judged["windows"] == 40
+
+
+class Graph:
+    """A Topology over a small networkx graph: calls edges, and pods as instances of services."""
+
+    def __init__(self, calls: list[tuple[str, str]], pods: dict[str, str]) -> None:
+        self.g = nx.DiGraph(calls)
+        self.pods = pods
+
+    def related(self, a: str, b: str) -> bool:
+        a, b = self.pods.get(a, a), self.pods.get(b, b)
+        return a == b or self.g.has_edge(a, b) or self.g.has_edge(b, a)
+
+    def depends_on(self, a: str, b: str) -> bool:
+        return self.g.has_edge(a, b) or self.pods.get(b) == a or self.g.has_edge(a, self.pods.get(b, b))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str]] = []
+
+    def incident_changed(self, incident: Incident, change: str) -> None:
+        self.changes.append((incident.id, change))
+
+
+def anomaly(entity: str, t: float, signal: str = "p95", score: float = 6.0) -> Anomaly:
+    return Anomaly(entity, signal, 1.0, 0.1, score, t - 10, t)
+
+
+def test_related_anomalies_form_one_incident_ranked_root_most_first() -> None:
+    topo = Graph([("frontend", "checkout"), ("checkout", "payment"), ("frontend", "ads")], {"payment-1": "payment"})
+    rec = Recorder()
+    incidents = Incidents(topo, [rec], hold_s=60)
+    incidents.observe(100, [anomaly("frontend", 100, "error_ratio")])
+    incidents.observe(110, [anomaly("checkout", 110), anomaly("payment-1", 110, "cpu")])
+    incidents.observe(120, [anomaly("payment", 120)])
+    (incident,) = incidents.open
+    # payment-1 needs nothing else in the incident; then by how much of the incident depends on each
+    assert incident.candidates == ["payment-1", "payment", "checkout", "frontend"]
+    assert incident.severity == "critical"
+    assert rec.changes[0][1] == "opened"
+    assert {c for _, c in rec.changes[1:]} == {"updated"}
+
+
+def test_unrelated_anomalies_open_separate_incidents() -> None:
+    incidents = Incidents(Graph([("a", "b")], {}), [])
+    incidents.observe(100, [anomaly("a", 100), anomaly("z", 100)])
+    assert len(incidents.open) == 2
+
+
+def test_an_incident_resolves_after_the_hold_and_a_recurrence_reopens_it() -> None:
+    rec = Recorder()
+    incidents = Incidents(Graph([], {}), [rec], hold_s=60, reopen_s=300)
+    incidents.observe(100, [anomaly("db", 100)])
+    incidents.observe(150, [])
+    assert incidents.open
+    incidents.observe(161, [])
+    assert not incidents.open
+    incidents.observe(300, [anomaly("db", 300)])  # within reopen_s: the same incident, reopened
+    (incident,) = incidents.open
+    assert incident.reopened == 1
+    assert [c for _, c in rec.changes] == ["opened", "resolved", "reopened"]
+    incidents.observe(361, [])
+    incidents.observe(1000, [anomaly("db", 1000)])  # long after: a new one
+    assert incidents.open[0].id != incident.id
