@@ -156,7 +156,7 @@ def run(seconds: float, rate: float = 10_000.0) -> SoakResult:
             with rw_log.open("wb") as out:
                 rootward = subprocess.Popen(
                     [str(rootward_bin), "serve"]
-                    + [f"--set={kv}" for kv in _rootward_settings(grpc_port, http_port, api_port)],
+                    + [f"--set={kv}" for kv in _rootward_settings(grpc_port, http_port, api_port, work)],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             procs.append(rootward)
@@ -180,8 +180,9 @@ def run(seconds: float, rate: float = 10_000.0) -> SoakResult:
                 _stop(proc)
 
 
-def _rootward_settings(grpc_port: int, http_port: int, api_port: int) -> list[str]:
+def _rootward_settings(grpc_port: int, http_port: int, api_port: int, data_dir: Path) -> list[str]:
     return [
+        f"storage.data_dir={data_dir}",  # the topology history, checkpointed every 30 s as deployed
         "receiver.grpc.host=127.0.0.1",
         f"receiver.grpc.port={grpc_port}",
         "receiver.http.host=127.0.0.1",

@@ -6,32 +6,49 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     GET /api/v1/subgraph?id=&depth=2&direction=both&edges=calls&format=   the neighbourhood of an entity
     GET /api/v1/paths?from=&to=&edges=calls                           call paths between two entities
     GET /api/v1/blast-radius?id=&direction=upstream|downstream        who feels a failure / what it needs
+    GET /api/v1/diff?from=T1&to=T2&namespace=&kind=&id=&depth=&direction=&edges=   what changed from T1 to T2
 
-Bad parameters get 400 with a message; unknown entity ids 404.
+Time travel: each of the first five takes ``at=T`` (RFC 3339 with an offset, ``2024-05-01T12:00:00Z``, or unix
+seconds) and answers from the graph as of the last checkpoint at or before T, adding ``"as_of"`` (that checkpoint's
+unix time) to JSON answers. ``/api/v1/diff`` compares the graphs as of ``from`` and ``to`` (default: now): entities
+and edges added and removed, entities whose attributes changed, and each call edge's RED over the interval; its
+filters are those of ``/topology`` (namespace, kind) or of ``/subgraph`` (id, depth, direction, edges).
+
+Bad parameters (a time that is neither, ``from`` after ``to``) get 400 with a message; unknown entity ids 404; a
+time before the oldest checkpoint, or time travel with ``topology.history.enabled=false``, 404 with a message
+naming the oldest time there is (not an empty graph, which would read as "nothing existed then"); a history that
+cannot be read, 503.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from rootward.storage import StorageError
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, queries
+from rootward.topology.history import History, NoHistory
 from rootward.topology.queries import QueryError, UnknownEntity
 
 
 def build_api(
-    telemetry: Telemetry, health: Callable[[], dict[str, object]], topology: TopologyGraph | None = None
+    telemetry: Telemetry,
+    health: Callable[[], dict[str, object]],
+    topology: TopologyGraph | None = None,
+    history: History | None = None,
 ) -> Starlette:
-    """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``."""
+    """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
+    topology history is on) answers ``at=`` and ``/api/v1/diff``."""
 
     async def metrics(_: Request) -> Response:
         return Response(telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -44,24 +61,37 @@ def build_api(
         state = health()
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
+    def past() -> History:
+        if history is None:
+            raise NoHistory("time travel needs the topology history (topology.history.enabled=true)")
+        return history
+
     def query(run: Callable[[nx.MultiDiGraph[str], QueryParams], Any]) -> Callable[[Request], Awaitable[Response]]:
-        """A topology endpoint: runs ``run`` on the graph held still; QueryError -> 400, UnknownEntity -> 404."""
+        """A topology endpoint: runs ``run`` on the live graph held still, or with ``at=`` on the graph as of then
+        (read from disk in a worker thread)."""
+
+        def live(params: QueryParams) -> Any:
+            assert topology is not None
+            with topology.read() as g:
+                return run(g, params)
+
+        def as_of(params: QueryParams) -> Any:
+            graph, t = past().graph_at(queries.parse_time(params["at"]))
+            result = run(graph, params)
+            return {**result, "as_of": t} if isinstance(result, dict) else result
 
         async def endpoint(request: Request) -> Response:
+            params = request.query_params
             if topology is None:
                 return JSONResponse({"message": "no topology in this process"}, status_code=404)
-            try:
-                with topology.read() as g:
-                    result = run(g, request.query_params)
-            except UnknownEntity as e:
-                return JSONResponse({"message": str(e)}, status_code=404)
-            except QueryError as e:
-                return JSONResponse({"message": str(e)}, status_code=400)
-            if isinstance(result, str):
-                return PlainTextResponse(result, media_type="text/vnd.graphviz")
-            return JSONResponse(result)
+            if "at" in params:
+                return await _answer(run_in_threadpool, as_of, params)
+            return await _answer(_inline, live, params)
 
         return endpoint
+
+    async def diff(request: Request) -> Response:
+        return await _answer(run_in_threadpool, _diff, past, request.query_params)
 
     return Starlette(
         routes=[
@@ -79,8 +109,53 @@ def build_api(
                 "/api/v1/blast-radius",
                 query(lambda g, p: queries.blast_radius(g, _required(p, "id"), p.get("direction", "upstream"))),  # type: ignore[arg-type]
             ),
+            Route("/api/v1/diff", diff),
         ]
     )
+
+
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` on the event loop: the live graph's queries, which hold the graph (and the pipeline) only
+    for as long as they compute, and do no I/O."""
+    return fn(*args)
+
+
+async def _answer(call: Callable[..., Awaitable[Any]], fn: Callable[..., Any], *args: Any) -> Response:
+    """``await call(fn, *args)`` as a response: JSON, or DOT text; the query errors as 400 / 404 / 503."""
+    try:
+        result = await call(fn, *args)
+    except (UnknownEntity, NoHistory) as e:
+        return JSONResponse({"message": str(e)}, status_code=404)
+    except QueryError as e:
+        return JSONResponse({"message": str(e)}, status_code=400)
+    except StorageError as e:
+        return JSONResponse({"message": str(e)}, status_code=503)
+    if isinstance(result, str):
+        return PlainTextResponse(result, media_type="text/vnd.graphviz")
+    return JSONResponse(result)
+
+
+def _diff(past: Callable[[], History], p: QueryParams) -> dict[str, Any]:
+    history = past()
+    start = queries.parse_time(_required(p, "from"), "from")
+    end = queries.parse_time(p["to"], "to") if p.get("to") else history.clock.now()
+    if start > end:
+        raise QueryError(f"from ({queries.format_time(start)}) is after to ({queries.format_time(end)})")
+    before, t1 = history.graph_at(start)
+    after, t2 = history.graph_at(end)
+    direction = cast(queries.Direction, p.get("direction", "both"))  # checked by queries.diff
+    data = queries.diff(
+        before,
+        after,
+        namespace=p.get("namespace"),
+        kind=p.get("kind"),
+        around=p.get("id"),
+        depth=_int(p, "depth", 2),
+        direction=direction,
+        kinds=_kinds(p),
+        seconds=t2 - t1,
+    )
+    return {"from": start, "to": end, "as_of": {"from": t1, "to": t2}, **data}
 
 
 def _required(params: QueryParams, name: str) -> str:

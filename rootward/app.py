@@ -1,7 +1,9 @@
 """The composition root: builds the components from a :class:`~rootward.config.Config` and wires them together.
 
 The receiver feeds a :class:`FanOut` of the stages: a :class:`ReceivedSummary` and the topology graph today;
-detection plugs in here as a further consumer when it lands (issue 6).
+detection plugs in here as a further consumer when it lands (issue 6). With the topology history on, ``start``
+restores the graph from its last checkpoint before the receiver takes data, a background thread ages the graph
+out and checkpoints it, and ``shutdown`` writes a final checkpoint after the receiver drained.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
 from rootward.telemetry import Telemetry
-from rootward.topology import TopologyGraph
+from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology.history import History
+from rootward.topology.maintenance import Maintenance
 from rootward.topology.metrics import ServiceGraphMetrics
+from rootward.topology.queries import format_time
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +106,22 @@ class App:
         self.clock = clock or SystemClock()
         self.telemetry = Telemetry()
         self.summary = ReceivedSummary()
-        self.topology = TopologyGraph(clock=self.clock)
-        self.telemetry.registry.register(ServiceGraphMetrics(self.topology))
+        topo = config.topology
+        limits = TopologyLimits(**topo.model_dump(exclude={"history"}))
+        self.topology = TopologyGraph(limits, self.clock)
+        kept = topo.history
+        self.history = (
+            History(config.history_path, self.clock, kept.retention_s, [(t.after_s, t.every_s) for t in kept.thinning])
+            if kept.enabled
+            else None
+        )
+        self.maintenance = Maintenance(self.topology, self.history, kept.checkpoint_interval_s, self.telemetry)
+        # With a history, /metrics serves the servicegraph counters as of the last checkpoint: see history.py.
+        self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
         pipeline = consumer or FanOut(self.summary, self.topology)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
         api = config.api.listen
-        app = build_api(self.telemetry, self.health, self.topology)
+        app = build_api(self.telemetry, self.health, self.topology, self.history)
         self.api = ThreadedServer(app, api.host, api.port, "API")
 
     def health(self) -> dict[str, object]:
@@ -122,12 +137,32 @@ class App:
         }
 
     def start(self) -> None:
+        """Restore the graph (with the history on), then start the receiver, the API and the upkeep thread.
+
+        Raises:
+            StorageError: the topology history cannot be opened (the message names the file and what to do).
+            StartupError: a port cannot be bound.
+        """
+        if self.history is not None and self.history.open():
+            restored = self.history.restore(self.topology)
+            if restored is not None:
+                with self.topology.read() as g:
+                    logger.info(
+                        "topology restored from %s as of %s: %d entities, %d edges",
+                        self.history.path,
+                        format_time(restored),
+                        g.number_of_nodes(),
+                        g.number_of_edges(),
+                    )
         self.receiver.start()
         try:
             self.api.start()
         except Exception:
             self.receiver.shutdown()
+            if self.history is not None:
+                self.history.close()
             raise
+        self.maintenance.start()
         logger.info(
             "rootward ready: OTLP gRPC :%d, OTLP HTTP :%d, API :%d",
             self.receiver.grpc.port,
@@ -138,4 +173,7 @@ class App:
     def shutdown(self) -> None:
         self.receiver.shutdown()
         self.topology.flush()
+        self.maintenance.shutdown()  # the final checkpoint
+        if self.history is not None:
+            self.history.close()
         self.api.shutdown()

@@ -4,8 +4,9 @@ rootward serve --config rootward.yaml      run the sidecar (OTLP on 4317/4318, A
 rootward config check rootward.yaml        validate a configuration file and exit
 rootward config show [--config FILE]       print the effective configuration (defaults filled in)
 rootward demo                              run the loop on synthetic telemetry, no cluster needed
-rootward topology [--entity ID]            print a running server's dependency graph
+rootward topology [--entity ID] [--at T]   print a running server's dependency graph (now or as of T)
 rootward version                           print the version
+rootward replay SOURCE...                  replay recorded telemetry (OTLP files, the Nezha data set) as OTLP
 """
 
 from __future__ import annotations
@@ -111,30 +112,71 @@ def config_show(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 @click.option("--depth", default=1, show_default=True, help="Hops around --entity.")
 @click.option("--kind", help="Only entities of this kind (service, pod, workload, node, database, ...).")
 @click.option("--namespace", help="Only entities of this namespace.")
-def topology(api: str, entity_id: str | None, depth: int, kind: str | None, namespace: str | None) -> None:
+@click.option(
+    "--at", "at", metavar="TIME", help="The graph as of TIME: RFC 3339 (2024-05-01T12:00:00Z) or unix seconds."
+)
+@click.option(
+    "--diff",
+    "diff",
+    nargs=2,
+    metavar="FROM TO",
+    help="What changed from FROM to TO (times as for --at; TO may be now).",
+)
+def topology(
+    api: str,
+    entity_id: str | None,
+    depth: int,
+    kind: str | None,
+    namespace: str | None,
+    at: str | None,
+    diff: tuple[str, str] | None,
+) -> None:
     """Print the live dependency graph of a running Rootward: call edges with requests, errors and mean latency.
+    With --at, the graph as of a past time; with --diff, what changed between two times (needs the topology
+    history, on by default).
 
     \b
     Examples:
       rootward topology --api http://rootward:8080
       rootward topology --entity service:shop/payment --depth 2
+      rootward topology --at 2024-05-01T12:00:00Z
+      rootward topology --diff 2024-05-01T12:00:00Z now --namespace shop
     """
     import httpx
 
     base = api.rstrip("/") + "/api/v1"
+    filters = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
     try:
-        if entity_id:
-            r = httpx.get(f"{base}/subgraph", params={"id": entity_id, "depth": depth}, timeout=10)
+        if diff:
+            params = {"from": diff[0], **filters, **({"to": diff[1]} if diff[1] != "now" else {})}
+            if entity_id:
+                params.update({"id": entity_id, "depth": str(depth)})
+            r = httpx.get(f"{base}/diff", params=params, timeout=30)
+        elif entity_id:
+            params = {"id": entity_id, "depth": str(depth), **({"at": at} if at else {})}
+            r = httpx.get(f"{base}/subgraph", params=params, timeout=30)
         else:
-            params = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
-            r = httpx.get(f"{base}/topology", params=params, timeout=10)
+            r = httpx.get(f"{base}/topology", params={**filters, **({"at": at} if at else {})}, timeout=30)
     except httpx.HTTPError as err:
         raise click.ClickException(f"cannot reach Rootward at {api}: {err}") from err
     if r.status_code != 200:
         raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
-    data = r.json()
+    if diff:
+        _print_diff(r.json())
+    else:
+        _print_graph(r.json(), bool(entity_id))
+
+
+def _when(t: float) -> str:
+    from rootward.topology.queries import format_time
+
+    return format_time(t)
+
+
+def _print_graph(data: dict[str, Any], structure: bool) -> None:
     calls = [e for e in data["edges"] if e["kind"] == "calls"]
-    click.echo(f"{len(data['entities'])} entities, {len(calls)} call edges")
+    as_of = f" (as of {_when(data['as_of'])})" if "as_of" in data else ""
+    click.echo(f"{len(data['entities'])} entities, {len(calls)} call edges{as_of}")
     width = max((len(e["source"]) for e in calls), default=10)
     for e in sorted(calls, key=lambda e: (e["source"], e["target"])):
         mean_ms = 1000 * e.get("latency_sum_s", 0.0) / max(1, e.get("requests", 0))
@@ -143,10 +185,36 @@ def topology(api: str, entity_id: str | None, depth: int, kind: str | None, name
             f"{mean_ms:.1f} ms mean"
         )
     others = sorted({(e["kind"], e["source"], e["target"]) for e in data["edges"] if e["kind"] != "calls"})
-    if others and entity_id:
+    if others and structure:
         click.echo("structure:")
         for kind_, src, dst in others:
             click.echo(f"  {src} -{kind_}-> {dst}")
+
+
+def _print_diff(data: dict[str, Any]) -> None:
+    ents, edges = data["entities"], data["edges"]
+    click.echo(f"from {_when(data['as_of']['from'])} to {_when(data['as_of']['to'])} (checkpoints):")
+    click.echo(
+        f"  entities +{len(ents['added'])} -{len(ents['removed'])} ~{len(ents['changed'])}, "
+        f"edges +{len(edges['added'])} -{len(edges['removed'])}"
+    )
+    for sign, items in (("+", ents["added"]), ("-", ents["removed"])):
+        for e in items:
+            click.echo(f"  {sign} {e['id']}")
+    for e in ents["changed"]:
+        click.echo(f"  ~ {e['id']}: {e['before']} -> {e['after']}")
+    for sign, items in (("+", edges["added"]), ("-", edges["removed"])):
+        for e in items:
+            click.echo(f"  {sign} {e['source']} -{e['kind']}-> {e['target']}")
+    if data["red"]:
+        click.echo("calls over the interval:")
+        width = max(len(r["source"]) for r in data["red"])
+        for r in data["red"]:
+            ratio = f"{100 * r['error_ratio']:.1f}%" if r["error_ratio"] is not None else "-"
+            mean = f"{1000 * r['mean_latency_s']:.1f} ms mean" if r["mean_latency_s"] is not None else "no requests"
+            click.echo(
+                f"  {r['source']:{width}} -> {r['target']}  {r['requests']} req, {r['errors']} err ({ratio}), {mean}"
+            )
 
 
 @main.command()
@@ -165,6 +233,80 @@ def demo(requests_: int, protocol: str) -> None:
 
     setup_logging("WARNING")
     sys.exit(run_demo(requests_, protocol, echo=click.echo))
+
+
+@main.command("replay")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--endpoint", metavar="HOST:PORT", help="Send to a running Rootward (any OTLP/gRPC receiver).")
+@click.option("--token", help="Bearer token for --endpoint (receiver.auth.tokens).")
+@click.option("--insecure/--tls", "insecure", default=None, help="[default: --insecure for a local host, else --tls]")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CA bundle for --tls.")
+@click.option(
+    "--keep-time/--shift-to-now",
+    "keep_time",
+    default=None,
+    help="Keep the recorded timestamps, or shift them so the first event is now. "
+    "[default: --keep-time in-process, --shift-to-now with --endpoint]",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="N times real time. [default: 1 with --endpoint]",
+)
+@click.option("--as-fast-as-possible", "fast", is_flag=True, help="No pacing. [default in-process]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def replay_command(
+    sources: tuple[Path, ...],
+    endpoint: str | None,
+    token: str | None,
+    insecure: bool | None,
+    ca_file: Path | None,
+    keep_time: bool | None,
+    speed: float | None,
+    fast: bool,
+    quiet: bool,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Replay recorded telemetry as OTLP/gRPC into a Rootward started here on free ports (the default), or to a
+    running one with --endpoint; print what was sent, what was skipped and, in-process, the dependency graph.
+
+    SOURCES are files an OpenTelemetry Collector's file exporter wrote (format json or proto, .gz too), and the
+    Nezha data set: a folder holding rca_data/ and construct_data/, one day's folder, or a .tar.gz of them
+    (extracted once into ~/.cache/rootward/nezha). Several sources replay merged by time.
+
+    In-process, Rootward's clock follows the replayed time, so windows and TTLs behave as they did live; the
+    timestamps are kept and the replay runs as fast as the pipeline takes it (--config and --set configure that
+    Rootward). With --endpoint, the timestamps are shifted so that the first event is now, and the replay runs in
+    real time (--speed 60: an hour in a minute). Exit status 1 when the receiver refused anything.
+
+    \b
+    Examples:
+      rootward replay ../shared/data/nezha/ob-2022-08-22.tar.gz
+      rootward replay ~/nezha/rca_data/2023-01-29 --set topology.pending_ttl_s=30
+      rootward replay traces.jsonl metrics.jsonl logs.jsonl
+      rootward replay dump.proto --endpoint localhost:4317 --speed 60
+      rootward replay dump.jsonl --endpoint rootward.example:4317 --token "$TOKEN" --keep-time --as-fast-as-possible
+    """
+    from rootward.replay import IN_PROCESS, ReplayError, options, run
+
+    if endpoint is not None and (config_path is not None or overrides):
+        raise click.UsageError("--config and --set configure the in-process Rootward; not with --endpoint")
+    try:
+        opts = options(endpoint, token, insecure, ca_file, keep_time, speed, fast)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    cfg = _load(config_path, (*IN_PROCESS, *overrides)) if endpoint is None else None
+    setup_logging("WARNING")
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    try:
+        code = run(sources, opts, cfg, echo=click.echo, progress=progress)
+    except ReplayError as e:
+        raise click.ClickException(str(e)) from e
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

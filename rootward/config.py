@@ -122,6 +122,62 @@ class Api(_Section):
     listen: Listen = Listen(port=8080)
 
 
+class Storage(_Section):
+    """Where Rootward keeps its own state."""
+
+    data_dir: Path = Path("rootward-data")
+    """Directory of Rootward's databases (the topology history today; incidents and the audit log later), created
+    when missing. Relative to the working directory, as Prometheus' ``data/``; in Kubernetes, mount a volume and
+    point this at it (e.g. /var/lib/rootward), or the history is lost with the container."""
+
+
+class Thinning(_Section):
+    """Past ``after_s`` of age, keep one checkpoint per ``every_s`` (the last of each window)."""
+
+    after_s: float = Field(ge=0)
+    """Age in seconds from which this thinning applies."""
+    every_s: float = Field(gt=0)
+    """One checkpoint kept per this many seconds."""
+
+
+class TopologyHistory(_Section):
+    """Checkpoints of the graph in SQLite: time travel (``at=``, ``/api/v1/diff``) and restart without counter
+    resets. Measured disk and the design: topology/history.py and bench/README.md."""
+
+    enabled: bool = True
+    """Off: no time travel, the graph starts empty after a restart, and /metrics serves the live counters (which
+    then reset at a restart)."""
+    path: Path | None = None
+    """The SQLite file; default ``<storage.data_dir>/topology.db``."""
+    checkpoint_interval_s: float = Field(default=30.0, gt=0)
+    """Seconds between checkpoints (and between ageing passes). The finest time travel, and how far the
+    servicegraph counters on /metrics lag the live graph: they are served as of the last checkpoint, so that a
+    restart never lowers them."""
+    retention_s: float = Field(default=7 * 86400.0, gt=0)
+    """How far back time travel goes, in seconds (7 days)."""
+    thinning: list[Thinning] = Field(
+        default_factory=lambda: [Thinning(after_s=3600, every_s=300), Thinning(after_s=86400, every_s=3600)]
+    )
+    """What keeps disk bounded: past 1 hour one checkpoint per 5 minutes is kept, past a day one per hour."""
+
+
+class Topology(_Section):
+    """The live dependency graph: limits on what senders can make it hold, and its history."""
+
+    max_entities: int = Field(default=50_000, gt=0)
+    """Entities the graph holds; past it new ones are refused and counted (~650 bytes each)."""
+    max_edges: int = Field(default=200_000, gt=0)
+    """Edges the graph holds; past it new ones are refused and counted (~460 bytes each with RED counters)."""
+    max_pending: int = Field(default=200_000, gt=0)
+    """Spans waiting for their other half (client for server and back); past it the oldest is evicted."""
+    pending_ttl_s: float = Field(default=10.0, gt=0)
+    """How long a span waits for its other half, in seconds; then an unpaired client span may give a virtual
+    edge. The Collector's servicegraph connector waits 2 s by default; Collectors batch, so 10 s."""
+    ttl_s: float = Field(default=900.0, gt=0)
+    """Entities and edges not seen for this many seconds (15 min) age out."""
+    history: TopologyHistory = TopologyHistory()
+
+
 class Logging(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the ``rootward`` loggers."""
@@ -133,8 +189,15 @@ class Config(_Section):
     """The whole configuration. ``Config()`` is the documented default."""
 
     receiver: Receiver = Receiver()
+    topology: Topology = Topology()
     api: Api = Api()
+    storage: Storage = Storage()
     logging: Logging = Logging()
+
+    @property
+    def history_path(self) -> Path:
+        """The topology history's file: ``topology.history.path``, else ``<storage.data_dir>/topology.db``."""
+        return self.topology.history.path or self.storage.data_dir / "topology.db"
 
 
 def load_config(

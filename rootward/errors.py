@@ -3,7 +3,8 @@
 
     RootwardError
     ├── ConfigError    a configuration file, variable or flag is invalid; the message names the key and source
-    └── StartupError   a server could not start (port in use, bad TLS files)
+    ├── StartupError   a server could not start (port in use, bad TLS files)
+    └── StorageError   (rootward.storage) a database cannot be opened, read or written; the message names the file
 """
 
 from __future__ import annotations

@@ -45,6 +45,33 @@ class Telemetry:
         self.consumer_errors = Counter(
             "rootward_pipeline_consumer_errors", "Batches a pipeline stage failed on.", ["signal"], registry=r
         )
+        self.checkpoint_seconds = Histogram(
+            "rootward_topology_checkpoint_seconds",
+            "Time to write one checkpoint of the topology graph to its history.",
+            buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+            registry=r,
+        )
+        self.checkpoint_rows = Counter(
+            "rootward_topology_checkpoint_rows", "Entity and edge versions written to the topology history.", registry=r
+        )
+        self.checkpoint_failures = Counter(
+            "rootward_topology_checkpoint_failures",
+            "Checkpoints or history prunings that failed (the error is logged; the next checkpoint retries).",
+            registry=r,
+        )
+        self.last_checkpoint = Gauge(
+            "rootward_topology_last_checkpoint_timestamp_seconds",
+            "When the last checkpoint committed (unix seconds); the servicegraph counters are as of then.",
+            registry=r,
+        )
+        self.history_bytes = Gauge(
+            "rootward_topology_history_bytes", "Disk taken by the topology history (with its WAL).", registry=r
+        )
+        self.aged_out = Counter(
+            "rootward_topology_aged_out_entities",
+            "Entities removed after not being seen for topology.ttl_s.",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""

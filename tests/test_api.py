@@ -19,6 +19,7 @@ LOCAL = [
     "receiver.http.port=0",
     "api.listen.host=127.0.0.1",
     "api.listen.port=0",
+    "topology.history.enabled=false",
 ]
 
 

@@ -50,7 +50,7 @@ def test_config_show_prints_every_default_and_masks_tokens() -> None:
 
 
 def test_serve_runs_until_sigterm_serving_health_and_metrics(tmp_path: Path) -> None:
-    args = ["receiver.grpc.port=0", "receiver.http.port=0", "api.listen.port=0"]
+    args = ["receiver.grpc.port=0", "receiver.http.port=0", "api.listen.port=0", f"storage.data_dir={tmp_path}"]
     args += ["receiver.grpc.host=127.0.0.1", "receiver.http.host=127.0.0.1", "api.listen.host=127.0.0.1"]
     cmd = [sys.executable, "-m", "rootward.cli", "serve", *[a for s in args for a in ("--set", s)]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOTWARD_")}
@@ -73,6 +73,7 @@ def test_serve_runs_until_sigterm_serving_health_and_metrics(tmp_path: Path) -> 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "draining" in proc.stderr.read()
+        assert (tmp_path / "topology.db").exists()  # the final checkpoint
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -81,7 +82,7 @@ def test_serve_runs_until_sigterm_serving_health_and_metrics(tmp_path: Path) -> 
             proc.stderr.close()
 
 
-def test_serve_on_a_port_in_use_exits_with_a_clear_error() -> None:
+def test_serve_on_a_port_in_use_exits_with_a_clear_error(tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as busy:
@@ -89,6 +90,7 @@ def test_serve_on_a_port_in_use_exits_with_a_clear_error() -> None:
         busy.listen(1)
         port = busy.getsockname()[1]
         sets = ["receiver.grpc.port=0", "receiver.http.port=0", f"api.listen.port={port}", "api.listen.host=127.0.0.1"]
+        sets += [f"storage.data_dir={tmp_path}"]
         cmd = [sys.executable, "-m", "rootward.cli", "serve", *[a for s in sets for a in ("--set", s)]]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1

@@ -96,3 +96,13 @@ def test_errors_never_echo_a_token() -> None:
         load_config(environ={"ROOTWARD_RECEIVER__AUTH__TOKENS": "{secret: hunter2}"})
     assert "hunter2" not in str(info.value)
     assert "receiver.auth.tokens" in str(info.value)
+
+
+def test_the_topology_section_holds_the_graph_limits_with_the_same_defaults() -> None:
+    from rootward.topology import TopologyLimits
+
+    section = load_config(environ={}).topology
+    assert TopologyLimits(**section.model_dump(exclude={"history"})) == TopologyLimits()
+    assert load_config(environ={}).history_path == Path("rootward-data/topology.db")
+    moved = load_config(environ={}, overrides=["storage.data_dir=/var/lib/rootward"])
+    assert moved.history_path == Path("/var/lib/rootward/topology.db")

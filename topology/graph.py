@@ -14,7 +14,8 @@ and counted; past ``max_pending``, the oldest pending spans are evicted (and cou
 
 Kubernetes objects from the Collector's k8sobjects receiver (log records) add ownership, placement and the
 indexes that resolve a virtual peer to a real entity: a client span whose ``server.address`` is a Service DNS name
-or cluster IP, or whose peer IP is a pod's, gets its edge to the service behind it (see topology/k8s.py).
+or cluster IP, or whose peer IP is a pod's, gets its edge to the service behind it (see topology/k8s.py). A peer that
+stays virtual (an uninstrumented database behind a Service) gets ``backed_by`` edges to the Service's pods.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ from rootward.topology.queries import whole
 
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
 USER = service("user", virtual=True)
+
+#: ``backed_by`` edges a virtual peer gets at most (the pods of its Service, in name order).
+MAX_BACKING_PODS = 50
 
 #: Latency histogram bounds in seconds: the servicegraph connector's defaults, so its Grafana panels apply.
 LATENCY_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0)
@@ -484,9 +488,17 @@ class TopologyGraph:
         """The name index of the entity a client span's peer is (-1: refused at the entity limit)."""
         entity, address, ip = p
         target = self._resolve(address, ip)
-        if target is None:
-            target = entity.id if self._touch_entity(entity, now) else None
-        return self._name(target) if target is not None else -1
+        if target is not None:
+            return self._name(target)
+        if not self._touch_entity(entity, now):
+            return -1
+        # A peer that does not report itself behind a Service (a database, a broker): link it to the pods that back
+        # the Service, so their node and workload are one hop away for diagnosis.
+        key = self.cluster.dns.get(address.rstrip(".")) if address else None
+        if key is not None:
+            for pod in sorted(self.cluster.backing_pods(key))[:MAX_BACKING_PODS]:
+                self._touch_edge(entity.id, pod, "backed_by", now)
+        return self._name(entity.id)
 
     def flush(self) -> None:
         """Expire every pending span now (virtual edges included): at shutdown, and when a replay ends."""
@@ -547,6 +559,40 @@ class TopologyGraph:
         """The graph as JSON-ready data: entities and edges with their attributes and RED counters."""
         with self._lock:
             return {**whole(self.graph), "pending_spans": self._pending_count(), "refused": dict(self.refused)}
+
+    # --- what incidents ask (the detector's Topology protocol) ---------------------------------------------------
+
+    def _services_of(self, entity: str) -> set[str]:
+        """The entity itself, and for a pod the services it is an instance of."""
+        g = self.graph
+        found = {entity}
+        if entity in g and g.nodes[entity]["kind"] == "pod":
+            found |= {v for _, v, k in g.out_edges(entity, keys=True) if k == "instance_of"}
+        return found
+
+    def related(self, a: str, b: str) -> bool:
+        """Whether two entities are the same, a pod and its service, or one hop apart over ``calls``,
+        ``instance_of`` or ``backed_by`` (either direction, pods read as their services)."""
+        if a == b:
+            return True
+        with self._lock:
+            g = self.graph
+            mine, theirs = self._services_of(a), self._services_of(b)
+            if mine & theirs:
+                return True
+            return any(g.has_edge(x, y) or g.has_edge(y, x) for x in mine if x in g for y in theirs if y in g)
+
+    def depends_on(self, a: str, b: str) -> bool:
+        """Whether ``a`` needs ``b`` directly: calls it (or its service, for a pod), is the service of pod ``b``, or
+        is a peer backed by pod ``b``."""
+        with self._lock:
+            g = self.graph
+            if a not in g:
+                return False
+            for target in self._services_of(b):
+                if target in g and any(k in ("calls", "backed_by") for k in g.get_edge_data(a, target, default={})):
+                    return True
+            return b in g and g.has_edge(b, a, "instance_of")
 
     def calls(self) -> list[tuple[str, str, int, int]]:
         """(source, target, requests, errors) of every call edge, sorted."""

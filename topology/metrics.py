@@ -7,25 +7,36 @@ Grafana service-graph panels that users already have work against Rootward's /me
 
 ``client`` and ``server`` are service names (a peer's name for virtual nodes); ``connection_type`` is empty for
 service-to-service calls and ``database`` / ``messaging_system`` / ``virtual_node`` for peers, as the connector
-labels them. Collected from the graph at scrape time: nothing is kept twice.
+labels them. Collected at scrape time from a graph: the live one, or with the history on, the call edges of the
+last committed checkpoint (:meth:`History.read`), so that no value served is ever lost to a restart and the
+counters never go backwards (see topology/history.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
 
+import networkx as nx
 import numpy as np
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from rootward.topology.graph import LATENCY_BUCKETS_S, TopologyGraph
+from rootward.topology.graph import LATENCY_BUCKETS_S
 
 _CONNECTION = {"database": "database", "queue": "messaging_system", "host": "virtual_node"}
 
 
-class ServiceGraphMetrics:
-    """A prometheus_client collector over a :class:`TopologyGraph` (register it on a registry)."""
+class GraphSource(Protocol):
+    """What the metrics read: a :class:`TopologyGraph` or a :class:`History`."""
 
-    def __init__(self, graph: TopologyGraph) -> None:
+    def read(self) -> AbstractContextManager[nx.MultiDiGraph[str]]: ...
+
+
+class ServiceGraphMetrics:
+    """A prometheus_client collector over a :class:`GraphSource` (register it on a registry)."""
+
+    def __init__(self, graph: GraphSource) -> None:
         self.graph = graph
 
     def collect(self) -> Iterator[Metric]:

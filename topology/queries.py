@@ -1,20 +1,24 @@
 """Questions asked of the graph: an entity and its neighbours, the subgraph around it, paths between two entities,
-the blast radius up or down the call graph, and the graph as JSON, Graphviz DOT or Cytoscape JSON.
+the blast radius up or down the call graph, what changed between two graphs, and the graph as JSON, Graphviz DOT or
+Cytoscape JSON.
 
-Functions take the networkx graph (held under :meth:`TopologyGraph.read`) and return JSON-ready data; they raise
-:class:`QueryError` (bad parameters, HTTP 400) or :class:`UnknownEntity` (HTTP 404).
+Functions take the networkx graph (the live one held under :meth:`TopologyGraph.read`, or one rebuilt from history
+by :meth:`History.graph_at`) and return JSON-ready data; they raise :class:`QueryError` (bad parameters, HTTP 400)
+or :class:`UnknownEntity` (HTTP 404).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import numpy as np
 
 Direction = Literal["in", "out", "both"]
-EDGE_KINDS = frozenset({"calls", "instance_of", "owned_by", "runs_on", "in"})
+EDGE_KINDS = frozenset({"calls", "instance_of", "owned_by", "runs_on", "in", "backed_by"})
 
 
 class QueryError(ValueError):
@@ -58,6 +62,31 @@ def edge_kinds(raw: str | None) -> frozenset[str]:
     return kinds
 
 
+def parse_time(raw: str, name: str = "at") -> float:
+    """Unix seconds from an RFC 3339 time (``2024-05-01T12:00:00Z``, ``...+02:00``) or unix seconds
+    (``1714564800.5``). Raises QueryError for anything else, a time without a UTC offset included."""
+    text = raw.strip()
+    problem = "an RFC 3339 time such as 2024-05-01T12:00:00Z, or unix seconds"
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise QueryError(f"{name} must be {problem}, not {raw!r}") from None
+        if parsed.tzinfo is None:
+            raise QueryError(f"{name} needs a UTC offset (Z or +hh:mm), not {raw!r}") from None
+        return parsed.timestamp()
+    if not math.isfinite(value):
+        raise QueryError(f"{name} must be {problem}, not {raw!r}")
+    return value
+
+
+def format_time(t: float) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2024-05-01T12:00:00.000Z``."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def whole(g: Graph, namespace: str | None = None, kind: str | None = None) -> dict[str, Any]:
     """Every entity (optionally of one namespace and/or kind) and the edges among them."""
     keep = {
@@ -94,10 +123,20 @@ def subgraph(
 ) -> dict[str, Any]:
     """Entities within ``depth`` hops of ``entity_id`` along edges of ``kinds`` in ``direction``, and their edges."""
     _entity(g, entity_id)
+    seen = _around(g, entity_id, depth, direction, kinds)
+    return {"root": entity_id, "depth": depth, "direction": direction, **_payload(g, seen, kinds)}
+
+
+def _check_hops(depth: int, direction: str) -> None:
     if not 0 <= depth <= 10:
         raise QueryError(f"depth must be between 0 and 10, not {depth}")
     if direction not in ("in", "out", "both"):
         raise QueryError(f"direction must be in, out or both, not {direction!r}")
+
+
+def _around(g: Graph, entity_id: str, depth: int, direction: Direction, kinds: frozenset[str]) -> set[str]:
+    """The ids within ``depth`` hops of ``entity_id`` (which is in ``g``), itself included."""
+    _check_hops(depth, direction)
     seen = {entity_id}
     frontier = [entity_id]
     for _ in range(depth):
@@ -113,7 +152,7 @@ def subgraph(
                     seen.add(m)
                     nxt.append(m)
         frontier = nxt
-    return {"root": entity_id, "depth": depth, "direction": direction, **_payload(g, seen, kinds)}
+    return seen
 
 
 def paths(
@@ -134,17 +173,26 @@ def paths(
 
 
 def blast_radius(g: Graph, entity_id: str, direction: Literal["upstream", "downstream"] = "upstream") -> dict[str, Any]:
-    """Entities affected when ``entity_id`` fails: ``upstream`` = its callers, transitively (who feels it);
-    ``downstream`` = what it calls, transitively (what it depends on). Pods of an affected service count too."""
+    """Entities affected when ``entity_id`` fails: ``upstream`` = who depends on it, transitively (who feels it);
+    ``downstream`` = what it depends on, transitively. A caller depends on what it calls, a service on its pods
+    (``instance_of`` read backwards), a virtual peer on the pods behind its Service (``backed_by``): so a pod's
+    upstream is its service's callers, and a database pod's is the services that query the database. ``pods`` adds
+    the pods of every affected service."""
     _entity(g, entity_id)
     if direction not in ("upstream", "downstream"):
         raise QueryError(f"direction must be upstream or downstream, not {direction!r}")
-    calls: nx.DiGraph[str] = nx.DiGraph()
-    calls.add_nodes_from(g.nodes)
-    calls.add_edges_from((u, v) for u, v, k in g.edges(keys=True) if k == "calls")
-    reached = nx.ancestors(calls, entity_id) if direction == "upstream" else nx.descendants(calls, entity_id)
-    pods = sorted({u for n in reached | {entity_id} for u, _, k in g.in_edges(n, keys=True) if k == "instance_of"})
-    return {"entity": entity_id, "direction": direction, "services": sorted(reached), "pods": pods}
+    needs: nx.DiGraph[str] = nx.DiGraph()
+    needs.add_nodes_from(g.nodes)
+    for u, v, k in g.edges(keys=True):
+        if k in ("calls", "backed_by"):
+            needs.add_edge(u, v)
+        elif k == "instance_of":
+            needs.add_edge(v, u)
+    reached = nx.ancestors(needs, entity_id) if direction == "upstream" else nx.descendants(needs, entity_id)
+    pods = {n for n in reached if g.nodes[n]["kind"] == "pod"}
+    pods |= {u for n in reached | {entity_id} for u, _, k in g.in_edges(n, keys=True) if k == "instance_of"}
+    pods.discard(entity_id)
+    return {"entity": entity_id, "direction": direction, "services": sorted(reached - pods), "pods": sorted(pods)}
 
 
 def to_dot(data: dict[str, Any]) -> str:
@@ -169,3 +217,112 @@ def to_cytoscape(data: dict[str, Any]) -> dict[str, Any]:
     nodes = [{"data": e} for e in data["entities"]]
     edges = [{"data": {"id": f"{e['source']}->{e['target']}:{e['kind']}", **e}} for e in data["edges"]]
     return {"elements": {"nodes": nodes, "edges": edges}}
+
+
+_TIMES = ("first_seen", "last_seen")
+
+
+def diff(
+    before: Graph,
+    after: Graph,
+    namespace: str | None = None,
+    kind: str | None = None,
+    around: str | None = None,
+    depth: int = 2,
+    direction: Direction = "both",
+    kinds: frozenset[str] = EDGE_KINDS,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """What changed from ``before`` to ``after``: entities and edges added and removed, entities whose attributes
+    changed (first/last seen aside), and for each call edge of ``after`` its RED over the interval (requests,
+    errors, error ratio, mean latency; per second when ``seconds`` is the interval's length).
+
+    The filters are those of :func:`whole` and :func:`subgraph`: entities of ``namespace`` / ``kind``, or within
+    ``depth`` hops of ``around`` (in either graph), and the edges of ``kinds`` among them. A call edge that is new,
+    or was aged out and came back (its first_seen differs), counts from zero. Raises UnknownEntity when ``around``
+    is in neither graph, QueryError for a bad depth or direction.
+    """
+    _check_hops(depth, direction)
+    if around is not None and around not in before and around not in after:
+        raise UnknownEntity(around)
+    keep_before = _kept(before, namespace, kind, around, depth, direction, kinds)
+    keep_after = _kept(after, namespace, kind, around, depth, direction, kinds)
+    edges_before = _edges_among(before, keep_before, kinds)
+    edges_after = _edges_among(after, keep_after, kinds)
+    changed = []
+    for n in sorted(keep_before & keep_after):
+        old = {k: v for k, v in before.nodes[n].items() if k not in _TIMES}
+        new = {k: v for k, v in after.nodes[n].items() if k not in _TIMES}
+        if old != new:
+            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            changed.append({"id": n, "before": {k: old.get(k) for k in keys}, "after": {k: new.get(k) for k in keys}})
+    return {
+        "entities": {
+            "added": [{"id": n, **after.nodes[n]} for n in sorted(keep_after - keep_before)],
+            "removed": [{"id": n, **before.nodes[n]} for n in sorted(keep_before - keep_after)],
+            "changed": changed,
+        },
+        "edges": {
+            "added": [_edge(u, v, edges_after[u, v, k]) for u, v, k in sorted(edges_after.keys() - edges_before)],
+            "removed": [_edge(u, v, edges_before[u, v, k]) for u, v, k in sorted(edges_before.keys() - edges_after)],
+        },
+        "red": [
+            _red(u, v, edges_before.get((u, v, k)), data, seconds)
+            for (u, v, k), data in sorted(edges_after.items())
+            if k == "calls"
+        ],
+    }
+
+
+def _kept(
+    g: Graph,
+    namespace: str | None,
+    kind: str | None,
+    around: str | None,
+    depth: int,
+    direction: Direction,
+    kinds: frozenset[str],
+) -> set[str]:
+    if around is None:
+        ids: Iterable[str] = g.nodes
+    else:
+        ids = _around(g, around, depth, direction, kinds) if around in g else set()
+    nodes = g.nodes
+    return {
+        n
+        for n in ids
+        if (namespace is None or nodes[n].get("namespace") == namespace)
+        and (kind is None or nodes[n].get("kind") == kind)
+    }
+
+
+def _edges_among(g: Graph, keep: set[str], kinds: frozenset[str]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {
+        (u, v, k): d for u in keep for _, v, k, d in g.out_edges(u, keys=True, data=True) if v in keep and k in kinds
+    }
+
+
+def _red(
+    source: str, target: str, old: dict[str, Any] | None, new: dict[str, Any], seconds: float | None
+) -> dict[str, Any]:
+    """RED of one call edge between two readings of its counters (from zero when it is new or was re-created)."""
+    requests, errors, latency = (
+        int(new.get("requests", 0)),
+        int(new.get("errors", 0)),
+        float(new.get("latency_sum_s", 0)),
+    )
+    fresh = old is None or old.get("first_seen") != new.get("first_seen") or int(old.get("requests", 0)) > requests
+    if not fresh and old is not None:
+        requests -= int(old.get("requests", 0))
+        errors -= int(old.get("errors", 0))
+        latency -= float(old.get("latency_sum_s", 0.0))
+    return {
+        "source": source,
+        "target": target,
+        "new": old is None,
+        "requests": requests,
+        "errors": errors,
+        "error_ratio": errors / requests if requests else None,
+        "mean_latency_s": latency / requests if requests else None,
+        "requests_per_s": requests / seconds if seconds else None,
+    }

@@ -213,3 +213,22 @@ def test_the_name_table_forgets_aged_out_services_and_pairing_goes_on() -> None:
     assert len(graph._names) < 100
     graph.consume_traces(batch(("cart", span(2, SERVER, parent=1))))
     assert graph.calls() == [("service:/frontend", "service:/cart", 1, 0)]
+
+
+def test_related_and_depends_on_answer_for_incidents() -> None:
+    graph = TopologyGraph()
+    request = ExportTraceServiceRequest()
+    for service, pod, s in (("frontend", "frontend-1", span(1, CLIENT)), ("cart", "cart-1", span(2, SERVER, parent=1))):
+        rs = request.resource_spans.add()
+        for key, value in (("service.name", service), ("k8s.pod.name", pod), ("k8s.namespace.name", "shop")):
+            rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+        rs.scope_spans.add().spans.append(s)
+    graph.consume_traces(TraceDecoder().decode(request.SerializeToString()).batch)
+    assert graph.related("service:/frontend", "service:/cart")
+    assert graph.related("pod:shop/cart-1", "service:/frontend")  # the pod's service is called by frontend
+    assert graph.related("pod:shop/cart-1", "service:/cart")
+    assert not graph.related("pod:shop/cart-1", "pod:shop/unknown")
+    assert graph.depends_on("service:/frontend", "service:/cart")
+    assert graph.depends_on("service:/frontend", "pod:shop/cart-1")  # through its service
+    assert graph.depends_on("service:/cart", "pod:shop/cart-1")  # a service needs its pods
+    assert not graph.depends_on("service:/cart", "service:/frontend")

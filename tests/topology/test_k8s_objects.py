@@ -14,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from rootward.clock import ManualClock
 from rootward.model import LogBatch, SpanBatch
 from rootward.receiver import LogDecoder, TraceDecoder
-from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology import TopologyGraph, TopologyLimits, queries
 
 
 def any_value(value: Any) -> AnyValue:
@@ -156,3 +156,56 @@ def test_log_bodies_that_are_not_kubernetes_objects_are_ignored() -> None:
     req.resource_logs.add().scope_logs.add().log_records.add(body=AnyValue(string_value="plain line"))
     g.consume_logs(LogDecoder().decode(req.SerializeToString()).batch)
     assert g.graph.number_of_nodes() == 0
+
+
+def test_an_uninstrumented_database_behind_a_service_stays_virtual_and_is_backed_by_its_pods() -> None:
+    g = TopologyGraph(TopologyLimits(pending_ttl_s=5), ManualClock())
+    g.consume_logs(
+        objects(
+            pod("postgres-0", "10.0.0.20", {"app": "postgres"}),
+            pod("postgres-1", "10.0.0.21", {"app": "postgres"}),
+            {
+                "kind": "Service",
+                "metadata": {"name": "postgres", "namespace": "shop"},
+                "spec": {"selector": {"app": "postgres"}},
+            },
+        )
+    )
+    g.consume_traces(
+        spans(
+            ("orders", "orders-1", span(1, 3, db_system="postgresql", server_address="postgres.shop.svc.cluster.local"))
+        )
+    )
+    g.flush()
+    db = "database:postgresql/postgres.shop.svc.cluster.local"
+    assert ("service:shop/orders", db, 1, 0) in g.calls()
+    assert g.graph.nodes[db]["virtual"]
+    backed = sorted(v for _, v, k in g.graph.out_edges(db, keys=True) if k == "backed_by")
+    assert backed == ["pod:shop/postgres-0", "pod:shop/postgres-1"]
+    assert ("pod:shop/postgres-0", "node:node-a", "runs_on") in set(g.graph.edges(keys=True))
+
+
+def test_the_blast_radius_of_a_database_pod_reaches_the_services_that_query_the_database() -> None:
+    g = TopologyGraph(TopologyLimits(pending_ttl_s=5), ManualClock())
+    g.consume_logs(
+        objects(
+            pod("postgres-0", "10.0.0.20", {"app": "postgres"}),
+            {
+                "kind": "Service",
+                "metadata": {"name": "postgres", "namespace": "shop"},
+                "spec": {"selector": {"app": "postgres"}},
+            },
+        )
+    )
+    g.consume_traces(spans(("frontend", "frontend-1", span(1, 3)), ("orders", "orders-1", span(2, 2, parent=1))))
+    g.consume_traces(
+        spans(("orders", "orders-1", span(3, 3, parent=2, db_system="postgresql", server_address="postgres")))
+    )
+    g.flush()
+    with g.read() as graph:
+        up = queries.blast_radius(graph, "pod:shop/postgres-0", "upstream")
+        down = queries.blast_radius(graph, "service:shop/frontend", "downstream")
+    assert up["services"] == ["database:postgresql/postgres", "service:shop/frontend", "service:shop/orders"]
+    assert up["pods"] == ["pod:shop/frontend-1", "pod:shop/orders-1"]
+    assert "pod:shop/postgres-0" in down["pods"]
+    assert "database:postgresql/postgres" in down["services"]

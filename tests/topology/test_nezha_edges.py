@@ -4,7 +4,8 @@ OTLP requests through the trace decoder and the topology graph, against the serv
 
 The spans have no kinds and no status (../shared/data/nezha/README.md), so the edges come from the graph's kind-less
 pairing: a child span pairs with its parent, and a change of service between them is a call. The archive is
-extracted once (traces and dependency.csv only) into ``$XDG_CACHE_HOME/rootward/nezha`` (``~/.cache`` by default).
+extracted once into ``$XDG_CACHE_HOME/rootward/nezha`` (``~/.cache`` by default) by :func:`rootward.nezha.extract`,
+and the rows become OTLP through rootward/nezha.py, kind-less as the data is, except in the last test.
 
 - ``test_edges_against_dependency_csv``: precision and recall against dependency.csv, printed (``pytest -s``).
   xfail: the traces never show checkoutservice -> currencyservice (:data:`MISSING_FROM_TRACES`), so recall is 13/14.
@@ -13,31 +14,28 @@ extracted once (traces and dependency.csv only) into ``$XDG_CACHE_HOME/rootward/
 - ``test_requests_at_span_time``: with a clock at the spans' time, requests equal the parent-link counts.
 - ``test_requests_at_replay_speed``: on the system clock the pending store fills, evicts its oldest, and still pairs
   every link.
+- ``test_inferred_kinds_give_the_same_edges``: the replay's conversion, SERVER/CLIENT inferred from the parent links
+  across minute files, gives the same edges, each distinct link counted once.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
-import re
-import shutil
-import tarfile
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from rootward import nezha_stream
 from rootward.clock import ManualClock
+from rootward.model import KIND_CLIENT, KIND_SERVER
+from rootward.nezha import Day, IdStats, Resources, extract, parse_span, service_name, trace_request
 from rootward.receiver import TraceDecoder
+from rootward.recorded import Issues
 from rootward.topology import TopologyGraph
 from rootward.topology.graph import USER
 
@@ -45,18 +43,11 @@ from shared_data import SHARED_DATA
 
 ARCHIVE = SHARED_DATA / "nezha" / "ob-2022-08-22.tar.gz"
 DAY = "rca_data/2022-08-22"
-#: The only archive members the test reads: the trace minutes and the true call graph.
-MEMBERS = re.compile(rf"{re.escape(DAY)}/(?:trace/\d\d_\d\d_trace\.csv|metric/dependency\.csv)")
 HEADER = ["TraceID", "SpanID", "ParentID", "PodName", "OperationName", "StartTimeUnixNano", "EndTimeUnixNano"]
 SPANS_PER_REQUEST = 500
-NAMESPACE = "default"
+NAMESPACE = "online-boutique"
 SERVICE_PREFIX = "service:/"  # service.namespace unset
 MIN_PRECISION = MIN_RECALL = 0.95
-
-#: A Deployment's pod: <deployment>-<ReplicaSet pod-template hash>-<5 random characters>, e.g.
-#: ``adservice-5f6585d649-fnmft`` or ``currencyservice-cf787dd48-vpjrd``; a StatefulSet's: <name>-<ordinal>.
-DEPLOYMENT_POD = re.compile(r"(?P<name>.+)-[0-9a-z]{5,10}-[0-9a-z]{5}")
-STATEFUL_POD = re.compile(r"(?P<name>.+)-\d+")
 
 #: In dependency.csv, never in the traces: checkoutservice's 2,337 ``hipstershop.CheckoutService/ConvertCurrency``
 #: spans have no child span in any minute, and every currencyservice span's parent is a frontend span: checkoutservice's
@@ -64,65 +55,9 @@ STATEFUL_POD = re.compile(r"(?P<name>.+)-\d+")
 MISSING_FROM_TRACES = {("checkoutservice", "currencyservice")}
 
 
-def service_name(pod: str) -> str:
-    """The service of a pod name (its workload, without the ReplicaSet/pod hash), or the name as it is."""
-    match = DEPLOYMENT_POD.fullmatch(pod) or STATEFUL_POD.fullmatch(pod)
-    return match["name"] if match else pod
-
-
-# --- the archive, extracted once into a cache outside the repo -------------------------------------------------------
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rootward" / "nezha"
-
-
-def extracted(archive: Path, dest: Path) -> Path:
-    """``dest`` holding the wanted members of ``archive``; extracted when absent or made from another archive.
-
-    Safe by construction: only regular-file members whose whole name matches :data:`MEMBERS` (so no absolute paths,
-    no ``..``, no links or devices) are written, by our own code. The tree is built beside ``dest`` and renamed into
-    place when complete, so a concurrent or interrupted run never sees half of it.
-    """
-    stat = archive.stat()
-    stamp = f"{archive.name} {stat.st_size} {stat.st_mtime_ns}\n"
-    marker = dest / ".complete"
-    if marker.is_file() and marker.read_text() == stamp:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        count = 0
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                if not (member.isfile() and MEMBERS.fullmatch(member.name)):
-                    continue
-                source = tar.extractfile(member)
-                assert source is not None
-                target = tmp / member.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with source, target.open("wb") as out:
-                    shutil.copyfileobj(source, out)
-                count += 1
-        assert count > 1, f"no trace minutes in {archive}"
-        (tmp / ".complete").write_text(stamp)
-        if dest.exists() and not (marker.is_file() and marker.read_text() == stamp):
-            shutil.rmtree(dest)  # stale: from another archive, or not ours
-        try:
-            tmp.rename(dest)
-        except OSError:
-            if not (marker.is_file() and marker.read_text() == stamp):  # not a concurrent run that won the race
-                raise
-        print(f"extracted {count} members of {archive.name} into {dest}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def day_dir() -> Path:
-    return extracted(ARCHIVE, cache_root() / "ob-2022-08-22") / DAY
+    return extract(ARCHIVE) / DAY
 
 
 # --- the CSV rows as OTLP requests -----------------------------------------------------------------------------------
@@ -143,46 +78,10 @@ def chunks(items: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
         yield chunk
 
 
-@dataclass
-class IdStats:
-    hashed: Counter[str] = field(default_factory=Counter)  # ids that were not hex of the OTLP size
-
-    def otlp_id(self, text: str, size: int, what: str) -> bytes:
-        """``text`` as ``size`` bytes: its hex value when it is hex of that size, else a hash of it (the same text
-        always gives the same bytes, so span ids and parent ids still meet)."""
-        if len(text) == 2 * size:
-            try:
-                return bytes.fromhex(text)
-            except ValueError:
-                pass
-        self.hashed[what] += 1
-        return hashlib.blake2b(text.encode(), digest_size=size).digest()
-
-
 def request(chunk: list[list[str]], ids: IdStats) -> bytes:
-    """One ExportTraceServiceRequest: a ResourceSpans per pod, spans without kind or status."""
-    req = ExportTraceServiceRequest()
-    by_pod: dict[str, Any] = {}  # pod -> its ScopeSpans' spans
-    for trace_id, span_id, parent_id, pod, name, start, end, *_ in chunk:
-        spans = by_pod.get(pod)
-        if spans is None:
-            rs = req.resource_spans.add()
-            for key, value in (
-                ("service.name", service_name(pod)),
-                ("k8s.pod.name", pod),
-                ("k8s.namespace.name", NAMESPACE),
-            ):
-                rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
-            spans = by_pod[pod] = rs.scope_spans.add().spans
-        spans.add(
-            trace_id=ids.otlp_id(trace_id, 16, "trace"),
-            span_id=ids.otlp_id(span_id, 8, "span"),
-            parent_span_id=b"" if parent_id == "root" else ids.otlp_id(parent_id, 8, "span"),
-            name=name,
-            start_time_unix_nano=int(start),
-            end_time_unix_nano=int(end),
-        )
-    return req.SerializeToString()
+    """One ExportTraceServiceRequest: a ResourceSpans per pod, spans without kind or status (as the data has them)."""
+    spans = [parse_span(row, ids) for row in chunk]
+    return trace_request(spans, Resources(NAMESPACE), kinds=False).SerializeToString()
 
 
 # --- the oracle: the CSV's own parent links ---------------------------------------------------------------------
@@ -196,29 +95,40 @@ def trace_files(day_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def parent_links(trace_files: list[Path]) -> Counter[tuple[str, str]]:
-    """(parent service, child service) -> child rows, for every row whose parent is of another service: what a
-    kind-less pairing must count, duplicated rows (adjacent minutes overlap) included. One pass, keyed by a hash of
-    (trace id, span id) to keep it small; a child that comes before its parent waits for it."""
+def links(trace_files: list[Path]) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+    """(parent service, child service) -> child rows, for every row whose parent is of another service; and the same
+    counting each distinct child span once. The first is what a kind-less pairing must count, duplicated rows
+    (adjacent minutes overlap) included; the second what the replay's conversion sends (it drops duplicates). One
+    pass, keyed by a hash of (trace id, span id) to keep it small; a child that comes before its parent waits for
+    it."""
     names: dict[str, str] = {}
     service_of: dict[int, str] = {}
-    waiting: defaultdict[int, list[str]] = defaultdict(list)
-    links: Counter[tuple[str, str]] = Counter()
+    waiting: defaultdict[int, list[tuple[str, bool]]] = defaultdict(list)
+    rows_: Counter[tuple[str, str]] = Counter()
+    distinct: Counter[tuple[str, str]] = Counter()
     for trace_id, span_id, parent_id, pod, *_ in rows(trace_files):
         service = names.get(pod) or names.setdefault(pod, service_name(pod))
         key = hash((trace_id, span_id))
+        first = key not in service_of
         service_of[key] = service
-        for child in waiting.pop(key, ()):
-            links[service, child] += service != child
+        for child, child_first in waiting.pop(key, ()):
+            rows_[service, child] += service != child
+            distinct[service, child] += service != child and child_first
         if parent_id != "root":
             parent = service_of.get(hash((trace_id, parent_id)))
             if parent is None:
-                waiting[hash((trace_id, parent_id))].append(service)
+                waiting[hash((trace_id, parent_id))].append((service, first))
             else:
-                links[parent, service] += parent != service
+                rows_[parent, service] += parent != service
+                distinct[parent, service] += parent != service and first
     orphans = sum(map(len, waiting.values()))
     print(f"\nparent links: {len(service_of)} distinct spans, {orphans} children whose parent never comes")
-    return +links  # without the zero counts of same-service links
+    return +rows_, +distinct  # without the zero counts of same-service links
+
+
+@pytest.fixture(scope="module")
+def parent_links(links: tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]) -> Counter[tuple[str, str]]:
+    return links[0]
 
 
 # --- the replay --------------------------------------------------------------------------------------------------
@@ -366,3 +276,44 @@ def test_requests_at_replay_speed(replayed: Replay, parent_links: Counter[tuple[
     counted 47,993 of 204,422 links.)"""
     print_counts(replayed, parent_links)
     assert replayed.calls == dict(parent_links)
+
+
+@pytest.mark.slow
+def test_inferred_kinds_give_the_same_edges(
+    day_dir: Path, links: tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]
+) -> None:
+    """The replay's conversion (rootward/nezha_stream.py: minute files merged by time, duplicates dropped,
+    SERVER/CLIENT inferred from the parent links) gives the graph the same edges as the parent links, each distinct
+    link counted once, with nothing left unpaired."""
+    day = Day("2022-08-22", "ob", day_dir, None)
+    ids, issues = IdStats(), Issues()
+    resources = Resources(day.namespace)
+    clock = ManualClock(0.0)
+    graph, decoder = TopologyGraph(clock=clock), TraceDecoder()
+    kinds: Counter[int] = Counter()
+    began = time.perf_counter()
+    spans = nezha_stream.spans(day, ids, issues)
+    while chunk := list(islice(spans, SPANS_PER_REQUEST)):
+        kinds.update(s.kind for s in chunk)
+        clock.set(max(s.end for s in chunk) / 1e9)
+        graph.consume_traces(decoder.decode(trace_request(chunk, resources).SerializeToString()).batch)
+    graph.flush()
+    seconds = time.perf_counter() - began
+    calls = {
+        (src.removeprefix(SERVICE_PREFIX), dst.removeprefix(SERVICE_PREFIX)): requests
+        for src, dst, requests, _ in graph.calls()
+        if src != USER.id
+    }
+    print(
+        f"\n{sum(kinds.values())} spans converted and graphed in {seconds:.1f} s; kinds {dict(kinds)}; "
+        f"skipped {dict(issues.skipped)}; caveats {dict(issues.caveats)}; expired pending {graph.expired_pending}"
+    )
+    assert issues.skipped.keys() <= {"span_duplicate"}
+    assert kinds[KIND_SERVER] == sum(links[1].values()) + calls_from_user(graph)
+    assert kinds[KIND_CLIENT] > 0
+    assert calls == dict(links[1])
+    assert graph.expired_pending == 0
+
+
+def calls_from_user(graph: TopologyGraph) -> int:
+    return sum(requests for src, _, requests, _ in graph.calls() if src == USER.id)

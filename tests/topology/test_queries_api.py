@@ -14,6 +14,7 @@ from rootward.synthetic import Shop
 
 LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
 LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+LOCAL += ["topology.history.enabled=false"]  # the live graph only; time travel: test_history_api.py
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,7 @@ def test_graph_renders_as_dot_and_cytoscape(api: httpx.Client) -> None:
         pytest.param("/topology", {"format": "png"}, 400, "format must be json, dot or cytoscape", id="bad-format"),
         pytest.param("/paths", {"from": "service:shop/cart"}, 400, "'to' is required", id="missing-to"),
         pytest.param("/blast-radius", {"id": "service:shop/cart", "direction": "sideways"}, 400, "upstream or downstream", id="bad-blast-direction"),
+        pytest.param("/topology", {"at": "1714564800"}, 404, "time travel needs the topology history", id="at-without-history"),
     ],
 )  # fmt: skip
 def test_bad_queries_get_400_or_404_with_a_message(

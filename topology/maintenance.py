@@ -1,0 +1,78 @@
+"""The graph's upkeep in one background thread: every ``interval_s``, age out what was not seen for the TTL, then
+(with the history on) write a checkpoint and thin and prune old ones. At shutdown a final checkpoint records every
+last change, so a clean restart loses nothing.
+
+The loop never dies: a failed checkpoint is logged and counted (``rootward_topology_checkpoint_failures_total``)
+and the next one writes what it missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rootward.telemetry import Telemetry
+from rootward.topology.graph import TopologyGraph
+from rootward.topology.history import History
+
+logger = logging.getLogger(__name__)
+
+
+class Maintenance:
+    """Ageing and checkpoints of one :class:`TopologyGraph`. ``start``/``shutdown`` are safe to repeat."""
+
+    def __init__(
+        self, topology: TopologyGraph, history: History | None, interval_s: float, telemetry: Telemetry
+    ) -> None:
+        self.topology = topology
+        self.history = history
+        self.interval_s = interval_s
+        self.telemetry = telemetry
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    def start(self) -> None:
+        if self._thread is not None or self._finished:
+            return
+        self._thread = threading.Thread(target=self._run, name="rootward-topology-upkeep", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop the thread, then write a final checkpoint (once, and only when it was started)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.checkpoint(prune=False)
+        self._finished = True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def run_once(self) -> None:
+        """One round: age out, checkpoint, prune."""
+        try:
+            self.telemetry.aged_out.inc(self.topology.age_out())
+        except Exception:  # the loop boundary: log, count, go on
+            logger.exception("ageing out the topology graph failed")
+        self.checkpoint()
+
+    def checkpoint(self, prune: bool = True) -> None:
+        """Write a checkpoint and prune (no-op without a history); failures are logged and counted."""
+        history = self.history
+        if history is None:
+            return
+        t = self.telemetry
+        try:
+            stats = history.checkpoint(self.topology)
+            t.checkpoint_seconds.observe(stats.seconds)
+            t.checkpoint_rows.inc(stats.rows)
+            t.last_checkpoint.set(stats.t)
+            if prune:
+                history.prune()
+            t.history_bytes.set(history.size_bytes())
+        except Exception:
+            t.checkpoint_failures.inc()
+            logger.exception("topology checkpoint to %s failed", history.path)
