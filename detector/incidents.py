@@ -15,8 +15,10 @@ detector's ordering only; the agent's reasoners rank hypotheses of their own.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 import networkx as nx
@@ -72,6 +74,23 @@ class Incident:
             weakest = min(self.anomalies, key=lambda k: abs(self.anomalies[k].score))
             del self.anomalies[weakest]
 
+    def as_json(self) -> dict[str, object]:
+        """The incident as JSON-ready data (the API's and the store's form)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "severity": self.severity,
+            "opened": self.opened,
+            "updated": self.updated,
+            "resolved": self.resolved,
+            "reopened": self.reopened,
+            "acknowledged": self.acknowledged,
+            "silenced_until": self.silenced_until,
+            "candidates": self.candidates,
+            "entities": [{"id": e, "first_seen": t, "peak_score": self.peak[e]} for e, t in self.first_seen.items()],
+            "anomalies": [asdict(a) for a in sorted(self.anomalies.values(), key=lambda a: -abs(a.score))],
+        }
+
 
 class Sink(Protocol):
     """The next stage: told of every change (the agent plugs in here; so do storage and Slack)."""
@@ -97,11 +116,17 @@ class Incidents:
         self.hold_s, self.reopen_s = hold_s, reopen_s
         self.open: list[Incident] = []
         self.resolved: list[Incident] = []  # within reopen_s, newest last
+        self.history: deque[Incident] = deque(maxlen=1000)  # every incident, newest last (for the API)
         counter = itertools.count(1)
         self._id = ids or (lambda t: f"inc-{int(t)}-{next(counter)}")
+        self._lock = threading.RLock()
 
     def observe(self, now: float, anomalies: list[Anomaly]) -> None:
         """Fold a window's anomalies in (the detector's sink), then resolve what went quiet."""
+        with self._lock:
+            self._observe(now, anomalies)
+
+    def _observe(self, now: float, anomalies: list[Anomaly]) -> None:
         changed: dict[str, tuple[Incident, str]] = {}
         self.resolved = [i for i in self.resolved if i.resolved is not None and i.resolved > now - self.reopen_s]
         for anomaly in anomalies:
@@ -118,6 +143,7 @@ class Incidents:
                 else:
                     incident = Incident(self._id(anomaly.start), now, now)
                     self.open.append(incident)
+                    self.history.append(incident)
                     change = "opened"
             incident.add(anomaly, now)
             previous = changed.get(incident.id)
@@ -131,8 +157,50 @@ class Incidents:
                 self.resolved.append(incident)
                 changed[incident.id] = (incident, "resolved")
         for incident, change in changed.values():
-            for sink in self.sinks:
-                sink.incident_changed(incident, change)  # type: ignore[arg-type]
+            self._tell(incident, change)
+
+    def _tell(self, incident: Incident, change: str) -> None:
+        for sink in self.sinks:
+            sink.incident_changed(incident, change)  # type: ignore[arg-type]
+
+    # --- what users do ---------------------------------------------------------------------------------------------
+
+    def listed(self, status: str | None = None) -> list[Incident]:
+        """Incidents, newest first, optionally only ``open`` or ``resolved`` ones."""
+        with self._lock:
+            return [i for i in reversed(self.history) if status is None or i.status == status]
+
+    def get(self, incident_id: str) -> Incident | None:
+        with self._lock:
+            return next((i for i in self.history if i.id == incident_id), None)
+
+    def acknowledge(self, incident_id: str) -> Incident | None:
+        with self._lock:
+            incident = self.get(incident_id)
+            if incident is not None and not incident.acknowledged:
+                incident.acknowledged = True
+                self._tell(incident, "updated")
+            return incident
+
+    def silence(self, incident_id: str, until: float) -> Incident | None:
+        """Mute notifications about the incident until ``until`` (it keeps updating)."""
+        with self._lock:
+            incident = self.get(incident_id)
+            if incident is not None:
+                incident.silenced_until = until
+                self._tell(incident, "updated")
+            return incident
+
+    def resolve(self, incident_id: str, now: float) -> Incident | None:
+        """Resolve by hand; a recurrence within ``reopen_s`` reopens it."""
+        with self._lock:
+            incident = self.get(incident_id)
+            if incident is not None and incident.status == "open":
+                self.open.remove(incident)
+                incident.status, incident.resolved = "resolved", now
+                self.resolved.append(incident)
+                self._tell(incident, "resolved")
+            return incident
 
     def _related(self, entity: str, incidents: list[Incident]) -> Incident | None:
         for incident in reversed(incidents):  # the most recent first

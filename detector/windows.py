@@ -5,7 +5,7 @@ Three families of groups, each a row of preallocated numpy accumulators:
 - span groups, per (entity, side): request count, error count and a log-spaced latency histogram, from SERVER /
   CONSUMER spans (side "server") and CLIENT / PRODUCER spans (side "client", what the caller saw: a slow network or
   a slow peer); spans without a kind count as server spans of their service;
-- value groups, per (entity, metric name): the sum and count of data points (gauges, and sums as sent);
+- value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``);
 - log groups, per entity: records at WARN and above.
 
 :meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
@@ -28,6 +28,7 @@ from rootward.model import (
     STATUS_ERROR,
     LogBatch,
     MetricBatch,
+    MetricInfo,
     SpanBatch,
     entity_of,
 )
@@ -66,6 +67,20 @@ class SeriesTable:
             i = self.index[key] = len(self.keys)
             self.keys.append(key)
         return i
+
+
+#: How a metric folds into a window's value: gauges as their mean; sums as a rate (``<name>.rate``): delta sums
+#: summed over the window, cumulative ones as the increase of their largest value since the last window (a drop is
+#: a counter reset). Histograms, exponential histograms and summaries are not read yet.
+_SKIP, _GAUGE, _DELTA, _CUMULATIVE = -1, 0, 1, 2
+
+
+def _mode(metric: MetricInfo) -> int:
+    if metric.type == "gauge":
+        return _GAUGE
+    if metric.type == "sum":
+        return _DELTA if metric.temporality == 1 else _CUMULATIVE
+    return _SKIP
 
 
 _ROLE = np.zeros(129, np.int8)  # 0 ignore, 1 server, 2 client; index -1 (kind out of range) reads the last
@@ -108,6 +123,7 @@ class Window:
         self.values_ = _Groups()
         self.logs = _Groups()
         self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
+        self.prev = np.zeros(0, np.float64)  # per series: a cumulative counter's value at the last window
         self.clear()
 
     def clear(self) -> None:
@@ -116,6 +132,8 @@ class Window:
         self.hist = np.zeros((0, _BINS), np.int64)
         self.vsum = np.zeros(0, np.float64)
         self.vcount = np.zeros(0, np.int64)
+        self.vmax = np.zeros(0, np.float64)
+        self.value_modes: list[int] = []
         self.lcount = np.zeros(0, np.int64)
         self.spans.clear()
         self.values_.clear()
@@ -153,26 +171,31 @@ class Window:
             pod, svc = r.pod_id, r.service_id
             if pod and svc and len(self.service_of) < self.table.max_series:
                 self.service_of[pod] = svc
+        modes = np.array([_mode(m) for m in batch.metrics], np.int8)
         pairs = np.stack([batch.resource, batch.metric], axis=1)
         combos, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        rows = np.array(
-            [
-                self.values_.row((e, batch.metrics[m].name), self.table, (batch.metrics[m].name,))
-                if (e := entities[r]) is not None
-                else -1
-                for r, m in combos.tolist()
-            ],
-            np.int64,
-        )
-        group = rows[inverse.reshape(-1)]
+        rows = np.array([self._value_row(entities[r], batch.metrics[m], int(modes[m])) for r, m in combos.tolist()])
+        group = rows[inverse.reshape(-1)].astype(np.int64)
         keep = (group >= 0) & np.isfinite(batch.value)
-        group = group[keep]
+        group, value = group[keep], batch.value[keep]
         n = len(self.values_.series)
         if len(self.vsum) < n:
-            self.vsum = np.concatenate([self.vsum, np.zeros(n - len(self.vsum))])
-            self.vcount = np.concatenate([self.vcount, np.zeros(n - len(self.vcount), np.int64)])
-        self.vsum += np.bincount(group, weights=batch.value[keep], minlength=n)
+            grow = n - len(self.vsum)
+            self.vsum = np.concatenate([self.vsum, np.zeros(grow)])
+            self.vcount = np.concatenate([self.vcount, np.zeros(grow, np.int64)])
+            self.vmax = np.concatenate([self.vmax, np.full(grow, -np.inf)])
+        self.vsum += np.bincount(group, weights=value, minlength=n)
         self.vcount += np.bincount(group, minlength=n)
+        np.maximum.at(self.vmax, group, value)
+
+    def _value_row(self, entity: str | None, metric: MetricInfo, mode: int) -> int:
+        if entity is None or mode == _SKIP:
+            return -1
+        signal = metric.name if mode == _GAUGE else f"{metric.name}.rate"
+        row = self.values_.row((entity, signal), self.table, (signal,))
+        if row == len(self.value_modes):
+            self.value_modes.append(mode)
+        return row
 
     def add_logs(self, batch: LogBatch) -> None:
         if not len(batch):
@@ -229,9 +252,19 @@ class Window:
                     vals.append(value[valid])
         if self.values_.series:
             sid = np.array([s[0] for s in self.values_.series], np.int64)
+            mode = np.array(self.value_modes, np.int8)
             has = self.vcount > 0
+            value = np.where(mode == _DELTA, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
+            if len(self.prev) < len(self.table.keys):  # the last cumulative value of each counter series
+                self.prev = np.concatenate([self.prev, np.full(len(self.table.keys) - len(self.prev), np.nan)])
+            counter = has & (mode == _CUMULATIVE)
+            last, prev = self.vmax[counter], self.prev[sid[counter]]
+            increase = np.where(last >= prev, last - prev, last)  # below the last value: the counter was reset
+            value[counter] = increase / self.seconds
+            has[np.flatnonzero(counter)[np.isnan(prev)]] = False  # a counter's first value gives no rate yet
+            self.prev[sid[counter]] = last
             ids.append(sid[has])
-            vals.append(self.vsum[has] / self.vcount[has])
+            vals.append(value[has])
         if self.logs.series:
             ids.append(np.array([s[0] for s in self.logs.series], np.int64))
             vals.append(self.lcount.astype(np.float64))

@@ -7,6 +7,9 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     GET /api/v1/paths?from=&to=&edges=calls                           call paths between two entities
     GET /api/v1/blast-radius?id=&direction=upstream|downstream        who feels a failure / what it needs
     GET /api/v1/diff?from=T1&to=T2&namespace=&kind=&id=&depth=&direction=&edges=   what changed from T1 to T2
+    GET /api/v1/incidents?status=open|resolved&limit=50&offset=0       incidents, newest first
+    GET /api/v1/incidents/{id}                                        one, with its anomalies and candidates
+    POST /api/v1/incidents/{id}/acknowledge | /silence?for_s=3600 | /resolve
 
 Time travel: each of the first five takes ``at=T`` (RFC 3339 with an offset, ``2024-05-01T12:00:00Z``, or unix
 seconds) and answers from the graph as of the last checkpoint at or before T, adding ``"as_of"`` (that checkpoint's
@@ -34,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from rootward.clock import Clock, SystemClock
+from rootward.detector.incidents import Incidents
 from rootward.storage import StorageError
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, queries
@@ -46,9 +51,11 @@ def build_api(
     health: Callable[[], dict[str, object]],
     topology: TopologyGraph | None = None,
     history: History | None = None,
+    incidents: Incidents | None = None,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
-    topology history is on) answers ``at=`` and ``/api/v1/diff``."""
+    topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``."""
 
     async def metrics(_: Request) -> Response:
         return Response(telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -110,8 +117,68 @@ def build_api(
                 query(lambda g, p: queries.blast_radius(g, _required(p, "id"), p.get("direction", "upstream"))),  # type: ignore[arg-type]
             ),
             Route("/api/v1/diff", diff),
+            *(_incident_routes(incidents, clock or SystemClock()) if incidents is not None else []),
         ]
     )
+
+
+def _incident_routes(incidents: Incidents, clock: Clock) -> list[Route]:
+    """``GET /api/v1/incidents?status=open|resolved&limit=50&offset=0``, ``GET /api/v1/incidents/{id}``, and
+    ``POST /api/v1/incidents/{id}/acknowledge``, ``/silence?for_s=3600``, ``/resolve``."""
+
+    async def listing(request: Request) -> Response:
+        p = request.query_params
+        status = p.get("status")
+        if status not in (None, "open", "resolved"):
+            return JSONResponse({"message": f"status must be open or resolved, not {status!r}"}, status_code=400)
+        limit, offset = _bounded_int(p, "limit", 50, 1, 1000), _bounded_int(p, "offset", 0, 0, 10**6)
+        if isinstance(limit, Response) or isinstance(offset, Response):
+            return limit if isinstance(limit, Response) else offset  # type: ignore[return-value]
+        found = incidents.listed(status)
+        page = [i.as_json() for i in found[offset : offset + limit]]
+        return JSONResponse({"total": len(found), "incidents": page})
+
+    async def one(request: Request) -> Response:
+        incident = incidents.get(request.path_params["id"])
+        if incident is None:
+            return JSONResponse({"message": f"no incident {request.path_params['id']!r}"}, status_code=404)
+        return JSONResponse(incident.as_json())
+
+    async def act(request: Request) -> Response:
+        incident_id, action = request.path_params["id"], request.path_params["action"]
+        if action == "acknowledge":
+            incident = incidents.acknowledge(incident_id)
+        elif action == "resolve":
+            incident = incidents.resolve(incident_id, clock.now())
+        elif action == "silence":
+            seconds = _bounded_int(request.query_params, "for_s", 3600, 1, 30 * 86400)
+            if isinstance(seconds, Response):
+                return seconds
+            incident = incidents.silence(incident_id, clock.now() + seconds)
+        else:
+            return JSONResponse({"message": f"unknown action {action!r}"}, status_code=404)
+        if incident is None:
+            return JSONResponse({"message": f"no incident {incident_id!r}"}, status_code=404)
+        return JSONResponse(incident.as_json())
+
+    return [
+        Route("/api/v1/incidents", listing),
+        Route("/api/v1/incidents/{id}", one),
+        Route("/api/v1/incidents/{id}/{action}", act, methods=["POST"]),
+    ]
+
+
+def _bounded_int(params: QueryParams, name: str, default: int, low: int, high: int) -> int | Response:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        return JSONResponse({"message": f"{name} must be an integer in {low}..{high}, not {raw!r}"}, status_code=400)
+    return value
 
 
 async def _inline(fn: Callable[..., Any], *args: Any) -> Any:

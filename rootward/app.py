@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,8 @@ import numpy as np
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
+from rootward.detector.detector import Detector, DetectorSettings
+from rootward.detector.incidents import Incident, Incidents
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
@@ -97,6 +100,39 @@ class FanOut:
             c.consume_logs(batch)
 
 
+class IncidentLog:
+    """Logs each incident change (the first sink; storage, Slack and the agent plug in beside it)."""
+
+    def incident_changed(self, incident: Incident, change: str) -> None:
+        top = ", ".join(incident.candidates[:3])
+        logger.info("incident %s %s (%s): %s", incident.id, change, incident.severity, top)
+
+
+class Ticker:
+    """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
+    when no telemetry arrives)."""
+
+    def __init__(self, fn: Callable[[], None], seconds: float) -> None:
+        self.fn, self.seconds = fn, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rootward-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.fn()
+            except Exception:  # a failed tick must not end the loop; it is logged with its traceback
+                logger.exception("detector tick failed")
+
+
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
@@ -118,10 +154,20 @@ class App:
         self.maintenance = Maintenance(self.topology, self.history, kept.checkpoint_interval_s, self.telemetry)
         # With a history, /metrics serves the servicegraph counters as of the last checkpoint: see history.py.
         self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
-        pipeline = consumer or FanOut(self.summary, self.topology)
+        detection = config.detection
+        self.incidents = Incidents(
+            self.topology, [IncidentLog()], detection.incidents.hold_s, detection.incidents.reopen_s
+        )
+        settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
+        self.detector = Detector(self.incidents.observe, settings, self.clock)
+        stages: list[Consumer] = [self.summary, self.topology]
+        if detection.enabled:
+            stages.append(self.detector)
+        pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
+        self._ticker = Ticker(self.detector.tick, detection.window_s) if detection.enabled else None
         api = config.api.listen
-        app = build_api(self.telemetry, self.health, self.topology, self.history)
+        app = build_api(self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock)
         self.api = ThreadedServer(app, api.host, api.port, "API")
 
     def health(self) -> dict[str, object]:
@@ -163,6 +209,8 @@ class App:
                 self.history.close()
             raise
         self.maintenance.start()
+        if self._ticker is not None:
+            self._ticker.start()
         logger.info(
             "rootward ready: OTLP gRPC :%d, OTLP HTTP :%d, API :%d",
             self.receiver.grpc.port,
@@ -171,6 +219,8 @@ class App:
         )
 
     def shutdown(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
         self.receiver.shutdown()
         self.topology.flush()
         self.maintenance.shutdown()  # the final checkpoint

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,6 +179,156 @@ class Topology(_Section):
     history: TopologyHistory = TopologyHistory()
 
 
+class Incidents(_Section):
+    """How anomalies become incidents."""
+
+    hold_s: float = Field(default=120.0, gt=0)
+    """An incident with no anomaly for this long resolves."""
+    reopen_s: float = Field(default=600.0, ge=0)
+    """A related anomaly within this long of the resolution reopens the incident (flap damping)."""
+
+
+class Detection(_Section):
+    """Streaming anomaly detection (see detector/)."""
+
+    enabled: bool = True
+    window_s: float = Field(default=10.0, gt=0)
+    """Telemetry folds into windows of this length; each closed window is judged."""
+    history: int = Field(default=60, ge=4)
+    """Past values per series the baseline (median/MAD) is computed from."""
+    warmup: int = Field(default=12, ge=2)
+    """Values a series needs before it is judged."""
+    z: float = Field(default=4.0, gt=0)
+    """Robust z-score (|value - median| / (1.4826 MAD)) past which a value is anomalous."""
+    confirm: int = Field(default=2, ge=1)
+    """Consecutive anomalous values of a series before it is reported."""
+    max_series: int = Field(default=100_000, gt=0)
+    """Series kept; past it new series are refused and counted."""
+    incidents: Incidents = Incidents()
+
+
+class FreezeWindow(_Section):
+    """A change freeze: no action that changes the cluster between ``start`` and ``end``."""
+
+    start: datetime
+    """RFC 3339 with an offset, e.g. 2024-12-24T00:00:00Z."""
+    end: datetime
+    """RFC 3339 with an offset; after ``start``."""
+    reason: str = "change freeze"
+    """Shown in the policy decision."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FreezeWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need an offset (e.g. 2024-12-24T00:00:00Z)")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class PolicyRules(_Section):
+    """The default Rego bundle's settings, given to every policy as ``data.rootward.settings`` (policies/bundle)."""
+
+    protected_namespaces: list[str] = Field(default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"])
+    """Namespaces never acted in (kube-system is refused whatever this says)."""
+    allowed_namespaces: list[str] = Field(default_factory=list)
+    """If not empty, the only namespaces acted in."""
+    allowed_kinds: list[str] = Field(default_factory=lambda: ["Pod", "Deployment", "StatefulSet", "Node"])
+    """Kinds of object acted on."""
+    max_pods_fraction: float = Field(default=0.2, ge=0, le=1)
+    """Most of a workload's pods an action may take down at once (0.2: one pod in five)."""
+    min_replicas: int = Field(default=1, ge=0)
+    """Scale floor: fewer replicas than this is refused (1: never scale to zero)."""
+    max_replicas: int = Field(default=50, ge=1)
+    """Scale ceiling."""
+    medium_confidence: float = Field(default=0.8, ge=0, le=1)
+    """Medium-risk actions run without a human at or above this diagnosis confidence; below it they wait for one.
+    Low-risk actions always run, high-risk ones always wait."""
+    cooldown_s: float = Field(default=900.0, ge=0)
+    """Seconds after an action on an object before another on the same object (lets the last one show effect)."""
+    max_actions_per_hour: int = Field(default=10, ge=0)
+    """Changing actions across the cluster per rolling hour."""
+    freeze_windows: list[FreezeWindow] = Field(default_factory=list)
+    """Change freezes (releases, holidays)."""
+
+
+class Audit(_Section):
+    """The hash-chained audit log of every decision, approval, dry-run, execution, verification and rollback."""
+
+    path: Path | None = None
+    """The SQLite file; default ``<storage.data_dir>/audit.db``."""
+    hmac_key: SecretStr | None = None
+    """Optional key: each record then also carries an HMAC-SHA256 of its hash, so that someone who can write the
+    file cannot rebuild a consistent chain without the key. Set it from a Secret (ROOTWARD_POLICIES__AUDIT__HMAC_KEY)."""
+
+
+class Approvals(_Section):
+    """Human approval of actions that policy (or ``actions.mode: approve-all``) holds back."""
+
+    ttl_s: float = Field(default=3600.0, gt=0)
+    """An approval not given within this many seconds expires (the cluster will have moved on)."""
+    tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    """Approver name -> bearer token for ``POST /api/v1/approvals/{id}/approve|reject``; the name is recorded as who
+    decided. Empty: approvals cannot be given over HTTP."""
+
+
+class Policies(_Section):
+    """The policy engine (Rego, evaluated with regopy), the audit log and approvals."""
+
+    bundle_dirs: list[Path] = Field(default_factory=list)
+    """Directories of your own ``.rego`` files, added to the default bundle (package ``rootward.policy``: add to
+    ``deny`` or ``approval``). Files ending ``_test.rego`` are tests (``rootward policy test DIR``)."""
+    default_bundle: bool = True
+    """Load the shipped bundle (scope, blast radius, confidence gating, cooldown, rate limit, freeze windows)."""
+    eval_timeout_s: float = Field(default=1.0, gt=0)
+    """A decision that takes longer is a deny (fail closed)."""
+    rules: PolicyRules = PolicyRules()
+    audit: Audit = Audit()
+    approvals: Approvals = Approvals()
+
+
+class KubernetesAccess(_Section):
+    """How the executor reaches the Kubernetes API."""
+
+    host: str | None = None
+    """API server URL. Unset: the in-cluster service account, else ``kubeconfig``."""
+    kubeconfig: Path | None = None
+    """A kubeconfig file when not in a cluster (default ~/.kube/config)."""
+    context: str | None = None
+    """The kubeconfig context; default its current one."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one API request."""
+
+
+class Lease(_Section):
+    """Leader election: with several replicas only the holder of a coordination.k8s.io Lease acts."""
+
+    enabled: bool = True
+    name: str = "rootward-executor"
+    namespace: str = "rootward"
+    duration_s: float = Field(default=15.0, gt=0)
+    """A holder that has not renewed for this long loses the Lease."""
+    renew_s: float = Field(default=5.0, gt=0)
+    """How often the holder renews (and others try to take it)."""
+    identity: str | None = None
+    """This replica's name in the Lease; default the pod's host name."""
+
+
+class Actions(_Section):
+    """The guarded executor: policy -> audit -> server-side dry-run -> execute -> verify -> audit (-> roll back)."""
+
+    mode: Literal["dry-run", "approve-all", "autonomous"] = "dry-run"
+    """``dry-run``: decide and dry-run only, never change the cluster; ``approve-all``: every allowed action waits
+    for a human; ``autonomous``: policy decides what runs without one."""
+    verify_timeout_s: float = Field(default=300.0, gt=0)
+    """How long a change has to become healthy (rollout available, pods Ready, the anomaly gone) before it is
+    rolled back."""
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    """How often verification reads the cluster."""
+    kubernetes: KubernetesAccess = KubernetesAccess()
+    lease: Lease = Lease()
+
+
 class Logging(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the ``rootward`` loggers."""
@@ -190,9 +341,17 @@ class Config(_Section):
 
     receiver: Receiver = Receiver()
     topology: Topology = Topology()
+    detection: Detection = Detection()
     api: Api = Api()
     storage: Storage = Storage()
+    policies: Policies = Policies()
+    actions: Actions = Actions()
     logging: Logging = Logging()
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log's file: ``policies.audit.path``, else ``<storage.data_dir>/audit.db``."""
+        return self.policies.audit.path or self.storage.data_dir / "audit.db"
 
     @property
     def history_path(self) -> Path:
@@ -269,7 +428,7 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
         where = next((s for k, s in source.items() if key == k or key.startswith(k + ".")), origin)
-        secret = any(word in key for word in ("auth", "token", "secret", "password", "key_file"))
+        secret = any(word in key for word in ("auth", "token", "secret", "password", "key_file", "hmac_key"))
         got = "" if item["type"] == "extra_forbidden" or secret else f" (got {item['input']!r})"
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {key}: {message}{got}")

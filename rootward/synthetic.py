@@ -170,11 +170,15 @@ class Shop:
                         with self._span("email", "orders process", SpanKind.CONSUMER, {"messaging.system": "kafka"}):
                             self._log("email", SeverityNumber.INFO, "order confirmation sent")
 
-    def close(self) -> None:
-        """Flush everything to the receiver and shut the providers down."""
+    def flush(self) -> None:
+        """Send everything recorded so far (spans, metrics, logs) now."""
         for svc in self._services.values():
             for provider in svc.providers:
                 provider.force_flush()
+
+    def close(self) -> None:
+        """Flush everything to the receiver and shut the providers down."""
+        self.flush()
         for svc in self._services.values():
             for provider in svc.providers:
                 provider.shutdown()

@@ -183,3 +183,28 @@ def test_an_incident_resolves_after_the_hold_and_a_recurrence_reopens_it() -> No
     incidents.observe(361, [])
     incidents.observe(1000, [anomaly("db", 1000)])  # long after: a new one
     assert incidents.open[0].id != incident.id
+
+
+def counter(pod: str, name: str, value: float, temporality: int = 2) -> MetricBatch:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.add(key="k8s.pod.name", value=AnyValue(string_value=pod))
+    m = rm.scope_metrics.add().metrics.add(name=name)
+    m.sum.aggregation_temporality = temporality  # type: ignore[assignment]
+    m.sum.is_monotonic = True
+    m.sum.data_points.add(as_double=value, time_unix_nano=1)
+    return MetricDecoder().decode(req.SerializeToString()).batch
+
+
+def test_sums_become_rates_and_a_counter_reset_is_not_a_negative_rate() -> None:
+    table = SeriesTable()
+    window = Window(table, 10.0)
+    rates = []
+    for total in (100.0, 150.0, 250.0, 20.0):  # the last: the process restarted
+        window.add_metrics(counter("api-1", "requests", total))
+        window.add_metrics(counter("api-1", "bytes", 40.0, temporality=1))
+        ids, values = window.values()
+        rates.append({table.keys[i][1]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)})
+        window.clear()
+    assert [r.get("requests.rate") for r in rates] == [None, 5.0, 10.0, 2.0]
+    assert all(r["bytes.rate"] == 4.0 for r in rates)

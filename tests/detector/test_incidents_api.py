@@ -1,0 +1,69 @@
+"""Detection end to end: the synthetic shop sent through the OTel SDK's OTLP exporter into a running App on a
+manual clock; payment starts failing, an incident opens with payment first, the API lists and acknowledges it, and
+it resolves once payment recovers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from rootward.app import App
+from rootward.clock import ManualClock
+from rootward.config import load_config
+from rootward.synthetic import Shop
+
+LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+SETTINGS = [
+    "topology.history.enabled=false",
+    "detection.window_s=10",
+    "detection.warmup=5",
+    "detection.incidents.hold_s=30",
+]
+
+
+def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves() -> None:
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=LOCAL + SETTINGS), clock=clock)
+    app.start()
+    shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
+
+    def window(failing: bool) -> None:
+        for _ in range(12):
+            shop.request(payment_failing=failing)
+        shop.flush()
+        app.receiver.queue.wait_idle()
+        clock.advance(10)
+        app.detector.tick()
+
+    try:
+        for _ in range(8):
+            window(False)
+        assert app.incidents.listed() == []
+        for _ in range(3):
+            window(True)
+        api = httpx.Client(base_url=f"http://127.0.0.1:{app.api.port}/api/v1", timeout=10)
+        check(api, window)
+    finally:
+        shop.close()
+        app.shutdown()
+
+
+def check(api: httpx.Client, window: Callable[[bool], None]) -> None:
+    with api:
+        listed = api.get("/incidents", params={"status": "open"}).json()
+        assert listed["total"] == 1
+        incident = listed["incidents"][0]
+        assert incident["candidates"][0] == "service:shop/payment"
+        assert incident["severity"] == "critical"
+        assert {a["signal"] for a in incident["anomalies"]} >= {"error_ratio"}
+        acked = api.post(f"/incidents/{incident['id']}/acknowledge").json()
+        assert acked["acknowledged"] is True
+        for _ in range(5):  # payment recovers; past the 30 s hold the incident resolves
+            window(False)
+        assert api.get(f"/incidents/{incident['id']}").json()["status"] == "resolved"
+        assert api.get("/incidents", params={"status": "bogus"}).status_code == 400
+        assert api.get("/incidents/nope").status_code == 404
+        assert api.post("/incidents/nope/resolve").status_code == 404
+        assert api.get("/incidents", params={"limit": "0"}).status_code == 400
