@@ -1,0 +1,65 @@
+"""``rootward eval nezha`` end to end: the JSON document's shape on tiny hand-made days, and the scores on the
+shared OnlineBoutique day (the floor rises as detection and diagnosis improve)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rootward.cli import main
+
+from nezha_days import ob_day, tt_day
+from shared_data import SHARED_DATA
+
+DAY_KEYS = {
+    "system", "day", "faults", "detected", "ac1", "ac3", "ac5", "avg5", "recall", "false_incidents",
+    "false_per_hour", "fault_free_hours", "mean_delay_s", "incidents", "by_type", "skipped", "replay_seconds",
+}  # fmt: skip
+SCORE_KEYS = {"faults", "detected", "ac1", "ac3", "ac5", "avg5", "recall", "mean_delay_s", "false_incidents"}
+
+
+def run_eval(out: Path, *args: str) -> tuple[str, dict[str, object]]:
+    scores = out / "scores.json"
+    result = CliRunner().invoke(main, ["eval", "nezha", *args, "--json", str(scores)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(scores.read_text())
+
+
+def test_the_json_document_has_the_stable_shape(tmp_path: Path) -> None:
+    ob_day(tmp_path)
+    tt_day(tmp_path)
+    output, doc = run_eval(tmp_path, str(tmp_path))
+    days = doc["days"]
+    assert isinstance(days, list)
+    assert [(d["system"], d["day"]) for d in days] == [("ob", "2022-08-22"), ("tt", "2023-01-29")]
+    for day in days:
+        assert set(day) == DAY_KEYS
+        assert all(0.0 <= day[k] <= 1.0 for k in ("ac1", "ac3", "ac5", "avg5", "recall"))
+    assert days[0]["faults"] == 2  # the hand-made fault list
+    overall = doc["overall"]
+    assert isinstance(overall, dict)
+    assert set(overall) == {"ob", "tt"}
+    assert set(overall["ob"]) >= SCORE_KEYS
+    assert "Rootward" in output
+
+
+def test_no_nezha_data_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", "nezha", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no rca_data/<YYYY-MM-DD>" in result.output
+
+
+@pytest.mark.slow
+def test_the_shared_onlineboutique_day_end_to_end(tmp_path: Path) -> None:
+    output, doc = run_eval(tmp_path, str(SHARED_DATA / "nezha" / "ob-2022-08-22.tar.gz"))
+    (day,) = doc["days"]  # type: ignore[misc]
+    print(output)
+    assert day["faults"] == 24
+    assert set(day) == DAY_KEYS
+    # The floor of what the detector alone achieves today (its root-most-first ordering, no reasoner yet); raise it
+    # as detection and diagnosis improve (issues 6 and 7: AC@1 >= 0.90).
+    assert day["detected"] >= 5
+    assert day["ac1"] >= 0.08
