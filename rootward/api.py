@@ -10,6 +10,7 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     GET /api/v1/incidents?status=open|resolved&limit=50&offset=0       incidents, newest first
     GET /api/v1/incidents/{id}                                        one, with its anomalies and candidates
     POST /api/v1/incidents/{id}/acknowledge | /silence?for_s=3600 | /resolve
+    GET /api/v1/openapi.json                                          all of the above as OpenAPI 3.1
 
 Time travel: each of the first five takes ``at=T`` (RFC 3339 with an offset, ``2024-05-01T12:00:00Z``, or unix
 seconds) and answers from the graph as of the last checkpoint at or before T, adding ``"as_of"`` (that checkpoint's
@@ -39,6 +40,7 @@ from starlette.routing import Route
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.incidents import Incidents
+from rootward.openapi import SPEC
 from rootward.storage import StorageError
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, queries
@@ -56,6 +58,9 @@ def build_api(
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
     topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``."""
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(SPEC)
 
     async def metrics(_: Request) -> Response:
         return Response(telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -117,6 +122,7 @@ def build_api(
                 query(lambda g, p: queries.blast_radius(g, _required(p, "id"), p.get("direction", "upstream"))),  # type: ignore[arg-type]
             ),
             Route("/api/v1/diff", diff),
+            Route("/api/v1/openapi.json", openapi),
             *(_incident_routes(incidents, clock or SystemClock()) if incidents is not None else []),
         ]
     )

@@ -259,7 +259,8 @@ class Audit(_Section):
     """The SQLite file; default ``<storage.data_dir>/audit.db``."""
     hmac_key: SecretStr | None = None
     """Optional key: each record then also carries an HMAC-SHA256 of its hash, so that someone who can write the
-    file cannot rebuild a consistent chain without the key. Set it from a Secret (ROOTWARD_POLICIES__AUDIT__HMAC_KEY)."""
+    file cannot rebuild a consistent chain without the key. Set it from a Secret
+    (ROOTWARD_POLICIES__AUDIT__HMAC_KEY)."""
 
 
 class Approvals(_Section):

@@ -96,3 +96,22 @@ def test_not_ready_while_the_queue_is_full_and_not_alive_after_shutdown() -> Non
     finally:
         app.shutdown()
     assert app.health() == {"alive": False, "ready": False, "queue_items": 0, "queue_capacity": 10}
+
+
+def test_every_route_is_described_in_the_openapi_document() -> None:
+    from rootward.api import build_api
+    from rootward.detector.incidents import Incidents
+    from rootward.openapi import SPEC
+    from rootward.telemetry import Telemetry
+    from rootward.topology import TopologyGraph
+
+    graph = TopologyGraph()
+    app = build_api(Telemetry(), lambda: {"alive": True, "ready": True}, graph, None, Incidents(graph))
+    routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    assert routes == set(SPEC["paths"])
+    for path, item in SPEC["paths"].items():
+        for operation in item.values():
+            assert operation["summary"], path
+            assert "200" in operation["responses"], path
+            names = [p["name"] for p in operation["parameters"]]
+            assert len(names) == len(set(names)), path

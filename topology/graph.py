@@ -51,6 +51,9 @@ from rootward.topology.queries import whole
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
 USER = service("user", virtual=True)
 
+#: Container names a pod entity keeps (senders choose them).
+MAX_CONTAINERS = 32
+
 #: ``backed_by`` edges a virtual peer gets at most (the pods of its Service, in name order).
 MAX_BACKING_PODS = 50
 
@@ -272,12 +275,21 @@ class TopologyGraph:
                 self._touch_entity(entity, now)
             for src, dst, kind in v.edges:
                 self._touch_edge(src, dst, kind, now)
+            self._container(resource)
             svc = self._name(v.service.id) if v.service is not None and v.service.id in self.graph else -1
             if len(self._views) >= 4096:
                 self._views.clear()
             self._views[id(resource)] = (resource, v, svc, now)
             services.append(svc)
         return services
+
+    def _container(self, resource: Resource) -> None:
+        """A container is an attribute of its pod (``containers``: the names seen, at most MAX_CONTAINERS)."""
+        container, pod = resource.get("k8s.container.name"), resource.pod_id
+        if container and pod in self.graph:
+            names: list[str] = self.graph.nodes[pod].setdefault("containers", [])
+            if container not in names and len(names) < MAX_CONTAINERS:
+                names.append(container)
 
     # --- Consumer ------------------------------------------------------------------------------------------------
 

@@ -232,3 +232,21 @@ def test_related_and_depends_on_answer_for_incidents() -> None:
     assert graph.depends_on("service:/frontend", "pod:shop/cart-1")  # through its service
     assert graph.depends_on("service:/cart", "pod:shop/cart-1")  # a service needs its pods
     assert not graph.depends_on("service:/cart", "service:/frontend")
+
+
+def test_containers_are_an_attribute_of_their_pod() -> None:
+    graph = TopologyGraph()
+    request = ExportTraceServiceRequest()
+    for container in ("server", "istio-proxy", "server"):
+        rs = request.resource_spans.add()
+        attrs = {
+            "service.name": "cart",
+            "k8s.pod.name": "cart-1",
+            "k8s.namespace.name": "shop",
+            "k8s.container.name": container,
+        }
+        for key, value in attrs.items():
+            rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+        rs.scope_spans.add().spans.append(span(1, SERVER))
+    graph.consume_traces(TraceDecoder().decode(request.SerializeToString()).batch)
+    assert graph.graph.nodes["pod:shop/cart-1"]["containers"] == ["server", "istio-proxy"]

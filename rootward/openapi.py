@@ -1,0 +1,112 @@
+"""The HTTP API described as OpenAPI 3.1, served at ``/api/v1/openapi.json`` (tests check that every route of the
+app is described here and that the examples in it answer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rootward._version import __version__
+
+_ID = {"name": "id", "in": "query", "required": True, "schema": {"type": "string"}, "example": "service:shop/cart"}
+_AT = {
+    "name": "at",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "Time travel: RFC 3339 with an offset (2024-05-01T12:00:00Z) or unix seconds; the answer is the "
+    "graph as of the last checkpoint at or before it (needs topology.history.enabled).",
+}
+_FORMAT = {"name": "format", "in": "query", "schema": {"enum": ["json", "dot", "cytoscape"], "default": "json"}}
+_EDGES = {
+    "name": "edges",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "Comma-separated edge kinds: calls, instance_of, owned_by, runs_on, in, backed_by.",
+}
+_DIRECTION = {"name": "direction", "in": "query", "schema": {"enum": ["in", "out", "both"], "default": "both"}}
+_DEPTH = {"name": "depth", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 2}}
+_FILTERS = [
+    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+    {"name": "kind", "in": "query", "schema": {"type": "string"}, "example": "service"},
+]
+_ERRORS = {
+    "400": {"description": "A bad parameter; the message says which."},
+    "404": {"description": "An unknown entity id, or a time with no history."},
+}
+_GRAPH = {"description": "Entities and edges (JSON), DOT text, or Cytoscape JSON.", "content": {"application/json": {}}}
+_INCIDENT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _get(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": parameters, "responses": {"200": ok or _GRAPH, **_ERRORS}}}
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Rootward API",
+        "version": __version__,
+        "description": "The live dependency graph, its history, and incidents. JSON unless asked otherwise.",
+    },
+    "paths": {
+        "/metrics": _get("Prometheus metrics", [], {"description": "text/plain exposition"}),
+        "/healthz": _get("Liveness (200 while the receiver runs)", [], {"description": "state"}),
+        "/readyz": _get("Readiness (503 while the pipeline queue is full)", [], {"description": "state"}),
+        "/api/v1/openapi.json": _get("This document", [], {"description": "OpenAPI 3.1"}),
+        "/api/v1/topology": _get("The whole graph, or a filtered part", [*_FILTERS, _FORMAT, _AT]),
+        "/api/v1/entity": _get("One entity with its incoming and outgoing edges", [_ID, _AT]),
+        "/api/v1/subgraph": _get("The neighbourhood of an entity", [_ID, _DEPTH, _DIRECTION, _EDGES, _FORMAT, _AT]),
+        "/api/v1/paths": _get(
+            "Paths between two entities",
+            [
+                {**_ID, "name": "from", "example": "service:/user"},
+                {**_ID, "name": "to", "example": "service:shop/payment"},
+                _EDGES,
+                _AT,
+            ],
+        ),
+        "/api/v1/blast-radius": _get(
+            "Who feels a failure of an entity (upstream) or what it needs (downstream)",
+            [_ID, {"name": "direction", "in": "query", "schema": {"enum": ["upstream", "downstream"]}}, _AT],
+        ),
+        "/api/v1/diff": _get(
+            "What changed between two times: entities and edges added and removed, RED over the interval",
+            [
+                {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "Default: now."},
+                *_FILTERS,
+                {**_ID, "required": False},
+                _DEPTH,
+                _DIRECTION,
+                _EDGES,
+            ],
+        ),
+        "/api/v1/incidents": _get(
+            "Incidents, newest first",
+            [
+                {"name": "status", "in": "query", "schema": {"enum": ["open", "resolved"]}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            ],
+            {"description": "{total, incidents: [...]}"},
+        ),
+        "/api/v1/incidents/{id}": _get(
+            "One incident: candidates, entities, anomalies", [_INCIDENT_ID], {"description": "the incident"}
+        ),
+        "/api/v1/incidents/{id}/{action}": {
+            "post": {
+                "summary": "acknowledge, silence (for_s seconds, default 3600) or resolve an incident",
+                "parameters": [
+                    _INCIDENT_ID,
+                    {
+                        "name": "action",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"enum": ["acknowledge", "silence", "resolve"]},
+                    },
+                    {"name": "for_s", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": {"200": {"description": "the incident"}, **_ERRORS},
+            }
+        },
+    },
+}
