@@ -24,6 +24,7 @@ from rootward.detector.incidents import Incident, Incidents
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
+from rootward.slack import SlackNotifier, SlackSettings
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, TopologyLimits
 from rootward.topology.history import History
@@ -158,6 +159,20 @@ class App:
         self.incidents = Incidents(
             self.topology, [IncidentLog()], detection.incidents.hold_s, detection.incidents.reopen_s
         )
+        slack = config.notifications.slack
+        self.slack = SlackNotifier(
+            SlackSettings(
+                webhook_url=slack.webhook_url.get_secret_value() if slack.webhook_url else None,
+                bot_token=slack.bot_token.get_secret_value() if slack.bot_token else None,
+                channel=slack.channel,
+                base_url=slack.api_url,
+                page_url=slack.page_url,
+                max_per_minute=slack.max_per_minute,
+            ),
+            lambda outcome: self.telemetry.slack_messages.labels(outcome).inc(),
+        )
+        if self.slack.configured:
+            self.incidents.sinks.append(self.slack)
         settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
         self.detector = Detector(self.incidents.observe, settings, self.clock)
         stages: list[Consumer] = [self.summary, self.topology]
@@ -222,6 +237,7 @@ class App:
         if self._ticker is not None:
             self._ticker.stop()
         self.receiver.shutdown()
+        self.slack.close()
         self.topology.flush()
         self.maintenance.shutdown()  # the final checkpoint
         if self.history is not None:

@@ -337,12 +337,40 @@ class Logging(_Section):
     """``json`` writes one JSON object a line, for log collectors."""
 
 
+class Slack(_Section):
+    """Incident messages in Slack: a bot token (one message per incident, edited as it changes) or an incoming
+    webhook (a message on open, reopen and resolve). Neither set: no messages."""
+
+    webhook_url: SecretStr | None = None
+    """An incoming webhook's URL (a secret: set it from a Secret, ROOTWARD_NOTIFICATIONS__SLACK__WEBHOOK_URL)."""
+    bot_token: SecretStr | None = None
+    """A bot token with chat:write (ROOTWARD_NOTIFICATIONS__SLACK__BOT_TOKEN); needs ``channel``."""
+    channel: str | None = None
+    api_url: str | None = None
+    """The Web API's base URL, for a proxy (default https://slack.com/api/)."""
+    page_url: str | None = None
+    """Rootward's web page as users reach it; messages link to the incident there."""
+    max_per_minute: int = Field(default=10, ge=1)
+    """Messages a minute to the channel; past it new incidents go out together as one digest."""
+
+    @model_validator(mode="after")
+    def _channel_with_token(self) -> Slack:
+        if self.bot_token is not None and not self.channel:
+            raise ValueError("notifications.slack.bot_token needs notifications.slack.channel")
+        return self
+
+
+class Notifications(_Section):
+    slack: Slack = Slack()
+
+
 class Config(_Section):
     """The whole configuration. ``Config()`` is the documented default."""
 
     receiver: Receiver = Receiver()
     topology: Topology = Topology()
     detection: Detection = Detection()
+    notifications: Notifications = Notifications()
     api: Api = Api()
     storage: Storage = Storage()
     policies: Policies = Policies()

@@ -72,6 +72,12 @@ class Telemetry:
             "Entities removed after not being seen for topology.ttl_s.",
             registry=r,
         )
+        self.slack_messages = Counter(
+            "rootward_slack_messages",
+            "Incident notifications by outcome: sent, failed, dropped, silenced, unchanged, digested.",
+            ["outcome"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -286,7 +286,7 @@ class TopologyGraph:
     def _container(self, resource: Resource) -> None:
         """A container is an attribute of its pod (``containers``: the names seen, at most MAX_CONTAINERS)."""
         container, pod = resource.get("k8s.container.name"), resource.pod_id
-        if container and pod in self.graph:
+        if container and pod is not None and pod in self.graph:
             names: list[str] = self.graph.nodes[pod].setdefault("containers", [])
             if container not in names and len(names) < MAX_CONTAINERS:
                 names.append(container)

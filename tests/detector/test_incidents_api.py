@@ -1,12 +1,15 @@
 """Detection end to end: the synthetic shop sent through the OTel SDK's OTLP exporter into a running App on a
 manual clock; payment starts failing, an incident opens with payment first, the API lists and acknowledges it, and
-it resolves once payment recovers."""
+it resolves once payment recovers; a Slack webhook (a local HTTP server) hears of both."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from rootward.app import App
 from rootward.clock import ManualClock
@@ -23,9 +26,17 @@ SETTINGS = [
 ]
 
 
-def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves() -> None:
+def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves(httpserver: HTTPServer) -> None:
+    posts: list[str] = []
+
+    def hook(request: Request) -> Response:
+        posts.append(json.loads(request.get_data())["text"])
+        return Response("ok", 200)
+
+    httpserver.expect_request("/hook").respond_with_handler(hook)
     clock = ManualClock(1_000.0)
-    app = App(load_config(environ={}, overrides=LOCAL + SETTINGS), clock=clock)
+    slack = [f"notifications.slack.webhook_url={httpserver.url_for('/hook')}"]
+    app = App(load_config(environ={}, overrides=LOCAL + SETTINGS + slack), clock=clock)
     app.start()
     shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
 
@@ -45,6 +56,10 @@ def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves()
             window(True)
         api = httpx.Client(base_url=f"http://127.0.0.1:{app.api.port}/api/v1", timeout=10)
         check(api, window)
+        app.slack.flush()
+        assert [p.split(":")[1] for p in posts] == ["red_circle", "white_check_mark"]  # opened, resolved
+        assert "service:shop/payment" in posts[0]
+        assert app.telemetry.value("rootward_slack_messages_total", outcome="sent") == 2
     finally:
         shop.close()
         app.shutdown()

@@ -1,0 +1,254 @@
+"""Incident notifications in Slack: an incident sink (see detector/incidents.py) that never blocks the pipeline.
+
+Two ways to post, both through ``slack_sdk`` with its retry handlers (429 with Retry-After, 5xx):
+
+- a bot token (Web API): one message per incident, posted with ``chat.postMessage`` when it opens and edited in place
+  with ``chat.update`` as it changes and when it resolves;
+- an incoming webhook: a message when an incident opens, reopens and resolves (webhooks cannot edit).
+
+Changes go through a bounded queue to one worker thread; a full queue drops (counted), a Slack outage is counted
+and logged, never raised. Per channel at most ``max_per_minute`` messages a minute: past it, new incidents wait and
+go out together as one digest. Silenced incidents are not posted; an update whose rendering has not changed is not
+posted again. Tokens and webhook URLs are secrets: never logged, never in messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.web import WebClient
+from slack_sdk.webhook import WebhookClient
+
+from rootward.detector.incidents import Incident
+
+logger = logging.getLogger(__name__)
+
+_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "resolved": ":white_check_mark:"}
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(t)) if t is not None else "-"
+
+
+def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The message for an incident: fallback text and Block Kit blocks. Entity ids and signal names only: no
+    secrets, no raw telemetry text."""
+    state = "resolved" if incident.status == "resolved" else incident.severity
+    title = f"{_EMOJI[state]} Incident {incident.id}: {incident.status}"
+    if incident.status == "open" and incident.acknowledged:
+        title += " (acknowledged)"
+    top = incident.candidates[:3]
+    suspects = ", ".join(f"`{c}`" for c in top) or "-"
+    text = f"{title}. Likely root cause: {', '.join(top) or 'unknown'}"
+    anomalies = sorted(incident.anomalies.values(), key=lambda a: -abs(a.score))[:5]
+    lines = [
+        f"• `{a.entity}` {a.signal}: {a.value:.4g} (expected {a.expected:.4g}, z {a.score:+.1f})" for a in anomalies
+    ]
+    others = len(incident.first_seen) - len(top)
+    affected = f"{len(incident.first_seen)} entities affected" + (f" ({others} more)" if others > 0 else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Likely root cause:* {suspects}\n{affected}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*Top anomalies*\n" + ("\n".join(lines) or "-")}},
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"severity {incident.severity} · opened {_when(incident.opened)} · "
+                    f"updated {_when(incident.updated)}"
+                    + (f" · resolved {_when(incident.resolved)}" if incident.resolved else ""),
+                }
+            ],
+        },
+    ]
+    if page_url:
+        link = f"{page_url.rstrip('/')}/incidents/{incident.id}"
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Open in Rootward"}, "url": link}
+                ],
+            }
+        )
+    return text, blocks
+
+
+@dataclass(frozen=True, slots=True)
+class _Note:
+    """One change to post, rendered when it happened."""
+
+    incident: str
+    change: str
+    silenced_until: float | None
+    text: str
+    blocks: list[dict[str, Any]]
+    digest_line: str
+
+
+def _digest_line(incident: Incident) -> str:
+    return f"• {incident.id} ({incident.severity}): {', '.join(incident.candidates[:2]) or '-'}"
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    webhook_url: str | None = None
+    bot_token: str | None = None
+    channel: str | None = None
+    base_url: str | None = None  # the Web API's, for tests and proxies
+    page_url: str | None = None
+    max_per_minute: int = 10
+    queue_size: int = 1000
+    retries: int = 2
+
+
+class SlackNotifier:
+    """An incident sink posting to Slack from its own thread. ``counts(outcome)`` is told of each message:
+    sent, failed, dropped (queue full), silenced, unchanged, digested."""
+
+    def __init__(
+        self,
+        settings: SlackSettings,
+        counts: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.counts = counts or (lambda outcome: None)
+        self.clock = clock
+        handlers = [
+            RateLimitErrorRetryHandler(max_retry_count=settings.retries),
+            ServerErrorRetryHandler(max_retry_count=settings.retries),
+        ]
+        self.web = (
+            WebClient(
+                token=settings.bot_token, base_url=settings.base_url or WebClient.BASE_URL, retry_handlers=handlers
+            )
+            if settings.bot_token
+            else None
+        )
+        self.webhook = (
+            WebhookClient(url=settings.webhook_url, retry_handlers=handlers) if settings.webhook_url else None
+        )
+        self._queue: queue.Queue[_Note | None] = queue.Queue(settings.queue_size)
+        self._posted: dict[str, str] = {}  # incident id -> message ts (Web API)
+        self._last: dict[str, str] = {}  # incident id -> hash of the last rendering sent
+        self._sent_at: deque[float] = deque()  # times of recent posts (the per-channel rate limit)
+        self._waiting: list[str] = []  # lines for new incidents held back by the rate limit: the next digest
+        self._thread = threading.Thread(target=self._run, name="rootward-slack", daemon=True)
+        self._thread.start()
+
+    @property
+    def configured(self) -> bool:
+        return self.web is not None or self.webhook is not None
+
+    # --- the sink (pipeline thread): never blocks ---------------------------------------------------------------------
+
+    def incident_changed(self, incident: Incident, change: str) -> None:
+        if not self.configured:
+            return
+        if self.webhook is not None and self.web is None and change == "updated":
+            return  # a webhook cannot edit; updates would be new messages each window
+        text, blocks = render(incident, self.settings.page_url)  # now: the incident changes while it waits
+        note = _Note(incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident))
+        try:
+            self._queue.put_nowait(note)
+        except queue.Full:
+            self.counts("dropped")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (up to ``timeout_s``), then stop the worker."""
+        try:
+            self._queue.put((None), timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until everything queued has been handled (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    # --- the worker --------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=5.0)
+            except queue.Empty:
+                self._digest()
+                continue
+            try:
+                if item is None:
+                    self._digest(force=True)
+                    return
+                self._handle(item)
+            except Exception:  # a bug here must not kill the worker; logged with its traceback, never the secrets
+                logger.exception("slack notification failed")
+                self.counts("failed")
+            finally:
+                self._queue.task_done()
+
+    def _handle(self, note: _Note) -> None:
+        now = self.clock()
+        if note.silenced_until is not None and note.silenced_until > now:
+            self.counts("silenced")
+            return
+        digest = hashlib.sha256(repr(note.blocks).encode()).hexdigest()
+        if self._last.get(note.incident) == digest:
+            self.counts("unchanged")
+            return
+        new = note.incident not in self._posted and note.change in ("opened", "reopened")
+        if new and not self._allowed(now):
+            self._waiting.append(note.digest_line)
+            self.counts("digested")
+            return
+        self._digest()
+        if self._post(note.incident, note.text, note.blocks):
+            self._last[note.incident] = digest
+
+    def _allowed(self, now: float) -> bool:
+        while self._sent_at and self._sent_at[0] <= now - 60:
+            self._sent_at.popleft()
+        return len(self._sent_at) < self.settings.max_per_minute
+
+    def _digest(self, force: bool = False) -> None:
+        """Post the incidents the rate limit held back, as one message, once the limit allows (or at close)."""
+        if not self._waiting or not (force or self._allowed(self.clock())):
+            return
+        lines, self._waiting = self._waiting, []
+        text = f"{len(lines)} more incidents opened"
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n" + "\n".join(lines[:20])}}]
+        self._post(None, text, blocks)
+
+    def _post(self, incident_id: str | None, text: str, blocks: list[dict[str, Any]]) -> bool:
+        try:
+            if self.web is not None:
+                ts = self._posted.get(incident_id) if incident_id else None
+                if ts is not None:
+                    self.web.chat_update(channel=self.settings.channel or "", ts=ts, text=text, blocks=blocks)
+                else:
+                    response = self.web.chat_postMessage(channel=self.settings.channel or "", text=text, blocks=blocks)
+                    if incident_id is not None:
+                        self._posted[incident_id] = str(response["ts"])
+            elif self.webhook is not None:
+                response_ = self.webhook.send(text=text, blocks=blocks)
+                if response_.status_code != 200:
+                    raise RuntimeError(f"webhook answered {response_.status_code}")
+        except Exception as e:  # noqa: BLE001 (SlackApiError, connection errors: counted and logged by type only)
+            logger.warning("slack post failed: %s", type(e).__name__)
+            self.counts("failed")
+            return False
+        self._sent_at.append(self.clock())
+        self.counts("sent")
+        return True

@@ -1,0 +1,158 @@
+"""Slack notifications through slack_sdk against a local HTTP server (pytest-httpserver) that records the posts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from rootward.detector.detector import Anomaly
+from rootward.detector.incidents import Incident
+from rootward.slack import SlackNotifier, SlackSettings, render
+
+TOKEN = "xoxb-not-a-real-token-123"
+
+
+def incident(n: int = 1, status: str = "open") -> Incident:
+    inc = Incident(f"inc-{n}", 1000.0, 1010.0)
+    inc.add(Anomaly("service:shop/payment", "error_ratio", 0.4, 0.01, 12.0, 1000.0, 1010.0), 1010.0)
+    inc.add(Anomaly("service:shop/checkout", "p95", 0.9, 0.1, 6.0, 1000.0, 1010.0), 1010.0)
+    inc.candidates = ["service:shop/payment", "service:shop/checkout"]
+    if status == "resolved":
+        inc.status, inc.resolved = "resolved", 1200.0
+    return inc
+
+
+class Recorder:
+    """Records the Web API calls and answers ok, with a ts per posted message."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, request: Request) -> Response:
+        method = request.path.rsplit("/", 1)[-1]
+        body = json.loads(request.get_data() or b"{}") if request.is_json else dict(request.form)
+        self.calls.append((method, body))
+        return Response(
+            json.dumps({"ok": True, "ts": f"{len(self.calls)}.0", "channel": "C1"}),
+            200,
+            content_type="application/json",
+        )
+
+
+def web(httpserver: HTTPServer, **kw: Any) -> tuple[SlackNotifier, Recorder, list[str]]:
+    recorder = Recorder()
+    httpserver.expect_request("/api/chat.postMessage").respond_with_handler(recorder)
+    httpserver.expect_request("/api/chat.update").respond_with_handler(recorder)
+    outcomes: list[str] = []
+    settings = SlackSettings(bot_token=TOKEN, channel="#incidents", base_url=httpserver.url_for("/api/"), **kw)
+    return SlackNotifier(settings, outcomes.append), recorder, outcomes
+
+
+def test_an_incident_is_posted_once_then_edited_in_place_as_it_changes(httpserver: HTTPServer) -> None:
+    notifier, recorder, outcomes = web(httpserver, page_url="https://rootward.example")
+    inc = incident()
+    notifier.incident_changed(inc, "opened")
+    inc.add(Anomaly("service:shop/frontend", "p99", 2.0, 0.2, 8.0, 1010.0, 1020.0), 1020.0)
+    notifier.incident_changed(inc, "updated")
+    notifier.incident_changed(inc, "updated")  # nothing changed since: not posted again
+    inc.status, inc.resolved = "resolved", 1300.0
+    notifier.incident_changed(inc, "resolved")
+    notifier.close()
+    assert [m for m, _ in recorder.calls] == ["chat.postMessage", "chat.update", "chat.update"]
+    first = recorder.calls[0][1]
+    assert first["channel"] == "#incidents"
+    assert "service:shop/payment" in first["text"]
+    assert "https://rootward.example/incidents/inc-1" in json.dumps(first["blocks"])
+    assert all(body["ts"] == "1.0" for _, body in recorder.calls[1:])
+    assert "resolved" in recorder.calls[-1][1]["text"]
+    assert outcomes.count("sent") == 3
+    assert "unchanged" in outcomes
+
+
+def test_a_webhook_gets_open_and_resolve_but_not_every_update(httpserver: HTTPServer) -> None:
+    posts: list[dict[str, Any]] = []
+
+    def hook(request: Request) -> Response:
+        posts.append(json.loads(request.get_data()))
+        return Response("ok", 200)
+
+    httpserver.expect_request("/hook").respond_with_handler(hook)
+    notifier = SlackNotifier(SlackSettings(webhook_url=httpserver.url_for("/hook")))
+    notifier.incident_changed(incident(), "opened")
+    notifier.incident_changed(incident(), "updated")
+    notifier.incident_changed(incident(status="resolved"), "resolved")
+    notifier.close()
+    assert len(posts) == 2
+    assert ":white_check_mark:" in posts[1]["text"]
+
+
+def test_429_is_retried_after_its_retry_after(httpserver: HTTPServer) -> None:
+    recorder = Recorder()
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_response(
+        Response("{}", 429, headers={"Retry-After": "0"})
+    )
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_handler(recorder)
+    outcomes: list[str] = []
+    settings = SlackSettings(bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"))
+    notifier = SlackNotifier(settings, outcomes.append)
+    notifier.incident_changed(incident(), "opened")
+    notifier.close()
+    assert outcomes == ["sent"]
+    assert len(recorder.calls) == 1
+
+
+def test_an_outage_is_counted_and_never_blocks_or_leaks_the_token(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    httpserver.expect_request("/api/chat.postMessage").respond_with_response(Response("down", 503))
+    outcomes: list[str] = []
+    settings = SlackSettings(bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"), retries=1)
+    notifier = SlackNotifier(settings, outcomes.append)
+    with caplog.at_level(logging.DEBUG):
+        notifier.incident_changed(incident(), "opened")
+        notifier.close()
+    assert outcomes == ["failed"]
+    assert TOKEN not in caplog.text
+
+
+def test_past_the_rate_limit_new_incidents_go_out_as_one_digest(httpserver: HTTPServer) -> None:
+    notifier, recorder, outcomes = web(httpserver, max_per_minute=2)
+    for n in range(5):
+        notifier.incident_changed(incident(n), "opened")
+    notifier.close()
+    posted = [body["text"] for _, body in recorder.calls]
+    assert len(posted) == 3
+    assert posted[-1] == "3 more incidents opened"
+    assert outcomes.count("digested") == 3
+
+
+def test_silenced_incidents_are_not_posted_and_a_full_queue_drops(httpserver: HTTPServer) -> None:
+    notifier, _, outcomes = web(httpserver, queue_size=1)
+    silent = incident()
+    silent.silenced_until = 4_000_000_000.0
+    notifier.incident_changed(silent, "opened")
+    for n in range(50):  # the worker cannot keep up with a queue of one
+        notifier.incident_changed(incident(n + 10), "opened")
+    notifier.close()
+    assert "silenced" in outcomes
+    assert "dropped" in outcomes
+
+
+def test_nothing_configured_sends_nothing() -> None:
+    notifier = SlackNotifier(SlackSettings())
+    notifier.incident_changed(incident(), "opened")
+    notifier.close()
+    assert not notifier.configured
+
+
+def test_the_message_names_the_suspects_and_anomalies_without_raw_text() -> None:
+    text, blocks = render(incident())
+    assert text.startswith(":red_circle: Incident inc-1: open")
+    rendered = json.dumps(blocks)
+    assert "error_ratio: 0.4 (expected 0.01, z +12.0)" in rendered
+    assert "2 entities affected" in rendered
