@@ -163,6 +163,14 @@ class Incidents:
         for sink in self.sinks:
             sink.incident_changed(incident, change)  # type: ignore[arg-type]
 
+    def restore(self, incidents: list[Incident]) -> None:
+        """Take back stored incidents (oldest first) at start: open ones stay open, resolved ones are listed and
+        may reopen within ``reopen_s`` of their resolution."""
+        with self._lock:
+            for incident in incidents:
+                self.history.append(incident)
+                (self.open if incident.status == "open" else self.resolved).append(incident)
+
     # --- what users do ---------------------------------------------------------------------------------------------
 
     def listed(self, status: str | None = None) -> list[Incident]:

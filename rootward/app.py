@@ -21,6 +21,7 @@ from rootward.clock import Clock, SystemClock
 from rootward.config import Config
 from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.store import IncidentStore
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
@@ -159,6 +160,13 @@ class App:
         self.incidents = Incidents(
             self.topology, [IncidentLog()], detection.incidents.hold_s, detection.incidents.reopen_s
         )
+        self.incident_store = (
+            IncidentStore(config.incidents_path, failed=self.telemetry.incident_store_failures.inc)
+            if detection.incidents.store
+            else None
+        )
+        if self.incident_store is not None:
+            self.incidents.sinks.append(self.incident_store)
         slack = config.notifications.slack
         self.slack = SlackNotifier(
             SlackSettings(
@@ -215,6 +223,11 @@ class App:
                         g.number_of_nodes(),
                         g.number_of_edges(),
                     )
+        if self.incident_store is not None:
+            self.incident_store.open()
+            restored = self.incident_store.load(self.incidents)
+            if restored:
+                logger.info("%d incidents restored from %s", restored, self.incident_store.path)
         self.receiver.start()
         try:
             self.api.start()
@@ -238,6 +251,8 @@ class App:
             self._ticker.stop()
         self.receiver.shutdown()
         self.slack.close()
+        if self.incident_store is not None:
+            self.incident_store.close()
         self.topology.flush()
         self.maintenance.shutdown()  # the final checkpoint
         if self.history is not None:

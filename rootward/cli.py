@@ -309,6 +309,55 @@ def replay_command(
     sys.exit(code)
 
 
+@main.command()
+@click.option("--api", default="http://127.0.0.1:8080", show_default=True, help="A running Rootward's API address.")
+@click.option("--status", type=click.Choice(["open", "resolved"]), help="Only open or only resolved incidents.")
+@click.option("--id", "incident_id", help="Show one incident: its ranked candidates and anomalies.")
+@click.option("--limit", default=20, show_default=True, help="How many, newest first.")
+def incidents(api: str, status: str | None, incident_id: str | None, limit: int) -> None:
+    """List a running Rootward's incidents, newest first, or show one.
+
+    \b
+    Examples:
+      rootward incidents --status open
+      rootward incidents --id inc-1714564800-3
+      rootward incidents --api http://rootward.monitoring:8080
+    """
+    import httpx
+
+    base = api.rstrip("/") + "/api/v1/incidents"
+    try:
+        if incident_id:
+            r = httpx.get(f"{base}/{incident_id}", timeout=30)
+        else:
+            r = httpx.get(base, params={"limit": limit, **({"status": status} if status else {})}, timeout=30)
+    except httpx.HTTPError as err:
+        raise click.ClickException(f"cannot reach {api}: {err}") from err
+    if r.status_code != 200:
+        raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
+    data = r.json()
+    if incident_id:
+        click.echo(f"{data['id']}  {data['status']}  {data['severity']}  opened {_when(data['opened'])}")
+        click.echo("likely root cause, most likely first:")
+        for i, candidate in enumerate(data["candidates"][:10], 1):
+            click.echo(f"  {i}. {candidate}")
+        click.echo("anomalies:")
+        for a in data["anomalies"][:20]:
+            click.echo(
+                f"  {a['entity']}  {a['signal']}  {a['value']:.4g} (expected {a['expected']:.4g}, z {a['score']:+.1f})"
+            )
+        return
+    if not data["incidents"]:
+        click.echo("no incidents")
+        return
+    for inc in data["incidents"]:
+        top = ", ".join(inc["candidates"][:3]) or "-"
+        ack = " ack" if inc["acknowledged"] else ""
+        click.echo(f"{inc['id']:<24} {inc['status']:<9} {inc['severity']:<9}{ack} {_when(inc['opened'])}  {top}")
+    if data["total"] > len(data["incidents"]):
+        click.echo(f"({data['total'] - len(data['incidents'])} more; --limit)")
+
+
 _PUBLISHED_HELP = "Published results to compare with [default: the shared data's Nezha Table 3, when found]."
 
 

@@ -186,6 +186,8 @@ class Incidents(_Section):
     """An incident with no anomaly for this long resolves."""
     reopen_s: float = Field(default=600.0, ge=0)
     """A related anomaly within this long of the resolution reopens the incident (flap damping)."""
+    store: bool = True
+    """Keep incidents in ``<storage.data_dir>/incidents.db`` (SQLite): open ones survive a restart."""
 
 
 class Detection(_Section):
@@ -386,6 +388,11 @@ class Config(_Section):
     def history_path(self) -> Path:
         """The topology history's file: ``topology.history.path``, else ``<storage.data_dir>/topology.db``."""
         return self.topology.history.path or self.storage.data_dir / "topology.db"
+
+    @property
+    def incidents_path(self) -> Path:
+        """The incident store's file: ``<storage.data_dir>/incidents.db``."""
+        return self.storage.data_dir / "incidents.db"
 
 
 def load_config(

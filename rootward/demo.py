@@ -26,7 +26,8 @@ def run_demo(requests: int = 300, protocol: str = "grpc", echo: Callable[[str], 
         environ={},
         overrides=["receiver.grpc.host=127.0.0.1", "receiver.grpc.port=0", "receiver.http.host=127.0.0.1",
                    "receiver.http.port=0", "api.listen.host=127.0.0.1", "api.listen.port=0",
-                   "topology.history.enabled=false"],  # self-contained: leaves no files behind
+                   "topology.history.enabled=false",
+                   "detection.incidents.store=false"],  # self-contained: leaves no files behind
     )  # fmt: skip
     app = App(cfg)
     started = time.monotonic()

@@ -63,6 +63,7 @@ IN_PROCESS = (
     "api.listen.host=127.0.0.1",
     "api.listen.port=0",
     "topology.history.enabled=false",
+    "detection.incidents.store=false",
 )
 
 

@@ -72,6 +72,9 @@ class Telemetry:
             "Entities removed after not being seen for topology.ttl_s.",
             registry=r,
         )
+        self.incident_store_failures = Counter(
+            "rootward_incident_store_failures", "Incident changes that could not be stored (logged).", registry=r
+        )
         self.slack_messages = Counter(
             "rootward_slack_messages",
             "Incident notifications by outcome: sent, failed, dropped, silenced, unchanged, digested.",

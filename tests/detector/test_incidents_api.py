@@ -8,10 +8,12 @@ import json
 from collections.abc import Callable
 
 import httpx
+from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from rootward.app import App
+from rootward.cli import main
 from rootward.clock import ManualClock
 from rootward.config import load_config
 from rootward.synthetic import Shop
@@ -20,6 +22,7 @@ LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http",
 LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
 SETTINGS = [
     "topology.history.enabled=false",
+    "detection.incidents.store=false",
     "detection.window_s=10",
     "detection.warmup=5",
     "detection.incidents.hold_s=30",
@@ -56,6 +59,17 @@ def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves(h
             window(True)
         api = httpx.Client(base_url=f"http://127.0.0.1:{app.api.port}/api/v1", timeout=10)
         check(api, window)
+        cli = CliRunner().invoke(main, ["incidents", "--api", f"http://127.0.0.1:{app.api.port}"])
+        assert cli.exit_code == 0, cli.output
+        assert "resolved" in cli.output
+        assert "service:shop/payment" in cli.output
+        (incident_id,) = [line.split()[0] for line in cli.output.splitlines()]
+        one = CliRunner().invoke(main, ["incidents", "--api", f"http://127.0.0.1:{app.api.port}", "--id", incident_id])
+        assert "1. service:shop/payment" in one.output
+        assert "error_ratio" in one.output
+        gone = CliRunner().invoke(main, ["incidents", "--api", f"http://127.0.0.1:{app.api.port}", "--id", "nope"])
+        assert gone.exit_code == 1
+        assert "404" in gone.output
         app.slack.flush()
         assert [p.split(":")[1] for p in posts] == ["red_circle", "white_check_mark"]  # opened, resolved
         assert "service:shop/payment" in posts[0]

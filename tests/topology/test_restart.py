@@ -38,6 +38,7 @@ def serve(history: Path, log: Path) -> Iterator[Serving]:
     sets = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
     sets += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
     sets += [f"topology.history.path={history}", "topology.history.checkpoint_interval_s=1"]
+    sets += [f"storage.data_dir={history.parent}"]
     cmd = [sys.executable, "-m", "rootward.cli", "serve", *[a for s in sets for a in ("--set", s)]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOTWARD_")}
     with log.open("wb") as out:
