@@ -54,7 +54,10 @@ def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[d
         f"• `{a.entity}` {a.signal}: {a.value:.4g} (expected {a.expected:.4g}, z {a.score:+.1f})" for a in anomalies
     ]
     others = len(incident.first_seen) - len(top)
-    affected = f"{len(incident.first_seen)} entities affected" + (f" ({others} more)" if others > 0 else "")
+    count = len(incident.first_seen)
+    affected = f"{count} {'entity' if count == 1 else 'entities'} affected" + (
+        f" ({others} more)" if others > 0 else ""
+    )
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Likely root cause:* {suspects}\n{affected}"}},

@@ -14,7 +14,10 @@ from rootward.synthetic import Shop
 
 LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
 LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
-LOCAL += ["topology.history.enabled=false", "detection.incidents.store=false"]  # the live graph only; time travel: test_history_api.py
+LOCAL += [
+    "topology.history.enabled=false",
+    "detection.incidents.store=false",
+]  # the live graph only; time travel: test_history_api.py
 
 
 @pytest.fixture(scope="module")
