@@ -17,13 +17,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 import networkx as nx
 
 from rootward.detector.detector import Anomaly
+from rootward.detector.kube import Change
 
 #: Anomalies an incident keeps (the strongest per entity and signal, then the latest).
 MAX_ANOMALIES = 200
@@ -55,6 +56,7 @@ class Incident:
     reopened: int = 0
     acknowledged: bool = False
     silenced_until: float | None = None
+    changes: list[Change] = field(default_factory=list)  # rollouts and API writes on its entities shortly before
 
     @property
     def severity(self) -> Literal["critical", "warning"]:
@@ -89,6 +91,7 @@ class Incident:
             "candidates": self.candidates,
             "entities": [{"id": e, "first_seen": t, "peak_score": self.peak[e]} for e, t in self.first_seen.items()],
             "anomalies": [asdict(a) for a in sorted(self.anomalies.values(), key=lambda a: -abs(a.score))],
+            "changes": [asdict(c) for c in self.changes],
         }
 
 
@@ -110,6 +113,7 @@ class Incidents:
         hold_s: float = 120.0,
         reopen_s: float = 600.0,
         ids: Callable[[float], str] | None = None,
+        change_lookback_s: float = 1800.0,
     ) -> None:
         self.topology = topology
         self.sinks = sinks or []
@@ -117,6 +121,8 @@ class Incidents:
         self.open: list[Incident] = []
         self.resolved: list[Incident] = []  # within reopen_s, newest last
         self.history: deque[Incident] = deque(maxlen=1000)  # every incident, newest last (for the API)
+        self.recent_changes: deque[Change] = deque(maxlen=1000)
+        self.change_lookback_s = change_lookback_s
         counter = itertools.count(1)
         self._id = ids or (lambda t: f"inc-{int(t)}-{next(counter)}")
         self._lock = threading.RLock()
@@ -150,6 +156,7 @@ class Incidents:
             changed[incident.id] = (incident, previous[1] if previous else change)
         for incident, _ in changed.values():
             incident.candidates = self._rank(incident)
+            self._link(incident, self.recent_changes)
         for incident in list(self.open):
             if incident.updated <= now - self.hold_s:
                 self.open.remove(incident)
@@ -209,6 +216,25 @@ class Incidents:
                 self.resolved.append(incident)
                 self._tell(incident, "resolved")
             return incident
+
+    def note_change(self, change: Change) -> None:
+        """A rollout or an API write: kept for incidents opening later, linked now to open incidents it touches."""
+        with self._lock:
+            self.recent_changes.append(change)
+            for incident in self.open:
+                if self._link(incident, [change]):
+                    incident.updated = max(incident.updated, change.time)
+                    self._tell(incident, "updated")
+
+    def _link(self, incident: Incident, changes: Iterable[Change]) -> bool:
+        linked = False
+        for change in changes:
+            if change in incident.changes or change.time < incident.opened - self.change_lookback_s:
+                continue
+            if any(self.topology.related(change.entity, e) for e in incident.first_seen):
+                incident.changes.append(change)
+                linked = True
+        return linked
 
     def _related(self, entity: str, incidents: list[Incident]) -> Incident | None:
         for incident in reversed(incidents):  # the most recent first

@@ -17,6 +17,7 @@ from typing import Any
 
 from rootward.detector.detector import Anomaly
 from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.kube import Change
 from rootward.storage import StorageError, open_database, transaction
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def from_json(doc: dict[str, Any]) -> Incident:
     for entity in doc.get("entities", []):
         incident.first_seen[entity["id"]] = float(entity["first_seen"])
         incident.peak[entity["id"]] = float(entity["peak_score"])
+    incident.changes = [Change(**c) for c in doc.get("changes", [])]
     for a in doc.get("anomalies", []):
         anomaly = Anomaly(**a)
         incident.anomalies[(anomaly.entity, anomaly.signal)] = anomaly

@@ -21,6 +21,7 @@ from rootward.clock import Clock, SystemClock
 from rootward.config import Config
 from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.kube import KubeSignals
 from rootward.detector.store import IncidentStore
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
@@ -186,6 +187,7 @@ class App:
         stages: list[Consumer] = [self.summary, self.topology]
         if detection.enabled:
             stages.append(self.detector)
+            stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock))
         pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
         self._ticker = Ticker(self.detector.tick, detection.window_s) if detection.enabled else None

@@ -575,11 +575,19 @@ class TopologyGraph:
     # --- what incidents ask (the detector's Topology protocol) ---------------------------------------------------
 
     def _services_of(self, entity: str) -> set[str]:
-        """The entity itself, and for a pod the services it is an instance of."""
+        """The entity itself, and for a pod (or a workload's pods) the services it is an instance of."""
         g = self.graph
         found = {entity}
-        if entity in g and g.nodes[entity]["kind"] == "pod":
-            found |= {v for _, v, k in g.out_edges(entity, keys=True) if k == "instance_of"}
+        if entity not in g:
+            return found
+        pods = [entity] if g.nodes[entity]["kind"] == "pod" else []
+        if g.nodes[entity]["kind"] == "workload":  # its pods, directly or through its ReplicaSets
+            owned = [u for u, _, k in g.in_edges(entity, keys=True) if k == "owned_by"]
+            owned += [u for o in owned for u, _, k in g.in_edges(o, keys=True) if k == "owned_by"]
+            pods = [o for o in owned if g.nodes[o]["kind"] == "pod"][:MAX_BACKING_PODS]
+            found |= set(pods)
+        for pod in pods:
+            found |= {v for _, v, k in g.out_edges(pod, keys=True) if k == "instance_of"}
         return found
 
     def related(self, a: str, b: str) -> bool:

@@ -1,0 +1,213 @@
+"""Kubernetes failure signals and changes, read directly from what the Collector sends as logs: no baseline needed.
+
+- Events (the k8sobjects receiver, ``events`` in watch mode; core/v1 or events.k8s.io/v1) whose reason is a known
+  failure (OOMKilling, BackOff, Unhealthy, FailedScheduling, Evicted, node pressure, image pulls, FailedMount) and
+  Pod objects whose containers were OOMKilled or wait in CrashLoopBackOff / ImagePullBackOff become anomalies on
+  the pod or node, with signal ``k8s:<reason>``, at once.
+- Changes: a ReplicaSet with a new ``deployment.kubernetes.io/revision`` for its Deployment (a rollout), and
+  Kubernetes API audit log entries (``audit.k8s.io`` Events read by the Collector's filelog receiver) that create,
+  update, patch or delete an object: who changed what, when, with which verb. Incidents link the changes to their
+  entities that came shortly before (detector/incidents.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rootward.clock import Clock, SystemClock
+from rootward.detector.detector import Anomaly
+from rootward.model import LogBatch, MetricBatch, SpanBatch
+
+#: Event reasons that are failures in themselves, and the signal each becomes.
+FAILURE_REASONS = {
+    "OOMKilling": "OOMKilled",
+    "OOMKilled": "OOMKilled",
+    "BackOff": "CrashLoopBackOff",
+    "CrashLoopBackOff": "CrashLoopBackOff",
+    "Unhealthy": "Unhealthy",
+    "FailedScheduling": "FailedScheduling",
+    "Evicted": "Evicted",
+    "Evicting": "Evicted",
+    "EvictionThresholdMet": "NodePressure",
+    "NodeHasDiskPressure": "NodePressure",
+    "NodeHasMemoryPressure": "NodePressure",
+    "NodeHasPIDPressure": "NodePressure",
+    "NodeNotReady": "NodeNotReady",
+    "ErrImagePull": "ImagePullBackOff",
+    "ImagePullBackOff": "ImagePullBackOff",
+    "FailedMount": "FailedMount",
+    "FailedCreatePodSandBox": "FailedCreatePodSandBox",
+}
+WAITING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"}
+MUTATING_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+#: Score of a known failure signal (a robust z-score of 10: past any threshold, strong in rankings).
+SCORE = 10.0
+#: Changes to workloads and the objects they read, as entity ids; others keep ``<resource>:<ns>/<name>``.
+_WORKLOAD_RESOURCES = {"deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something changed: a rollout (``kind`` rollout, ``detail`` the revision) or an API write (``kind`` the
+    verb, ``who`` the user)."""
+
+    time: float
+    entity: str
+    kind: str
+    detail: str = ""
+    who: str = ""
+
+
+def _unwrap(body: object) -> Mapping[str, Any] | None:
+    """The Kubernetes object of a k8sobjects log body (watch mode wraps it in {type, object}), or of a JSON line."""
+    if isinstance(body, str) and body.startswith("{"):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    if not isinstance(body, Mapping):
+        return None
+    inner = body.get("object")
+    return inner if isinstance(inner, Mapping) and "type" in body else body
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _meta(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _target(ref: object) -> str | None:
+    if not isinstance(ref, Mapping):
+        return None
+    kind, name, ns = ref.get("kind"), ref.get("name"), ref.get("namespace") or ""
+    if kind == "Pod" and name:
+        return f"pod:{ns}/{name}"
+    if kind == "Node" and name:
+        return f"node:{name}"
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet") and name:
+        return f"workload:{ns}/{str(kind).lower()}/{name}"
+    return None
+
+
+class KubeSignals:
+    """A Consumer of logs (traces and metrics pass): anomalies go to ``sink(now, anomalies)`` (the incidents),
+    changes to ``changed(change)``."""
+
+    def __init__(
+        self,
+        sink: Callable[[float, list[Anomaly]], None],
+        changed: Callable[[Change], None],
+        clock: Clock | None = None,
+    ) -> None:
+        self.sink, self.changed = sink, changed
+        self.clock = clock or SystemClock()
+        self.revisions: dict[str, int] = {}  # deployment -> its highest revision seen
+        self.seen = 0  # failure signals read
+
+    def consume_traces(self, batch: SpanBatch) -> None:
+        pass
+
+    def consume_metrics(self, batch: MetricBatch) -> None:
+        pass
+
+    def consume_logs(self, batch: LogBatch) -> None:
+        now = self.clock.now()
+        anomalies: list[Anomaly] = []
+        for body in batch.body:
+            if not isinstance(body, (Mapping, str)):
+                continue
+            obj = _unwrap(body)
+            if obj is None:
+                continue
+            kind = obj.get("kind")
+            if kind == "Event" and str(obj.get("apiVersion", "")).startswith("audit.k8s.io"):
+                self._audit(obj, now)
+            elif kind == "Event":
+                anomalies += self._event(obj, now)
+            elif kind == "Pod":
+                anomalies += self._pod(obj, now)
+            elif kind == "ReplicaSet":
+                self._replicaset(obj, now)
+        if anomalies:
+            self.seen += len(anomalies)
+            self.sink(now, anomalies)
+
+    def _event(self, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
+        signal = FAILURE_REASONS.get(str(obj.get("reason", "")))
+        entity = _target(obj.get("involvedObject") or obj.get("regarding"))
+        if signal is None or entity is None:
+            return []
+        count = obj.get("count") or (obj.get("series") or {}).get("count") or 1
+        return [Anomaly(entity, f"k8s:{signal}", float(count), 0.0, SCORE, now, now)]
+
+    def _pod(self, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
+        ns, name = _meta(obj)
+        status = obj.get("status")
+        if not name or not isinstance(status, Mapping):
+            return []
+        found: set[str] = set()
+        for statuses in (status.get("containerStatuses"), status.get("initContainerStatuses")):
+            for c in statuses if isinstance(statuses, (list, tuple)) else []:
+                if not isinstance(c, Mapping):
+                    continue
+                last = (c.get("lastState") or {}).get("terminated") or {}
+                if isinstance(last, Mapping) and last.get("reason") == "OOMKilled":
+                    found.add("OOMKilled")
+                waiting = (c.get("state") or {}).get("waiting") or {}
+                if isinstance(waiting, Mapping) and waiting.get("reason") in WAITING_REASONS:
+                    reason = str(waiting["reason"])
+                    found.add("ImagePullBackOff" if reason == "ErrImagePull" else reason)
+        return [Anomaly(f"pod:{ns}/{name}", f"k8s:{s}", 1.0, 0.0, SCORE, now, now) for s in sorted(found)]
+
+    def _replicaset(self, obj: Mapping[str, Any], now: float) -> None:
+        ns, _ = _meta(obj)
+        meta = _mapping(obj.get("metadata"))
+        annotations = _mapping(meta.get("annotations"))
+        owners = meta.get("ownerReferences")
+        owners = owners if isinstance(owners, (list, tuple)) else []
+        deployment = next(
+            (o.get("name") for o in owners if isinstance(o, Mapping) and o.get("kind") == "Deployment"), None
+        )
+        try:
+            revision = int(annotations.get("deployment.kubernetes.io/revision", ""))
+        except ValueError:
+            return
+        if not deployment:
+            return
+        key = f"workload:{ns}/deployment/{deployment}"
+        previous = self.revisions.get(key)
+        self.revisions[key] = max(revision, previous or 0)
+        if previous is not None and revision > previous:
+            self.changed(Change(now, key, "rollout", f"revision {revision}"))
+
+    def _audit(self, obj: Mapping[str, Any], now: float) -> None:
+        verb = str(obj.get("verb", ""))
+        ref = obj.get("objectRef")
+        if (
+            verb not in MUTATING_VERBS
+            or not isinstance(ref, Mapping)
+            or obj.get("stage") not in (None, "ResponseComplete")
+        ):
+            return
+        resource, ns, name = str(ref.get("resource", "")), str(ref.get("namespace") or ""), str(ref.get("name") or "")
+        if not resource or not name:
+            return
+        if resource in _WORKLOAD_RESOURCES:
+            entity = f"workload:{ns}/{resource.removesuffix('s')}/{name}"
+        elif resource == "pods":
+            entity = f"pod:{ns}/{name}"
+        elif resource == "nodes":
+            entity = f"node:{name}"
+        else:
+            entity = f"{resource.removesuffix('s')}:{ns}/{name}"
+        user = obj.get("user")
+        who = str(user.get("username", "")) if isinstance(user, Mapping) else ""
+        self.changed(Change(now, entity, verb, str(ref.get("subresource") or ""), who))

@@ -1,0 +1,140 @@
+"""Kubernetes failure signals and changes, read straight from k8sobjects / audit log records: unit cases through
+the real log decoder, and an OOMKilled pod after a rollout sent through the OTel SDK's OTLP log exporter."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+from rootward.app import App
+from rootward.clock import ManualClock
+from rootward.config import load_config
+from rootward.detector.detector import Anomaly
+from rootward.detector.kube import Change, KubeSignals
+from rootward.model import LogBatch
+from rootward.receiver import LogDecoder
+
+
+def any_value(value: Any) -> AnyValue:
+    if isinstance(value, dict):
+        return AnyValue(
+            kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()])
+        )
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    return AnyValue(string_value=str(value))
+
+
+def logs(*bodies: Any) -> LogBatch:
+    req = ExportLogsServiceRequest()
+    records = req.resource_logs.add().scope_logs.add().log_records
+    for body in bodies:
+        records.add(body=any_value(body))
+    return LogDecoder().decode(req.SerializeToString()).batch
+
+
+def pod(name: str, owner: str, status: dict[str, Any]) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "shop", "ownerReferences": [{"kind": "ReplicaSet", "name": owner}]}
+    return {"kind": "Pod", "metadata": meta, "spec": {"nodeName": "node-a"}, "status": status}
+
+
+def replicaset(name: str, revision: int) -> dict[str, Any]:
+    meta = {
+        "name": name,
+        "namespace": "shop",
+        "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+        "ownerReferences": [{"kind": "Deployment", "name": "cart"}],
+    }
+    return {"kind": "ReplicaSet", "metadata": meta}
+
+
+OOM = {"containerStatuses": [{"name": "server", "lastState": {"terminated": {"reason": "OOMKilled"}}}]}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.anomalies: list[Anomaly] = []
+        self.changes: list[Change] = []
+
+
+def signals() -> tuple[KubeSignals, Sink]:
+    sink = Sink()
+    return KubeSignals(lambda _, a: sink.anomalies.extend(a), sink.changes.append, ManualClock(100.0)), sink
+
+
+def test_failure_events_and_pod_states_become_anomalies_at_once() -> None:
+    kube, sink = signals()
+    backoff = {
+        "kind": "Event",
+        "reason": "BackOff",
+        "count": 7,
+        "involvedObject": {"kind": "Pod", "name": "cart-1", "namespace": "shop"},
+    }
+    pressure = {"kind": "Event", "reason": "NodeHasMemoryPressure", "regarding": {"kind": "Node", "name": "node-a"}}
+    normal = {"kind": "Event", "reason": "Scheduled", "involvedObject": {"kind": "Pod", "name": "cart-1"}}
+    waiting = {"containerStatuses": [{"name": "s", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
+    kube.consume_logs(logs({"type": "ADDED", "object": backoff}, pressure, normal, pod("cart-2", "rs", OOM)))
+    kube.consume_logs(logs(json.dumps(pod("cart-3", "rs", waiting))))  # a JSON line (filelog) works too
+    got = {(a.entity, a.signal, a.value) for a in sink.anomalies}
+    assert got == {
+        ("pod:shop/cart-1", "k8s:CrashLoopBackOff", 7.0),
+        ("node:node-a", "k8s:NodePressure", 1.0),
+        ("pod:shop/cart-2", "k8s:OOMKilled", 1.0),
+        ("pod:shop/cart-3", "k8s:ImagePullBackOff", 1.0),
+    }
+
+
+def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> None:
+    kube, sink = signals()
+    kube.consume_logs(logs(replicaset("cart-7d9f", 3)))
+    kube.consume_logs(logs(replicaset("cart-7d9f", 3), replicaset("cart-8e0a", 4)))
+    audit = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "stage": "ResponseComplete",
+        "verb": "patch",
+        "user": {"username": "alice@example.com"},
+        "objectRef": {"resource": "deployments", "namespace": "shop", "name": "cart"},
+    }
+    read = {**audit, "verb": "get"}
+    kube.consume_logs(logs(audit, read, "plain text line", {"kind": "ConfigMap"}))
+    assert sink.changes == [
+        Change(100.0, "workload:shop/deployment/cart", "rollout", "revision 4"),
+        Change(100.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),
+    ]
+    assert sink.anomalies == []
+
+
+def test_an_oomkilled_pod_after_a_rollout_opens_an_incident_linked_to_the_rollout() -> None:
+    local = [f"{p}.host=127.0.0.1" for p in ("receiver.grpc", "receiver.http", "api.listen")]
+    local += [f"{p}.port=0" for p in ("receiver.grpc", "receiver.http", "api.listen")]
+    local += ["topology.history.enabled=false", "detection.incidents.store=false"]
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=local), clock=clock)
+    app.start()
+    provider = LoggerProvider()
+    exporter = OTLPLogExporter(endpoint=f"127.0.0.1:{app.receiver.grpc.port}", insecure=True)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = provider.get_logger("k8sobjects")
+    try:
+        for body in (replicaset("cart-7d9f", 3), replicaset("cart-8e0a", 4)):  # the rollout
+            logger.emit(body={"type": "MODIFIED", "object": body})
+        app.receiver.queue.wait_idle()
+        clock.advance(60)
+        logger.emit(body={"type": "MODIFIED", "object": pod("cart-8e0a-x1", "cart-8e0a", OOM)})
+        app.receiver.queue.wait_idle()
+        (incident,) = app.incidents.listed()
+        assert ("pod:shop/cart-8e0a-x1", "k8s:OOMKilled") in incident.anomalies
+        assert incident.severity == "critical"
+        assert [(c.entity, c.kind) for c in incident.changes] == [("workload:shop/deployment/cart", "rollout")]
+    finally:
+        provider.shutdown()
+        app.shutdown()
