@@ -74,6 +74,16 @@ def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[d
             ],
         },
     ]
+    if incident.changes:
+        changes = [
+            f"• {_when(c.time)} {c.kind} `{c.entity}`"
+            + (f" {c.detail}" if c.detail else "")
+            + (f" by {c.who}" if c.who else "")
+            for c in incident.changes[-5:]
+        ]
+        blocks.insert(
+            3, {"type": "section", "text": {"type": "mrkdwn", "text": "*Recent changes*\n" + "\n".join(changes)}}
+        )
     if page_url:
         link = f"{page_url.rstrip('/')}/incidents/{incident.id}"
         blocks.append(

@@ -156,3 +156,12 @@ def test_the_message_names_the_suspects_and_anomalies_without_raw_text() -> None
     rendered = json.dumps(blocks)
     assert "error_ratio: 0.4 (expected 0.01, z +12.0)" in rendered
     assert "2 entities affected" in rendered
+
+
+def test_linked_changes_are_in_the_message() -> None:
+    from rootward.detector.kube import Change
+
+    inc = incident()
+    inc.changes = [Change(990.0, "workload:shop/deployment/payment", "rollout", "revision 7")]
+    _, blocks = render(inc)
+    assert "rollout `workload:shop/deployment/payment` revision 7" in json.dumps(blocks)
