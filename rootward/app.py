@@ -23,6 +23,7 @@ from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.store import IncidentStore
+from rootward.detector.templates import LogTemplates
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
@@ -184,16 +185,23 @@ class App:
             self.incidents.sinks.append(self.slack)
         settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
         self.detector = Detector(self.incidents.observe, settings, self.clock)
+        self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         stages: list[Consumer] = [self.summary, self.topology]
         if detection.enabled:
             stages.append(self.detector)
             stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock))
+            stages.append(self.log_templates)
         pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
-        self._ticker = Ticker(self.detector.tick, detection.window_s) if detection.enabled else None
+        self._ticker = Ticker(self.tick, detection.window_s) if detection.enabled else None
         api = config.api.listen
         app = build_api(self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock)
         self.api = ThreadedServer(app, api.host, api.port, "API")
+
+    def tick(self) -> None:
+        """Close the windows whose time has passed (the ticker calls it; a replay calls it as its clock moves)."""
+        self.detector.tick()
+        self.log_templates.tick()
 
     def health(self) -> dict[str, object]:
         """Liveness and readiness with their reasons."""

@@ -63,7 +63,7 @@ def run_demo(requests: int = 300, protocol: str = "grpc", echo: Callable[[str], 
         shop.flush()
         app.receiver.queue.wait_idle(10)
         clock.advance(WINDOW_S)
-        app.detector.tick()
+        app.tick()
     shop.close()
     app.receiver.queue.wait_idle(10)
     summary = app.summary

@@ -120,13 +120,13 @@ def evaluate_day(
         assert target.sink is not None
 
         def tick(progress: Progress) -> None:
-            app.detector.tick()
+            app.tick()
             if on_progress is not None:
                 on_progress(progress)
 
         stats = replay(nezha_stream.day_requests(day, issues), target.sink, clock=target.clock, on_progress=tick)
         target.clock.advance(2 * app.config.detection.window_s)
-        app.detector.tick()
+        app.tick()
     opened = rankings.opened()
     observed = [(stats.first_ns / 1e9, stats.last_ns / 1e9)] if stats.first_ns else []
     return DayResult(

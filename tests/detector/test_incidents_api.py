@@ -49,7 +49,7 @@ def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves(h
         shop.flush()
         app.receiver.queue.wait_idle()
         clock.advance(10)
-        app.detector.tick()
+        app.tick()
 
     try:
         for _ in range(8):

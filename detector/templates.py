@@ -1,0 +1,128 @@
+"""Log templates: WARN-and-above log lines mined into templates with drain3, per service, counted per window; a
+template never seen before (once the miner has warmed up) or one surging past its own recent counts is an anomaly,
+``log_template:<id>`` on the service, with a trace id that showed it (for trace exemplars).
+
+Signals name templates by id, never by their text: log text is untrusted and may carry secrets, so it stays in
+the process (:attr:`LogTemplates.templates`) and never reaches Slack. Mining is bounded: at most
+``max_lines_per_window`` lines a window are mined (the rest counted in ``skipped``), at most ``max_templates``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+
+from drain3 import TemplateMiner
+from drain3.template_miner_config import TemplateMinerConfig
+
+from rootward.clock import Clock, SystemClock
+from rootward.detector.detector import Anomaly
+from rootward.detector.windows import WARN
+from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
+
+logging.getLogger("drain3").setLevel(logging.WARNING)
+
+
+class LogTemplates:
+    """A Consumer of logs; anomalies go to ``sink(now, anomalies)``."""
+
+    def __init__(
+        self,
+        sink: Callable[[float, list[Anomaly]], None],
+        clock: Clock | None = None,
+        window_s: float = 10.0,
+        warmup_windows: int = 12,
+        history: int = 30,
+        surge_factor: float = 4.0,
+        min_count: int = 5,
+        max_lines_per_window: int = 5000,
+        max_templates: int = 2000,
+    ) -> None:
+        self.sink = sink
+        self.clock = clock or SystemClock()
+        self.window_s, self.warmup_windows, self.history = window_s, warmup_windows, history
+        self.surge_factor, self.min_count = surge_factor, min_count
+        self.max_lines, self.max_templates = max_lines_per_window, max_templates
+        config = TemplateMinerConfig()
+        config.profiling_enabled = False
+        config.drain_max_clusters = max_templates
+        self.miner = TemplateMiner(config=config)
+        self.templates: dict[int, str] = {}
+        self.exemplars: dict[tuple[str, int], str] = {}  # (entity, template) -> a trace id (hex) that showed it
+        self.counts: Counter[tuple[str, int]] = Counter()
+        self.past: dict[tuple[str, int], deque[int]] = {}
+        self.known: set[tuple[str, int]] = set()
+        self.windows = 0
+        self.skipped = 0
+        self.current: int | None = None
+        self._mined = 0
+        self._lock = threading.Lock()
+
+    def consume_traces(self, batch: SpanBatch) -> None:
+        pass
+
+    def consume_metrics(self, batch: MetricBatch) -> None:
+        pass
+
+    def consume_logs(self, batch: LogBatch) -> None:
+        with self._lock:
+            self._roll(self.clock.now())
+            entities = [entity_of(r) for r in batch.resources]
+            for i in (batch.severity >= WARN).nonzero()[0].tolist():
+                body, entity = batch.body[i], entities[int(batch.resource[i])]
+                if not isinstance(body, str) or entity is None:
+                    continue
+                if self._mined >= self.max_lines:
+                    self.skipped += 1
+                    continue
+                self._mined += 1
+                result = self.miner.add_log_message(body[:2000])
+                template = int(result["cluster_id"])
+                self.templates[template] = str(result["template_mined"])
+                key = (entity, template)
+                self.counts[key] += 1
+                hi, lo = batch.trace_id[i].tolist()
+                if (hi or lo) and key not in self.exemplars and len(self.exemplars) < 4 * self.max_templates:
+                    self.exemplars[key] = f"{hi:016x}{lo:016x}"
+
+    def tick(self) -> None:
+        with self._lock:
+            self._roll(self.clock.now())
+
+    def _roll(self, now: float) -> None:
+        number = int(now // self.window_s)
+        if self.current is None:
+            self.current = number
+        elif number > self.current:
+            self._close(self.current)
+            self.current = number
+
+    def _close(self, number: int) -> None:
+        start, end = number * self.window_s, (number + 1) * self.window_s
+        warm = self.windows >= self.warmup_windows
+        anomalies = []
+        for key, count in self.counts.items():
+            past = self.past.get(key)
+            if key not in self.known:
+                if warm and count >= 1:
+                    anomalies.append(Anomaly(key[0], f"log_template:{key[1]}", float(count), 0.0, 8.0, start, end))
+                if len(self.known) < 4 * self.max_templates:
+                    self.known.add(key)
+            elif past is not None and len(past) >= 3:
+                typical = statistics.median(past)
+                if count >= max(self.min_count, self.surge_factor * max(typical, 1.0)):
+                    score = min(20.0, count / max(typical, 1.0))
+                    anomalies.append(
+                        Anomaly(key[0], f"log_template:{key[1]}", float(count), typical, score, start, end)
+                    )
+        for key in self.known:
+            ring = self.past.setdefault(key, deque(maxlen=self.history))
+            ring.append(self.counts.get(key, 0))
+        self.counts.clear()
+        self._mined = 0
+        self.windows += 1
+        if anomalies:
+            self.sink(end, anomalies)
