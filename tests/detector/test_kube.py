@@ -7,8 +7,6 @@ import json
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
@@ -17,28 +15,8 @@ from rootward.clock import ManualClock
 from rootward.config import load_config
 from rootward.detector.detector import Anomaly
 from rootward.detector.kube import Change, KubeSignals
-from rootward.model import LogBatch
-from rootward.receiver import LogDecoder
 
-
-def any_value(value: Any) -> AnyValue:
-    if isinstance(value, dict):
-        return AnyValue(
-            kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()])
-        )
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    return AnyValue(string_value=str(value))
-
-
-def logs(*bodies: Any) -> LogBatch:
-    req = ExportLogsServiceRequest()
-    records = req.resource_logs.add().scope_logs.add().log_records
-    for body in bodies:
-        records.add(body=any_value(body))
-    return LogDecoder().decode(req.SerializeToString()).batch
+from k8s_bodies import log_bodies
 
 
 def pod(name: str, owner: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +59,10 @@ def test_failure_events_and_pod_states_become_anomalies_at_once() -> None:
     pressure = {"kind": "Event", "reason": "NodeHasMemoryPressure", "regarding": {"kind": "Node", "name": "node-a"}}
     normal = {"kind": "Event", "reason": "Scheduled", "involvedObject": {"kind": "Pod", "name": "cart-1"}}
     waiting = {"containerStatuses": [{"name": "s", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
-    kube.consume_logs(logs({"type": "ADDED", "object": backoff}, pressure, normal, pod("cart-2", "rs", OOM)))
-    kube.consume_logs(logs(json.dumps(pod("cart-3", "rs", waiting))))  # a JSON line (filelog) works too
+    kube.consume_logs(
+        log_bodies({"type": "ADDED", "object": backoff}, pressure, normal, pod("cart-2", "rs", OOM))
+    )
+    kube.consume_logs(log_bodies(json.dumps(pod("cart-3", "rs", waiting))))  # a JSON line (filelog) works too
     got = {(a.entity, a.signal, a.value) for a in sink.anomalies}
     assert got == {
         ("pod:shop/cart-1", "k8s:CrashLoopBackOff", 7.0),
@@ -94,8 +74,8 @@ def test_failure_events_and_pod_states_become_anomalies_at_once() -> None:
 
 def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> None:
     kube, sink = signals()
-    kube.consume_logs(logs(replicaset("cart-7d9f", 3)))
-    kube.consume_logs(logs(replicaset("cart-7d9f", 3), replicaset("cart-8e0a", 4)))
+    kube.consume_logs(log_bodies(replicaset("cart-7d9f", 3)))
+    kube.consume_logs(log_bodies(replicaset("cart-7d9f", 3), replicaset("cart-8e0a", 4)))
     audit = {
         "kind": "Event",
         "apiVersion": "audit.k8s.io/v1",
@@ -105,7 +85,7 @@ def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> 
         "objectRef": {"resource": "deployments", "namespace": "shop", "name": "cart"},
     }
     read = {**audit, "verb": "get"}
-    kube.consume_logs(logs(audit, read, "plain text line", {"kind": "ConfigMap"}))
+    kube.consume_logs(log_bodies(audit, read, "plain text line", {"kind": "ConfigMap"}))
     assert sink.changes == [
         Change(100.0, "workload:shop/deployment/cart", "rollout", "revision 4"),
         Change(100.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),

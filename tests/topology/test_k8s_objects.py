@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from rootward.clock import ManualClock
@@ -16,26 +16,12 @@ from rootward.model import LogBatch, SpanBatch
 from rootward.receiver import LogDecoder, TraceDecoder
 from rootward.topology import TopologyGraph, TopologyLimits, queries
 
-
-def any_value(value: Any) -> AnyValue:
-    if isinstance(value, dict):
-        return AnyValue(
-            kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()])
-        )
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    return AnyValue(string_value=str(value))
+from k8s_bodies import any_value, log_bodies
 
 
 def objects(*bodies: dict[str, Any], watch: bool = True) -> LogBatch:
     """k8sobjects log records (watch mode wraps each object in {type, object}), through the real log decoder."""
-    req = ExportLogsServiceRequest()
-    records = req.resource_logs.add().scope_logs.add().log_records
-    for body in bodies:
-        records.add(body=any_value({"type": "ADDED", "object": body} if watch else body))
-    return LogDecoder().decode(req.SerializeToString()).batch
+    return log_bodies(*({"type": "ADDED", "object": body} if watch else body for body in bodies))
 
 
 def pod(name: str, ip: str, labels: dict[str, str], owner: str = "") -> dict[str, Any]:
