@@ -59,9 +59,7 @@ def test_failure_events_and_pod_states_become_anomalies_at_once() -> None:
     pressure = {"kind": "Event", "reason": "NodeHasMemoryPressure", "regarding": {"kind": "Node", "name": "node-a"}}
     normal = {"kind": "Event", "reason": "Scheduled", "involvedObject": {"kind": "Pod", "name": "cart-1"}}
     waiting = {"containerStatuses": [{"name": "s", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
-    kube.consume_logs(
-        log_bodies({"type": "ADDED", "object": backoff}, pressure, normal, pod("cart-2", "rs", OOM))
-    )
+    kube.consume_logs(log_bodies({"type": "ADDED", "object": backoff}, pressure, normal, pod("cart-2", "rs", OOM)))
     kube.consume_logs(log_bodies(json.dumps(pod("cart-3", "rs", waiting))))  # a JSON line (filelog) works too
     got = {(a.entity, a.signal, a.value) for a in sink.anomalies}
     assert got == {
