@@ -1,2 +1,36 @@
-"""Stage 5, actions: the registry of typed Kubernetes actions and the executor (dry-run, execute, verify,
-roll back). The only package that imports ``kubernetes``. (Issue 8; not built yet.)"""
+"""Stage 5, actions: the registry of typed Kubernetes actions and the guarded executor (policy, audit,
+server-side dry-run, execute, verify, roll back). The only package that imports ``kubernetes``."""
+
+from rootward.actions.executor import Diagnosis, Executor, Outcome
+from rootward.actions.kube import Kube
+from rootward.actions.requests import (
+    REGISTRY,
+    ActionRequest,
+    Collect,
+    Cordon,
+    Drain,
+    PatchResources,
+    RestartPod,
+    Rollback,
+    RolloutRestart,
+    Scale,
+    from_json,
+)
+
+__all__ = [
+    "REGISTRY",
+    "ActionRequest",
+    "Collect",
+    "Cordon",
+    "Diagnosis",
+    "Drain",
+    "Executor",
+    "Kube",
+    "Outcome",
+    "PatchResources",
+    "RestartPod",
+    "Rollback",
+    "RolloutRestart",
+    "Scale",
+    "from_json",
+]

@@ -25,7 +25,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the helper modules beside this file, also for the spawned children
 
+import actions_bench  # noqa: E402
 import decode_bench  # noqa: E402
+import detector_bench  # noqa: E402
 import server_bench  # noqa: E402
 import soak  # noqa: E402
 import topology_bench  # noqa: E402
@@ -43,6 +45,9 @@ TARGETS: dict[str, tuple[float, str]] = {
     "subgraph_p99_ms": (5.0, "<="),
     "bytes_per_entity": (2048.0, "<="),
     "bytes_per_edge": (1024.0, "<="),
+    "detector_tick_ms_10k_series": (20.0, "<="),
+    "policy_decision_ms": (1.0, "<="),
+    "audit_append_us": (200.0, "<="),
 }
 
 
@@ -107,6 +112,20 @@ def measure(quick: bool, soak_seconds: float) -> tuple[dict[str, float], dict[st
     notes["subgraph_p99_ms"] = "5,000 services, 3 calls each, depth 2"
     notes["bytes_per_entity"] = "50,000 entities (tracemalloc)"
     notes["bytes_per_edge"] = "100,000 call edges with RED (tracemalloc)"
+
+    print("actions: policy decision on the shipped bundle; durable audit append ...", flush=True)
+    a = actions_bench.run(rounds=3 if quick else 7)
+    results["policy_decision_ms"] = a.policy_decision_ms
+    results["audit_append_us"] = a.audit_append_us
+    results["audit_append_hmac_us"] = a.audit_append_hmac_us
+    results["sqlite_full_commit_us"] = a.sqlite_full_commit_us
+    notes["policy_decision_ms"] = "PolicyEngine.decide, compiled once, timeout thread included"
+    notes["audit_append_us"] = f"synchronous=FULL; bare SQLite FULL commit {a.sqlite_full_commit_us:.0f} µs"
+
+    print("detector: one window closed over 10,000 series ...", flush=True)
+    dt = detector_bench.run(rounds=10 if quick else 30)
+    results["detector_tick_ms_10k_series"] = dt.tick_ms
+    notes["detector_tick_ms_10k_series"] = "median, full 240-value histories, stats refreshed every 8th value"
 
     print(f"soak: 10k spans/s for {soak_seconds:g} s, pacer -> rotel -> rootward serve ...", flush=True)
     k = soak.run(soak_seconds)

@@ -39,9 +39,10 @@ class Anomaly:
 @dataclass(frozen=True, slots=True)
 class DetectorSettings:
     window_s: float = 10.0
-    history: int = 60
+    history: int = 240
     warmup: int = 12
-    z: float = 4.0
+    z: float = 5.0
+    tail_q: float = 0.95
     confirm: int = 2
     max_series: int = 100_000
 
@@ -60,17 +61,27 @@ class Detector:
         self.sink = sink
         self.table = SeriesTable(self.settings.max_series)
         self.window = Window(self.table, self.settings.window_s)
-        self.baselines = Baselines(self.settings.history, self.settings.warmup, self.settings.z)
+        s = self.settings
+        self.baselines = Baselines(s.history, s.warmup, s.z, s.tail_q)
         self.streak = np.zeros(0, np.int64)
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a sink (the agent) reads series windows
 
     @property
     def service_of(self) -> dict[str, str]:
         """pod entity -> its service entity, as the resources told."""
         return self.window.service_of
+
+    def recent(self, entity: str, signal: str, n: int) -> tuple[float, ...]:
+        """The last ``n`` values of a series, oldest first (empty for an unknown series): an incident's series
+        window for the agent."""
+        with self._lock:
+            i = self.table.index.get((entity, signal))
+            if i is None or i >= len(self.baselines):
+                return ()
+            return self.baselines.recent(i, n)
 
     # --- Consumer ----------------------------------------------------------------------------------------------------
 

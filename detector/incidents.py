@@ -15,11 +15,12 @@ detector's ordering only; the agent's reasoners rank hypotheses of their own.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import networkx as nx
 
@@ -57,6 +58,7 @@ class Incident:
     acknowledged: bool = False
     silenced_until: float | None = None
     changes: list[Change] = field(default_factory=list)  # rollouts and API writes on its entities shortly before
+    diagnosis: dict[str, Any] | None = None  # the agent's latest (rootward.agent.Diagnosis as JSON data)
 
     @property
     def severity(self) -> Literal["critical", "warning"]:
@@ -92,7 +94,23 @@ class Incident:
             "entities": [{"id": e, "first_seen": t, "peak_score": self.peak[e]} for e, t in self.first_seen.items()],
             "anomalies": [asdict(a) for a in sorted(self.anomalies.values(), key=lambda a: -abs(a.score))],
             "changes": [asdict(c) for c in self.changes],
+            "diagnosis": self.diagnosis,
         }
+
+
+#: Signal families that open an incident on their own: failures the telemetry states, not deviations from a baseline.
+SELF_EVIDENT = ("k8s:", "error")
+
+_QUALIFIERS = re.compile(r"(?:[._](?:p\d{1,3}|rate|ratio|total|count|seconds|bytes))+$")
+
+
+def family(signal: str) -> str:
+    """The quantity a signal measures, without the quantile, unit or aggregation that distinguish its variants:
+    ``client.latency.p90`` and ``client.latency.p99`` are one family, ``cpu.usage`` and ``cpu.usage_rate`` another;
+    the span quantiles p50/p95/p99 are ``latency``. Corroboration counts families, not series."""
+    if _QUALIFIERS.fullmatch("." + signal):
+        return "latency" if signal.startswith("p") else signal
+    return _QUALIFIERS.sub("", signal)
 
 
 class Sink(Protocol):
@@ -114,8 +132,11 @@ class Incidents:
         reopen_s: float = 600.0,
         ids: Callable[[float], str] | None = None,
         change_lookback_s: float = 1800.0,
+        min_families: int = 1,
     ) -> None:
         self.topology = topology
+        self.min_families = min_families
+        self.pending: list[Incident] = []  # not corroborated yet: told of no one, dropped after hold_s
         self.sinks = sinks or []
         self.hold_s, self.reopen_s = hold_s, reopen_s
         self.open: list[Incident] = []
@@ -138,7 +159,9 @@ class Incidents:
         for anomaly in anomalies:
             incident = self._related(anomaly.entity, self.open)
             change = "updated"
-            if incident is None:
+            if incident is None and (incident := self._related(anomaly.entity, self.pending)) is not None:
+                change = "pending"
+            elif incident is None:
                 incident = self._related(anomaly.entity, self.resolved)
                 if incident is not None:
                     self.resolved.remove(incident)
@@ -148,12 +171,20 @@ class Incidents:
                     change = "reopened"
                 else:
                     incident = Incident(self._id(anomaly.start), now, now)
-                    self.open.append(incident)
-                    self.history.append(incident)
-                    change = "opened"
+                    self.pending.append(incident)
+                    change = "pending"
             incident.add(anomaly, now)
             previous = changed.get(incident.id)
             changed[incident.id] = (incident, previous[1] if previous else change)
+        for incident, change in list(changed.values()):
+            if change == "pending" and self._corroborated(incident):
+                self.pending.remove(incident)  # corroborated: it opens now
+                incident.opened = now
+                self.open.append(incident)
+                self.history.append(incident)
+                changed[incident.id] = (incident, "opened")
+        self.pending = [i for i in self.pending if i.updated > now - self.hold_s]
+        changed = {k: v for k, v in changed.items() if v[1] != "pending"}
         for incident, _ in changed.values():
             incident.candidates = self._rank(incident)
             self._link(incident, self.recent_changes)
@@ -165,6 +196,13 @@ class Incidents:
                 changed[incident.id] = (incident, "resolved")
         for incident, change in changed.values():
             self._tell(incident, change)
+
+    def _corroborated(self, incident: Incident) -> bool:
+        """Whether a new incident has enough to open: ``min_families`` signal families, or a failure the telemetry
+        states itself (a Kubernetes failure signal, ``k8s:*``, or spans with error status): those need no
+        corroboration."""
+        families = {family(s) for _, s in incident.anomalies}
+        return len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families)
 
     def _tell(self, incident: Incident, change: str) -> None:
         for sink in self.sinks:

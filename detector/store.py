@@ -51,6 +51,7 @@ def from_json(doc: dict[str, Any]) -> Incident:
         incident.first_seen[entity["id"]] = float(entity["first_seen"])
         incident.peak[entity["id"]] = float(entity["peak_score"])
     incident.changes = [Change(**c) for c in doc.get("changes", [])]
+    incident.diagnosis = doc.get("diagnosis")
     for a in doc.get("anomalies", []):
         anomaly = Anomaly(**a)
         incident.anomalies[(anomaly.entity, anomaly.signal)] = anomaly

@@ -10,6 +10,7 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     GET /api/v1/incidents?status=open|resolved&limit=50&offset=0       incidents, newest first
     GET /api/v1/incidents/{id}                                        one, with its anomalies and candidates
     POST /api/v1/incidents/{id}/acknowledge | /silence?for_s=3600 | /resolve
+    GET|POST /api/v1/approvals..., GET /api/v1/actions/{request_id}   approvals of actions (rootward/api_actions.py)
     GET /api/v1/openapi.json                                          all of the above as OpenAPI 3.1
 
 Time travel: each of the first five takes ``at=T`` (RFC 3339 with an offset, ``2024-05-01T12:00:00Z``, or unix
@@ -27,7 +28,7 @@ cannot be read, 503.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import networkx as nx
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -39,6 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from rootward.clock import Clock, SystemClock
+from rootward.config import Approvals as ApprovalSettings
 from rootward.detector.incidents import Incidents
 from rootward.openapi import SPEC
 from rootward.storage import StorageError
@@ -46,6 +48,9 @@ from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, queries
 from rootward.topology.history import History, NoHistory
 from rootward.topology.queries import QueryError, UnknownEntity
+
+if TYPE_CHECKING:  # the executor (and the kubernetes client) are loaded only when the app has one
+    from rootward.actions import Executor
 
 
 def build_api(
@@ -55,6 +60,8 @@ def build_api(
     history: History | None = None,
     incidents: Incidents | None = None,
     clock: Clock | None = None,
+    executor: Executor | None = None,
+    approvals: ApprovalSettings | None = None,
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
     topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``."""
@@ -124,8 +131,16 @@ def build_api(
             Route("/api/v1/diff", diff),
             Route("/api/v1/openapi.json", openapi),
             *(_incident_routes(incidents, clock or SystemClock()) if incidents is not None else []),
+            *(_approval_routes(executor, approvals or ApprovalSettings()) if executor is not None else []),
         ]
     )
+
+
+def _approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Route]:
+    """``/api/v1/approvals``, ``/api/v1/actions`` and the Slack callback (rootward/api_actions.py)."""
+    from rootward.api_actions import approval_routes
+
+    return approval_routes(executor, settings)
 
 
 def _incident_routes(incidents: Incidents, clock: Clock) -> list[Route]:

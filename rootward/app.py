@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rootward.agent import ContextBuilder, Diagnoser, GraphReasoner, GraphReasonerSettings
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
@@ -112,6 +113,14 @@ class IncidentLog:
         logger.info("incident %s %s (%s): %s", incident.id, change, incident.severity, top)
 
 
+def _diagnoser(config: Config, topology: TopologyGraph, detector: Detector) -> Diagnoser:
+    """The agent's sink: the graph reasoner over contexts of the detector's series and the topology's calls."""
+    agent = config.agent
+    contexts = ContextBuilder(topology.calls, detector, None, agent.max_anomalies, agent.window, agent.lookback_s)
+    reasoner = GraphReasoner(GraphReasonerSettings(**agent.graph.model_dump()))
+    return Diagnoser(reasoner, contexts, agent.min_interval_s)
+
+
 class Ticker:
     """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
     when no telemetry arrives)."""
@@ -160,7 +169,11 @@ class App:
         self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
         detection = config.detection
         self.incidents = Incidents(
-            self.topology, [IncidentLog()], detection.incidents.hold_s, detection.incidents.reopen_s
+            self.topology,
+            [IncidentLog()],
+            detection.incidents.hold_s,
+            detection.incidents.reopen_s,
+            min_families=detection.incidents.min_families,
         )
         self.incident_store = (
             IncidentStore(config.incidents_path, failed=self.telemetry.incident_store_failures.inc)
@@ -185,6 +198,10 @@ class App:
             self.incidents.sinks.append(self.slack)
         settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
         self.detector = Detector(self.incidents.observe, settings, self.clock)
+        self.diagnoser: Diagnoser | None = None
+        if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis
+            self.diagnoser = _diagnoser(config, self.topology, self.detector)
+            self.incidents.sinks.insert(0, self.diagnoser)
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         stages: list[Consumer] = [self.summary, self.topology]
         if detection.enabled:

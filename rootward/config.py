@@ -184,8 +184,15 @@ class Incidents(_Section):
 
     hold_s: float = Field(default=120.0, gt=0)
     """An incident with no anomaly for this long resolves."""
-    reopen_s: float = Field(default=600.0, ge=0)
-    """A related anomaly within this long of the resolution reopens the incident (flap damping)."""
+    reopen_s: float = Field(default=120.0, ge=0)
+    """A related anomaly within this long of the resolution reopens the incident (flap damping). 120 s: a fault that
+    flaps stays one incident, but a new fault minutes later on a related service is a new one (600 s merged faults
+    8 minutes apart on the shared Nezha days)."""
+    min_families: int = Field(default=2, ge=1)
+    """A new incident opens once its anomalies span this many signal families (``client.latency.p90`` and
+    ``.p99`` are one family, CPU and latency two); until then it is pending and told to no one. Known failure
+    signals (OOMKilled, CrashLoopBackOff, ...) open at once. 2: one series' spike (or its quantile siblings) is
+    not an incident; on the shared Nezha days 1 gave 3-9x the false incidents."""
     store: bool = True
     """Keep incidents in ``<storage.data_dir>/incidents.db`` (SQLite): open ones survive a restart."""
 
@@ -196,17 +203,60 @@ class Detection(_Section):
     enabled: bool = True
     window_s: float = Field(default=10.0, gt=0)
     """Telemetry folds into windows of this length; each closed window is judged."""
-    history: int = Field(default=60, ge=4)
-    """Past values per series the baseline (median/MAD) is computed from."""
+    history: int = Field(default=240, ge=4)
+    """Past values per series the baseline (median/MAD and tail quantiles) is computed from, in the series' own
+    cadence: 40 minutes of 10 s span windows, 4 hours of per-minute metrics. 240: a rare but recurring spike (a pod's
+    occasional slow call) is then part of the baseline's tail, not news (60 gave 3-4x the false incidents on the
+    shared Nezha days)."""
     warmup: int = Field(default=12, ge=2)
     """Values a series needs before it is judged."""
-    z: float = Field(default=4.0, gt=0)
-    """Robust z-score (|value - median| / (1.4826 MAD)) past which a value is anomalous."""
+    z: float = Field(default=5.0, gt=0)
+    """Robust z-score past which a value is anomalous: |value - median| / scale, where scale is the largest of
+    1.4826 MAD, the series' own tail (see ``tail_q``) and the signal's minimum change."""
+    tail_q: float = Field(default=0.95, ge=0, lt=1)
+    """Quantile of the series' history whose distance from the median, read as that of a normal distribution,
+    also bounds the scale in the bad direction (0.95: 1.645 sigma). Heavy-tailed series (p99 latency of a pod with
+    little traffic) then need a jump beyond their own usual excursions; for well-behaved series it equals MAD.
+    0 turns it off."""
     confirm: int = Field(default=2, ge=1)
     """Consecutive anomalous values of a series before it is reported."""
     max_series: int = Field(default=100_000, gt=0)
     """Series kept; past it new series are refused and counted."""
     incidents: Incidents = Incidents()
+
+
+class GraphReasoner(_Section):
+    """The default reasoner's weights (agent/graph_reasoner.py explains each step)."""
+
+    z0: float = Field(default=5.0, gt=0)
+    """An anomaly weighs log1p(|z| / z0): the detector's threshold, so a just-anomalous series weighs ~0.7."""
+    client_weight: float = Field(default=0.5, ge=0, le=1)
+    """What a caller's own client-side latency counts for the caller itself (the rest goes to its callees)."""
+    alpha: float = Field(default=0.85, gt=0, lt=1)
+    """Personalised PageRank: the chance to follow a call rather than restart at the evidence."""
+    first_bonus: float = Field(default=0.2, ge=0)
+    """Extra score (fraction) for the candidate whose first anomaly came first."""
+    change_bonus: float = Field(default=2.0, ge=1)
+    """Score factor for a candidate with a rollout linked to the incident."""
+    sharpness: float = Field(default=2.0, gt=0)
+    """Confidence = score^sharpness over the sum of all candidates'."""
+    max_hypotheses: int = Field(default=10, ge=1, le=50)
+
+
+class Agent(_Section):
+    """Diagnosis of incidents (agent/): the incident context and the reasoner."""
+
+    enabled: bool = True
+    """Off: incidents carry the detector's candidates only."""
+    max_anomalies: int = Field(default=50, gt=0)
+    """Anomalies of an incident a context holds (the strongest)."""
+    window: int = Field(default=30, gt=0)
+    """Past values of each anomalous series in the context."""
+    lookback_s: float = Field(default=60.0, ge=0)
+    """Anomalies this long before the incident's current episode (opened or reopened) still count."""
+    min_interval_s: float = Field(default=10.0, ge=0)
+    """Least pipeline time between two diagnoses of an open incident (a new episode is diagnosed at once)."""
+    graph: GraphReasoner = GraphReasoner()
 
 
 class FreezeWindow(_Section):
@@ -273,6 +323,11 @@ class Approvals(_Section):
     tokens: dict[str, SecretStr] = Field(default_factory=dict)
     """Approver name -> bearer token for ``POST /api/v1/approvals/{id}/approve|reject``; the name is recorded as who
     decided. Empty: approvals cannot be given over HTTP."""
+    slack_signing_secret: SecretStr | None = None
+    """The Slack app's signing secret: set, ``POST /api/v1/slack/interactions`` takes approve/reject button clicks
+    (signature and a 5-minute replay window checked)."""
+    slack_approvers: list[str] = Field(default_factory=list)
+    """Slack user ids allowed to decide by button; empty: any user of the workspace the signed click comes from."""
 
 
 class Policies(_Section):
@@ -372,6 +427,7 @@ class Config(_Section):
     receiver: Receiver = Receiver()
     topology: Topology = Topology()
     detection: Detection = Detection()
+    agent: Agent = Agent()
     notifications: Notifications = Notifications()
     api: Api = Api()
     storage: Storage = Storage()

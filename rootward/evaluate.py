@@ -57,19 +57,29 @@ class Ranking:
 
 
 class Rankings:
-    """An incident sink that records each incident's ranked services as they change."""
+    """An incident sink that records each incident's ranked services as they change: the agent's diagnosis (its
+    hypotheses in order) when the incident has one, else the detector's candidates. A reopened incident is a new
+    alert episode (it notifies again), scored like an opening: a detection when a fault's window holds it, a false
+    incident otherwise."""
 
     def __init__(self, service_of: Callable[[str], str | None]) -> None:
         self.service_of = service_of
         self.incidents: dict[str, Ranking] = {}
+        self.episodes: list[Ranking] = []
 
     def incident_changed(self, incident: Incident, change: str) -> None:
-        ranking = self.incidents.setdefault(incident.id, Ranking(incident.opened))
-        ranked = tuple(dict.fromkeys(s for s in map(self.service_of, incident.candidates) if s is not None))
+        ranking = self.incidents.get(incident.id)
+        if ranking is None or change == "reopened":
+            ranking = self.incidents[incident.id] = Ranking(incident.updated if ranking else incident.opened)
+            self.episodes.append(ranking)
+        entities = incident.candidates
+        if incident.diagnosis is not None:
+            entities = [str(h["entity"]) for h in incident.diagnosis.get("hypotheses", [])]
+        ranked = tuple(dict.fromkeys(s for s in map(self.service_of, entities) if s is not None))
         ranking.snapshots.append((incident.updated, ranked))
 
     def opened(self) -> list[Opened]:
-        return [Opened(r.opened, r.at(r.opened + RANK_AFTER_S)) for r in self.incidents.values()]
+        return [Opened(r.opened, r.at(r.opened + RANK_AFTER_S)) for r in self.episodes]
 
 
 @dataclass

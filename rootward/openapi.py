@@ -92,6 +92,47 @@ SPEC: dict[str, Any] = {
         "/api/v1/incidents/{id}": _get(
             "One incident: candidates, entities, anomalies", [_INCIDENT_ID], {"description": "the incident"}
         ),
+        "/api/v1/approvals": _get(
+            "Approvals of actions, newest first, with request, diagnosis, blast radius, policy reasons and dry run "
+            "(Authorization: Bearer <one of policies.approvals.tokens>)",
+            [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"enum": ["pending", "approved", "rejected", "expired", "all"]},
+                }
+            ],
+            {"description": "approvals"},
+        ),
+        "/api/v1/approvals/{id}": _get("One approval (bearer token)", [_INCIDENT_ID], {"description": "the approval"}),
+        "/api/v1/approvals/{id}/{verb}": {
+            "post": {
+                "summary": "approve (202: the action runs now) or reject an approval; who decided is the token's name",
+                "parameters": [
+                    _INCIDENT_ID,
+                    {"name": "verb", "in": "path", "required": True, "schema": {"enum": ["approve", "reject"]}},
+                ],
+                "responses": {
+                    "200": {"description": "rejected"},
+                    "202": {"description": "approved"},
+                    "401": {"description": "no or a wrong token"},
+                    "409": {"description": "already decided"},
+                    "410": {"description": "expired"},
+                },
+            }
+        },
+        "/api/v1/actions/{request_id}": _get(
+            "An action request's audit records so far (bearer token)",
+            [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            {"description": "audit records"},
+        ),
+        "/api/v1/slack/interactions": {
+            "post": {
+                "summary": "Slack approve/reject buttons (verified with the signing secret, 5-minute window)",
+                "parameters": [],
+                "responses": {"200": {"description": "recorded"}, "401": {"description": "bad signature or stale"}},
+            }
+        },
         "/api/v1/incidents/{id}/{action}": {
             "post": {
                 "summary": "acknowledge, silence (for_s seconds, default 3600) or resolve an incident",

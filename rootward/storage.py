@@ -108,8 +108,19 @@ def _migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str]
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script at semicolons (migrations hold DDL only: no semicolons inside literals)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a migration script into statements at the semicolons that end one (``sqlite3.complete_statement``),
+    so that a trigger's ``BEGIN ...; END`` stays whole (migrations hold DDL only: no semicolons inside literals)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\n;"):
+        statements.append(pending.strip().rstrip(";"))
+    return statements
 
 
 def schema_version(conn: sqlite3.Connection, component: str) -> int:

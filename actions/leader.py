@@ -1,0 +1,174 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease: with several Rootward replicas, only the holder acts.
+
+Each replica tries every ``renew_s``: it creates the Lease if there is none, renews it if it holds it, and takes it
+over when the holder has not renewed for ``duration_s``. Every write is a JSON Patch whose ``test`` operations
+check the holder and renew time it read, so of two replicas racing for an expired Lease exactly one wins (the API
+server applies a patch atomically; the loser gets 422 and stays a follower). A replica counts itself leader only
+until ``duration_s`` after its last successful renewal (by its own monotonic clock), so it stops acting before
+another may take over, even when it cannot reach the API to learn that it lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from rootward.actions.errors import ActionError, KubeError, NotFound
+from rootward.actions.kube import Json, Kube
+from rootward.clock import Clock, SystemClock
+
+logger = logging.getLogger(__name__)
+
+
+def _micro_time(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class LeaderElector:
+    """One replica's side of the election. ``start``/``shutdown`` are safe to call twice."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration_s: float = 15.0,
+        renew_s: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.duration_s = duration_s
+        self.renew_s = renew_s
+        self.clock = clock or SystemClock()
+        self._held_until: float | None = None  # monotonic
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def is_leader(self) -> bool:
+        """Whether this replica holds the Lease now (and may act)."""
+        return self._held_until is not None and self.clock.monotonic() < self._held_until
+
+    def step(self) -> bool:
+        """One round: create, renew or take over the Lease when possible; return whether this replica leads."""
+        started = self.clock.monotonic()
+        now = self.clock.now()
+        try:
+            won = self._step(now)
+        except ActionError as e:
+            logger.warning("leader election: %s", e)
+            won = False
+        if won:
+            if self._held_until is None:
+                logger.info("leader election: %s now holds Lease %s/%s", self.identity, self.namespace, self.name)
+            self._held_until = started + self.duration_s
+        elif self._held_until is not None and not self.is_leader():
+            logger.info("leader election: %s lost Lease %s/%s", self.identity, self.namespace, self.name)
+            self._held_until = None
+        return self.is_leader()
+
+    def _step(self, now: float) -> bool:
+        stamp = _micro_time(now)
+        try:
+            lease = self.kube.lease(self.namespace, self.name)
+        except NotFound:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {
+                    "holderIdentity": self.identity,
+                    "leaseDurationSeconds": round(self.duration_s),
+                    "acquireTime": stamp,
+                    "renewTime": stamp,
+                    "leaseTransitions": 0,
+                },
+            }
+            try:
+                self.kube.create_lease(self.namespace, body)
+            except KubeError as e:
+                if e.status == 409:  # another replica created it first
+                    return False
+                raise
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = spec.get("renewTime")
+        duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
+        guard: list[Json] = [
+            {"op": "test", "path": "/spec/holderIdentity", "value": holder},
+            {"op": "test", "path": "/spec/renewTime", "value": renewed},
+        ]
+        patch: list[Json]
+        if holder == self.identity:
+            patch = [*guard, {"op": "replace", "path": "/spec/renewTime", "value": stamp}]
+        else:
+            last = _parse(renewed)
+            if holder and last is not None and now < last + duration:
+                return False
+            transitions = int(spec.get("leaseTransitions") or 0) + 1
+            patch = [
+                *guard,
+                {"op": "replace", "path": "/spec/holderIdentity", "value": self.identity},
+                {"op": "replace", "path": "/spec/acquireTime", "value": stamp},
+                {"op": "replace", "path": "/spec/renewTime", "value": stamp},
+                {"op": "replace", "path": "/spec/leaseDurationSeconds", "value": round(self.duration_s)},
+                {"op": "replace", "path": "/spec/leaseTransitions", "value": transitions},
+            ]
+        try:
+            self.kube.patch_lease(self.namespace, self.name, patch)
+        except KubeError as e:
+            if e.status in (409, 422):  # someone else wrote the Lease since we read it
+                return False
+            raise
+        return True
+
+    def start(self) -> None:
+        """Take part in the election in a background thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="rootward-leader", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # the loop's boundary: log and try again next round
+                logger.exception("leader election round failed")
+            self._stop.wait(self.renew_s)
+
+    def shutdown(self) -> None:
+        """Stop; a holder gives the Lease up (renew time in the past) so another replica takes over at once."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join(self.renew_s + 5)
+        if self._held_until is not None:
+            self._held_until = None
+            try:
+                lease = self.kube.lease(self.namespace, self.name)
+                spec = lease.get("spec") or {}
+                if spec.get("holderIdentity") == self.identity:
+                    past = _micro_time(self.clock.now() - 10 * self.duration_s)
+                    self.kube.patch_lease(
+                        self.namespace,
+                        self.name,
+                        [
+                            {"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+                            {"op": "replace", "path": "/spec/renewTime", "value": past},
+                        ],
+                    )
+            except ActionError as e:
+                logger.warning("leader election: could not give up the Lease: %s", e)

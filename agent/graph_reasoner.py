@@ -1,0 +1,195 @@
+"""The default reasoner: ranks root-cause candidates from the incident context alone (no network, deterministic).
+
+Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../shared/data/published-results):
+
+1. Evidence per candidate. Each anomaly of the incident's current episode counts for the service it belongs to
+   (a pod's anomalies for its service; nodes and peers stand for themselves) with weight log1p(|z| / ``z0``): a big
+   deviation matters more, but one huge series cannot drown the rest (BARO's robust scoring, saturated). A caller's
+   client-side latency is also evidence against what it calls, shared among its anomalous callees (the delay may be
+   theirs or the network's), and only at ``client_weight`` for the caller itself.
+2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
+   caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
+   A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
+   service keeps its own.
+3. Time: the candidate whose first anomaly came first gets ``first_bonus`` (a cause precedes its effects).
+4. Changes: a rollout of the candidate shortly before the incident multiplies its score by ``change_bonus`` and
+   makes its fault class ``bad_rollout``.
+
+Fault class from the winning candidate's evidence: resource signals (CPU, memory, syscalls, restarts) ->
+resource_saturation; node signals -> node_problem; errors (error ratio, error logs and templates, success rate) ->
+code_error; client-side latency without resource signals -> network_delay; only others' symptoms ->
+dependency_failure. Confidence is the candidate's share of the total score, sharpened by ``sharpness`` (reported
+against accuracy in bench/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from rootward.agent.context import IncidentContext
+from rootward.agent.schema import Diagnosis, EntityKind, Evidence, FaultClass, Hypothesis
+
+_CLIENT = re.compile(r"client")
+_RESOURCE = re.compile(r"cpu|memory|syscall|oom|restart|throttl|k8s:(OOMKilled|Evicted)", re.I)
+_NODE = re.compile(r"^nezha\.node\.|node\.|k8s:Node", re.I)
+_ERROR = re.compile(r"error|exception|success|log_template|k8s:(CrashLoopBackOff|BackOff|Unhealthy)", re.I)
+
+
+@dataclass(frozen=True)
+class GraphReasonerSettings:
+    z0: float = 5.0
+    client_weight: float = 0.5
+    alpha: float = 0.85
+    first_bonus: float = 0.2
+    change_bonus: float = 2.0
+    sharpness: float = 2.0
+    max_hypotheses: int = 10
+
+
+def category(signal: str) -> str:
+    """client, node, resource, error or other."""
+    if _CLIENT.search(signal):
+        return "client"
+    if _NODE.search(signal):
+        return "node"
+    if _RESOURCE.search(signal):
+        return "resource"
+    if _ERROR.search(signal):
+        return "error"
+    return "other"
+
+
+def kind_of(entity: str) -> EntityKind:
+    prefix = entity.split(":", 1)[0]
+    return prefix if prefix in ("service", "pod", "node") else "peer"  # type: ignore[return-value]
+
+
+class GraphReasoner:
+    name = "graph"
+
+    def __init__(self, settings: GraphReasonerSettings | None = None) -> None:
+        self.settings = settings or GraphReasonerSettings()
+
+    def diagnose(self, context: IncidentContext) -> Diagnosis:
+        s = self.settings
+        own: dict[str, float] = defaultdict(float)  # candidate -> evidence of its own
+        by_category: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        evidence: dict[str, list[Evidence]] = defaultdict(list)
+        client: dict[str, float] = defaultdict(float)  # caller -> client-side evidence
+        first: dict[str, float] = {}
+        for a in context.anomalies:
+            c = context.service(a.entity)
+            w = math.log1p(abs(a.score) / s.z0)
+            cat = category(a.signal)
+            by_category[c][cat] += w
+            evidence[c].append(Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected,
+                                        score=a.score))  # fmt: skip
+            first[c] = min(first.get(c, a.start), a.start)
+            if cat == "client":
+                client[c] += w
+                own[c] += s.client_weight * w
+            else:
+                own[c] += w
+        callees: dict[str, set[str]] = defaultdict(set)
+        for src, dst, _, _ in context.calls:
+            if src != dst:
+                callees[src].add(dst)
+        for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
+            suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
+            for t in suspects:
+                own[t] += w / len(suspects)
+        candidates = sorted(own)
+        if not candidates:
+            return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
+        score = self._walk(candidates, callees, own)
+        if first:
+            earliest = min(first.values())
+            for c in candidates:
+                if first.get(c) == earliest:
+                    score[c] *= 1 + s.first_bonus
+        rolled = {self._changed_entity(ch.entity, context) for ch in context.changes}
+        for c in candidates:
+            if c in rolled:
+                score[c] *= s.change_bonus
+        ranked = sorted(candidates, key=lambda c: (-score[c], first.get(c, math.inf), c))[: s.max_hypotheses]
+        weights = [score[c] ** s.sharpness for c in ranked]
+        total = sum(weights) or 1.0
+        hypotheses = []
+        for c, w in zip(ranked, weights, strict=True):
+            fault = "bad_rollout" if c in rolled else self._fault_class(by_category[c], own[c])
+            hypotheses.append(
+                Hypothesis(
+                    entity=c,
+                    kind=kind_of(c),
+                    fault_class=fault,
+                    confidence=round(min(1.0, w / total), 4),
+                    evidence=sorted(evidence[c], key=lambda e: -abs(e.score))[:20],
+                    falsified_by=_falsifiers(c, fault),
+                )
+            )
+        top = hypotheses[0]
+        summary = f"{top.entity}: {top.fault_class.replace('_', ' ')} ({top.confidence:.0%})"
+        return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, hypotheses=hypotheses,
+                         summary=summary)  # fmt: skip
+
+    def _walk(self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float]) -> dict[str, float]:
+        """Personalised PageRank by power iteration (numpy; the graphs are small): from a caller to itself and its
+        anomalous callees in proportion to their own evidence; restarts in proportion to own evidence."""
+        n = len(candidates)
+        index = {c: i for i, c in enumerate(candidates)}
+        restart = np.array([own[c] for c in candidates])
+        if restart.sum() <= 0:
+            return {c: 1.0 for c in candidates}
+        restart = restart / restart.sum()
+        move = np.zeros((n, n))
+        for c, i in index.items():
+            move[i, i] = own[c]
+            for t in callees.get(c, ()):
+                if t in index and t != c:
+                    move[i, index[t]] = own[t]
+        totals = move.sum(axis=1, keepdims=True)
+        move = np.divide(move, totals, out=np.tile(restart, (n, 1)), where=totals > 0)
+        rank = restart.copy()
+        alpha = self.settings.alpha
+        for _ in range(100):
+            new = alpha * rank @ move + (1 - alpha) * restart
+            if np.abs(new - rank).sum() < 1e-10:
+                rank = new
+                break
+            rank = new
+        return {c: float(rank[i]) for c, i in index.items()}
+
+    @staticmethod
+    def _fault_class(categories: dict[str, float], own: float) -> FaultClass:
+        if not categories:
+            return "dependency_failure"
+        top = max(categories, key=lambda k: categories[k])
+        if categories.get("resource", 0) > 0 and top in ("resource", "other", "client"):
+            return "resource_saturation"
+        return {  # type: ignore[return-value]
+            "node": "node_problem",
+            "error": "code_error",
+            "client": "network_delay",
+            "resource": "resource_saturation",
+        }.get(top, "network_delay" if own > 0 else "dependency_failure")
+
+    @staticmethod
+    def _changed_entity(entity: str, context: IncidentContext) -> str:
+        return context.service(entity)
+
+
+def _falsifiers(entity: str, fault: FaultClass) -> list[str]:
+    what = {
+        "resource_saturation": f"CPU and memory of {entity}'s pods within their baselines while the incident lasts",
+        "network_delay": f"{entity}'s callers see normal client latency towards it while it is anomalous",
+        "code_error": f"error logs, error ratio and success rate of {entity} at their baseline",
+        "bad_rollout": f"rolling {entity} back leaves the anomalies in place",
+        "dependency_failure": f"{entity}'s own server-side signals normal while its callees recover",
+        "node_problem": f"other pods on {entity} unaffected",
+    }[fault]
+    return [what, f"an entity {entity} calls deviated first and {entity} recovers when it does"]

@@ -1,0 +1,122 @@
+# Tests of the default bundle: `rootward policy test` runs every test_ rule (make unit runs them too).
+# They call the rule functions with a case and the settings (no `with`: see decision.rego); how the sets combine
+# into a result is tested from Python (tests/policies/test_engine.py).
+package rootward.policy_test
+
+import rego.v1
+
+import data.rootward.policy
+
+settings := data.rootward.settings
+
+set(overrides) := object.union(settings, overrides)
+
+base := {
+	"schema": 1,
+	"mode": "autonomous",
+	"action": {
+		"kind": "patch_resources",
+		"tier": "medium",
+		"read_only": false,
+		"target": {"kind": "Deployment", "namespace": "shop", "name": "cart"},
+		"target_id": "Deployment/shop/cart",
+		"params": {},
+	},
+	"blast_radius": {
+		"pods_total": 5, "pods_affected": 5, "pods_at_once": 1,
+		"replicas_before": 5, "replicas_after": 5,
+		"namespaces": ["shop"], "pdbs": [], "dependents": [],
+	},
+	"diagnosis": {"incident_id": "inc-1", "summary": "cart is OOMKilled", "confidence": 0.9},
+	"history": {"last_action_on_target_s_ago": null, "actions_last_hour": 0},
+	"now": {"unix": 1700000000, "rfc3339": "2023-11-14T22:13:20Z"},
+	"approval": null,
+}
+
+with_target(ns) := object.union(base, {"action": object.union(base.action, {"target": object.union(base.action.target, {"namespace": ns})}), "blast_radius": object.union(base.blast_radius, {"namespaces": [ns]})})
+
+test_a_confident_medium_action_in_scope_is_neither_denied_nor_held if {
+	inp := base
+	count(policy.denials(inp, settings)) == 0
+	count(policy.approvals(inp, settings)) == 0
+}
+
+test_kube_system_is_denied if {
+	inp := with_target("kube-system")
+	"kube-system is never acted on" in policy.denials(inp, settings)
+}
+
+test_kube_system_is_denied_even_when_settings_allow_it if {
+	inp := with_target("kube-system")
+	"kube-system is never acted on" in policy.denials(inp, set({"protected_namespaces": []}))
+}
+
+test_a_protected_namespace_is_denied if {
+	inp := with_target("kube-public")
+	"namespace kube-public is protected" in policy.denials(inp, settings)
+}
+
+test_a_namespace_outside_the_allowlist_is_denied if {
+	inp := base
+	"namespace shop is not in the allowed namespaces" in policy.denials(inp, set({"allowed_namespaces": ["web"]}))
+}
+
+test_more_than_a_fifth_of_the_pods_at_once_is_denied if {
+	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"pods_at_once": 2})})
+	"takes down 2 of 5 pods at once (40%), over the 20% limit" in policy.denials(inp, settings)
+}
+
+test_a_cooldown_denies_a_second_action_on_the_same_object if {
+	inp := object.union(base, {"history": {"last_action_on_target_s_ago": 60, "actions_last_hour": 1}})
+	"cooldown: Deployment/shop/cart was acted on 60 s ago (wait 840 s)" in policy.denials(inp, settings)
+}
+
+test_the_rate_limit_denies if {
+	inp := object.union(base, {"history": {"last_action_on_target_s_ago": null, "actions_last_hour": 10}})
+	"rate limit: 10 actions in the last hour (at most 10)" in policy.denials(inp, settings)
+}
+
+test_a_low_confidence_medium_action_needs_approval if {
+	inp := object.union(base, {"diagnosis": {"confidence": 0.5}})
+	"medium-risk action and the diagnosis confidence 0.5 is under 0.8" in policy.approvals(inp, settings)
+}
+
+test_a_high_risk_action_needs_approval if {
+	inp := object.union(base, {"action": object.union(base.action, {"tier": "high"})})
+	"high-risk action: a human approves" in policy.approvals(inp, settings)
+}
+
+test_an_approval_is_noted if {
+	inp := object.union(base, {"approval": {"approved_by": "alice"}})
+	"approved by alice" in policy.remarks(inp)
+}
+
+test_a_freeze_window_denies_changes if {
+	inp := base
+	windows := [{"start": 1699999000, "end": 1700001000, "end_rfc3339": "2023-11-14T22:30:00Z", "reason": "release"}]
+	"change freeze until 2023-11-14T22:30:00Z: release" in policy.denials(inp, set({"freeze_windows": windows}))
+}
+
+test_read_only_collection_ignores_cooldowns_and_rate_limits if {
+	inp := object.union(base, {
+		"action": object.union(base.action, {"kind": "collect", "tier": "low", "read_only": true, "target": {"kind": "Pod", "namespace": "shop", "name": "cart-1"}}),
+		"history": {"last_action_on_target_s_ago": 1, "actions_last_hour": 99},
+	})
+	count(policy.denials(inp, settings)) == 0
+	count(policy.approvals(inp, settings)) == 0
+}
+
+test_scaling_over_the_ceiling_is_denied if {
+	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"replicas_after": 51})})
+	"51 replicas is over the ceiling of 50" in policy.denials(inp, settings)
+}
+
+test_scaling_to_zero_is_denied if {
+	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"replicas_after": 0, "pods_at_once": 0})})
+	"0 replicas is under the floor of 1" in policy.denials(inp, settings)
+}
+
+test_a_pdb_without_headroom_needs_approval if {
+	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"pdbs": [{"name": "cart", "disruptions_allowed": 0}]})})
+	"PodDisruptionBudget cart allows no disruption now" in policy.approvals(inp, settings)
+}

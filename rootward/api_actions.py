@@ -1,0 +1,219 @@
+"""The approvals and actions part of the HTTP API (mounted by :func:`rootward.api.build_api` when the app has an
+executor):
+
+    GET  /api/v1/approvals?status=pending|approved|rejected|expired|all    approvals, newest first, each with its
+                                                                          request, diagnosis, blast radius, policy
+                                                                          reasons and dry-run result
+    GET  /api/v1/approvals/{id}
+    POST /api/v1/approvals/{id}/approve   {"comment": "..."} (optional)   202: recorded; the action runs now
+    POST /api/v1/approvals/{id}/reject    {"comment": "..."} (optional)   200
+    GET  /api/v1/actions/{request_id}                                     the request's audit records so far
+    POST /api/v1/slack/interactions       Slack interactive buttons (action_id approve|reject, value: approval id)
+
+Every route needs ``Authorization: Bearer <token>`` with one of ``policies.approvals.tokens`` (name -> token); the
+name behind the token is recorded as who decided, never a name the client sends. No tokens configured: 403
+(approvals over HTTP are off). Wrong or missing token: 401. An approval already decided: 409; expired: 410.
+
+Slack callbacks carry no token: they are verified with the app's signing secret (``X-Slack-Signature`` =
+``v0=`` HMAC-SHA256 of ``v0:<timestamp>:<body>``, compared in constant time) and refused (401) when the timestamp
+is more than 5 minutes from now (a replayed request); the decider is recorded as ``slack:<user id>`` (and must be
+in ``slack_approvers`` when that list is set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import parse_qs
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rootward.actions import Executor
+from rootward.config import Approvals as ApprovalSettings
+from rootward.policies.errors import ApprovalError, ApprovalExpired
+
+logger = logging.getLogger(__name__)
+
+_STATUSES = ("pending", "approved", "rejected", "expired", "all")
+
+
+def approver(tokens: Mapping[str, str], header: str | None) -> str | None:
+    """The name whose token is in the ``Authorization: Bearer`` header, or None (compared in constant time)."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    given = header[len("Bearer ") :].strip().encode()
+    found = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(given, token.encode()):
+            found = name
+    return found
+
+
+#: Slack's replay window: a callback signed further than this from now is refused.
+SLACK_MAX_SKEW_S = 300.0
+
+
+def slack_signature_ok(secret: str, timestamp: str | None, body: bytes, signature: str | None, now: float) -> bool:
+    """Whether a Slack request is signed with ``secret`` and fresh (within :data:`SLACK_MAX_SKEW_S` of ``now``)."""
+    if not timestamp or not signature:
+        return False
+    try:
+        if abs(now - float(timestamp)) > SLACK_MAX_SKEW_S:
+            return False
+    except ValueError:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
+def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Route]:
+    """The routes above over ``executor``: bearer tokens from ``settings.tokens``; with
+    ``settings.slack_signing_secret``, the Slack callback too."""
+    tokens = {name: secret.get_secret_value() for name, secret in settings.tokens.items()}
+    slack_signing_secret = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret is not None else None
+    )
+    slack_approvers = settings.slack_approvers
+
+    def authenticated(
+        handler: Callable[[Request, str], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if not tokens:
+                return JSONResponse(
+                    {"message": "approvals over HTTP are off: set policies.approvals.tokens"}, status_code=403
+                )
+            who = approver(tokens, request.headers.get("authorization"))
+            if who is None:
+                return JSONResponse(
+                    {"message": "a valid bearer token is required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="rootward"'},
+                )
+            return await handler(request, who)
+
+        return endpoint
+
+    async def listing(request: Request, _: str) -> Response:
+        status = request.query_params.get("status", "pending")
+        if status not in _STATUSES:
+            return JSONResponse({"message": f"status must be one of {', '.join(_STATUSES)}"}, status_code=400)
+        await run_in_threadpool(executor.expire)
+        found = await run_in_threadpool(executor.approvals.listed, None if status == "all" else status)  # type: ignore[arg-type]
+        return JSONResponse({"approvals": [a.as_json() for a in found]})
+
+    async def one(request: Request, _: str) -> Response:
+        await run_in_threadpool(executor.expire)
+        approval = await run_in_threadpool(executor.approvals.get, request.path_params["id"])
+        if approval is None:
+            return JSONResponse({"message": f"no approval {request.path_params['id']!r}"}, status_code=404)
+        return JSONResponse(approval.as_json())
+
+    async def decide(request: Request, who: str) -> Response:
+        approval_id, verb = request.path_params["id"], request.path_params["verb"]
+        if verb not in ("approve", "reject"):
+            return JSONResponse({"message": f"unknown decision {verb!r}: approve or reject"}, status_code=404)
+        comment = await _comment(request)
+        if isinstance(comment, Response):
+            return comment
+        try:
+            if verb == "reject":
+                outcome = await run_in_threadpool(executor.reject, approval_id, who, comment)
+                return JSONResponse({"decided_by": who, "outcome": outcome.as_json()})
+            approval = await run_in_threadpool(executor.accept, approval_id, who, comment)
+        except ApprovalExpired as e:
+            await run_in_threadpool(executor.expire)
+            return JSONResponse({"message": str(e)}, status_code=410)
+        except ApprovalError as e:
+            status = 404 if str(e).startswith("no approval") else 409
+            return JSONResponse({"message": str(e)}, status_code=status)
+        threading.Thread(target=_carry_out, args=(executor, approval), name="rootward-action", daemon=True).start()
+        body = {
+            "decided_by": who,
+            "request_id": approval.request_id,
+            "follow": f"/api/v1/actions/{approval.request_id}",
+        }
+        return JSONResponse(body, status_code=202)
+
+    async def action(request: Request, _: str) -> Response:
+        request_id = request.path_params["request_id"]
+        records = await run_in_threadpool(lambda: list(executor.audit.records(request_id=request_id)))
+        if not records:
+            return JSONResponse({"message": f"no action {request_id!r}"}, status_code=404)
+        outcome = next((r.data for r in reversed(records) if r.kind == "outcome"), None)
+        return JSONResponse({"request_id": request_id, "outcome": outcome, "records": [r.as_json() for r in records]})
+
+    async def slack(request: Request) -> Response:
+        body = await request.body()
+        assert slack_signing_secret is not None
+        signed = slack_signature_ok(
+            slack_signing_secret,
+            request.headers.get("x-slack-request-timestamp"),
+            body,
+            request.headers.get("x-slack-signature"),
+            executor.clock.now(),
+        )
+        if not signed:
+            return JSONResponse({"message": "bad or stale Slack signature"}, status_code=401)
+        try:
+            payload = json.loads(parse_qs(body.decode()).get("payload", ["{}"])[0])
+            user = str(payload["user"]["id"])
+            action = payload["actions"][0]
+            verb, approval_id = str(action["action_id"]), str(action["value"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return JSONResponse({"message": "not a Slack block action"}, status_code=400)
+        if slack_approvers and user not in slack_approvers:
+            return JSONResponse({"text": f"<@{user}> may not decide on actions"}, status_code=200)
+        who = f"slack:{user}"
+        try:
+            if verb == "reject":
+                await run_in_threadpool(executor.reject, approval_id, who, "via Slack")
+                return JSONResponse({"text": f"Rejected by <@{user}>"})
+            if verb != "approve":
+                return JSONResponse({"message": f"unknown action_id {verb!r}"}, status_code=400)
+            approval = await run_in_threadpool(executor.accept, approval_id, who, "via Slack")
+        except ApprovalExpired:
+            await run_in_threadpool(executor.expire)
+            return JSONResponse({"text": "This approval expired; Rootward will propose again if still needed."})
+        except ApprovalError as e:
+            return JSONResponse({"text": str(e)})
+        threading.Thread(target=_carry_out, args=(executor, approval), name="rootward-action", daemon=True).start()
+        return JSONResponse({"text": f"Approved by <@{user}>; running {approval.request_id}"})
+
+    return [
+        *([Route("/api/v1/slack/interactions", slack, methods=["POST"])] if slack_signing_secret else []),
+        Route("/api/v1/approvals", authenticated(listing)),
+        Route("/api/v1/approvals/{id}", authenticated(one)),
+        Route("/api/v1/approvals/{id}/{verb}", authenticated(decide), methods=["POST"]),
+        Route("/api/v1/actions/{request_id}", authenticated(action)),
+    ]
+
+
+async def _comment(request: Request) -> str | Response:
+    body = await request.body()
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return JSONResponse({"message": 'the body must be JSON: {"comment": "..."}'}, status_code=400)
+    comment = data.get("comment", "") if isinstance(data, dict) else None
+    if not isinstance(comment, str) or len(comment) > 4000:
+        return JSONResponse({"message": "comment must be a string of at most 4000 characters"}, status_code=400)
+    return comment
+
+
+def _carry_out(executor: Executor, approval: object) -> None:
+    """The approved action, on its own thread: the boundary where an unexpected error is logged, not lost."""
+    try:
+        executor.carry_out(approval)  # type: ignore[arg-type]
+    except Exception:
+        logger.exception("an approved action failed unexpectedly")

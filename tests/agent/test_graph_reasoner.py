@@ -1,0 +1,127 @@
+"""The default reasoner on hand-made incident contexts, its schema, and the agent as an incident sink."""
+
+from __future__ import annotations
+
+import logging
+
+import networkx as nx
+import pytest
+from pydantic import ValidationError
+
+from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, Hypothesis, IncidentContext
+from rootward.agent.context import Call
+from rootward.detector.detector import Anomaly
+from rootward.detector.incidents import Incident, Incidents
+
+FRONTEND, CHECKOUT, PAYMENT = "service:shop/frontend", "service:shop/checkout", "service:shop/payment"
+PAYMENT_POD = "pod:shop/payment-1"
+CALLS: tuple[Call, ...] = ((FRONTEND, CHECKOUT, 100, 0), (CHECKOUT, PAYMENT, 100, 0))
+
+
+def anomaly(entity: str, signal: str, score: float, t: float = 100.0) -> Anomaly:
+    return Anomaly(entity, signal, 1.0, 0.1, score, t, t + 10)
+
+
+def context(*anomalies: Anomaly, calls: tuple[Call, ...] = CALLS) -> IncidentContext:
+    return IncidentContext("inc-1", 200.0, 100.0, anomalies, {PAYMENT_POD: PAYMENT}, calls)
+
+
+def test_a_saturated_callee_comes_first_above_the_callers_that_feel_it() -> None:
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(FRONTEND, "p95", 8),
+            anomaly(CHECKOUT, "p95", 9),
+            anomaly(CHECKOUT, "client_p95", 9),
+            anomaly(PAYMENT_POD, "k8s.pod.cpu.usage", 30, t=90),
+            anomaly(PAYMENT, "p95", 12),
+        )
+    )
+    first = diagnosis.hypotheses[0]
+    assert diagnosis.services()[:1] == [PAYMENT]
+    assert first.fault_class == "resource_saturation"
+    assert first.kind == "service"
+    assert {e.entity for e in first.evidence} == {PAYMENT_POD, PAYMENT}
+    assert first.falsified_by
+    confidences = [h.confidence for h in diagnosis.hypotheses]
+    assert confidences == sorted(confidences, reverse=True)
+    assert 0 < sum(confidences) <= 1.0001
+
+
+def test_equal_latency_along_a_chain_points_at_its_deepest_callee() -> None:
+    diagnosis = GraphReasoner().diagnose(
+        context(anomaly(FRONTEND, "p95", 8), anomaly(CHECKOUT, "p95", 8), anomaly(PAYMENT, "p95", 8))
+    )
+    assert diagnosis.services()[0] == PAYMENT
+
+
+def test_error_signals_make_a_code_error() -> None:
+    errors = GraphReasoner().diagnose(
+        context(anomaly(PAYMENT, "log_template:7", 9), anomaly(PAYMENT, "error_ratio", 9))
+    )
+    assert errors.hypotheses[0].fault_class == "code_error"
+
+
+def test_the_same_context_gives_the_same_diagnosis() -> None:
+    ctx = context(anomaly(FRONTEND, "p95", 8), anomaly(PAYMENT, "p95", 8), anomaly(CHECKOUT, "p95", 8))
+    assert GraphReasoner().diagnose(ctx) == GraphReasoner().diagnose(ctx)
+
+
+def test_no_anomalies_give_no_hypotheses() -> None:
+    assert GraphReasoner().diagnose(context()).hypotheses == []
+
+
+def test_the_schema_refuses_confidences_outside_0_1_and_unknown_fields() -> None:
+    with pytest.raises(ValidationError):
+        Hypothesis(entity=PAYMENT, kind="service", fault_class="code_error", confidence=1.5)
+    with pytest.raises(ValidationError):
+        Diagnosis.model_validate({"incident": "i", "reasoner": "llm", "at": 0, "verdict": "scale to 0"})
+
+
+class Graph:
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.g = nx.DiGraph(calls)
+
+    def related(self, a: str, b: str) -> bool:
+        return a == b or self.g.has_edge(a, b) or self.g.has_edge(b, a)
+
+    def depends_on(self, a: str, b: str) -> bool:
+        return self.g.has_edge(a, b)
+
+
+def test_the_diagnoser_stores_the_latest_diagnosis_on_the_incident() -> None:
+    builder = ContextBuilder(lambda: CALLS)
+    incidents = Incidents(Graph([(FRONTEND, CHECKOUT), (CHECKOUT, PAYMENT)]), [Diagnoser(GraphReasoner(), builder)])
+    incidents.observe(110, [anomaly(CHECKOUT, "p95", 8), anomaly(PAYMENT, "p95", 20)])
+    (incident,) = incidents.open
+    assert incident.diagnosis is not None
+    assert incident.diagnosis["hypotheses"][0]["entity"] == PAYMENT
+    assert incident.as_json()["diagnosis"] == incident.diagnosis
+
+
+class Broken:
+    name = "broken"
+
+    def diagnose(self, context: IncidentContext) -> Diagnosis:
+        raise RuntimeError("boom")
+
+
+def test_a_failing_reasoner_is_logged_and_counted_and_incidents_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    diagnoser = Diagnoser(Broken(), ContextBuilder(lambda: ()))
+    incidents = Incidents(Graph([]), [diagnoser])
+    with caplog.at_level(logging.ERROR):
+        incidents.observe(110, [anomaly(PAYMENT, "p95", 8)])
+    assert diagnoser.failures == 1
+    assert incidents.open[0].diagnosis is None
+    assert "diagnosis of incident" in caplog.text
+
+
+def test_the_context_keeps_the_current_episode_and_bounds_its_size() -> None:
+    incident = Incident("inc-1", 100, 500)
+    for i in range(80):
+        incident.add(anomaly(f"service:shop/s{i}", "p95", 6 + i, t=100), 110)
+    incident.add(anomaly(PAYMENT, "p95", 7, t=480), 490)
+    ctx = ContextBuilder(lambda: CALLS, max_anomalies=50, lookback_s=60).build(incident, 500, episode_start=480)
+    assert [a.entity for a in ctx.anomalies] == [PAYMENT]
+    ctx = ContextBuilder(lambda: CALLS, max_anomalies=50).build(incident, 500, episode_start=100)
+    assert len(ctx.anomalies) == 50
+    assert ctx.anomalies[0].score == 85

@@ -1,0 +1,98 @@
+"""Heavy-tailed baselines, signal families, and incidents that open only when corroborated."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from rootward.detector.baseline import Baselines, rule_for
+from rootward.detector.detector import Anomaly
+from rootward.detector.incidents import Incidents, family
+
+
+def test_a_spike_like_the_series_own_past_ones_is_not_news_but_it_is_on_a_quiet_series() -> None:
+    rng = np.random.default_rng(5)
+    b = Baselines(history=240, warmup=12, z=5.0, tail_q=0.95)
+    b.add_series([rule_for("nezha.pod.client.latency.p99"), rule_for("nezha.pod.client.latency.p99")])
+    for i in range(240):
+        spiky = 2.0 if i % 12 == 0 else 0.01 + rng.normal(0, 0.001)  # an occasional slow call, 1 value in 12
+        b.judge(np.array([0, 1]), np.array([spiky, 0.01 + rng.normal(0, 0.001)]))
+    anomalous, _, score = b.judge(np.array([0, 1]), np.array([2.0, 2.0]))
+    assert anomalous.tolist() == [False, True]
+    assert score[1] > 5
+
+
+def test_without_tails_the_same_spike_is_flagged_on_both() -> None:
+    b = Baselines(history=240, warmup=12, z=5.0, tail_q=0.0)
+    b.add_series([rule_for("latency")])
+    for i in range(240):
+        b.judge(np.array([0]), np.array([2.0 if i % 12 == 0 else 0.01]))
+    assert b.judge(np.array([0]), np.array([2.0]))[0].tolist() == [True]
+
+
+def test_recent_gives_the_last_values_oldest_first() -> None:
+    b = Baselines(history=4, warmup=2)
+    b.add_series([rule_for("rate")])
+    for v in range(6):
+        b.judge(np.array([0]), np.array([float(v)]))
+    assert b.recent(0, 3) == (3.0, 4.0, 5.0)
+    assert b.recent(0, 10) == (2.0, 3.0, 4.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("signal", "expected"),
+    [
+        pytest.param("p95", "latency", id="span-quantile"),
+        pytest.param("client_p95", "client", id="client-quantile"),
+        pytest.param("error_ratio", "error", id="ratio"),
+        pytest.param("k8s.pod.cpu.usage_rate", "k8s.pod.cpu.usage", id="unit-variant"),
+        pytest.param("http.client.latency.p99", "http.client.latency", id="metric-quantile"),
+        pytest.param("log_errors", "log_errors", id="plain"),
+    ],
+)
+def test_signal_families(signal: str, expected: str) -> None:
+    assert family(signal) == expected
+
+
+class Graph:
+    def __init__(self) -> None:
+        self.g = nx.DiGraph([("a", "b")])
+
+    def related(self, a: str, b: str) -> bool:
+        return a == b or self.g.has_edge(a, b) or self.g.has_edge(b, a)
+
+    def depends_on(self, a: str, b: str) -> bool:
+        return self.g.has_edge(a, b)
+
+
+def anomaly(entity: str, signal: str, t: float) -> Anomaly:
+    return Anomaly(entity, signal, 1.0, 0.1, 8.0, t - 10, t)
+
+
+def test_one_family_stays_pending_and_a_second_opens_the_incident_then() -> None:
+    told: list[str] = []
+
+    class Sink:
+        def incident_changed(self, incident: object, change: str) -> None:
+            told.append(change)
+
+    incidents = Incidents(Graph(), [Sink()], hold_s=60, min_families=2)
+    incidents.observe(100, [anomaly("a", "client.latency.p90", 100), anomaly("a", "client.latency.p99", 100)])
+    assert incidents.open == []
+    assert told == []
+    incidents.observe(110, [anomaly("b", "cpu.usage", 110)])
+    (incident,) = incidents.open
+    assert incident.opened == 110
+    assert told == ["opened"]
+
+
+def test_a_lone_family_is_dropped_after_the_hold_but_errors_and_k8s_signals_open_at_once() -> None:
+    incidents = Incidents(Graph(), [], hold_s=60, min_families=2)
+    incidents.observe(100, [anomaly("a", "p95", 100)])
+    incidents.observe(200, [])
+    assert incidents.pending == []
+    assert incidents.open == []
+    incidents.observe(300, [anomaly("a", "error_ratio", 300)])
+    incidents.observe(300, [anomaly("z", "k8s:OOMKilled", 300)])
+    assert len(incidents.open) == 2
