@@ -614,6 +614,34 @@ class TopologyGraph:
                     return True
             return b in g and g.has_edge(b, a, "instance_of")
 
+    def _pods(self, entity: str) -> list[str]:
+        g = self.graph
+        if entity not in g:
+            return []
+        if g.nodes[entity]["kind"] == "pod":
+            return [entity]
+        return sorted(u for u, _, k in g.in_edges(entity, keys=True) if k == "instance_of")
+
+    def a_pod_of(self, entity: str) -> str | None:
+        """A pod entity id of a service (the first by name), or the pod itself."""
+        with self._lock:
+            pods = self._pods(entity)
+            return pods[0] if pods else None
+
+    def workload_of(self, entity: str) -> tuple[str, str, str] | None:
+        """(namespace, Deployment | StatefulSet, name) running a service's or a pod's pods (through ReplicaSets),
+        or None when the graph does not know one."""
+        with self._lock:
+            g = self.graph
+            for pod in self._pods(entity):
+                owners = [v for _, v, k in g.out_edges(pod, keys=True) if k == "owned_by"]
+                owners += [v for o in owners for _, v, k in g.out_edges(o, keys=True) if k == "owned_by"]
+                for owner in owners:
+                    ns, kind, name = owner.removeprefix("workload:").split("/", 2)
+                    if kind in ("deployment", "statefulset"):
+                        return ns, "Deployment" if kind == "deployment" else "StatefulSet", name
+            return None
+
     def calls(self) -> list[tuple[str, str, int, int]]:
         """(source, target, requests, errors) of every call edge, sorted."""
         with self._lock:
