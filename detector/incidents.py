@@ -59,6 +59,7 @@ class Incident:
     silenced_until: float | None = None
     changes: list[Change] = field(default_factory=list)  # rollouts and API writes on its entities shortly before
     diagnosis: dict[str, Any] | None = None  # the agent's latest (rootward.agent.Diagnosis as JSON data)
+    action: dict[str, Any] | None = None  # the action proposed for it and how it ended (agent/respond.py)
 
     @property
     def severity(self) -> Literal["critical", "warning"]:
@@ -95,6 +96,7 @@ class Incident:
             "anomalies": [asdict(a) for a in sorted(self.anomalies.values(), key=lambda a: -abs(a.score))],
             "changes": [asdict(c) for c in self.changes],
             "diagnosis": self.diagnosis,
+            "action": self.action,
         }
 
 

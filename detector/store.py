@@ -52,6 +52,7 @@ def from_json(doc: dict[str, Any]) -> Incident:
         incident.peak[entity["id"]] = float(entity["peak_score"])
     incident.changes = [Change(**c) for c in doc.get("changes", [])]
     incident.diagnosis = doc.get("diagnosis")
+    incident.action = doc.get("action")
     for a in doc.get("anomalies", []):
         anomaly = Anomaly(**a)
         incident.anomalies[(anomaly.entity, anomaly.signal)] = anomaly

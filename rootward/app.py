@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
 from rootward.topology.metrics import ServiceGraphMetrics
 from rootward.topology.queries import format_time
+
+if TYPE_CHECKING:
+    from rootward.acting import Acting
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +206,13 @@ class App:
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis
             self.diagnoser = _diagnoser(config, self.topology, self.detector)
             self.incidents.sinks.insert(0, self.diagnoser)
+        self.acting: Acting | None = None
+        if config.actions.enabled:  # imported only then: the kubernetes client is heavy
+            from rootward.acting import Acting
+
+            self.acting = Acting.build(config, self.clock, self.topology)
+        if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
+            self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         stages: list[Consumer] = [self.summary, self.topology]
         if detection.enabled:
@@ -212,7 +223,10 @@ class App:
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
         self._ticker = Ticker(self.tick, detection.window_s) if detection.enabled else None
         api = config.api.listen
-        app = build_api(self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock)
+        app = build_api(
+            self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock,
+            self.acting.executor if self.acting is not None else None, config.policies.approvals,
+        )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
 
     def tick(self) -> None:
@@ -255,6 +269,8 @@ class App:
             restored = self.incident_store.load(self.incidents)
             if restored:
                 logger.info("%d incidents restored from %s", restored, self.incident_store.path)
+        if self.acting is not None:
+            self.acting.start()
         self.receiver.start()
         try:
             self.api.start()
@@ -278,6 +294,8 @@ class App:
             self._ticker.stop()
         self.receiver.shutdown()
         self.slack.close()
+        if self.acting is not None:
+            self.acting.shutdown()
         if self.incident_store is not None:
             self.incident_store.close()
         self.topology.flush()

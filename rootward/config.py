@@ -248,6 +248,8 @@ class Agent(_Section):
 
     enabled: bool = True
     """Off: incidents carry the detector's candidates only."""
+    min_action_confidence: float = Field(default=0.3, ge=0, le=1)
+    """Below this confidence in the top hypothesis no action is proposed (policy gates by confidence too)."""
     max_anomalies: int = Field(default=50, gt=0)
     """Anomalies of an incident a context holds (the strongest)."""
     window: int = Field(default=30, gt=0)
@@ -375,6 +377,10 @@ class Lease(_Section):
 class Actions(_Section):
     """The guarded executor: policy -> audit -> server-side dry-run -> execute -> verify -> audit (-> roll back)."""
 
+    enabled: bool = False
+    """Reach the Kubernetes API and hand diagnosed incidents' proposed actions to the executor. Off by default so
+    that a local ``rootward serve`` never touches whatever cluster a kubeconfig points at; the shipped manifests
+    turn it on (with ``mode: dry-run``)."""
     mode: Literal["dry-run", "approve-all", "autonomous"] = "dry-run"
     """``dry-run``: decide and dry-run only, never change the cluster; ``approve-all``: every allowed action waits
     for a human; ``autonomous``: policy decides what runs without one."""

@@ -1,0 +1,88 @@
+"""The last incident sink: an incident with a diagnosis gets one proposed action (agent/propose.py), submitted to the
+guarded executor on a worker thread (a submission blocks while the executor dry-runs, waits or verifies), once per
+incident episode. How it ended is kept on the incident (``action``), for the API, the store and approvers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from rootward.actions.executor import Diagnosis as Reason
+from rootward.actions.executor import Outcome
+from rootward.actions.requests import ActionRequest
+from rootward.agent.propose import Workloads, propose
+from rootward.agent.schema import Diagnosis
+from rootward.detector.incidents import Incident
+
+logger = logging.getLogger(__name__)
+
+
+class Responder:
+    def __init__(
+        self,
+        submit: Callable[[ActionRequest, Reason], Outcome],
+        graph: Workloads,
+        min_confidence: float = 0.3,
+        queue_size: int = 100,
+    ) -> None:
+        self.submit, self.graph, self.min_confidence = submit, graph, min_confidence
+        self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
+        self._thread = threading.Thread(target=self._run, name="rootward-responder", daemon=True)
+        self._thread.start()
+
+    def incident_changed(self, incident: Incident, change: str) -> None:
+        if change == "resolved":
+            self.proposed.pop(incident.id, None)
+            return
+        raw = incident.diagnosis
+        if not raw or incident.id in self.proposed:
+            return
+        diagnosis = Diagnosis.model_validate(raw)
+        request = propose(diagnosis, self.graph, self.min_confidence)
+        if request is None:
+            return
+        top = diagnosis.hypotheses[0]
+        summary = f"{top.fault_class} at {top.entity}: {diagnosis.summary}".strip(": ")[:500]
+        reason = Reason(summary, top.confidence, incident.id)
+        self.proposed[incident.id] = request.describe()
+        incident.action = {"request": request.as_json(), "status": "submitted"}
+        try:
+            self._queue.put_nowait((incident, request, reason))
+        except queue.Full:
+            self.dropped += 1
+            incident.action = {"request": request.as_json(), "status": "dropped", "detail": "responder queue full"}
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every submission so far has an outcome (tests, the demo)."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                incident, request, reason = item
+                try:
+                    outcome = self.submit(request, reason)
+                    incident.action = {"request": request.as_json(), **outcome.as_json()}
+                except Exception as e:  # an executor bug must not stop responding; kept on the incident
+                    logger.exception("action for incident %s failed", incident.id)
+                    incident.action = {"request": request.as_json(), "status": "failed", "detail": type(e).__name__}
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,73 @@
+"""The acting part of the app: the Kubernetes client, the policy engine, the audit log, approvals, the Lease, the
+guarded executor, and the responder that hands it each diagnosed incident's proposed action.
+
+Built only with ``actions.enabled`` (the shipped Kubernetes manifests turn it on) and a reachable API; the
+executor's mode stays ``actions.mode`` (``dry-run`` by default: decide and dry-run on the server, never change).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from rootward.actions import Executor, Kube
+from rootward.actions.dependents import topology_dependents
+from rootward.actions.leader import LeaderElector
+from rootward.agent.respond import Responder
+from rootward.clock import Clock
+from rootward.config import Config
+from rootward.errors import RootwardError
+from rootward.policies import Approvals, AuditLog, PolicyEngine
+from rootward.topology import TopologyGraph
+
+logger = logging.getLogger(__name__)
+
+
+class Acting:
+    """Everything that acts; ``start``/``shutdown`` follow the app's."""
+
+    def __init__(self, config: Config, clock: Clock, topology: TopologyGraph, kube: Kube) -> None:
+        p, a = config.policies, config.actions
+        self.config = config
+        self.kube = kube
+        self.policy = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
+        if not self.policy.ok:
+            raise RootwardError(f"the policy bundle does not compile: {self.policy.error}")
+        key = p.audit.hmac_key.get_secret_value().encode() if p.audit.hmac_key else None
+        self.audit = AuditLog(config.audit_path, clock, key)
+        self.approvals = Approvals(config.audit_path, clock, p.approvals.ttl_s)
+        lease = a.lease
+        self.elector = LeaderElector(
+            kube, lease.namespace, lease.name, lease.identity or socket.gethostname(), lease.duration_s,
+            lease.renew_s, clock,
+        )  # fmt: skip
+        self.executor = Executor(
+            kube, self.policy, self.audit, self.approvals, mode=a.mode, clock=clock,
+            verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
+            dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
+        )  # fmt: skip
+        self.responder = Responder(self.executor.submit, topology, config.agent.min_action_confidence)
+
+    @classmethod
+    def build(cls, config: Config, clock: Clock, topology: TopologyGraph) -> Acting | None:
+        """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
+        if not config.actions.enabled:
+            return None
+        try:
+            kube = Kube.connect(config.actions.kubernetes)
+        except RootwardError as e:
+            logger.warning("actions are off: %s", e)
+            return None
+        return cls(config, clock, topology, kube)
+
+    def start(self) -> None:
+        self.audit.open()
+        if self.config.actions.lease.enabled:
+            self.elector.start()
+
+    def shutdown(self) -> None:
+        self.responder.close()
+        if self.config.actions.lease.enabled:
+            self.elector.shutdown()
+        for part in (self.policy, self.audit, self.approvals, self.kube):
+            part.close()

@@ -1,0 +1,69 @@
+"""The whole loop in a running App against a Kubernetes API (kmock): payment's error surge, sent through the OTel
+SDK's OTLP exporter, opens an incident; the reasoner diagnoses it; the responder proposes an action for payment's
+Deployment; the executor, in its default dry-run mode, decides by policy and dry-runs it on the server; the audit
+log records every step and verifies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from cluster import RunningCluster, deploy
+
+from rootward.actions import Kube
+from rootward.app import App
+from rootward.cli import main
+from rootward.clock import ManualClock
+from rootward.config import load_config
+from rootward.policies import AuditLog
+from rootward.synthetic import Shop
+
+LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+
+
+def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path
+) -> None:
+    deploy(kube, "payment", replicas=2)
+    settings = [
+        *LOCAL,
+        f"storage.data_dir={tmp_path}",
+        "topology.history.enabled=false",
+        "detection.window_s=10",
+        "detection.warmup=5",
+        "actions.enabled=true",
+        f"actions.kubernetes.host={cluster.url}",
+        "actions.lease.enabled=false",
+    ]
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=settings), clock=clock)
+    assert app.acting is not None
+    app.start()
+    shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
+    try:
+        for window in range(12):
+            for _ in range(12):
+                shop.request(payment_failing=window >= 8)
+            shop.flush()
+            app.receiver.queue.wait_idle()
+            clock.advance(10)
+            app.tick()
+        app.acting.responder.flush()
+        (incident,) = app.incidents.listed()
+        assert incident.diagnosis is not None
+        assert incident.action is not None, incident.diagnosis
+        assert incident.action["request"]["namespace"] == "shop"
+        assert incident.action["request"]["name"] == "payment"
+        assert incident.action["request"]["kind"] == "rollout_restart"  # a code error on a Deployment's service
+        assert incident.action["status"] == "dry_run", incident.action  # policy allowed; the default mode stops here
+        assert incident.action["decision"]["result"] == "allow"
+        assert kube.workload("Deployment", "shop", "payment")["metadata"].get("generation", 1) == 1  # unchanged
+    finally:
+        shop.close()
+        app.shutdown()
+    with AuditLog(tmp_path / "audit.db") as log:
+        kinds = [r.kind for r in log.records()]
+    assert kinds[0] == "decision"
+    verified = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "audit.db")])
+    assert verified.exit_code == 0, verified.output
