@@ -3,20 +3,25 @@
 Starts Rootward on free local ports, sends a synthetic shop's traces, metrics and logs through the OpenTelemetry
 SDK's OTLP exporters, window by window on a clock the demo moves (healthy, then payment failing for a few windows,
 then healthy again), and prints what arrived, the dependency graph, the incident detection opened and resolved,
-and its Slack message. Later stages add theirs: the diagnosis, the dry-run action and its audit record.
+its Slack message, its diagnosis, the action proposed for it with the policy's decision and the server-side dry
+run against a simulated Kubernetes API (rootward/simcluster.py, holding the shop's Deployments), and the audit
+trail, verified.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Literal
 
 from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import load_config
 from rootward.slack import render
-from rootward.synthetic import Shop
+from rootward.synthetic import SERVICES, Shop
 
 _SEVERITY = {9: "INFO", 13: "WARN", 17: "ERROR"}
 WINDOW_S = 10.0
@@ -27,14 +32,39 @@ _KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
 def run_demo(requests: int = 300, protocol: str = "grpc", echo: Callable[[str], None] = print) -> int:
     """Run the demo; return the process exit code (0 when everything sent was received)."""
+    with ExitStack() as stack:
+        data = stack.enter_context(tempfile.TemporaryDirectory(prefix="rootward-demo-"))  # no files left behind
+        cluster = _cluster(stack, echo)
+        return _run(requests, protocol, echo, Path(data), cluster)
+
+
+def _cluster(stack: ExitStack, echo: Callable[[str], None]) -> str | None:
+    """A simulated Kubernetes API with the shop's Deployments (kmock, from the dev extras), or None."""
+    try:
+        from rootward.actions import Kube
+        from rootward.simcluster import deploy, running_cluster
+    except ImportError as e:
+        echo(f"  (no simulated cluster: {e.name} is not installed; `make demo` installs it. Actions are skipped.)")
+        return None
+    running = stack.enter_context(running_cluster())
+    import kubernetes
+
+    kube = Kube(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=running.url)))
+    for service in SERVICES:
+        deploy(kube, service, replicas=2, image=f"shop/{service}:1")
+    kube.close()
+    return running.url
+
+
+def _run(requests: int, protocol: str, echo: Callable[[str], None], data: Path, cluster: str | None) -> int:
+    acting = ["actions.enabled=true", f"actions.kubernetes.host={cluster}", "actions.lease.enabled=false"]
     cfg = load_config(
         environ={},
         overrides=["receiver.grpc.host=127.0.0.1", "receiver.grpc.port=0", "receiver.http.host=127.0.0.1",
                    "receiver.http.port=0", "api.listen.host=127.0.0.1", "api.listen.port=0",
-                   "topology.history.enabled=false",
-                   "detection.incidents.store=false",  # self-contained: leaves no files behind
+                   "topology.history.enabled=false", f"storage.data_dir={data}",
                    f"detection.window_s={WINDOW_S}", f"detection.warmup={WARMUP}",
-                   f"detection.incidents.hold_s={3 * WINDOW_S}"],
+                   f"detection.incidents.hold_s={3 * WINDOW_S}", *(acting if cluster else [])],
     )  # fmt: skip
     # The shop's traffic is spread over windows of a clock the demo moves, so a few seconds show what detection
     # sees over minutes: a healthy stretch (the baselines), payment failing, then healthy again.
@@ -89,6 +119,9 @@ def run_demo(requests: int = 300, protocol: str = "grpc", echo: Callable[[str], 
         echo(f"  {src:22} -> {dst:28} {requests_:5d} requests {errors:4d} errors")
     echo(f"  ({app.topology.graph.number_of_nodes()} entities; GET /api/v1/topology on the API port for all of it)")
     _incidents(app, clock.now(), echo)
+    if app.acting is not None:
+        app.acting.responder.flush()
+        _actions(app, echo)
     ok = summary.items["traces"] == shop.sent["spans"] and summary.items["logs"] == shop.sent["logs"]
     echo("")
     echo(
@@ -128,3 +161,28 @@ def _incidents(app: App, now: float, echo: Callable[[str], None]) -> None:
         if body and block["type"] == "section":
             for line in body.splitlines():
                 echo(f"  | {line}")
+
+
+def _actions(app: App, echo: Callable[[str], None]) -> None:
+    """The diagnosis, the action proposed for it, the policy's decision, the server-side dry run, and the audit
+    trail, verified."""
+    assert app.acting is not None
+    for incident in reversed(app.incidents.listed()):
+        if incident.diagnosis:
+            echo("")
+            echo(f"diagnosis of {incident.id} ({incident.diagnosis['reasoner']}):")
+            for h in incident.diagnosis["hypotheses"][:3]:
+                echo(f"  {h['entity']:24} {h['fault_class']:20} confidence {h['confidence']:.2f}")
+        action = incident.action
+        if action:
+            request = action["request"]
+            decision = action.get("decision") or {}
+            echo(f"proposed action: {request['kind']} {request.get('namespace', '')}/{request.get('name', '')}")
+            reasons = decision.get("deny") or decision.get("approval") or decision.get("notes") or []
+            echo(f"  policy: {decision.get('result', '-')}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+            echo(f"  outcome: {action['status']}: {action.get('detail', '')}")
+    log = app.acting.audit
+    records = list(log.records())
+    verified = log.verify()
+    echo(f"audit log ({len(records)} records, hash-chained): " + ", ".join(r.kind for r in records))
+    echo(f"  `rootward audit verify`: {'chain intact' if verified.ok else verified}")

@@ -35,3 +35,8 @@ def test_demo_receives_everything_the_shop_sent(protocol: str) -> None:
     assert "likely root cause, most likely first: service:shop/payment" in text
     assert "resolved" in text
     assert "Slack message (notifications.slack not configured; as it would be sent):" in text
+    # The diagnosis, the proposed action dry-run against the simulated cluster, and the verified audit trail.
+    assert re.search(r"service:shop/payment +code_error", text)
+    assert "proposed action: rollout_restart shop/payment" in text
+    assert "outcome: dry_run" in text
+    assert "`rootward audit verify`: chain intact" in text
