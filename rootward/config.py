@@ -457,6 +457,16 @@ class Config(_Section):
         return self.storage.data_dir / "incidents.db"
 
 
+#: ``--set`` strings for a Rootward on free ports of 127.0.0.1 (in-process replays, the demo, tests).
+LOCAL_PORTS = tuple(
+    f"{part}.{setting}"
+    for part in ("receiver.grpc", "receiver.http", "api.listen")
+    for setting in ("host=127.0.0.1", "port=0")
+)
+#: ``--set`` strings for a Rootward that writes nothing to disk: no topology history, no incident store.
+NOTHING_ON_DISK = ("topology.history.enabled=false", "detection.incidents.store=false")
+
+
 def load_config(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,

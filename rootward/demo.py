@@ -19,7 +19,7 @@ from typing import Literal
 
 from rootward.app import App
 from rootward.clock import ManualClock
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, load_config
 from rootward.slack import render
 from rootward.synthetic import SERVICES, Shop
 
@@ -60,9 +60,7 @@ def _run(requests: int, protocol: str, echo: Callable[[str], None], data: Path, 
     acting = ["actions.enabled=true", f"actions.kubernetes.host={cluster}", "actions.lease.enabled=false"]
     cfg = load_config(
         environ={},
-        overrides=["receiver.grpc.host=127.0.0.1", "receiver.grpc.port=0", "receiver.http.host=127.0.0.1",
-                   "receiver.http.port=0", "api.listen.host=127.0.0.1", "api.listen.port=0",
-                   "topology.history.enabled=false", f"storage.data_dir={data}",
+        overrides=[*LOCAL_PORTS, "topology.history.enabled=false", f"storage.data_dir={data}",
                    f"detection.window_s={WINDOW_S}", f"detection.warmup={WARMUP}",
                    f"detection.incidents.hold_s={3 * WINDOW_S}", *(acting if cluster else [])],
     )  # fmt: skip

@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from rootward import nezha, nezha_stream
 from rootward.app import App
 from rootward.clock import ManualClock
-from rootward.config import Config, load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, Config, load_config
 from rootward.errors import RootwardError
 from rootward.model import Consumer
 from rootward.receiver.queue import Signal
@@ -55,16 +55,7 @@ _RETRIED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED)
 #: Settings of the in-process App: free local ports, and no files left behind (the history off). ``--set`` and a
 #: configuration file can change everything else (windows, TTLs, limits).
-IN_PROCESS = (
-    "receiver.grpc.host=127.0.0.1",
-    "receiver.grpc.port=0",
-    "receiver.http.host=127.0.0.1",
-    "receiver.http.port=0",
-    "api.listen.host=127.0.0.1",
-    "api.listen.port=0",
-    "topology.history.enabled=false",
-    "detection.incidents.store=false",
-)
+IN_PROCESS = (*LOCAL_PORTS, *NOTHING_ON_DISK)
 
 
 class ReplayError(RootwardError):

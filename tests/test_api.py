@@ -9,19 +9,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from rootward.app import App
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.testing import RecordingConsumer
 
-LOCAL = [
-    "receiver.grpc.host=127.0.0.1",
-    "receiver.grpc.port=0",
-    "receiver.http.host=127.0.0.1",
-    "receiver.http.port=0",
-    "api.listen.host=127.0.0.1",
-    "api.listen.port=0",
-    "topology.history.enabled=false",
-    "detection.incidents.store=false",
-]
+LOCAL = [*LOCAL_PORTS, *NOTHING_ON_DISK]
 
 
 TEN_SPANS = ExportTraceServiceRequest(

@@ -14,12 +14,9 @@ from rootward.actions import Kube
 from rootward.app import App
 from rootward.cli import main
 from rootward.clock import ManualClock
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, load_config
 from rootward.policies import AuditLog
 from rootward.synthetic import Shop
-
-LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
-LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
 
 
 def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
@@ -27,7 +24,7 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
 ) -> None:
     deploy(kube, "payment", replicas=2)
     settings = [
-        *LOCAL,
+        *LOCAL_PORTS,
         f"storage.data_dir={tmp_path}",
         "topology.history.enabled=false",
         "detection.window_s=10",

@@ -15,14 +15,11 @@ from werkzeug import Request, Response
 from rootward.app import App
 from rootward.cli import main
 from rootward.clock import ManualClock
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.synthetic import Shop
 
-LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
-LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+LOCAL = [*LOCAL_PORTS, *NOTHING_ON_DISK]
 SETTINGS = [
-    "topology.history.enabled=false",
-    "detection.incidents.store=false",
     "detection.window_s=10",
     "detection.warmup=5",
     "detection.incidents.hold_s=30",

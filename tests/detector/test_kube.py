@@ -12,7 +12,7 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
 from rootward.app import App
 from rootward.clock import ManualClock
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.detector.detector import Anomaly
 from rootward.detector.kube import Change, KubeSignals
 
@@ -92,9 +92,7 @@ def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> 
 
 
 def test_an_oomkilled_pod_after_a_rollout_opens_an_incident_linked_to_the_rollout() -> None:
-    local = [f"{p}.host=127.0.0.1" for p in ("receiver.grpc", "receiver.http", "api.listen")]
-    local += [f"{p}.port=0" for p in ("receiver.grpc", "receiver.http", "api.listen")]
-    local += ["topology.history.enabled=false", "detection.incidents.store=false"]
+    local = [*LOCAL_PORTS, *NOTHING_ON_DISK]
     clock = ManualClock(1_000.0)
     app = App(load_config(environ={}, overrides=local), clock=clock)
     app.start()

@@ -15,13 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rootward.app import App
 from rootward.cli import main
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, load_config
 from rootward.storage import StorageError
 from rootward.synthetic import Shop
 from rootward.topology.queries import format_time
 
-LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
-LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
+LOCAL = list(LOCAL_PORTS)
 PAYMENT = ("service:shop/checkout", "service:shop/payment")
 
 

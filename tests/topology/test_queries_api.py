@@ -9,15 +9,10 @@ import httpx
 import pytest
 
 from rootward.app import App
-from rootward.config import load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.synthetic import Shop
 
-LOCAL = [f"{part}.host=127.0.0.1" for part in ("receiver.grpc", "receiver.http", "api.listen")]
-LOCAL += [f"{part}.port=0" for part in ("receiver.grpc", "receiver.http", "api.listen")]
-LOCAL += [
-    "topology.history.enabled=false",
-    "detection.incidents.store=false",
-]  # the live graph only; time travel: test_history_api.py
+LOCAL = [*LOCAL_PORTS, *NOTHING_ON_DISK]  # the live graph only; time travel: test_history_api.py
 
 
 @pytest.fixture(scope="module")
