@@ -13,6 +13,7 @@ Environment variables address nested keys with double underscores and take YAML 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from rootward.errors import ConfigError
 
 ENV_PREFIX = "ROOTWARD_"
+#: What Kubernetes' service links inject for a Service named ``rootward-...`` (``ROOTWARD_OTLP_SERVICE_HOST``,
+#: ``ROOTWARD_OTLP_PORT_4317_TCP_ADDR``, ...): never configuration, so not read as such. Configuration variables
+#: nest with double underscores; these never contain one.
+_SERVICE_LINK = re.compile(
+    r"ROOTWARD_(?:(?!__)[A-Z0-9_])*(?:_SERVICE_HOST|_SERVICE_PORT(?:_[A-Z0-9_]+)?|_PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)
 
 
 class _Section(BaseModel):
@@ -498,7 +505,7 @@ def load_config(
         data = loaded or {}
     env = os.environ if environ is None else environ
     for name, raw in sorted(env.items()):
-        if name.startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and not _SERVICE_LINK.fullmatch(name):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _set(data, keys, _yaml_value(raw, name))
             source[".".join(keys)] = f"environment {name}"

@@ -106,3 +106,18 @@ def test_the_topology_section_holds_the_graph_limits_with_the_same_defaults() ->
     assert load_config(environ={}).history_path == Path("rootward-data/topology.db")
     moved = load_config(environ={}, overrides=["storage.data_dir=/var/lib/rootward"])
     assert moved.history_path == Path("/var/lib/rootward/topology.db")
+
+
+def test_kubernetes_service_link_variables_are_not_configuration() -> None:
+    env = {
+        "ROOTWARD_OTLP_SERVICE_HOST": "10.96.0.10",
+        "ROOTWARD_OTLP_SERVICE_PORT": "4317",
+        "ROOTWARD_OTLP_SERVICE_PORT_GRPC": "4317",
+        "ROOTWARD_OTLP_PORT": "tcp://10.96.0.10:4317",
+        "ROOTWARD_OTLP_PORT_4317_TCP": "tcp://10.96.0.10:4317",
+        "ROOTWARD_OTLP_PORT_4317_TCP_ADDR": "10.96.0.10",
+        "ROOTWARD_RECEIVER__GRPC__PORT": "14317",
+    }
+    assert load_config(environ=env).receiver.grpc.port == 14317
+    with pytest.raises(ConfigError, match="ROOTWARD_BOGUS"):
+        load_config(environ={"ROOTWARD_BOGUS": "1"})
