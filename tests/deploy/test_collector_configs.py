@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from rootward.app import App
-from rootward.config import Config, load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, Config, load_config
 
 from collectors import otelcol_binary, running_otelcol, wait_until
 from deploy_files import COLLECTOR, COLLECTOR_CONFIGS, Doc, load_yaml, one
@@ -278,15 +278,7 @@ def test_the_components_the_binary_has_accept_their_settings(name: str, tmp_path
     assert checked, f"{name}: nothing the binary could check"
 
 
-LOCAL = [
-    "receiver.grpc.host=127.0.0.1",
-    "receiver.grpc.port=0",
-    "receiver.http.host=127.0.0.1",
-    "receiver.http.port=0",
-    "api.listen.host=127.0.0.1",
-    "api.listen.port=0",
-    "topology.history.enabled=false",
-]
+LOCAL = [*LOCAL_PORTS, *NOTHING_ON_DISK]
 
 
 @pytest.fixture

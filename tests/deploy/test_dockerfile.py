@@ -18,7 +18,7 @@ import pytest
 
 from rootward.app import App
 from rootward.cli import main
-from rootward.config import Config, load_config
+from rootward.config import LOCAL_PORTS, Config, load_config
 from rootward.testing import free_ports
 
 from deploy_files import REPO, pod_spec
@@ -170,16 +170,7 @@ def test_the_image_runs_rootward_serve_as_a_non_root_user_on_the_default_ports()
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    local = [
-        "receiver.grpc.host=127.0.0.1",
-        "receiver.grpc.port=0",
-        "receiver.http.host=127.0.0.1",
-        "receiver.http.port=0",
-        "api.listen.host=127.0.0.1",
-        "api.listen.port=0",
-        "topology.history.enabled=false",
-        f"storage.data_dir={tmp_path}",
-    ]
+    local = [*LOCAL_PORTS, "topology.history.enabled=false", f"storage.data_dir={tmp_path}"]
     rootward = App(load_config(environ={}, overrides=local))
     rootward.start()
     try:
