@@ -28,8 +28,11 @@ class Responder:
         graph: Workloads,
         min_confidence: float = 0.3,
         queue_size: int = 100,
+        pending: Callable[[str, str, dict[str, object]], None] | None = None,
     ) -> None:
+        """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack)."""
         self.submit, self.graph, self.min_confidence = submit, graph, min_confidence
+        self.pending = pending
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
         self.dropped = 0
         self._queue: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
@@ -81,6 +84,8 @@ class Responder:
                 try:
                     outcome = self.submit(request, reason)
                     incident.action = {"request": request.as_json(), **outcome.as_json()}
+                    if outcome.status == "pending_approval" and outcome.approval_id and self.pending is not None:
+                        self.pending(incident.id, outcome.approval_id, incident.action)
                 except Exception as e:  # an executor bug must not stop responding; kept on the incident
                     logger.exception("action for incident %s failed", incident.id)
                     incident.action = {"request": request.as_json(), "status": "failed", "detail": type(e).__name__}

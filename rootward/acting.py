@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from rootward.actions import Executor, Kube
 from rootward.actions.dependents import topology_dependents
@@ -22,11 +23,17 @@ from rootward.topology import TopologyGraph
 
 logger = logging.getLogger(__name__)
 
+#: (incident id, approval id, the action as JSON) of an action that waits for a human.
+Pending = Callable[[str, str, dict[str, object]], None]
+
 
 class Acting:
     """Everything that acts; ``start``/``shutdown`` follow the app's."""
 
-    def __init__(self, config: Config, clock: Clock, topology: TopologyGraph, kube: Kube) -> None:
+    def __init__(
+        self, config: Config, clock: Clock, topology: TopologyGraph, kube: Kube, pending: Pending | None = None
+    ) -> None:
+        """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests)."""
         p, a = config.policies, config.actions
         self.config = config
         self.kube = kube
@@ -46,10 +53,12 @@ class Acting:
             verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
         )  # fmt: skip
-        self.responder = Responder(self.executor.submit, topology, config.agent.min_action_confidence)
+        self.responder = Responder(self.executor.submit, topology, config.agent.min_action_confidence, pending=pending)
 
     @classmethod
-    def build(cls, config: Config, clock: Clock, topology: TopologyGraph) -> Acting | None:
+    def build(
+        cls, config: Config, clock: Clock, topology: TopologyGraph, pending: Pending | None = None
+    ) -> Acting | None:
         """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
         if not config.actions.enabled:
             return None
@@ -58,7 +67,7 @@ class Acting:
         except RootwardError as e:
             logger.warning("actions are off: %s", e)
             return None
-        return cls(config, clock, topology, kube)
+        return cls(config, clock, topology, kube, pending)
 
     def start(self) -> None:
         self.audit.open()

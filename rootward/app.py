@@ -210,7 +210,8 @@ class App:
         if config.actions.enabled:  # imported only then: the kubernetes client is heavy
             from rootward.acting import Acting
 
-            self.acting = Acting.build(config, self.clock, self.topology)
+            pending = self.slack.approval_requested if self.slack.configured else None
+            self.acting = Acting.build(config, self.clock, self.topology, pending)
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)

@@ -97,6 +97,37 @@ def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[d
     return text, blocks
 
 
+def render_approval(incident_id: str, approval_id: str, action: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A message asking a human to approve an action, with Approve / Reject buttons (their clicks come back to
+    ``POST /api/v1/slack/interactions``, signed; action_id approve|reject, value the approval id)."""
+    request = action.get("request", {})
+    target = "/".join(str(request[k]) for k in ("namespace", "name") if request.get(k)) or request.get("node", "")
+    decision = action.get("decision") or {}
+    reasons = decision.get("approval") or []
+    blast = action.get("blast_radius") or {}
+    text = f":raising_hand: Approval needed for incident {incident_id}: {request.get('kind', '?')} {target}"
+    lines = [f"*Why a human:* {'; '.join(reasons) or 'policy'}"]
+    if blast:
+        figures = [f"{k} {v}" for k, v in sorted(blast.items()) if not isinstance(v, (list, dict))]
+        lines.append(f"*Blast radius:* {', '.join(figures)}")
+    if action.get("result"):
+        lines.append("*Dry run:* passed on the API server")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+        {
+            "type": "actions",
+            "elements": [
+                {"type": "button", "style": "primary", "action_id": "approve", "value": approval_id,
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "style": "danger", "action_id": "reject", "value": approval_id,
+                 "text": {"type": "plain_text", "text": "Reject"}},
+            ],
+        },
+    ]  # fmt: skip
+    return text, blocks
+
+
 @dataclass(frozen=True, slots=True)
 class _Note:
     """One change to post, rendered when it happened."""
@@ -173,6 +204,17 @@ class SlackNotifier:
             return  # a webhook cannot edit; updates would be new messages each window
         text, blocks = render(incident, self.settings.page_url)  # now: the incident changes while it waits
         note = _Note(incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident))
+        try:
+            self._queue.put_nowait(note)
+        except queue.Full:
+            self.counts("dropped")
+
+    def approval_requested(self, incident_id: str, approval_id: str, action: dict[str, Any]) -> None:
+        """Ask for a human's decision on an action (the responder calls this for pending approvals)."""
+        if not self.configured:
+            return
+        text, blocks = render_approval(incident_id, approval_id, action)
+        note = _Note(f"approval:{approval_id}", "opened", None, text, blocks, f"• approval {approval_id}")
         try:
             self._queue.put_nowait(note)
         except queue.Full:

@@ -5,10 +5,14 @@ log records every step and verifies."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from cluster import RunningCluster, deploy
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from rootward.actions import Kube
 from rootward.app import App
@@ -64,3 +68,57 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
     assert kinds[0] == "decision"
     verified = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "audit.db")])
     assert verified.exit_code == 0, verified.output
+
+
+def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    posts: list[dict[str, Any]] = []
+
+    def hook(request: Request) -> Response:
+        posts.append(json.loads(request.get_data()))
+        return Response("ok", 200)
+
+    httpserver.expect_request("/hook").respond_with_handler(hook)
+    deploy(kube, "payment", replicas=2)
+    settings = [
+        *LOCAL_PORTS,
+        f"storage.data_dir={tmp_path}",
+        "topology.history.enabled=false",
+        "detection.window_s=10",
+        "detection.warmup=5",
+        "actions.enabled=true",
+        "actions.mode=approve-all",
+        f"actions.kubernetes.host={cluster.url}",
+        "actions.lease.enabled=false",
+        f"notifications.slack.webhook_url={httpserver.url_for('/hook')}",
+    ]
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=settings), clock=clock)
+    assert app.acting is not None
+    app.start()
+    shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
+    try:
+        for window in range(12):
+            for _ in range(12):
+                shop.request(payment_failing=window >= 8)
+            shop.flush()
+            app.receiver.queue.wait_idle()
+            clock.advance(10)
+            app.tick()
+        app.acting.responder.flush()
+        app.slack.flush()
+        (incident,) = app.incidents.listed()
+        assert incident.action is not None
+        assert incident.action["status"] == "pending_approval"
+        asks = [p for p in posts if "Approval needed" in p["text"]]
+        assert len(asks) == 1
+        buttons = next(b for b in asks[0]["blocks"] if b["type"] == "actions")["elements"]
+        assert [(b["action_id"], b["value"]) for b in buttons] == [
+            ("approve", incident.action["approval_id"]),
+            ("reject", incident.action["approval_id"]),
+        ]
+        assert "rollout_restart shop/payment" in asks[0]["text"]
+    finally:
+        shop.close()
+        app.shutdown()
