@@ -29,10 +29,13 @@ class Responder:
         min_confidence: float = 0.3,
         queue_size: int = 100,
         pending: Callable[[str, str, dict[str, object]], None] | None = None,
+        counted: Callable[[str, str], None] | None = None,
     ) -> None:
-        """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack)."""
+        """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack);
+        ``counted(kind, status)`` of every outcome (the metrics)."""
         self.submit, self.graph, self.min_confidence = submit, graph, min_confidence
         self.pending = pending
+        self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
         self.dropped = 0
         self._queue: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
@@ -84,10 +87,12 @@ class Responder:
                 try:
                     outcome = self.submit(request, reason)
                     incident.action = {"request": request.as_json(), **outcome.as_json()}
+                    self.counted(request.kind, outcome.status)
                     if outcome.status == "pending_approval" and outcome.approval_id and self.pending is not None:
                         self.pending(incident.id, outcome.approval_id, incident.action)
                 except Exception as e:  # an executor bug must not stop responding; kept on the incident
                     logger.exception("action for incident %s failed", incident.id)
                     incident.action = {"request": request.as_json(), "status": "failed", "detail": type(e).__name__}
+                    self.counted(request.kind, "failed")
             finally:
                 self._queue.task_done()

@@ -31,7 +31,13 @@ class Acting:
     """Everything that acts; ``start``/``shutdown`` follow the app's."""
 
     def __init__(
-        self, config: Config, clock: Clock, topology: TopologyGraph, kube: Kube, pending: Pending | None = None
+        self,
+        config: Config,
+        clock: Clock,
+        topology: TopologyGraph,
+        kube: Kube,
+        pending: Pending | None = None,
+        counted: Callable[[str, str], None] | None = None,
     ) -> None:
         """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests)."""
         p, a = config.policies, config.actions
@@ -53,11 +59,18 @@ class Acting:
             verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
         )  # fmt: skip
-        self.responder = Responder(self.executor.submit, topology, config.agent.min_action_confidence, pending=pending)
+        self.responder = Responder(
+            self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted
+        )
 
     @classmethod
     def build(
-        cls, config: Config, clock: Clock, topology: TopologyGraph, pending: Pending | None = None
+        cls,
+        config: Config,
+        clock: Clock,
+        topology: TopologyGraph,
+        pending: Pending | None = None,
+        counted: Callable[[str, str], None] | None = None,
     ) -> Acting | None:
         """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
         if not config.actions.enabled:
@@ -67,7 +80,7 @@ class Acting:
         except RootwardError as e:
             logger.warning("actions are off: %s", e)
             return None
-        return cls(config, clock, topology, kube, pending)
+        return cls(config, clock, topology, kube, pending, counted)
 
     def start(self) -> None:
         self.audit.open()

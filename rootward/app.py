@@ -211,7 +211,7 @@ class App:
             from rootward.acting import Acting
 
             pending = self.slack.approval_requested if self.slack.configured else None
-            self.acting = Acting.build(config, self.clock, self.topology, pending)
+            self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action)
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
@@ -229,6 +229,9 @@ class App:
             self.acting.executor if self.acting is not None else None, config.policies.approvals,
         )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
+
+    def _count_action(self, kind: str, status: str) -> None:
+        self.telemetry.actions.labels(kind, status).inc()
 
     def tick(self) -> None:
         """Close the windows whose time has passed (the ticker calls it; a replay calls it as its clock moves)."""

@@ -75,6 +75,12 @@ class Telemetry:
         self.incident_store_failures = Counter(
             "rootward_incident_store_failures", "Incident changes that could not be stored (logged).", registry=r
         )
+        self.actions = Counter(
+            "rootward_actions",
+            "Proposed actions by kind and how they ended (denied, dry_run, pending_approval, succeeded, failed, ...).",
+            ["kind", "status"],
+            registry=r,
+        )
         self.slack_messages = Counter(
             "rootward_slack_messages",
             "Incident notifications by outcome: sent, failed, dropped, silenced, unchanged, digested.",

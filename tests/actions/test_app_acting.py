@@ -59,6 +59,7 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
         assert incident.action["request"]["kind"] == "rollout_restart"  # a code error on a Deployment's service
         assert incident.action["status"] == "dry_run", incident.action  # policy allowed; the default mode stops here
         assert incident.action["decision"]["result"] == "allow"
+        assert app.telemetry.value("rootward_actions_total", kind="rollout_restart", status="dry_run") == 1
         assert kube.workload("Deployment", "shop", "payment")["metadata"].get("generation", 1) == 1  # unchanged
     finally:
         shop.close()
