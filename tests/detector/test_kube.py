@@ -114,3 +114,30 @@ def test_an_oomkilled_pod_after_a_rollout_opens_an_incident_linked_to_the_rollou
     finally:
         provider.shutdown()
         app.shutdown()
+
+
+def test_a_crashlooping_pod_opens_an_incident_at_once_through_the_sdk_exporter() -> None:
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]), clock=clock)
+    app.start()
+    provider = LoggerProvider()
+    exporter = OTLPLogExporter(endpoint=f"127.0.0.1:{app.receiver.grpc.port}", insecure=True)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    backoff = {
+        "kind": "Event",
+        "type": "Warning",
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container server in pod cart-7d9f-x1",
+        "count": 5,
+        "involvedObject": {"kind": "Pod", "name": "cart-7d9f-x1", "namespace": "shop"},
+    }
+    try:
+        provider.get_logger("k8sobjects").emit(body={"type": "ADDED", "object": backoff})
+        app.receiver.queue.wait_idle()
+        (incident,) = app.incidents.listed()
+        assert incident.status == "open"
+        assert ("pod:shop/cart-7d9f-x1", "k8s:CrashLoopBackOff") in incident.anomalies
+        assert incident.severity == "critical"
+    finally:
+        provider.shutdown()
+        app.shutdown()
