@@ -204,7 +204,12 @@ class Incidents:
         states itself (a Kubernetes failure signal, ``k8s:*``, or spans with error status): those need no
         corroboration."""
         families = {family(s) for _, s in incident.anomalies}
-        return len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families)
+        if len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families):
+            return True
+        # A slowdown the spans show on two services (the grouping made them related: one calls the other) is
+        # corroborated by the call graph itself: a slow database shows in its callers, and their callers.
+        slowed = {e for e, s in incident.anomalies if e.startswith("service:") and family(s) == "latency"}
+        return len(slowed) >= 2
 
     def _tell(self, incident: Incident, change: str) -> None:
         for sink in self.sinks:

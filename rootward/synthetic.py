@@ -10,6 +10,7 @@ traffic from a real sender.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -145,13 +146,15 @@ class Shop:
             {"server.address": f"{callee}.shop.svc.cluster.local", "server.port": 8080, "peer.service": callee},
         )
 
-    def request(self, payment_failing: bool = False) -> None:
-        """One user request through the shop; when ``payment_failing``, payment errors and logs it."""
+    def request(self, payment_failing: bool = False, redis_delay_s: float = 0.0) -> None:
+        """One user request through the shop; when ``payment_failing``, payment errors and logs it; with
+        ``redis_delay_s``, cart's redis call takes that long (really: the spans measure it)."""
         rng = self._rng
         with self._server("frontend", "/checkout", payment_failing, rng.uniform(20, 40)):
             with self._call("frontend", "cart", "/cart"), self._server("cart", "/cart", False, rng.uniform(2, 6)):
                 with self._span("cart", "HGET", SpanKind.CLIENT, {"db.system": "redis", "server.address": "redis"}):
-                    pass
+                    if redis_delay_s:
+                        time.sleep(redis_delay_s)
             with self._call("frontend", "checkout", "/checkout"):
                 with self._server("checkout", "/checkout", payment_failing, rng.uniform(10, 20)):
                     with self._call("checkout", "payment", "/charge"):

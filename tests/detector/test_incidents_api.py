@@ -93,3 +93,27 @@ def check(api: httpx.Client, window: Callable[[bool], None]) -> None:
         assert api.get("/incidents/nope").status_code == 404
         assert api.post("/incidents/nope/resolve").status_code == 404
         assert api.get("/incidents", params={"limit": "0"}).status_code == 400
+
+
+def test_a_slow_database_opens_an_incident_on_the_services_that_call_it() -> None:
+    """Cart's redis calls slow down (real time: the spans measure it); the slowdown shows on cart and on frontend,
+    which calls cart: one signal family on two related services is corroborated by the call graph."""
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=[*LOCAL, "detection.window_s=10", "detection.warmup=5"]), clock=clock)
+    app.start()
+    shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
+    try:
+        for window in range(14):
+            for _ in range(12):
+                shop.request(redis_delay_s=0.03 if window >= 9 else 0.0)
+            shop.flush()
+            app.receiver.queue.wait_idle()
+            clock.advance(10)
+            app.tick()
+        (incident,) = app.incidents.listed()
+        assert incident.status == "open"
+        assert incident.candidates[0] == "service:shop/cart"  # the nearest instrumented entity to redis
+        assert {e for e, _ in incident.anomalies} >= {"service:shop/cart", "service:shop/frontend"}
+    finally:
+        shop.close()
+        app.shutdown()
