@@ -33,6 +33,7 @@ from rootward.scoring import (
     false_incidents,
     fault_free_seconds,
     outcomes,
+    reliability,
     summary,
 )
 
@@ -45,15 +46,18 @@ class Ranking:
     """An incident's candidate rankings over time: (time, ranked services) at each change."""
 
     opened: float
-    snapshots: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    snapshots: list[tuple[float, tuple[str, ...], float | None]] = field(default_factory=list)
 
-    def at(self, t: float) -> tuple[str, ...]:
-        found: tuple[str, ...] = ()
-        for when, ranked in self.snapshots:
+    def at(self, t: float) -> tuple[tuple[str, ...], float | None]:
+        """The ranking (and the top hypothesis' confidence) as it stood at ``t``, else the first one."""
+        found: tuple[tuple[str, ...], float | None] = ((), None)
+        for when, ranked, confidence in self.snapshots:
             if when > t:
                 break
-            found = ranked
-        return found or (self.snapshots[0][1] if self.snapshots else ())
+            found = (ranked, confidence)
+        if not found[0] and self.snapshots:
+            return self.snapshots[0][1], self.snapshots[0][2]
+        return found
 
 
 class Rankings:
@@ -73,13 +77,16 @@ class Rankings:
             ranking = self.incidents[incident.id] = Ranking(incident.updated if ranking else incident.opened)
             self.episodes.append(ranking)
         entities = incident.candidates
+        confidence = None
         if incident.diagnosis is not None:
-            entities = [str(h["entity"]) for h in incident.diagnosis.get("hypotheses", [])]
+            hypotheses = incident.diagnosis.get("hypotheses", [])
+            entities = [str(h["entity"]) for h in hypotheses]
+            confidence = float(hypotheses[0]["confidence"]) if hypotheses else None
         ranked = tuple(dict.fromkeys(s for s in map(self.service_of, entities) if s is not None))
-        ranking.snapshots.append((incident.updated, ranked))
+        ranking.snapshots.append((incident.updated, ranked, confidence))
 
     def opened(self) -> list[Opened]:
-        return [Opened(r.opened, r.at(r.opened + RANK_AFTER_S)) for r in self.episodes]
+        return [Opened(r.opened, *r.at(r.opened + RANK_AFTER_S)) for r in self.episodes]
 
 
 @dataclass
@@ -161,7 +168,7 @@ def overall(results: Iterable[DayResult]) -> dict[str, dict[str, Any]]:
         results_ = [o for d in days for o in d.outcomes]
         false, free = sum(d.false for d in days), sum(d.fault_free_s for d in days)
         scores = summary(results_, false, free)
-        out[system] = {**scores, "by_type": by_type(results_)}
+        out[system] = {**scores, "by_type": by_type(results_), "calibration": reliability(results_)}
     return out
 
 

@@ -13,6 +13,7 @@ import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: How long after an injection an incident still counts as its detection (the faults last about 3 minutes).
 WINDOW_S = 180.0
@@ -37,6 +38,7 @@ class Opened:
 
     time: float
     ranked: tuple[str, ...]
+    confidence: float | None = None  # the reasoner's confidence in its first-ranked service, when it gave one
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Outcome:
     detected: bool
     rank: int | None
     delay_s: float | None
+    confidence: float | None = None
 
 
 def outcomes(faults: Iterable[Fault], incidents: Sequence[Opened], window_s: float = WINDOW_S) -> list[Outcome]:
@@ -60,7 +63,7 @@ def outcomes(faults: Iterable[Fault], incidents: Sequence[Opened], window_s: flo
             result.append(Outcome(fault, False, None, None))
             continue
         rank = first.ranked.index(fault.service) + 1 if fault.service in first.ranked else None
-        result.append(Outcome(fault, True, rank, first.time - fault.inject))
+        result.append(Outcome(fault, True, rank, first.time - fault.inject, first.confidence))
     return result
 
 
@@ -112,6 +115,23 @@ def summary(results: Sequence[Outcome], false: int = 0, fault_free_s: float = 0.
         "false_incidents": false,
         "false_per_hour": false / (fault_free_s / 3600) if fault_free_s > 0 else None,
     }
+
+
+def reliability(results: Sequence[Outcome], bins: int = 5) -> dict[str, Any]:
+    """How well the reasoner's confidence in its first-ranked service matches how often it is right, over the
+    detected faults that had one: per confidence bin the count, mean confidence and accuracy (AC@1 among them), and
+    the expected calibration error (ECE: the count-weighted mean gap). Empty bins are left out."""
+    scored = [(r.confidence, r.rank == 1) for r in results if r.detected and r.confidence is not None]
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [(c, ok) for c, ok in scored if lo <= c < hi or (b == bins - 1 and c == 1.0)]
+        if inside:
+            mean = sum(c for c, _ in inside) / len(inside)
+            accuracy = sum(ok for _, ok in inside) / len(inside)
+            rows.append({"from": lo, "to": hi, "count": len(inside), "confidence": mean, "accuracy": accuracy})
+    ece = sum(r["count"] * abs(r["confidence"] - r["accuracy"]) for r in rows) / len(scored) if scored else None
+    return {"scored": len(scored), "ece": ece, "bins": rows}
 
 
 def by_type(results: Sequence[Outcome]) -> dict[str, dict[str, float | int | None]]:

@@ -12,6 +12,7 @@ from rootward.scoring import (
     fault_free_seconds,
     outcomes,
     published,
+    reliability,
     summary,
     table,
 )
@@ -84,3 +85,20 @@ def test_the_table_puts_rootward_beside_the_published_rows() -> None:
     assert lines[2].split() == ["Rootward", "25.00%", "50.00%", "50.00%"]
     assert lines[3].split()[0] == "Nezha"  # best first
     assert len(lines) == 3 + len(rows)
+
+
+def test_reliability_bins_the_top_confidence_against_being_right() -> None:
+    faults = FAULTS[:3]
+    incidents = [
+        Opened(1030.0, ("cart",), 0.9),  # right, confident
+        Opened(2060.0, ("checkout", "payment"), 0.85),  # wrong at 1, confident
+        Opened(3010.0, ("email",), 0.3),  # right, unsure
+    ]
+    r = reliability(outcomes(faults, incidents))
+    assert r["scored"] == 3
+    assert r["bins"] == [
+        {"from": 0.2, "to": 0.4, "count": 1, "confidence": 0.3, "accuracy": 1.0},
+        {"from": 0.8, "to": 1.0, "count": 2, "confidence": pytest.approx(0.875), "accuracy": 0.5},
+    ]
+    assert r["ece"] == pytest.approx((1 * 0.7 + 2 * 0.375) / 3)
+    assert reliability([])["ece"] is None
