@@ -36,18 +36,14 @@ from rootward.nezha import (
     Day,
     IdStats,
     Log,
-    MetricRow,
-    Resources,
     Span,
     go_time_ns,
-    log_request,
     metric_columns,
-    metric_request,
     missing_minutes,
     parse_log,
     parse_span,
-    trace_request,
 )
+from rootward.nezha_otlp import MetricRow, Resources, log_request, metric_request, trace_request
 from rootward.receiver.queue import Signal
 from rootward.recorded import Issues, Request
 

@@ -33,7 +33,8 @@ import pytest
 from rootward import nezha_stream
 from rootward.clock import ManualClock
 from rootward.model import KIND_CLIENT, KIND_SERVER
-from rootward.nezha import Day, IdStats, Resources, extract, parse_span, service_name, trace_request
+from rootward.nezha import Day, IdStats, extract, parse_span, service_name
+from rootward.nezha_otlp import Resources, trace_request
 from rootward.receiver import TraceDecoder
 from rootward.recorded import Issues
 from rootward.topology import TopologyGraph
