@@ -31,8 +31,8 @@ import numpy as np
 
 from rootward.clock import ManualClock
 from rootward.topology import TopologyGraph, TopologyLimits, queries
-from rootward.topology.graph import LATENCY_BUCKETS_S
 from rootward.topology.history import THINNING, History
+from rootward.topology.red import LATENCY_BUCKETS_S
 
 TICK_S = 30.0
 

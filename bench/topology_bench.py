@@ -26,7 +26,7 @@ from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
 from rootward.topology import TopologyGraph, TopologyLimits, queries
 from rootward.topology.entities import service
-from rootward.topology.graph import _EdgeDelta
+from rootward.topology.red import EdgeDelta
 
 #: The time between two 500-span batches at 10,000 spans/s (the soak's rate).
 BATCH_INTERVAL_S = 0.05
@@ -57,11 +57,11 @@ def _big_graph(services: int, calls_each: int, seed: int = 3) -> TopologyGraph:
     ids = [service(f"svc-{i}", "bench").id for i in range(services)]
     for i in range(services):
         graph._touch_entity(service(f"svc-{i}", "bench"), now)
-    deltas: dict[tuple[str, str], _EdgeDelta] = {}
+    deltas: dict[tuple[str, str], EdgeDelta] = {}
     for i, src in enumerate(ids):
         for j in rng.sample(range(services), calls_each):
             if j != i:
-                delta = deltas.setdefault((src, ids[j]), _EdgeDelta())
+                delta = deltas.setdefault((src, ids[j]), EdgeDelta())
                 delta.add(rng.random() / 10, rng.random() < 0.01)
     graph._merge(deltas, now)
     return graph
@@ -113,12 +113,12 @@ def run(requests: list[bytes], spans_per_request: int, rounds: int = 5) -> Topol
     before = tracemalloc.get_traced_memory()[0]
     many = _big_graph(50_000, 0)
     with_entities = tracemalloc.get_traced_memory()[0]
-    deltas: dict[tuple[str, str], _EdgeDelta] = {}
+    deltas: dict[tuple[str, str], EdgeDelta] = {}
     nodes = list(many.graph.nodes)
     edge_rng = random.Random(9)
     while len(deltas) < 100_000:
         src, dst = edge_rng.sample(nodes, 2)
-        deltas.setdefault((src, dst), _EdgeDelta()).add(0.01, False)
+        deltas.setdefault((src, dst), EdgeDelta()).add(0.01, False)
     pairs = list(deltas)
     measured_from = tracemalloc.get_traced_memory()[0]
     many._merge(deltas, time.time())

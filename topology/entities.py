@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rootward.model import Resource
+import numpy as np
+
+from rootward.model import Resource, SpanBatch
 
 #: Workload kinds and the resource attribute naming each, most specific owner last (a pod's deployment wins over
 #: its replicaset as the workload it belongs to, as users think of it).
@@ -116,3 +118,65 @@ def peer(
     if server_address:
         return Entity(f"host:{server_address}", "host", server_address, virtual=True)
     return None
+
+
+#: The span attributes that name a client span's peer, in the order :func:`span_peers` reads them.
+PEER_ATTRIBUTES = (
+    "peer.service",
+    "server.address",
+    "peer.ip",
+    "db.system",
+    "messaging.system",
+    "messaging.destination",
+)
+
+_MIX = np.array(
+    [
+        0x9E3779B97F4A7C15,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0x27D4EB2F165667C5,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+    ],
+    np.uint64,
+)
+
+#: A client span's peer: the virtual entity, and server.address and the peer IP to resolve it through the cluster.
+Peer = tuple[Entity, str | None, str | None]
+
+
+def span_peers(
+    batch: SpanBatch, rows: np.ndarray, wanted: np.ndarray, known: dict[tuple[str | None, ...], Peer | None]
+) -> np.ndarray:
+    """The peer of each of ``rows`` where ``wanted`` (unpaired client spans) as an object array of Peer or None,
+    looked up once per distinct combination of peer attributes in the batch, in ``known`` (kept across batches:
+    the same peers recur)."""
+    out = np.empty(len(rows), object)
+    wanted = np.flatnonzero(wanted)
+    if not len(wanted):
+        return out
+    stacked = np.stack([batch.str_attrs[name][rows[wanted]] for name in PEER_ATTRIBUTES], axis=1)
+    has = (stacked >= 0).any(axis=1)
+    named = wanted[has]
+    if len(named):
+        rows_named = stacked[has]
+        # Distinct attribute combinations: unique over one hash per row (a 1-d sort), checked exactly; a collision
+        # (never seen, but the ids come from senders) falls back to the slower row-wise unique.
+        _, first, inverse = np.unique((rows_named + 1).astype(np.uint64) @ _MIX, return_index=True, return_inverse=True)
+        combos = rows_named[first]
+        if not (combos[inverse] == rows_named).all():
+            combos, inverse = np.unique(rows_named, axis=0, return_inverse=True)
+        strings = batch.strings
+        found = np.empty(len(combos), object)
+        for j, combo in enumerate(combos.tolist()):
+            values = tuple([strings[i] if i >= 0 else None for i in combo])
+            if values not in known:
+                if len(known) >= 10_000:  # bounded: senders choose addresses
+                    known.clear()
+                service_, address, ip, db, messaging, destination = values
+                entity = peer(service_, address, db, messaging, destination)
+                known[values] = (entity, address, ip) if entity is not None else None
+            found[j] = known[values]
+        out[named] = found[inverse.reshape(-1)]
+    return out

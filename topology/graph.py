@@ -8,7 +8,8 @@ virtual entity when it expires. Spans without kinds (such as the Nezha data set)
 change of service between them is a call.
 
 Per batch, pairing and the reduction to per-edge RED counters are whole-array numpy work over the batch's columns
-and the pending stores (topology/pairing.py: numpy columns in ring buffers, a dict from key to row); the networkx
+and the pending stores (topology/pairing.py: numpy columns in ring buffers, a Cython index from key to row; the
+reduction in topology/red.py, the peers of client spans in topology/entities.py); the networkx
 graph is then touched once per edge, never per span. Past ``max_entities`` / ``max_edges``, new items are refused
 and counted; past ``max_pending``, the oldest pending spans are evicted (and counted) to make room for the newest.
 
@@ -20,12 +21,11 @@ stays virtual (an uninstrumented database behind a Service) gets ``backed_by`` e
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -43,10 +43,11 @@ from rootward.model import (
     Resource,
     SpanBatch,
 )
-from rootward.topology.entities import Entity, ResourceView, peer, service, view
+from rootward.topology.entities import Entity, Peer, ResourceView, service, span_peers, view
 from rootward.topology.k8s import WORKLOAD_KINDS, ClusterIndex, k8s_object, workload_id
 from rootward.topology.pairing import Pending, span_keys
 from rootward.topology.queries import whole
+from rootward.topology.red import Calls, EdgeDelta
 
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
 USER = service("user", virtual=True)
@@ -56,9 +57,6 @@ MAX_CONTAINERS = 32
 
 #: ``backed_by`` edges a virtual peer gets at most (the pods of its Service, in name order).
 MAX_BACKING_PODS = 50
-
-#: Latency histogram bounds in seconds: the servicegraph connector's defaults, so its Grafana panels apply.
-LATENCY_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,121 +70,12 @@ class TopologyLimits:
     ttl_s: float = 900.0
 
 
-@dataclass
-class _EdgeDelta:
-    requests: int = 0
-    errors: int = 0
-    latency_sum: float = 0.0
-    buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_S) + 1, np.int64))
-
-    def add(self, seconds: float, error: bool) -> None:
-        self.requests += 1
-        self.errors += error
-        self.latency_sum += seconds
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-
-
-class _Calls:
-    """One batch's calls as arrays (caller and callee name indexes, seconds, error), reduced per edge at the end."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def add(self, src: np.ndarray, dst: np.ndarray, seconds: np.ndarray, error: np.ndarray) -> None:
-        if len(src):
-            self.parts.append((src, dst, seconds, error))
-
-    def reduce(self, names: list[str]) -> dict[tuple[str, str], _EdgeDelta]:
-        """RED per (caller, callee): counts, error counts, latency sums and histograms, with bincount."""
-        if not self.parts:
-            return {}
-        src, dst, seconds, error = (np.concatenate(column) for column in zip(*self.parts, strict=True))
-        keep = (src != dst) & (src >= 0) & (dst >= 0)  # no self-calls; -1: a name compacted away meanwhile
-        src, dst, seconds, error = src[keep], dst[keep], seconds[keep], error[keep]
-        edges, edge = np.unique((src.astype(np.int64) << 32) | dst.astype(np.int64), return_inverse=True)
-        k, width = len(edges), len(LATENCY_BUCKETS_S) + 1
-        requests = np.bincount(edge, minlength=k)
-        errors = np.bincount(edge, weights=error, minlength=k)
-        sums = np.bincount(edge, weights=seconds, minlength=k)
-        bucket = np.searchsorted(_BOUNDS, seconds, side="left")
-        histograms = np.bincount(edge * width + bucket, minlength=k * width).reshape(k, width)
-        return {
-            (names[code >> 32], names[code & 0xFFFFFFFF]): _EdgeDelta(r, int(e), s, h)
-            for code, r, e, s, h in zip(
-                edges.tolist(), requests.tolist(), errors.tolist(), sums.tolist(), histograms, strict=True
-            )
-        }
-
-
-_BOUNDS = np.array(LATENCY_BUCKETS_S)
-
 #: What each span kind does in pairing, indexed by the kind column (int8; -1, a value out of range, reads the last).
 _OTHER, _CLIENT, _SERVER, _KINDLESS = 0, 1, 2, 3
 _ROLE = np.zeros(129, np.int8)
 _ROLE[[KIND_CLIENT, KIND_PRODUCER]] = _CLIENT
 _ROLE[[KIND_SERVER, KIND_CONSUMER]] = _SERVER
 _ROLE[KIND_UNSPECIFIED] = _KINDLESS
-
-#: The span attributes that name a client span's peer, in the order :func:`_peer` reads them.
-_PEER_ATTRIBUTES = (
-    "peer.service",
-    "server.address",
-    "peer.ip",
-    "db.system",
-    "messaging.system",
-    "messaging.destination",
-)
-
-_MIX = np.array(
-    [
-        0x9E3779B97F4A7C15,
-        0xC2B2AE3D27D4EB4F,
-        0x165667B19E3779F9,
-        0x27D4EB2F165667C5,
-        0xFF51AFD7ED558CCD,
-        0xC4CEB9FE1A85EC53,
-    ],
-    np.uint64,
-)
-
-#: A client span's peer: the virtual entity, and server.address and the peer IP to resolve it through the cluster.
-_Peer = tuple[Entity, str | None, str | None]
-
-
-def _peers(
-    batch: SpanBatch, rows: np.ndarray, wanted: np.ndarray, known: dict[tuple[str | None, ...], _Peer | None]
-) -> np.ndarray:
-    """The peer of each of ``rows`` where ``wanted`` (unpaired client spans) as an object array of _Peer or None,
-    looked up once per distinct combination of peer attributes in the batch, in ``known`` (kept across batches:
-    the same peers recur)."""
-    out = np.empty(len(rows), object)
-    wanted = np.flatnonzero(wanted)
-    if not len(wanted):
-        return out
-    stacked = np.stack([batch.str_attrs[name][rows[wanted]] for name in _PEER_ATTRIBUTES], axis=1)
-    has = (stacked >= 0).any(axis=1)
-    named = wanted[has]
-    if len(named):
-        rows_named = stacked[has]
-        # Distinct attribute combinations: unique over one hash per row (a 1-d sort), checked exactly; a collision
-        # (never seen, but the ids come from senders) falls back to the slower row-wise unique.
-        _, first, inverse = np.unique((rows_named + 1).astype(np.uint64) @ _MIX, return_index=True, return_inverse=True)
-        combos = rows_named[first]
-        if not (combos[inverse] == rows_named).all():
-            combos, inverse = np.unique(rows_named, axis=0, return_inverse=True)
-        strings = batch.strings
-        found = np.empty(len(combos), object)
-        for j, combo in enumerate(combos.tolist()):
-            values = tuple([strings[i] if i >= 0 else None for i in combo])
-            if values not in known:
-                if len(known) >= 10_000:  # bounded: senders choose addresses
-                    known.clear()
-                service_, address, ip, db, messaging, destination = values
-                entity = peer(service_, address, db, messaging, destination)
-                known[values] = (entity, address, ip) if entity is not None else None
-            found[j] = known[values]
-        out[named] = found[inverse.reshape(-1)]
-    return out
 
 
 class TopologyGraph:
@@ -210,7 +99,7 @@ class TopologyGraph:
         self._name_index: dict[str, int] = {USER.id: 0}
         # Each resource's view and service name index, by identity (the decoder reuses Resource objects).
         self._views: dict[int, tuple[Resource, ResourceView, int, float]] = {}
-        self._known_peers: dict[tuple[str | None, ...], _Peer | None] = {}
+        self._known_peers: dict[tuple[str | None, ...], Peer | None] = {}
         self._last_expiry = 0.0
         self._edges = 0
         self.cluster = ClusterIndex()
@@ -297,7 +186,7 @@ class TopologyGraph:
         now = self.clock.now()
         with self._lock:
             services = np.array(self._resources(list(batch.resources), now), np.int32)
-            calls = _Calls()
+            calls = Calls()
             if len(batch) and len(services):
                 self._pair(batch, services[batch.resource], calls, now)
             if now - self._last_expiry >= 1.0:  # expiry at most once a second
@@ -379,7 +268,7 @@ class TopologyGraph:
 
     # --- pairing -------------------------------------------------------------------------------------------------
 
-    def _pair(self, batch: SpanBatch, svc: np.ndarray, calls: _Calls, now: float) -> None:
+    def _pair(self, batch: SpanBatch, svc: np.ndarray, calls: Calls, now: float) -> None:
         """Pair a batch's spans with each other and with the pending stores; hold what is left.
 
         1. client (and kind-less) spans take the server spans waiting for them;
@@ -417,7 +306,7 @@ class TopologyGraph:
             "error": error[ci],
             "seconds": seconds[ci],
             "role": role,
-            "peer": _peers(batch, ci, role & ~paired, self._known_peers),
+            "peer": span_peers(batch, ci, role & ~paired, self._known_peers),
         }
         self._hold(self._clients, values, now)
 
@@ -477,7 +366,7 @@ class TopologyGraph:
             self.refused["pending_evicted"] += excess
         store.append(values, now)
 
-    def _expire(self, cutoff: float, calls: _Calls, now: float) -> None:
+    def _expire(self, cutoff: float, calls: Calls, now: float) -> None:
         """Drop pending spans that arrived at or before ``cutoff``. An expired client span that never paired but
         names its peer gives an edge to that peer: a real entity when the cluster index resolves it, else virtual."""
         gone = self._clients.expire(cutoff)
@@ -496,7 +385,7 @@ class TopologyGraph:
         servers = self._servers.expire(cutoff)
         self.expired_pending += int((~self._servers.columns["done"][servers]).sum())
 
-    def _target(self, p: _Peer, now: float) -> int:
+    def _target(self, p: Peer, now: float) -> int:
         """The name index of the entity a client span's peer is (-1: refused at the entity limit)."""
         entity, address, ip = p
         target = self._resolve(address, ip)
@@ -516,11 +405,11 @@ class TopologyGraph:
         """Expire every pending span now (virtual edges included): at shutdown, and when a replay ends."""
         now = self.clock.now()
         with self._lock:
-            calls = _Calls()
+            calls = Calls()
             self._expire(float("inf"), calls, now)
             self._merge(calls.reduce(self._names), now)
 
-    def _merge(self, deltas: dict[tuple[str, str], _EdgeDelta], now: float) -> None:
+    def _merge(self, deltas: dict[tuple[str, str], EdgeDelta], now: float) -> None:
         """Fold one batch's per-edge counters into the graph: one networkx update per edge."""
         for (src, dst), delta in deltas.items():
             data = self._touch_edge(src, dst, "calls", now)

@@ -53,8 +53,9 @@ import numpy as np
 
 from rootward.clock import Clock, SystemClock
 from rootward.storage import StorageError, open_database, reclaim, size_bytes, transaction
-from rootward.topology.graph import LATENCY_BUCKETS_S, TopologyGraph
+from rootward.topology.graph import TopologyGraph
 from rootward.topology.queries import Graph, format_time
+from rootward.topology.red import LATENCY_BUCKETS_S
 
 #: The schema, one script per version (rootward.storage applies the ones a file has not seen). An item is an
 #: entity (source = its id, target = kind = '') or an edge (source, target, edge kind), with the latest last_seen

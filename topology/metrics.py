@@ -22,7 +22,7 @@ import networkx as nx
 import numpy as np
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from rootward.topology.graph import LATENCY_BUCKETS_S
+from rootward.topology.red import LATENCY_BUCKETS_S
 
 _CONNECTION = {"database": "database", "queue": "messaging_system", "host": "virtual_node"}
 
