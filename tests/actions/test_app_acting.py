@@ -6,6 +6,8 @@ log records every step and verifies."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +25,23 @@ from rootward.policies import AuditLog
 from rootward.synthetic import Shop
 
 
-def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
-    cluster: RunningCluster, kube: Kube, tmp_path: Path
-) -> None:
-    deploy(kube, "payment", replicas=2)
-    settings = [
+@contextmanager
+def payment_failure(cluster: RunningCluster, data: Path, *settings: str) -> Iterator[App]:
+    """A running App with actions on against ``cluster``, after eight healthy windows of shop traffic and four with
+    payment failing; its responder and Slack notifier drained. Shut down on the way out."""
+    overrides = [
         *LOCAL_PORTS,
-        f"storage.data_dir={tmp_path}",
+        f"storage.data_dir={data}",
         "topology.history.enabled=false",
         "detection.window_s=10",
         "detection.warmup=5",
         "actions.enabled=true",
         f"actions.kubernetes.host={cluster.url}",
         "actions.lease.enabled=false",
+        *settings,
     ]
     clock = ManualClock(1_000.0)
-    app = App(load_config(environ={}, overrides=settings), clock=clock)
+    app = App(load_config(environ={}, overrides=overrides), clock=clock)
     assert app.acting is not None
     app.start()
     shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
@@ -51,6 +54,18 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
             clock.advance(10)
             app.tick()
         app.acting.responder.flush()
+        app.slack.flush()
+        yield app
+    finally:
+        shop.close()
+        app.shutdown()
+
+
+def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path
+) -> None:
+    deploy(kube, "payment", replicas=2)
+    with payment_failure(cluster, tmp_path) as app:
         (incident,) = app.incidents.listed()
         assert incident.diagnosis is not None
         assert incident.action is not None, incident.diagnosis
@@ -61,9 +76,6 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
         assert incident.action["decision"]["result"] == "allow"
         assert app.telemetry.value("rootward_actions_total", kind="rollout_restart", status="dry_run") == 1
         assert kube.workload("Deployment", "shop", "payment")["metadata"].get("generation", 1) == 1  # unchanged
-    finally:
-        shop.close()
-        app.shutdown()
     with AuditLog(tmp_path / "audit.db") as log:
         kinds = [r.kind for r in log.records()]
     assert kinds[0] == "decision"
@@ -82,33 +94,8 @@ def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
 
     httpserver.expect_request("/hook").respond_with_handler(hook)
     deploy(kube, "payment", replicas=2)
-    settings = [
-        *LOCAL_PORTS,
-        f"storage.data_dir={tmp_path}",
-        "topology.history.enabled=false",
-        "detection.window_s=10",
-        "detection.warmup=5",
-        "actions.enabled=true",
-        "actions.mode=approve-all",
-        f"actions.kubernetes.host={cluster.url}",
-        "actions.lease.enabled=false",
-        f"notifications.slack.webhook_url={httpserver.url_for('/hook')}",
-    ]
-    clock = ManualClock(1_000.0)
-    app = App(load_config(environ={}, overrides=settings), clock=clock)
-    assert app.acting is not None
-    app.start()
-    shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
-    try:
-        for window in range(12):
-            for _ in range(12):
-                shop.request(payment_failing=window >= 8)
-            shop.flush()
-            app.receiver.queue.wait_idle()
-            clock.advance(10)
-            app.tick()
-        app.acting.responder.flush()
-        app.slack.flush()
+    slack = f"notifications.slack.webhook_url={httpserver.url_for('/hook')}"
+    with payment_failure(cluster, tmp_path, "actions.mode=approve-all", slack) as app:
         (incident,) = app.incidents.listed()
         assert incident.action is not None
         assert incident.action["status"] == "pending_approval"
@@ -120,6 +107,3 @@ def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
             ("reject", incident.action["approval_id"]),
         ]
         assert "rollout_restart shop/payment" in asks[0]["text"]
-    finally:
-        shop.close()
-        app.shutdown()
