@@ -19,7 +19,7 @@ from typing import Any
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.detector import Anomaly
-from rootward.model import LogBatch, MetricBatch, SpanBatch
+from rootward.model import LogBatch, MetricBatch, SpanBatch, k8s_object
 
 #: Event reasons that are failures in themselves, and the signal each becomes.
 FAILURE_REASONS = {
@@ -62,16 +62,15 @@ class Change:
 
 
 def _unwrap(body: object) -> Mapping[str, Any] | None:
-    """The Kubernetes object of a k8sobjects log body (watch mode wraps it in {type, object}), or of a JSON line."""
+    """The Kubernetes object of a k8sobjects log body (rootward.model.k8s_object), or of a JSON line (the API
+    server's audit log as the filelog receiver reads it)."""
     if isinstance(body, str) and body.startswith("{"):
         try:
             body = json.loads(body)
         except ValueError:
             return None
-    if not isinstance(body, Mapping):
-        return None
-    inner = body.get("object")
-    return inner if isinstance(inner, Mapping) and "type" in body else body
+    found = k8s_object(body)
+    return found[1] if found is not None else None
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

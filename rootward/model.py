@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -71,6 +71,18 @@ class Resource:
         """The pod's entity id (``pod:<k8s.namespace.name>/<k8s.pod.name>``), or None without k8s.pod.name."""
         name = self.get("k8s.pod.name")
         return f"pod:{self.get('k8s.namespace.name')}/{name}" if name else None
+
+
+def k8s_object(body: object) -> tuple[str, Mapping[str, Any]] | None:
+    """(event type, object) of a log body that is a Kubernetes object as the Collector's k8sobjects receiver sends it:
+    wrapped in ``{type, object}`` (watch mode) or the object itself (pull mode: ``ADDED``); None when it is not a
+    mapping with a string ``kind``. The topology and the detector both read these."""
+    if not isinstance(body, Mapping):
+        return None
+    obj, event = body, "ADDED"
+    if isinstance(body.get("object"), Mapping) and isinstance(body.get("type"), str):
+        obj, event = body["object"], body["type"]
+    return (event.upper(), obj) if isinstance(obj.get("kind"), str) else None
 
 
 def entity_of(resource: Resource, prefer_pod: bool = False) -> str | None:

@@ -14,20 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rootward import model
+
 WORKLOAD_KINDS = {"ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 
 
 def k8s_object(body: object) -> tuple[str, dict[str, Any]] | None:
-    """(event type, object) of a k8sobjects log body, or None when the body is not a Kubernetes object."""
-    if not isinstance(body, dict):
+    """(event type, object) of a k8sobjects log body with metadata (what the graph can place), or None."""
+    found = model.k8s_object(body)
+    if found is None or not isinstance(found[1], dict) or not isinstance(found[1].get("metadata"), dict):
         return None
-    if isinstance(body.get("object"), dict) and isinstance(body.get("type"), str):
-        obj, kind = body["object"], body["type"]
-    else:
-        obj, kind = body, "ADDED"
-    if not isinstance(obj.get("kind"), str) or not isinstance(obj.get("metadata"), dict):
-        return None
-    return kind.upper(), obj
+    return found[0], found[1]
 
 
 def _meta(obj: Mapping[str, Any]) -> tuple[str, str]:
