@@ -37,7 +37,6 @@ class Responder:
         self.pending = pending
         self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
-        self.dropped = 0
         self._queue: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._run, name="rootward-responder", daemon=True)
         self._thread.start()
@@ -60,9 +59,9 @@ class Responder:
         incident.action = {"request": request.as_json(), "status": "submitted"}
         try:
             self._queue.put_nowait((incident, request, reason))
-        except queue.Full:
-            self.dropped += 1
+        except queue.Full:  # the executor is stuck or slow: say so on the incident and in the counts
             incident.action = {"request": request.as_json(), "status": "dropped", "detail": "responder queue full"}
+            self.counted(request.kind, "dropped")
 
     def close(self, timeout_s: float = 5.0) -> None:
         try:

@@ -1,14 +1,21 @@
-"""From a diagnosis to a proposed action: the table in agent/propose.py, over a graph built from real resources."""
+"""From a diagnosis to a proposed action: the table in agent/propose.py, over a graph built from real resources;
+and the responder that hands it on, when the executor fails or cannot keep up."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from rootward.actions.requests import Collect, Cordon, RestartPod, Rollback, RolloutRestart
+from rootward.actions.executor import Diagnosis as Reason
+from rootward.actions.executor import Outcome
+from rootward.actions.requests import ActionRequest, Collect, Cordon, RestartPod, Rollback, RolloutRestart
 from rootward.agent.propose import propose
+from rootward.agent.respond import Responder
 from rootward.agent.schema import Diagnosis, Hypothesis
+from rootward.detector.incidents import Incident
 from rootward.receiver import TraceDecoder
 from rootward.topology import TopologyGraph
 
@@ -64,3 +71,48 @@ def test_nothing_below_the_confidence_floor_or_for_names_kubernetes_refuses(grap
     assert propose(diagnosis("service:shop/cart", "service", "code_error", 0.1), graph) is None
     assert propose(diagnosis("node:Not_A_Name", "node", "node_problem"), graph) is None
     assert propose(Diagnosis(incident="inc-1", reasoner="test", at=0.0), graph) is None
+
+
+def incident_with(entity: str, number: int = 1) -> Incident:
+    incident = Incident(f"inc-{number}", 0.0, 0.0)
+    incident.diagnosis = diagnosis(entity, "service", "code_error").model_dump(mode="json")
+    return incident
+
+
+def test_an_executor_failure_is_kept_on_the_incident_and_counted(graph: TopologyGraph) -> None:
+    counts: list[tuple[str, str]] = []
+
+    def broken(request: ActionRequest, reason: Reason) -> Outcome:
+        raise RuntimeError("executor bug")
+
+    responder = Responder(broken, graph, counted=lambda kind, status: counts.append((kind, status)))
+    incident = incident_with("service:shop/cart")
+    responder.incident_changed(incident, "opened")
+    responder.incident_changed(incident, "updated")  # one action per episode
+    responder.flush()
+    responder.close()
+    assert incident.action == {
+        "request": RolloutRestart("shop", "cart").as_json(),
+        "status": "failed",
+        "detail": "RuntimeError",
+    }
+    assert counts == [("rollout_restart", "failed")]
+
+
+def test_a_full_responder_queue_drops_visibly(graph: TopologyGraph) -> None:
+    counts: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def stuck(request: ActionRequest, reason: Reason) -> Outcome:
+        release.wait(10)
+        return Outcome("r", "dry_run", "dry run only")
+
+    responder = Responder(stuck, graph, queue_size=1, counted=lambda kind, status: counts.append((kind, status)))
+    incidents = [incident_with("service:shop/cart", n) for n in range(4)]  # one in the executor, one queued
+    for incident in incidents:
+        responder.incident_changed(incident, "opened")
+    assert ("rollout_restart", "dropped") in counts
+    assert any(i.action is not None and i.action["status"] == "dropped" for i in incidents)
+    release.set()
+    responder.flush()
+    responder.close()
