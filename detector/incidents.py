@@ -106,13 +106,27 @@ SELF_EVIDENT = ("k8s:", "error")
 _QUALIFIERS = re.compile(r"(?:[._](?:p\d{1,3}|rate|ratio|total|count|seconds|bytes))+$")
 
 
+#: Words of throughput metrics (how busy a pod is, not how well it does): a burst of work on an idle pod moves them
+#: together with its latency, so they never corroborate (on the shared TrainTicket day, idle pods' syscall + latency
+#: bursts were most of the metric-only false incidents). They stay evidence for the reasoner.
+ACTIVITY = re.compile(r"syscall|network|workload|bytes")
+
+
 def family(signal: str) -> str:
     """The quantity a signal measures, without the quantile, unit or aggregation that distinguish its variants:
     ``client.latency.p90`` and ``client.latency.p99`` are one family, ``cpu.usage`` and ``cpu.usage_rate`` another;
-    the span quantiles p50/p95/p99 are ``latency``. Corroboration counts families, not series."""
+    the span quantiles p50/p95/p99 are ``latency``; every log template (``log_template:<id>``) is ``log_template``.
+    Corroboration counts families, not series."""
+    if signal.startswith("log_template:"):
+        return "log_template"
     if _QUALIFIERS.fullmatch("." + signal):
         return "latency" if signal.startswith("p") else signal
     return _QUALIFIERS.sub("", signal)
+
+
+def corroborates(signal: str) -> bool:
+    """Whether a signal's family counts towards ``min_families``: not a throughput metric (see :data:`ACTIVITY`)."""
+    return not ACTIVITY.search(signal)
 
 
 class Sink(Protocol):
@@ -203,7 +217,7 @@ class Incidents:
         """Whether a new incident has enough to open: ``min_families`` signal families, or a failure the telemetry
         states itself (a Kubernetes failure signal, ``k8s:*``, or spans with error status): those need no
         corroboration."""
-        families = {family(s) for _, s in incident.anomalies}
+        families = {family(s) for _, s in incident.anomalies if corroborates(s)}
         if len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families):
             return True
         # A slowdown the spans show on two services (the grouping made them related: one calls the other) is

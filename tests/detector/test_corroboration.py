@@ -8,7 +8,7 @@ import pytest
 
 from rootward.detector.baseline import Baselines, rule_for
 from rootward.detector.detector import Anomaly
-from rootward.detector.incidents import Incidents, family
+from rootward.detector.incidents import Incidents, corroborates, family
 
 
 def test_a_spike_like_the_series_own_past_ones_is_not_news_but_it_is_on_a_quiet_series() -> None:
@@ -49,6 +49,7 @@ def test_recent_gives_the_last_values_oldest_first() -> None:
         pytest.param("k8s.pod.cpu.usage_rate", "k8s.pod.cpu.usage", id="unit-variant"),
         pytest.param("http.client.latency.p99", "http.client.latency", id="metric-quantile"),
         pytest.param("log_errors", "log_errors", id="plain"),
+        pytest.param("log_template:17", "log_template", id="every-template-one-family"),
     ],
 )
 def test_signal_families(signal: str, expected: str) -> None:
@@ -96,3 +97,26 @@ def test_a_lone_family_is_dropped_after_the_hold_but_errors_and_k8s_signals_open
     incidents.observe(300, [anomaly("a", "error_ratio", 300)])
     incidents.observe(300, [anomaly("z", "k8s:OOMKilled", 300)])
     assert len(incidents.open) == 2
+
+
+@pytest.mark.parametrize(
+    ("signal", "counts"),
+    [
+        pytest.param("nezha.pod.syscall.write", False, id="syscalls"),
+        pytest.param("k8s.pod.network.io", False, id="network"),
+        pytest.param("nezha.pod.workload", False, id="workload"),
+        pytest.param("nezha.pod.cpu.usage", True, id="cpu"),
+        pytest.param("client.latency.p90", True, id="latency"),
+    ],
+)
+def test_throughput_metrics_do_not_corroborate(signal: str, counts: bool) -> None:
+    assert corroborates(signal) is counts
+
+
+def test_a_burst_of_work_on_an_idle_pod_or_many_new_log_templates_stay_pending() -> None:
+    incidents = Incidents(Graph(), [], hold_s=60, min_families=2)
+    incidents.observe(100, [anomaly("a", "client.latency.p90", 100), anomaly("a", "syscall.write", 100)])
+    incidents.observe(110, [anomaly("z", "log_template:1", 110), anomaly("z", "log_template:2", 110)])
+    assert incidents.open == []
+    incidents.observe(120, [anomaly("z", "cpu.usage", 120)])
+    assert len(incidents.open) == 1
