@@ -35,7 +35,7 @@ RULES: dict[str, Rule] = {
     "p95": Rule(UP, 0.5, 0.01),
     "p99": Rule(UP, 0.5, 0.02),
     "client_p95": Rule(UP, 0.5, 0.01),
-    "log_errors": Rule(UP, 1.0, 5.0),
+    "log_errors": Rule(UP, 1.0, 1.0),
 }
 
 #: Words in a metric's name and the rule they imply (first match wins).

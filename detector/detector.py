@@ -3,6 +3,10 @@ injected clock, so a replay on replayed time windows as live data would) and, wh
 series that has a value against its baseline, in one vectorised pass. Anomalies confirmed over ``confirm``
 consecutive judged values of a series are handed to a sink (the incident lifecycle).
 
+``log_errors`` is judged as the trailing ``log_trail_s`` sum of a service's WARN-and-above lines, not one
+window's count: a service that logs an error every few seconds is a trend a minute shows and a 10 s window hides
+(the TrainTicket "return" faults raise their service's error logs from ~0 to 5-20 a minute).
+
 Windows close when telemetry of a later window arrives, or when :meth:`Detector.tick` is called (the app calls it
 every window, so a quiet pipeline still closes its windows; a replay calls it as its clock moves).
 """
@@ -45,6 +49,7 @@ class DetectorSettings:
     tail_q: float = 0.95
     confirm: int = 2
     max_series: int = 100_000
+    log_trail_s: float = 60.0
 
 
 class Detector:
@@ -64,6 +69,10 @@ class Detector:
         s = self.settings
         self.baselines = Baselines(s.history, s.warmup, s.z, s.tail_q)
         self.streak = np.zeros(0, np.int64)
+        self.trail_n = max(1, round(s.log_trail_s / s.window_s))
+        self.is_log = np.zeros(0, bool)  # per series: a log_errors series (summed over the trail)
+        self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
+        self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
@@ -123,6 +132,10 @@ class Detector:
             new = self.table.keys[len(self.baselines) :]
             self.baselines.add_series([rule_for(signal) for _, signal in new])
             self.streak = np.concatenate([self.streak, np.zeros(len(new), np.int64)])
+            self.is_log = np.concatenate([self.is_log, np.array([signal == "log_errors" for _, signal in new])])
+            self.trail = np.concatenate([self.trail, np.zeros((len(new), self.trail_n))])
+        if len(ids):
+            values = self._trailing_logs(number, ids, values)
         anomalies: list[Anomaly] = []
         self.judged["windows"] += 1
         if len(ids):
@@ -143,3 +156,18 @@ class Detector:
             self.judged["anomalies"] += len(anomalies)
         self.last_tick_s = time.perf_counter() - started
         self.sink((number + 1) * self.settings.window_s, anomalies)
+
+    def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` with each log_errors count replaced by its sum over the windows of the last ``log_trail_s`` (those
+        the ring holds from before a gap in the telemetry do not count)."""
+        slot = number % self.trail_n
+        self.trail[:, slot] = 0.0
+        self.trail_at[slot] = number
+        log = self.is_log[ids]
+        if not log.any():
+            return values
+        self.trail[ids[log], slot] = values[log]
+        fresh = self.trail_at > number - self.trail_n
+        values = values.copy()
+        values[log] = self.trail[ids[log]][:, fresh].sum(axis=1)
+        return values

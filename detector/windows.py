@@ -37,8 +37,8 @@ from rootward.model import (
 LATENCY_EDGES_S = 50e-6 * 2.0 ** (np.arange(0, 21 * 8 + 1) / 8)
 _BINS = len(LATENCY_EDGES_S) + 1
 
-#: OTLP severity number of WARN (9..12) and above.
-WARN = 13 - 4
+#: OTLP severity number of WARN (WARN is 13..16; INFO 9..12, ERROR 17..20).
+WARN = 13
 
 SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
 CLIENT_SIGNALS = ("client_p95",)

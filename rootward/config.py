@@ -229,6 +229,10 @@ class Detection(_Section):
     """Consecutive anomalous values of a series before it is reported."""
     max_series: int = Field(default=100_000, gt=0)
     """Series kept; past it new series are refused and counted."""
+    log_trail_s: float = Field(default=60.0, ge=0)
+    """A service's WARN-and-above log lines are judged as their sum over this many trailing seconds (at least one
+    window): an error every few seconds is plain in a minute and lost in a 10 s window. It also keeps an error
+    incident open this long after the errors stop."""
     incidents: Incidents = Incidents()
 
 

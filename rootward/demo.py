@@ -62,7 +62,8 @@ def _run(requests: int, protocol: str, echo: Callable[[str], None], data: Path, 
         environ={},
         overrides=[*LOCAL_PORTS, "topology.history.enabled=false", f"storage.data_dir={data}",
                    f"detection.window_s={WINDOW_S}", f"detection.warmup={WARMUP}",
-                   f"detection.incidents.hold_s={3 * WINDOW_S}", *(acting if cluster else [])],
+                   f"detection.incidents.hold_s={3 * WINDOW_S}", f"detection.log_trail_s={WINDOW_S}",
+                   *(acting if cluster else [])],
     )  # fmt: skip
     # The shop's traffic is spread over windows of a clock the demo moves, so a few seconds show what detection
     # sees over minutes: a healthy stretch (the baselines), payment failing, then healthy again.

@@ -8,6 +8,7 @@ import random
 import networkx as nx
 import numpy as np
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -17,8 +18,8 @@ from rootward.detector.baseline import Baselines, rule_for
 from rootward.detector.detector import Anomaly, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.windows import SeriesTable, Window
-from rootward.model import MetricBatch, SpanBatch
-from rootward.receiver import MetricDecoder, TraceDecoder
+from rootward.model import LogBatch, MetricBatch, SpanBatch
+from rootward.receiver import LogDecoder, MetricDecoder, TraceDecoder
 
 SERVER, CLIENT = 2, 3
 
@@ -118,6 +119,33 @@ def test_the_detector_confirms_a_latency_shift_over_two_windows() -> None:
     assert first == 1000.0 + 32 * 10  # windows 30 and 31 anomalous: confirmed when window 31 closes
     assert {"p50", "p95", "p99"} <= {s for _, s in flagged}
     assert detector.judged["windows"] == 40
+
+
+def logs(service: str, errors: int, infos: int = 3) -> LogBatch:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    for key, value in {"service.name": service, "service.namespace": "shop"}.items():
+        rl.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+    records = rl.scope_logs.add().log_records
+    for i in range(errors + infos):
+        records.add(time_unix_nano=1, severity_number=17 if i < errors else 9, body=AnyValue(string_value="x"))  # type: ignore[arg-type]
+    return LogDecoder().decode(req.SerializeToString()).batch
+
+
+def test_error_logs_are_judged_over_the_last_minute_so_a_trickle_of_errors_shows() -> None:
+    """One error line a window (6 a minute) on a service that never logged errors: under the rule's minimum change
+    (5) in any single 10 s window, plain over the trailing minute."""
+    clock = ManualClock(1000.0)
+    seen: list[tuple[float, list[Anomaly]]] = []
+    detector = Detector(lambda t, a: seen.append((t, a)), DetectorSettings(window_s=10, warmup=10), clock)
+    for w in range(40):
+        detector.consume_logs(logs("cart", 1 if w >= 30 else 0))
+        clock.advance(10)
+    detector.tick()
+    flagged = [(t, a.value) for t, found in seen for a in found if a.signal == "log_errors"]
+    assert flagged, "a steady error trickle was not flagged"
+    assert min(t for t, _ in flagged) <= 1000.0 + 37 * 10
+    assert max(v for _, v in flagged) == 6.0  # the trailing minute's sum, never more than its six windows
 
 
 class Graph:
