@@ -6,7 +6,10 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    (a pod's anomalies for its service; nodes and peers stand for themselves) with weight log1p(|z| / ``z0``): a big
    deviation matters more, but one huge series cannot drown the rest (BARO's robust scoring, saturated). A caller's
    client-side latency is also evidence against what it calls, shared among its anomalous callees (the delay may be
-   theirs or the network's), and only at ``client_weight`` for the caller itself.
+   theirs or the network's), and only at ``client_weight`` for the caller itself. A slower network into a
+   service (``net_in``: its callers' client spans outlast its server spans by more than usual) is a delay on its
+   network, or a CPU-starved caller whose client stretches every call it makes: each anomalous caller takes the
+   share of it that the share of its callees showing it says (all of them: the caller; one of six: the callee).
 2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
    caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
    A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
@@ -17,7 +20,8 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
 
 Fault class from the winning candidate's evidence: resource signals (CPU, memory, syscalls, restarts) ->
 resource_saturation; node signals -> node_problem; errors (error ratio, error logs and templates, success rate) ->
-code_error; client-side latency without resource signals -> network_delay; only others' symptoms ->
+code_error; client-side latency or a slower network into it (``net_in``: its callers' client spans outlast its
+server spans by more than usual) without resource signals -> network_delay; only others' symptoms ->
 dependency_failure. Confidence is the candidate's share of the total score, sharpened by ``sharpness`` (reported
 against accuracy in bench/README.md).
 """
@@ -35,6 +39,7 @@ from rootward.agent.context import IncidentContext
 from rootward.agent.schema import Diagnosis, EntityKind, Evidence, FaultClass, Hypothesis
 
 _CLIENT = re.compile(r"client")
+_NETWORK = re.compile(r"^net_in$")
 _RESOURCE = re.compile(r"cpu|memory|syscall|oom|restart|throttl|k8s:(OOMKilled|Evicted)", re.I)
 _NODE = re.compile(r"^nezha\.node\.|node\.|k8s:Node", re.I)
 _ERROR = re.compile(r"error|exception|success|log_template|k8s:(CrashLoopBackOff|BackOff|Unhealthy)", re.I)
@@ -52,7 +57,9 @@ class GraphReasonerSettings:
 
 
 def category(signal: str) -> str:
-    """client, node, resource, error or other."""
+    """client, network, node, resource, error or other."""
+    if _NETWORK.search(signal):
+        return "network"
     if _CLIENT.search(signal):
         return "client"
     if _NODE.search(signal):
@@ -81,6 +88,8 @@ class GraphReasoner:
         by_category: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         client: dict[str, float] = defaultdict(float)  # caller -> client-side evidence
+        network: dict[str, float] = defaultdict(float)  # callee -> evidence of a slower network into it
+        carried: dict[str, float] = defaultdict(float)  # what of a callee's evidence is that network evidence
         first: dict[str, float] = {}
         for a in context.anomalies:
             c = context.service(a.entity)
@@ -93,12 +102,25 @@ class GraphReasoner:
             if cat == "client":
                 client[c] += w
                 own[c] += s.client_weight * w
+            elif cat == "network":
+                network[c] += w
             else:
                 own[c] += w
         callees: dict[str, set[str]] = defaultdict(set)
+        callers: dict[str, set[str]] = defaultdict(set)
         for src, dst, _, _ in context.calls:
             if src != dst:
                 callees[src].add(dst)
+                callers[dst].add(src)
+        for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
+            suspects = [t for t in callers.get(callee, ()) if own.get(t, 0) > 0 or t in network]
+            kept = w
+            for t in suspects:  # a caller whose calls to most of its callees slowed is the likelier cause
+                share = w * _starved(callees[t], network) / len(suspects)
+                own[t] += share
+                kept -= share
+            own[callee] += kept
+            carried[callee] += kept
         for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
             suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
             for t in suspects:
@@ -106,7 +128,8 @@ class GraphReasoner:
         candidates = sorted(own)
         if not candidates:
             return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
-        score = self._walk(candidates, callees, own)
+        attract = {c: own[c] - carried.get(c, 0.0) for c in candidates}
+        score = self._walk(candidates, callees, own, attract)
         if first:
             earliest = min(first.values())
             for c in candidates:
@@ -137,9 +160,12 @@ class GraphReasoner:
         return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, hypotheses=hypotheses,
                          summary=summary)  # fmt: skip
 
-    def _walk(self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float]) -> dict[str, float]:
+    def _walk(
+        self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float], attract: dict[str, float]
+    ) -> dict[str, float]:
         """Personalised PageRank by power iteration (numpy; the graphs are small): from a caller to itself and its
-        anomalous callees in proportion to their own evidence; restarts in proportion to own evidence."""
+        anomalous callees in proportion to their evidence of their own (``attract``: without the slower network
+        into them, which the caller may be causing); restarts in proportion to own evidence."""
         n = len(candidates)
         index = {c: i for i, c in enumerate(candidates)}
         restart = np.array([own[c] for c in candidates])
@@ -148,12 +174,12 @@ class GraphReasoner:
         restart = restart / restart.sum()
         move = np.zeros((n, n))
         for c, i in index.items():
-            move[i, i] = own[c]
+            move[i, i] = attract[c]
             for t in callees.get(c, ()):
                 if t in index and t != c:
-                    move[i, index[t]] = own[t]
+                    move[i, index[t]] = attract[t]
         totals = move.sum(axis=1, keepdims=True)
-        move = np.divide(move, totals, out=np.tile(restart, (n, 1)), where=totals > 0)
+        move = np.divide(move, totals, out=np.eye(n), where=totals > 0)  # nothing of its own to go by: it stays
         rank = restart.copy()
         alpha = self.settings.alpha
         for _ in range(100):
@@ -175,12 +201,21 @@ class GraphReasoner:
             "node": "node_problem",
             "error": "code_error",
             "client": "network_delay",
+            "network": "network_delay",
             "resource": "resource_saturation",
         }.get(top, "network_delay" if own > 0 else "dependency_failure")
 
     @staticmethod
     def _changed_entity(entity: str, context: IncidentContext) -> str:
         return context.service(entity)
+
+
+def _starved(callees: set[str], network: dict[str, float]) -> float:
+    """How much a slower network into its callees points at the caller: the share of its callees that show it (a
+    caller with a single callee: half)."""
+    if len(callees) < 2:
+        return 0.5
+    return sum(1 for t in callees if t in network) / len(callees)
 
 
 def _falsifiers(entity: str, fault: FaultClass) -> list[str]:

@@ -35,6 +35,8 @@ RULES: dict[str, Rule] = {
     "p95": Rule(UP, 0.5, 0.01),
     "p99": Rule(UP, 0.5, 0.02),
     "client_p95": Rule(UP, 0.5, 0.01),
+    "net_in": Rule(UP, 1.0, 0.005),
+    "client_net": Rule(UP, 1.0, 0.005),
     "log_errors": Rule(UP, 1.0, 1.0),
 }
 

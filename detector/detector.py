@@ -109,6 +109,16 @@ class Detector:
             self._roll(self.clock.now())
             self.window.add_logs(batch)
 
+    def consume_calls(self, calls: list[tuple[str, str, float, int]]) -> None:
+        """Paired calls' network gaps from the topology, (caller, callee, gap seconds summed, calls): judged as the
+        callee's ``net_in`` (a network delay at a pod shows on every call into it, and in none of its own spans) and
+        the caller's ``client_net`` (a starved caller stretches all its calls)."""
+        with self._lock:
+            self._roll(self.clock.now())
+            items = [(dst, "net_in", total, n) for _, dst, total, n in calls if n]
+            items += [(src, "client_net", total, n) for src, _, total, n in calls if n]
+            self.window.add_means(items)
+
     def tick(self) -> None:
         """Close the open window if its time has passed."""
         with self._lock:

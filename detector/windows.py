@@ -179,14 +179,30 @@ class Window:
         keep = (group >= 0) & np.isfinite(batch.value)
         group, value = group[keep], batch.value[keep]
         n = len(self.values_.series)
+        self._grow_values(n)
+        self.vsum += np.bincount(group, weights=value, minlength=n)
+        self.vcount += np.bincount(group, minlength=n)
+        np.maximum.at(self.vmax, group, value)
+
+    def add_means(self, items: list[tuple[str, str, float, int]]) -> None:
+        """(entity, signal, sum, count) of per-call values (the network gap of paired calls), folded in as means."""
+        for entity, signal, total, count in items:
+            row = self.values_.row((entity, signal), self.table, (signal,))
+            if row < 0 or count <= 0:
+                continue
+            if row == len(self.value_modes):
+                self.value_modes.append(_GAUGE)
+            self._grow_values(len(self.values_.series))
+            self.vsum[row] += total
+            self.vcount[row] += count
+            self.vmax[row] = max(self.vmax[row], total / count)
+
+    def _grow_values(self, n: int) -> None:
         if len(self.vsum) < n:
             grow = n - len(self.vsum)
             self.vsum = np.concatenate([self.vsum, np.zeros(grow)])
             self.vcount = np.concatenate([self.vcount, np.zeros(grow, np.int64)])
             self.vmax = np.concatenate([self.vmax, np.full(grow, -np.inf)])
-        self.vsum += np.bincount(group, weights=value, minlength=n)
-        self.vcount += np.bincount(group, minlength=n)
-        np.maximum.at(self.vmax, group, value)
 
     def _value_row(self, entity: str | None, metric: MetricInfo, mode: int) -> int:
         if entity is None or mode == _SKIP:

@@ -218,6 +218,9 @@ class App:
         stages: list[Consumer] = [self.summary, self.topology]
         if detection.enabled:
             stages.append(self.detector)
+            self.topology.on_calls = lambda deltas: self.detector.consume_calls(
+                [(src, dst, d.gap_sum, d.gap_count) for (src, dst), d in deltas.items()]
+            )
             stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock))
             stages.append(self.log_templates)
         pipeline = consumer or FanOut(*stages)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -104,6 +104,9 @@ class TopologyGraph:
         self._edges = 0
         self.cluster = ClusterIndex()
         self._lock = threading.RLock()
+        #: Told each batch's per-edge deltas (caller, callee) after they are merged, outside the graph's lock (the
+        #: app hands the network gaps to the detector this way: topology and detector stay independent).
+        self.on_calls: Callable[[dict[tuple[str, str], EdgeDelta]], None] | None = None
 
     # --- entities and structural edges --------------------------------------------------------------------------
     def _touch_entity(self, entity: Entity, now: float) -> bool:
@@ -192,7 +195,10 @@ class TopologyGraph:
             if now - self._last_expiry >= 1.0:  # expiry at most once a second
                 self._last_expiry = now
                 self._expire(now - self.limits.pending_ttl_s, calls, now)
-            self._merge(calls.reduce(self._names), now)
+            deltas = calls.reduce(self._names)
+            self._merge(deltas, now)
+        if deltas and self.on_calls is not None:
+            self.on_calls(deltas)
 
     def consume_metrics(self, batch: MetricBatch) -> None:
         with self._lock:
@@ -294,7 +300,9 @@ class TopologyGraph:
             at, taken = self._servers.take(self._servers.lookup(c_key, c_hi, c_lo, c_id))
             paired[at] = True
             s = self._servers.columns
-            calls.add(svc[ci[at]], s["svc"][taken], s["seconds"][taken], error[ci[at]] | s["error"][taken])
+            calls.add(
+                svc[ci[at]], s["svc"][taken], s["seconds"][taken], error[ci[at]] | s["error"][taken], seconds[ci[at]]
+            )
         role = client[ci].view(np.int8)
         values = {
             "key": c_key,
@@ -318,7 +326,7 @@ class TopologyGraph:
         hit, matched = rows[found], si[found]
         c = self._clients.columns
         c["done"][hit] = True
-        calls.add(c["svc"][hit], svc[matched], seconds[matched], c["error"][hit] | error[matched])
+        calls.add(c["svc"][hit], svc[matched], seconds[matched], c["error"][hit] | error[matched], c["seconds"][hit])
         rest = ~found
         waiting = si[rest]
         self._hold(

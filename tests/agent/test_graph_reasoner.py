@@ -125,3 +125,33 @@ def test_the_context_keeps_the_current_episode_and_bounds_its_size() -> None:
     ctx = ContextBuilder(lambda: CALLS, max_anomalies=50).build(incident, 500, episode_start=100)
     assert len(ctx.anomalies) == 50
     assert ctx.anomalies[0].score == 85
+
+
+def test_a_slower_network_into_a_service_makes_it_the_first_network_delay_suspect() -> None:
+    """Checkout's calls to payment spend longer between the spans (payment's net_in, checkout's client_net), and
+    checkout and frontend are slower for it: payment, whose own spans are not slower, comes first."""
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(FRONTEND, "p95", 7),
+            anomaly(CHECKOUT, "p95", 8),
+            anomaly(CHECKOUT, "client_net", 20),
+            anomaly(PAYMENT, "net_in", 20),
+        )
+    )
+    first = diagnosis.hypotheses[0]
+    assert first.entity == PAYMENT
+    assert first.fault_class == "network_delay"
+
+
+def test_a_starved_caller_whose_every_callee_sees_a_slower_network_comes_first() -> None:
+    """CPU contention on frontend: its own latency rises and every service it calls sees its calls arrive later."""
+    cart, ads = "service:shop/cart", "service:shop/ads"
+    calls: tuple[Call, ...] = ((FRONTEND, CHECKOUT, 100, 0), (FRONTEND, cart, 100, 0), (FRONTEND, ads, 100, 0))
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(FRONTEND, "p50", 12),
+            *(anomaly(callee, "net_in", 20) for callee in (CHECKOUT, cart, ads)),
+            calls=calls,
+        )
+    )
+    assert diagnosis.services()[0] == FRONTEND

@@ -236,3 +236,20 @@ def test_sums_become_rates_and_a_counter_reset_is_not_a_negative_rate() -> None:
         window.clear()
     assert [r.get("requests.rate") for r in rates] == [None, 5.0, 10.0, 2.0]
     assert all(r["bytes.rate"] == 4.0 for r in rates)
+
+
+def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_net() -> None:
+    """Paired calls frontend -> email spend 1 ms between the spans, then 100 ms (a network delay at email)."""
+    clock = ManualClock(1000.0)
+    seen: list[tuple[float, list[Anomaly]]] = []
+    detector = Detector(lambda t, a: seen.append((t, a)), DetectorSettings(window_s=10, warmup=10), clock)
+    for w in range(30):
+        gap = 0.1 if w >= 25 else 0.001
+        detector.consume_calls([("service:shop/frontend", "service:shop/email", 4 * gap, 4)])
+        clock.advance(10)
+    detector.tick()
+    flagged = {(a.entity, a.signal) for _, found in seen for a in found}
+    assert flagged == {("service:shop/email", "net_in"), ("service:shop/frontend", "client_net")}
+    (net,) = [a for _, found in seen for a in found if a.signal == "net_in"][:1]
+    assert net.value == pytest.approx(0.1)
+    assert net.expected == pytest.approx(0.001)

@@ -250,3 +250,32 @@ def test_containers_are_an_attribute_of_their_pod() -> None:
         rs.scope_spans.add().spans.append(span(1, SERVER))
     graph.consume_traces(TraceDecoder().decode(request.SerializeToString()).batch)
     assert graph.graph.nodes["pod:shop/cart-1"]["containers"] == ["server", "istio-proxy"]
+
+
+@pytest.mark.parametrize("server_first", [False, True], ids=["client-first", "server-first"])
+def test_paired_calls_tell_their_network_gap_to_the_calls_sink(server_first: bool) -> None:
+    """The caller's client span lasts 30 ms, the callee's server span 12 ms: 18 ms were spent between them."""
+    graph = TopologyGraph()
+    told: list[dict[tuple[str, str], tuple[int, float, int]]] = []
+    graph.on_calls = lambda deltas: told.append({k: (d.requests, d.gap_sum, d.gap_count) for k, d in deltas.items()})
+    server_span = span(2, SERVER, parent=1)
+    server_span.end_time_unix_nano = server_span.start_time_unix_nano + 12_000_000
+    client, server = batch(("frontend", span(1, CLIENT))), batch(("cart", server_span))
+    for b in (server, client) if server_first else (client, server):
+        graph.consume_traces(b)
+    ((requests, gap, paired),) = [d[("service:/frontend", "service:/cart")] for d in told if d]
+    assert (requests, paired) == (1, 1)
+    assert gap == pytest.approx(0.018)
+
+
+def test_root_spans_and_virtual_peers_have_no_network_gap() -> None:
+    graph = TopologyGraph(clock=(clock := ManualClock(1000.0)))
+    told: list[tuple[str, str, int]] = []
+    graph.on_calls = lambda deltas: told.extend((s, d, delta.gap_count) for (s, d), delta in deltas.items())
+    graph.consume_traces(
+        batch(("frontend", span(1, SERVER)), ("frontend", span(2, CLIENT, parent=1, db_system="redis")))
+    )
+    clock.advance(3600)
+    graph.flush()
+    assert told
+    assert all(count == 0 for _, _, count in told)
