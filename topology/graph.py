@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -408,6 +408,14 @@ class TopologyGraph:
             calls = Calls()
             self._expire(float("inf"), calls, now)
             self._merge(calls.reduce(self._names), now)
+
+    def merge_calls(self, deltas: dict[tuple[str, str], EdgeDelta], entities: Iterable[Entity]) -> None:
+        """Fold call edges that another replica paired (topology/merge.py) into the graph, their entities first."""
+        now = self.clock.now()
+        with self._lock:
+            for entity in entities:
+                self._touch_entity(entity, now)
+            self._merge(deltas, now)
 
     def _merge(self, deltas: dict[tuple[str, str], EdgeDelta], now: float) -> None:
         """Fold one batch's per-edge counters into the graph: one networkx update per edge."""
