@@ -267,6 +267,7 @@ class App:
         """
         if self.history is not None and self.history.open():
             restored = self.history.restore(self.topology)
+            self.merge.counted_until = restored  # replicas' counts up to then are in the restored graph
             if restored is not None:
                 with self.topology.read() as g:
                     logger.info(

@@ -12,7 +12,11 @@ added to the graph, so that:
 - a replica that restarted from its history may send counts lower than its last export, under the same start (the
   history lags its live graph by up to a checkpoint): the new counts become the base and nothing is added, since
   what was lost had been counted already;
-- a replica seen for the first time adds its whole count.
+- a replica seen for the first time adds its whole count, unless this graph was restored from a checkpoint
+  (``counted_until``, the checkpoint's time) and the series started before it: what it counted then is in the
+  restored graph already, and the per-series state is not checkpointed, so the point becomes the base and adds
+  nothing. That loses what the replica paired between the checkpoint and its first export after the restart, but
+  never counts anything twice (as the history itself trades a little loss for counters that never go backwards).
 
 Points of delta temporality are added as they come (a sender of deltas makes retries its own concern). Histograms
 must have the bounds of LATENCY_BUCKETS_S; others are refused and counted. Points from this replica's own name are
@@ -78,6 +82,8 @@ class ReplicaMerge:
         self.ttl_s = ttl_s
         self.clock = clock or SystemClock()
         self.outcomes: Counter[str] = Counter()
+        self.counted_until: float | None = None
+        """The time of the checkpoint the graph was restored from (set by the app), else None."""
         self._last: dict[tuple[str, str, str, str], _Last] = {}
         self._last_prune = 0.0
         self._lock = threading.Lock()
@@ -174,6 +180,9 @@ class ReplicaMerge:
             self.outcomes["stale"] += 1  # a retry, or a point from before a reset that arrived late
             return None
         self._last[key] = _Last(start, time, values, now)
+        if last is None and self.counted_until is not None and start <= self.counted_until * 1e9:
+            self.outcomes["rebased"] += 1  # counted before the restart, as far as the checkpoint goes
+            return None
         if last is None or start > last.start:
             self.outcomes["merged" if last is None else "reset"] += 1
             return values

@@ -220,3 +220,25 @@ def test_a_histogram_with_other_bounds_is_refused_and_the_counters_still_merge(c
     assert aggregator.merge.outcomes["refused"] == 2
     assert "latency_buckets" in aggregator.edge(FRONTEND, CHECKOUT)
     assert aggregator.edge(FRONTEND, CHECKOUT)["latency_buckets"].sum() == 0  # type: ignore[attr-defined]
+
+
+def test_an_aggregator_restored_from_its_checkpoint_counts_nothing_twice_and_goes_on_counting(
+    clock: ManualClock,
+) -> None:
+    replica, before = TopologyGraph(clock=clock), Aggregator(clock)
+    calls(replica, 3)
+    before.receive(export(replica, "rootward-1"))
+    with before.graph.read() as g:
+        checkpoint, checkpoint_time = g.copy(), clock.now()
+    clock.advance(5)
+    after = Aggregator(clock)  # the aggregator restarted: its graph from the checkpoint, no per-series state
+    after.graph.restore(checkpoint)
+    after.merge.counted_until = checkpoint_time
+    calls(replica, 2)  # paired between the checkpoint and the first export after the restart: not counted
+    clock.advance(1)
+    after.receive(export(replica, "rootward-1"))
+    assert after.graph.calls() == [(CHECKOUT, REDIS, 3, 0), (FRONTEND, CHECKOUT, 3, 0)]
+    calls(replica, 4)
+    clock.advance(1)
+    after.receive(export(replica, "rootward-1"))
+    assert after.graph.calls() == [(CHECKOUT, REDIS, 7, 0), (FRONTEND, CHECKOUT, 7, 0)]
