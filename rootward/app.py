@@ -221,6 +221,7 @@ class App:
         # send theirs (rootward/gateway.py).
         replica, export = replica_name(config), topo.export
         self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock)
+        self.telemetry.registry.register(self.merge)
         exporting = export.enabled and replica != export.aggregator
         self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock) if exporting else None
         stages: list[Consumer] = [self.summary, self.topology, self.merge]

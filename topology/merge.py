@@ -30,10 +30,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from rootward.clock import Clock, SystemClock
 from rootward.model import AttrValue, LogBatch, MetricBatch, SpanBatch
@@ -199,6 +200,19 @@ class ReplicaMerge:
         stale = [key for key, last in self._last.items() if now - last.received > self.ttl_s]
         for key in stale:
             del self._last[key]
+
+    def collect(self) -> Iterator[Metric]:
+        """``rootward_gateway_merged_points_total{outcome}`` (a prometheus_client collector: register the merge)."""
+        family = CounterMetricFamily(
+            "rootward_gateway_merged_points",
+            "Servicegraph points from other replicas (gateway mode) by what became of them: merged, unchanged, reset, "
+            "rebased, stale, refused, own.",
+            labels=["outcome"],
+        )
+        with self._lock:
+            for outcome, n in sorted(self.outcomes.items()):
+                family.add_metric([outcome], float(n))
+        yield family
 
     def series(self) -> int:
         """Series whose last point is kept."""
