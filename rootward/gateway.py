@@ -4,6 +4,9 @@ aggregating replica as OTLP metrics (topology/export.py builds them, topology/me
 Why here and not in topology/: sending is I/O with a schedule, configured from ``topology.export`` and counted in
 Rootward's own telemetry; topology/ only turns a graph into a request and a request back into edges.
 
+Entities and structural edges go as sightings: those seen since the last export that got through, so a failed
+export's sightings go with the next one. Call edges go whole every time.
+
 Sending is deliberately simple. Each export carries whole (cumulative) counts, so an export that fails (the
 aggregator restarting, a network blip) is not retried: the next one, ``interval_s`` later, says everything it would
 have said. Failures are logged and counted in ``rootward_gateway_exports_total{outcome}``, and the loop goes on.
@@ -23,7 +26,7 @@ from rootward.clock import Clock, SystemClock
 from rootward.config import Config
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph
-from rootward.topology.export import edge_aggregates, to_request
+from rootward.topology.export import Sightings, edge_aggregates, sightings, sightings_request, to_request
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ _EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 #: Call edges per request: three points each of ~0.5 KiB with their labels, so ~3 MiB a request, under the
 #: receiver's default 8 MiB and 50,000 points (receiver.limits) however large the graph.
 EDGES_PER_REQUEST = 2000
+#: Entity or edge sightings per request (~0.2 KiB each).
+SIGHTINGS_PER_REQUEST = 10_000
 
 
 def replica_name(config: Config) -> str:
@@ -59,6 +64,7 @@ class AggregateExporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
+        self._since = float("-inf")  # sightings from then on go in the next export
 
     def _call(self) -> grpc.UnaryUnaryMultiCallable:
         if self._channel is None:
@@ -70,15 +76,28 @@ class AggregateExporter:
         return self._channel.unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
 
     def export_once(self) -> bool:
-        """Send the graph's call edges now (in requests of at most EDGES_PER_REQUEST edges); return whether the
-        aggregator took them all. Never raises."""
+        """Send what the graph saw since the last export that got through (entities, structural edges), then its
+        call edges, in requests of bounded size; return whether the aggregator took them all. Never raises."""
         try:
             with self.topology.read() as g:
+                now = self.clock.now()
+                seen = sightings(g, self._since)
                 edges = edge_aggregates(g)
-            now = self.clock.now()
+            n = SIGHTINGS_PER_REQUEST
+            requests = [
+                sightings_request(Sightings(seen.entities[i : i + n], []), self.replica, now)
+                for i in range(0, len(seen.entities), n)
+            ]
+            requests += [
+                sightings_request(Sightings([], seen.edges[i : i + n]), self.replica, now)
+                for i in range(0, len(seen.edges), n)
+            ]
+            requests += [
+                to_request(edges[i : i + EDGES_PER_REQUEST], self.replica, now)
+                for i in range(0, len(edges), EDGES_PER_REQUEST)
+            ]
             rejected, message = 0, ""
-            for first in range(0, max(len(edges), 1), EDGES_PER_REQUEST):
-                request = to_request(edges[first : first + EDGES_PER_REQUEST], self.replica, now)
+            for request in requests:
                 response = self._call()(request.SerializeToString(), metadata=self._metadata, timeout=self.timeout_s)
                 rejected += int(response.partial_success.rejected_data_points)
                 message = response.partial_success.error_message or message
@@ -95,6 +114,7 @@ class AggregateExporter:
             logger.warning("aggregates to %s: %d points refused: %s", self.endpoint, rejected, message)
             return False
         self.telemetry.gateway_exports.labels("sent").inc()
+        self._since = now
         return True
 
     def start(self) -> None:

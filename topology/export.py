@@ -15,6 +15,12 @@ Each point has the connector's labels ``client``, ``server`` and ``connection_ty
 ``client_<dimension>`` style, what the aggregator needs to rebuild the two nodes exactly as the replica has them:
 ``client_rootward.entity.id`` / ``.kind`` / ``.namespace`` / ``.virtual`` and the same with ``server_``.
 
+Besides the call edges, the entities and structural edges (``instance_of``, ``runs_on``, ``owned_by``, ``in``,
+``backed_by``) a replica saw since its last export travel as sightings, gauges of value 1 that the aggregator reads
+as "seen now": ``rootward_topology_entity`` (``rootward.entity.id`` / ``.kind`` / ``.name`` / ``.namespace`` /
+``.virtual``) and ``rootward_topology_edge`` (``rootward.edge.source`` / ``.target`` / ``.kind``). Seeing twice is
+seeing once, so they need no state on either side beyond the time of the last export that got through.
+
 Cumulative, not delta: a lost or retried export then costs nothing, because the next one carries the whole count
 and the aggregator takes differences (topology/merge.py). A point's start time is its edge's ``first_seen``: an edge
 that ages out and comes back counts from zero again under a new start, which the aggregator reads as a reset, while
@@ -46,6 +52,10 @@ SECONDS = "traces_service_graph_request_server_seconds"
 NAMES = frozenset({REQUESTS, FAILED, SECONDS})
 #: Entity attributes of each end, after the ``client_`` / ``server_`` prefix.
 ENTITY_KEYS = ("rootward.entity.id", "rootward.entity.kind", "rootward.entity.namespace", "rootward.entity.virtual")
+ENTITY = "rootward_topology_entity"
+EDGE = "rootward_topology_edge"
+STRUCTURE = frozenset({ENTITY, EDGE})
+EDGE_KEYS = ("rootward.edge.source", "rootward.edge.target", "rootward.edge.kind")
 SCOPE = "rootward.gateway"
 _CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 
@@ -93,6 +103,50 @@ def edge_aggregates(g: nx.MultiDiGraph[str]) -> list[EdgeAggregate]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Sightings:
+    """Entities and structural edges (source, target, kind) a replica saw in a span of time."""
+
+    entities: list[Entity]
+    edges: list[tuple[str, str, str]]
+
+
+def sightings(g: nx.MultiDiGraph[str], since: float) -> Sightings:
+    """The entities and structural edges of ``g`` (held still) last seen at or after ``since`` (unix seconds)."""
+    entities = [_entity(n, data) for n, data in g.nodes(data=True) if data["last_seen"] >= since]
+    edges = [
+        (u, v, k) for u, v, k, data in g.edges(keys=True, data=True) if k != "calls" and data["last_seen"] >= since
+    ]
+    return Sightings(entities, edges)
+
+
+def sightings_request(seen: Sightings, replica: str, now: float) -> ExportMetricsServiceRequest:
+    """One OTLP metrics request with ``seen`` as gauges of value 1 at ``now``, sent as replica ``replica``; entities
+    before edges (the aggregator creates an edge only between entities it has)."""
+    now_ns = int(now * 1e9)
+    request, sm = _request(replica)
+    entities = sm.metrics.add(name=ENTITY, unit="1", description="Entities this replica saw since its last export.")
+    edges = sm.metrics.add(name=EDGE, unit="1", description="Structural edges this replica saw since its last export.")
+    for entity in seen.entities:
+        point = entities.gauge.data_points.add(time_unix_nano=now_ns, as_int=1)
+        values: tuple[str | bool, ...] = (entity.id, entity.kind, entity.namespace, entity.virtual)
+        point.attributes.extend(_kv(key, value) for key, value in zip(ENTITY_KEYS, values, strict=True))
+        point.attributes.append(_kv("rootward.entity.name", entity.name))
+    for edge in seen.edges:
+        point = edges.gauge.data_points.add(time_unix_nano=now_ns, as_int=1)
+        point.attributes.extend(_kv(key, value) for key, value in zip(EDGE_KEYS, edge, strict=True))
+    return request
+
+
+def _request(replica: str) -> tuple[ExportMetricsServiceRequest, metrics_pb2.ScopeMetrics]:
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.append(_kv(REPLICA_ATTRIBUTE, replica))
+    sm = rm.scope_metrics.add()
+    sm.scope.name = SCOPE
+    return request, sm
+
+
 def _kv(key: str, value: str | bool) -> KeyValue:
     any_value = AnyValue(bool_value=value) if isinstance(value, bool) else AnyValue(string_value=value)
     return KeyValue(key=key, value=any_value)
@@ -114,11 +168,7 @@ def to_request(edges: list[EdgeAggregate], replica: str, now: float) -> ExportMe
     """One OTLP metrics request with the three servicegraph metrics of ``edges`` as of ``now`` (unix seconds),
     sent as replica ``replica``. Every edge is in it (cumulative: an idle edge repeats its counts)."""
     now_ns = int(now * 1e9)
-    request = ExportMetricsServiceRequest()
-    rm = request.resource_metrics.add()
-    rm.resource.attributes.append(_kv(REPLICA_ATTRIBUTE, replica))
-    sm = rm.scope_metrics.add()
-    sm.scope.name = SCOPE
+    request, sm = _request(replica)
     total = sm.metrics.add(name=REQUESTS, unit="1", description="Requests between two nodes.")
     failed = sm.metrics.add(name=FAILED, unit="1", description="Failed requests between two nodes.")
     seconds = sm.metrics.add(

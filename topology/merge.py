@@ -3,7 +3,8 @@ replica's graph, so that it holds the cluster-wide graph (../shared/DESIGN.md, "
 
 Replicas send cumulative servicegraph metrics (topology/export.py) every interval, tagged with the resource
 attribute ``rootward.replica``; points without it (a Collector's servicegraph connector, an application) are left
-alone. Per replica and series (metric, client, server) the last point is kept, and only the difference to it is
+alone. Entities and structural edges a replica saw (sightings) are seen here when they arrive. Per replica and
+series (metric, client, server) the last point is kept, and only the difference to it is
 added to the graph, so that:
 
 - a retried or repeated export adds nothing (same counts; or not newer than the last point: ignored as stale);
@@ -39,13 +40,24 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from rootward.clock import Clock, SystemClock
 from rootward.model import AttrValue, LogBatch, MetricBatch, SpanBatch
 from rootward.topology.entities import Entity
-from rootward.topology.export import ENTITY_KEYS, FAILED, NAMES, REPLICA_ATTRIBUTE, REQUESTS, SECONDS
+from rootward.topology.export import (
+    EDGE_KEYS,
+    ENTITY,
+    ENTITY_KEYS,
+    FAILED,
+    NAMES,
+    REPLICA_ATTRIBUTE,
+    REQUESTS,
+    SECONDS,
+    STRUCTURE,
+)
 from rootward.topology.graph import TopologyGraph
 from rootward.topology.red import LATENCY_BUCKETS_S, EdgeDelta
 
 logger = logging.getLogger(__name__)
 
 _DELTA = 1
+STRUCTURAL_KINDS = frozenset({"instance_of", "owned_by", "runs_on", "in", "backed_by"})
 _WIDTH = len(LATENCY_BUCKETS_S) + 1
 
 
@@ -60,9 +72,9 @@ class _Last:
     received: float
 
 
-def _entity(attrs: Mapping[str, AttrValue], side: str) -> Entity | None:
-    id_, kind, namespace, virtual = (attrs.get(f"{side}_{key}") for key in ENTITY_KEYS)
-    name = attrs.get(side)
+def _entity(attrs: Mapping[str, AttrValue], prefix: str, name_key: str) -> Entity | None:
+    id_, kind, namespace, virtual = (attrs.get(f"{prefix}{key}") for key in ENTITY_KEYS)
+    name = attrs.get(name_key)
     if not isinstance(id_, str) or not id_ or not isinstance(kind, str) or not isinstance(name, str):
         return None
     return Entity(id_, kind, name, namespace if isinstance(namespace, str) else "", virtual is True)
@@ -72,8 +84,8 @@ class ReplicaMerge:
     """A :class:`~rootward.model.Consumer` of other replicas' servicegraph metrics, merging them into ``topology``.
 
     ``outcomes`` counts points by what became of them: ``merged`` (counts added), ``unchanged`` (nothing new),
-    ``reset``, ``rebased``, ``stale``, ``refused`` (malformed, or histogram bounds not LATENCY_BUCKETS_S),
-    ``own`` (this replica's own name)."""
+    ``reset``, ``rebased``, ``stale``, ``sighted`` (an entity or structural edge), ``refused`` (malformed, or
+    histogram bounds not LATENCY_BUCKETS_S), ``own`` (this replica's own name)."""
 
     def __init__(
         self, topology: TopologyGraph, replica: str | None = None, ttl_s: float = 900.0, clock: Clock | None = None
@@ -97,7 +109,7 @@ class ReplicaMerge:
 
     def consume_metrics(self, batch: MetricBatch) -> None:
         """Merge the batch's points that are replicas' servicegraph metrics; leave every other point alone."""
-        names = [m.name in NAMES for m in batch.metrics]
+        names = [m.name in NAMES or m.name in STRUCTURE for m in batch.metrics]
         replicas = [r.attributes.get(REPLICA_ATTRIBUTE) for r in batch.resources]
         if not any(names) or not any(isinstance(r, str) for r in replicas):
             return
@@ -109,19 +121,41 @@ class ReplicaMerge:
         now = self.clock.now()
         deltas: dict[tuple[str, str], EdgeDelta] = {}
         entities: dict[str, Entity] = {}
+        edges: list[tuple[str, str, str]] = []
         with self._lock:
             for i in rows:
                 replica = str(replicas[int(batch.resource[i])])
+                name = batch.metrics[int(batch.metric[i])].name
                 if replica == self.replica:
                     self.outcomes["own"] += 1
-                    continue
-                self._point(batch, i, replica, now, deltas, entities)
+                elif name in STRUCTURE:
+                    self._sighting(batch.attributes[i], name, entities, edges)
+                else:
+                    self._point(batch, i, replica, now, deltas, entities)
             if now - self._last_prune >= 60.0:
                 self._last_prune = now
                 self._prune(now)
         changed = {edge: d for edge, d in deltas.items() if d.requests or d.errors or d.buckets.any()}
-        if changed:
-            self.topology.merge_calls(changed, entities.values())
+        if changed or entities or edges:
+            self.topology.merge_calls(changed, entities.values(), edges)
+
+    def _sighting(
+        self, attrs: Mapping[str, AttrValue], name: str, entities: dict[str, Entity], edges: list[tuple[str, str, str]]
+    ) -> None:
+        """An entity or a structural edge another replica saw: seen here now."""
+        if name == ENTITY:
+            entity = _entity(attrs, "", "rootward.entity.name")
+            if entity is not None:
+                entities[entity.id] = entity
+                self.outcomes["sighted"] += 1
+                return
+        else:
+            src, dst, kind = (attrs.get(key) for key in EDGE_KEYS)
+            if isinstance(src, str) and isinstance(dst, str) and kind in STRUCTURAL_KINDS:
+                edges.append((src, dst, str(kind)))
+                self.outcomes["sighted"] += 1
+                return
+        self.outcomes["refused"] += 1
 
     def _point(
         self,
@@ -134,7 +168,7 @@ class ReplicaMerge:
     ) -> None:
         info = batch.metrics[int(batch.metric[i])]
         attrs = batch.attributes[i]
-        client, server = _entity(attrs, "client"), _entity(attrs, "server")
+        client, server = _entity(attrs, "client_", "client"), _entity(attrs, "server_", "server")
         values = self._values(batch, i, info.name)
         if client is None or server is None or values is None or client.id == server.id:
             self.outcomes["refused"] += 1
@@ -206,7 +240,7 @@ class ReplicaMerge:
         family = CounterMetricFamily(
             "rootward_gateway_merged_points",
             "Servicegraph points from other replicas (gateway mode) by what became of them: merged, unchanged, reset, "
-            "rebased, stale, refused, own.",
+            "rebased, stale, sighted, refused, own.",
             labels=["outcome"],
         )
         with self._lock:

@@ -1,8 +1,9 @@
 """Gateway mode with real processes: three ``rootward serve`` replicas, each behind its own rotel, get the shop's
 traces split by trace id; replicas 1 and 2 export their call edges to replica 0 (the aggregator, as rootward-0 in the
 gateway overlay), which merges them with what it paired itself. A fourth Rootward, alone, gets all of the same
-traffic. The aggregator's call graph must equal the single instance's: the same edges, entities, request and error
-counts and latency histograms.
+traffic. The aggregator's graph must equal the single instance's: the same entities and edges (pods, nodes,
+workloads and their structural edges included), and on each call edge the same request and error counts and latency
+histogram.
 
 rotel has no loadbalancing exporter, so the split happens in the application's SDK: a span exporter sends each span
 to the rotel of replica ``trace_id % 3`` (what the Collector's loadbalancing exporter does with a hash ring) and to
@@ -111,6 +112,14 @@ def call_graph(serving: Serving) -> tuple[dict[tuple[str, str], dict[str, Any]],
     return edges, entities
 
 
+def structure(serving: Serving) -> tuple[dict[str, dict[str, Any]], set[tuple[str, str, str]]]:
+    """Every entity with its identity, and every edge (source, target, kind)."""
+    graph = topology(serving)
+    keep = ("kind", "name", "namespace", "virtual")
+    entities = {e["id"]: {k: e[k] for k in keep} for e in graph["entities"]}
+    return entities, {(e["source"], e["target"], e["kind"]) for e in graph["edges"]}
+
+
 def counts(serving: Serving) -> dict[tuple[str, str], tuple[int, int]]:
     return {edge: (e["requests"], e["errors"]) for edge, e in call_graph(serving)[0].items()}
 
@@ -173,6 +182,11 @@ def test_the_aggregators_merged_graph_equals_the_single_instance_graph_of_the_sa
         assert wait_until(lambda: counts(aggregator) == expected, 30), (counts(aggregator), expected)
         assert all(counts(r) for r in replicas), "every replica paired a share of the traces"
         assert all(counts(r) != expected for r in replicas[1:]), "no replica alone has the whole graph"
+
+        assert wait_until(lambda: structure(aggregator) == structure(single), 10), "the pods, nodes, workloads too"
+        entities, all_edges = structure(single)
+        assert {kind for _, _, kind in all_edges} >= {"calls", "instance_of", "runs_on", "owned_by", "in"}
+        assert {e["kind"] for e in entities.values()} >= {"service", "pod", "node", "workload", "namespace", "database"}
 
         (merged_edges, merged_entities), (edges, entities) = call_graph(aggregator), call_graph(single)
         assert merged_entities == entities

@@ -1,6 +1,6 @@
 """Gateway mode's wire path without processes: a replica's graph -> OTLP metrics (topology/export.py) -> the
 receiver's decoder -> the aggregator's graph (topology/merge.py). Retries, resets, restarts from history, unknown and
-foreign senders."""
+foreign senders; entities and structural edges as sightings."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from rootward.clock import ManualClock
 from rootward.receiver import MetricDecoder, TraceDecoder
-from rootward.topology import TopologyGraph
-from rootward.topology.export import REPLICA_ATTRIBUTE, SECONDS, edge_aggregates, to_request
+from rootward.topology import Entity, TopologyGraph
+from rootward.topology.export import (
+    REPLICA_ATTRIBUTE,
+    SECONDS,
+    Sightings,
+    edge_aggregates,
+    sightings,
+    sightings_request,
+    to_request,
+)
 from rootward.topology.merge import ReplicaMerge
 
 CLIENT, SERVER = 3, 2
@@ -242,3 +250,61 @@ def test_an_aggregator_restored_from_its_checkpoint_counts_nothing_twice_and_goe
     clock.advance(1)
     after.receive(export(replica, "rootward-1"))
     assert after.graph.calls() == [(CHECKOUT, REDIS, 7, 0), (FRONTEND, CHECKOUT, 7, 0)]
+
+
+def seen_pod(graph: TopologyGraph) -> None:
+    """One span from a pod of checkout's Deployment on node-a: its resource names the pod, node, workload and
+    namespace."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key, value in {
+        "service.name": "checkout",
+        "k8s.namespace.name": "shop",
+        "k8s.pod.name": "checkout-7d9f-x2",
+        "k8s.deployment.name": "checkout",
+        "k8s.node.name": "node-a",
+    }.items():
+        rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+    rs.scope_spans.add().spans.append(_span(next(_ids), next(_ids), 1))
+    graph.consume_traces(TraceDecoder().decode(request.SerializeToString()).batch)
+
+
+def structure(graph: TopologyGraph) -> tuple[dict[str, tuple[object, ...]], set[tuple[str, str, str]]]:
+    with graph.read() as g:
+        entities = {n: (d["kind"], d["name"], d["namespace"], d["virtual"]) for n, d in g.nodes(data=True)}
+        return entities, set(g.edges(keys=True))
+
+
+def test_entities_and_structural_edges_a_replica_saw_are_seen_on_the_aggregator(clock: ManualClock) -> None:
+    replica, aggregator = TopologyGraph(clock=clock), Aggregator(clock)
+    seen_pod(replica)
+    with replica.read() as g:
+        seen = sightings(g, float("-inf"))
+    aggregator.receive(sightings_request(seen, "rootward-1", clock.now()).SerializeToString())
+    assert structure(aggregator.graph) == structure(replica)
+    assert {kind for _, _, kind in structure(replica)[1]} == {"instance_of", "runs_on", "owned_by", "in"}
+    clock.advance(600)
+    aggregator.receive(sightings_request(seen, "rootward-1", clock.now()).SerializeToString())  # seen again
+    assert aggregator.graph.age_out() == 0  # within the TTL of the last sighting, not of the first
+
+
+def test_sightings_are_what_was_seen_since_the_last_export(clock: ManualClock) -> None:
+    replica = TopologyGraph(clock=clock)
+    seen_pod(replica)
+    last_export = clock.now()
+    clock.advance(30)
+    calls(replica, 1)  # frontend and checkout (and redis) seen again; the pod, node and workload not
+    with replica.read() as g:
+        seen = sightings(g, last_export + 1)
+    assert sorted(e.id for e in seen.entities) == [REDIS, CHECKOUT, FRONTEND]
+    assert seen.edges == []
+
+
+def test_a_sighting_of_a_call_edge_or_without_an_id_is_refused(clock: ManualClock) -> None:
+    aggregator = Aggregator(clock)
+    checkout = Entity(CHECKOUT, "service", "checkout")
+    nameless = Entity("", "service", "nobody")
+    seen = Sightings([checkout, nameless], [(CHECKOUT, CHECKOUT, "calls")])
+    aggregator.receive(sightings_request(seen, "rootward-1", clock.now()).SerializeToString())
+    assert aggregator.merge.outcomes == {"sighted": 1, "refused": 2}
+    assert structure(aggregator.graph) == ({CHECKOUT: ("service", "checkout", "", False)}, set())
