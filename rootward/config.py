@@ -170,10 +170,10 @@ class TopologyHistory(_Section):
 
 
 class TopologyExport(_Section):
-    """Gateway mode (otel-config/deploy/gateway): every replica but the aggregator sends its call edges with RED,
-    as cumulative servicegraph metrics over OTLP/gRPC, to the aggregator, which merges them into the cluster-wide
-    graph (topology/export.py, topology/merge.py; README, "Deploy on Kubernetes"). The aggregator needs no setting:
-    any Rootward merges what replicas send it."""
+    """Gateway mode (otel-config/deploy/gateway): every replica but the aggregator sends its call edges with RED
+    (cumulative servicegraph metrics) and the entities and structural edges it saw over OTLP/gRPC to the aggregator,
+    which merges them into the cluster-wide graph (topology/export.py, topology/merge.py; README, "Deploy on
+    Kubernetes"). The aggregator needs no setting: any Rootward merges what replicas send it."""
 
     enabled: bool = False
     """Send this replica's call edges to ``endpoint`` every ``interval_s``."""
