@@ -179,8 +179,8 @@ class ReplicaMerge:
             self.outcomes["merged"] += 1
         else:
             delta = self._difference(key, int(batch.start[i]), int(batch.time[i]), values, now)
-        if delta is None:
-            return
+        if delta is None or not delta.any():
+            return  # nothing new: the two ends were not seen again either
         entities.setdefault(client.id, client)
         entities.setdefault(server.id, server)
         edge = deltas.setdefault((client.id, server.id), EdgeDelta())

@@ -308,3 +308,14 @@ def test_a_sighting_of_a_call_edge_or_without_an_id_is_refused(clock: ManualCloc
     aggregator.receive(sightings_request(seen, "rootward-1", clock.now()).SerializeToString())
     assert aggregator.merge.outcomes == {"sighted": 1, "refused": 2}
     assert structure(aggregator.graph) == ({CHECKOUT: ("service", "checkout", "", False)}, set())
+
+
+def test_an_idle_edge_repeating_its_counts_does_not_keep_it_alive_on_the_aggregator(clock: ManualClock) -> None:
+    replica, aggregator = TopologyGraph(clock=clock), Aggregator(clock)
+    calls(replica, 3)
+    aggregator.receive(export(replica, "rootward-1"))
+    clock.advance(600)
+    aggregator.receive(export(replica, "rootward-1"))  # no new traffic
+    clock.advance(400)
+    assert aggregator.graph.age_out() == 3  # 1000 s after the last call, past the 900 s TTL
+    assert aggregator.graph.calls() == []
