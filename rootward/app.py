@@ -26,6 +26,7 @@ from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.store import IncidentStore
 from rootward.detector.templates import LogTemplates
+from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
@@ -34,6 +35,7 @@ from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, TopologyLimits
 from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
+from rootward.topology.merge import ReplicaMerge
 from rootward.topology.metrics import ServiceGraphMetrics
 from rootward.topology.queries import format_time
 
@@ -160,7 +162,7 @@ class App:
         self.telemetry = Telemetry()
         self.summary = ReceivedSummary()
         topo = config.topology
-        limits = TopologyLimits(**topo.model_dump(exclude={"history"}))
+        limits = TopologyLimits(**topo.model_dump(exclude={"history", "export"}))
         self.topology = TopologyGraph(limits, self.clock)
         kept = topo.history
         self.history = (
@@ -215,7 +217,14 @@ class App:
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
-        stages: list[Consumer] = [self.summary, self.topology]
+        # Gateway mode: every Rootward merges the call edges replicas send it; replicas other than the aggregator
+        # send theirs (rootward/gateway.py).
+        replica, export = replica_name(config), topo.export
+        self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock)
+        self.telemetry.registry.register(self.merge)
+        exporting = export.enabled and replica != export.aggregator
+        self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock) if exporting else None
+        stages: list[Consumer] = [self.summary, self.topology, self.merge]
         if detection.enabled:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
@@ -262,6 +271,7 @@ class App:
         """
         if self.history is not None and self.history.open():
             restored = self.history.restore(self.topology)
+            self.merge.counted_until = restored  # replicas' counts up to then are in the restored graph
             if restored is not None:
                 with self.topology.read() as g:
                     logger.info(
@@ -287,6 +297,8 @@ class App:
                 self.history.close()
             raise
         self.maintenance.start()
+        if self.exporter is not None:
+            self.exporter.start()
         if self._ticker is not None:
             self._ticker.start()
         logger.info(
@@ -306,6 +318,8 @@ class App:
         if self.incident_store is not None:
             self.incident_store.close()
         self.topology.flush()
+        if self.exporter is not None:
+            self.exporter.shutdown()  # a last export of what the flush paired
         self.maintenance.shutdown()  # the final checkpoint
         if self.history is not None:
             self.history.close()

@@ -169,6 +169,32 @@ class TopologyHistory(_Section):
     """What keeps disk bounded: past 1 hour one checkpoint per 5 minutes is kept, past a day one per hour."""
 
 
+class TopologyExport(_Section):
+    """Gateway mode (otel-config/deploy/gateway): every replica but the aggregator sends its call edges with RED
+    (cumulative servicegraph metrics) and the entities and structural edges it saw over OTLP/gRPC to the aggregator,
+    which merges them into the cluster-wide graph (topology/export.py, topology/merge.py; README, "Deploy on
+    Kubernetes"). The aggregator needs no setting: any Rootward merges what replicas send it."""
+
+    enabled: bool = False
+    """Send this replica's call edges to ``endpoint`` every ``interval_s``."""
+    endpoint: str = "rootward-0.rootward-replicas.rootward.svc.cluster.local:4317"
+    """The aggregator's OTLP/gRPC receiver, ``host:port``: the StatefulSet's first replica by its stable name behind
+    the headless Service (not the gateway, which would route the metrics to any replica)."""
+    aggregator: str | None = "rootward-0"
+    """The aggregator's replica name: the replica of that name does not export (it merges). None: every replica
+    exports."""
+    replica: str | None = None
+    """This replica's name in what it sends (the resource attribute ``rootward.replica``); default the host name,
+    which in a StatefulSet is the pod's stable name (rootward-1, ...)."""
+    interval_s: float = Field(default=10.0, gt=0)
+    """Seconds between exports. Each carries whole counts (cumulative), so a failed one is made up by the next."""
+    timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of one export, in seconds."""
+    ca_file: Path | None = None
+    """PEM CA bundle: set, the export uses TLS (for an aggregator with ``receiver.tls``). The bearer token is the
+    first of ``receiver.auth.tokens`` (the replicas share the Secret)."""
+
+
 class Topology(_Section):
     """The live dependency graph: limits on what senders can make it hold, and its history."""
 
@@ -184,6 +210,7 @@ class Topology(_Section):
     ttl_s: float = Field(default=900.0, gt=0)
     """Entities and edges not seen for this many seconds (15 min) age out."""
     history: TopologyHistory = TopologyHistory()
+    export: TopologyExport = TopologyExport()
 
 
 class Incidents(_Section):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 Protocol = Literal["grpc", "http"]
@@ -84,6 +84,8 @@ class Shop:
     headers: dict[str, str] | None = None
     seed: int = 7
     sent: dict[str, int] = field(default_factory=lambda: {"spans": 0, "logs": 0})
+    span_exporter: Callable[[], SpanExporter] | None = None
+    """Makes each service's span exporter instead of the OTLP one to ``endpoint`` (a test's own routing of spans)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -100,6 +102,8 @@ class Shop:
                 }
             )
             spans, metrics, logs = _exporters(self.protocol, self.endpoint, self.headers)
+            if self.span_exporter is not None:
+                spans = self.span_exporter()
             tp = TracerProvider(resource=resource)
             tp.add_span_processor(BatchSpanProcessor(spans))
             reader = PeriodicExportingMetricReader(metrics, export_interval_millis=3_600_000)

@@ -88,6 +88,13 @@ class Telemetry:
             registry=r,
         )
 
+        self.gateway_exports = Counter(
+            "rootward_gateway_exports",
+            "Exports of this replica's call edges to the aggregator (gateway mode) by outcome: sent, partial, failed.",
+            ["outcome"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""
         return generate_latest(self.registry)

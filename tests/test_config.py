@@ -102,7 +102,7 @@ def test_the_topology_section_holds_the_graph_limits_with_the_same_defaults() ->
     from rootward.topology import TopologyLimits
 
     section = load_config(environ={}).topology
-    assert TopologyLimits(**section.model_dump(exclude={"history"})) == TopologyLimits()
+    assert TopologyLimits(**section.model_dump(exclude={"history", "export"})) == TopologyLimits()
     assert load_config(environ={}).history_path == Path("rootward-data/topology.db")
     moved = load_config(environ={}, overrides=["storage.data_dir=/var/lib/rootward"])
     assert moved.history_path == Path("/var/lib/rootward/topology.db")

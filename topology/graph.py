@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -416,6 +416,22 @@ class TopologyGraph:
             calls = Calls()
             self._expire(float("inf"), calls, now)
             self._merge(calls.reduce(self._names), now)
+
+    def merge_calls(
+        self,
+        deltas: dict[tuple[str, str], EdgeDelta],
+        entities: Iterable[Entity],
+        edges: Iterable[tuple[str, str, str]] = (),
+    ) -> None:
+        """Fold what another replica saw (topology/merge.py) into the graph as seen now: ``entities``, then the
+        structural ``edges`` (source, target, kind) between them, then the call edges' RED ``deltas``."""
+        now = self.clock.now()
+        with self._lock:
+            for entity in entities:
+                self._touch_entity(entity, now)
+            for src, dst, kind in edges:
+                self._touch_edge(src, dst, kind, now)
+            self._merge(deltas, now)
 
     def _merge(self, deltas: dict[tuple[str, str], EdgeDelta], now: float) -> None:
         """Fold one batch's per-edge counters into the graph: one networkx update per edge."""

@@ -14,7 +14,7 @@ counters never go backwards (see topology/history.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -25,6 +25,12 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from rootward.topology.red import LATENCY_BUCKETS_S
 
 _CONNECTION = {"database": "database", "queue": "messaging_system", "host": "virtual_node"}
+
+
+def connection_type(target: Mapping[str, object]) -> str:
+    """The connector's ``connection_type`` of a call to the node with attributes ``target``: empty between
+    services, ``database`` / ``messaging_system`` / ``virtual_node`` for peers."""
+    return _CONNECTION.get(str(target["kind"]), "virtual_node" if target["virtual"] else "")
 
 
 class GraphSource(Protocol):
@@ -55,7 +61,7 @@ class ServiceGraphMetrics:
                 if key != "calls":
                     continue
                 target = g.nodes[v]
-                connection = _CONNECTION.get(target["kind"], "virtual_node" if target["virtual"] else "")
+                connection = connection_type(target)
                 values = [g.nodes[u]["name"], target["name"], connection]
                 total.add_metric(values, float(data.get("requests", 0)))
                 failed.add_metric(values, float(data.get("errors", 0)))

@@ -3,7 +3,8 @@ has it), else by reading the kustomization here.
 
 The reader implements only what our kustomizations use, and fails on anything else rather than render it wrong:
 ``resources`` (files and directories), ``configMapGenerator`` with ``files`` (the name gets kustomize's content hash,
-and pod templates' references to it follow), and ``patches`` that delete an object (``$patch: delete``). Where
+and pod templates' references to it follow; ``behavior: replace`` replaces an included kustomization's ConfigMap),
+and ``patches`` that delete an object (``$patch: delete``). Where
 kubectl exists, a test renders both ways and compares, so the reader cannot drift from kustomize unnoticed.
 """
 
@@ -67,6 +68,12 @@ def _read(directory: Path) -> tuple[list[Doc], dict[str, str]]:
             docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
     for generator in spec.get("configMapGenerator", []):
         config_map = _generate(directory, generator)
+        if generator.get("behavior") == "replace":
+            old = renamed.get(generator["name"])
+            before = len(docs)
+            docs = [d for d in docs if not (d["kind"] == "ConfigMap" and d["metadata"]["name"] == old)]
+            if len(docs) != before - 1:
+                raise AssertionError(f"configMapGenerator {generator['name']} replaces a ConfigMap not generated below")
         renamed[generator["name"]] = config_map["metadata"]["name"]
         docs.append(config_map)
     for patch in spec.get("patches", []):
@@ -75,8 +82,8 @@ def _read(directory: Path) -> tuple[list[Doc], dict[str, str]]:
 
 
 def _generate(directory: Path, generator: Doc) -> Doc:
-    unknown = set(generator) - {"name", "namespace", "files"}
-    if unknown:
+    unknown = set(generator) - {"name", "namespace", "files", "behavior"}
+    if unknown or generator.get("behavior", "replace") != "replace":
         raise NotImplementedError(f"configMapGenerator {generator['name']} uses {sorted(unknown)}")
     data = {Path(f).name: (directory / f).read_text() for f in generator["files"]}
     name = generator["name"]

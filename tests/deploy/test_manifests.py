@@ -183,7 +183,8 @@ def test_the_container_reads_the_config_policies_and_data_where_the_config_says(
     assert str(config_path.parent) == mount_path(rendered, "config")
     data = config_map_data(rendered, "rootward-config")
     assert config_path.name in data
-    assert data[config_path.name] == (BASE / "rootward.yaml").read_text()
+    kustomization = GATEWAY if find(rendered, "StatefulSet") else BASE
+    assert data[config_path.name] == (kustomization / "rootward.yaml").read_text()
     cfg = shipped_config(rendered)
     assert [str(d) for d in cfg.policies.bundle_dirs] == [mount_path(rendered, "policies")]
     assert cfg.policies.default_bundle is False, "the bundle comes from the ConfigMap, not twice"
@@ -328,3 +329,20 @@ def test_the_gateway_overlay_replaces_the_daemonset_by_a_statefulset_with_the_sa
     assert claims == ["data"]
     assert "data" not in volumes
     assert {v["name"] for v in base_spec["volumes"]} == volumes | {"data"}
+
+
+def test_the_gateway_config_is_the_bases_with_the_export_to_the_first_replica_turned_on(
+    base: list[Doc], gateway: list[Doc]
+) -> None:
+    base_config, gateway_config = shipped_config(base), shipped_config(gateway)
+    without_export = {"topology": {"export"}}
+    assert gateway_config.model_dump(exclude=without_export) == base_config.model_dump(exclude=without_export)
+    assert not base_config.topology.export.enabled, "a per-node Rootward has no aggregator to export to"
+    export = gateway_config.topology.export
+    statefulset = one(gateway, "StatefulSet")
+    first = f"{statefulset['metadata']['name']}-0"
+    headless, namespace = statefulset["spec"]["serviceName"], statefulset["metadata"]["namespace"]
+    assert export.enabled
+    assert export.aggregator == first
+    port = container_port(gateway, "grpc-otlp")
+    assert export.endpoint == f"{first}.{headless}.{namespace}.svc.cluster.local:{port}"

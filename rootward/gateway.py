@@ -1,0 +1,141 @@
+"""The replica's side of gateway mode: every ``interval_s``, this replica's call edges with RED go to the
+aggregating replica as OTLP metrics (topology/export.py builds them, topology/merge.py merges them there).
+
+Why here and not in topology/: sending is I/O with a schedule, configured from ``topology.export`` and counted in
+Rootward's own telemetry; topology/ only turns a graph into a request and a request back into edges.
+
+Entities and structural edges go as sightings: those seen since the last export that got through, so a failed
+export's sightings go with the next one. Call edges go whole every time.
+
+Sending is deliberately simple. Each export carries whole (cumulative) counts, so an export that fails (the
+aggregator restarting, a network blip) is not retried: the next one, ``interval_s`` later, says everything it would
+have said. Failures are logged and counted in ``rootward_gateway_exports_total{outcome}``, and the loop goes on.
+At shutdown one last export sends what was paired since the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+from rootward.clock import Clock, SystemClock
+from rootward.config import Config
+from rootward.telemetry import Telemetry
+from rootward.topology import TopologyGraph
+from rootward.topology.export import Sightings, edge_aggregates, sightings, sightings_request, to_request
+
+logger = logging.getLogger(__name__)
+
+_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+#: Call edges per request: three points each of ~0.5 KiB with their labels, so ~3 MiB a request, under the
+#: receiver's default 8 MiB and 50,000 points (receiver.limits) however large the graph.
+EDGES_PER_REQUEST = 2000
+#: Entity or edge sightings per request (~0.2 KiB each).
+SIGHTINGS_PER_REQUEST = 10_000
+
+
+def replica_name(config: Config) -> str:
+    """This replica's name: ``topology.export.replica``, else the host name (the pod's name in a StatefulSet)."""
+    return config.topology.export.replica or socket.gethostname()
+
+
+class AggregateExporter:
+    """Sends ``topology``'s call edges to the aggregator every interval. ``start``/``shutdown`` are safe to repeat."""
+
+    def __init__(
+        self, config: Config, topology: TopologyGraph, telemetry: Telemetry, clock: Clock | None = None
+    ) -> None:
+        settings = config.topology.export
+        self.topology = topology
+        self.telemetry = telemetry
+        self.clock = clock or SystemClock()
+        self.replica = replica_name(config)
+        self.endpoint = settings.endpoint
+        self.interval_s = settings.interval_s
+        self.timeout_s = settings.timeout_s
+        tokens = config.receiver.auth.tokens
+        self._metadata = (("authorization", f"Bearer {tokens[0].get_secret_value()}"),) if tokens else ()
+        self._ca_file = settings.ca_file
+        self._channel: grpc.Channel | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+        self._since = float("-inf")  # sightings from then on go in the next export
+
+    def _call(self) -> grpc.UnaryUnaryMultiCallable:
+        if self._channel is None:
+            if self._ca_file is not None:
+                credentials = grpc.ssl_channel_credentials(self._ca_file.read_bytes())
+                self._channel = grpc.secure_channel(self.endpoint, credentials, compression=grpc.Compression.Gzip)
+            else:
+                self._channel = grpc.insecure_channel(self.endpoint, compression=grpc.Compression.Gzip)
+        return self._channel.unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
+
+    def export_once(self) -> bool:
+        """Send what the graph saw since the last export that got through (entities, structural edges), then its
+        call edges, in requests of bounded size; return whether the aggregator took them all. Never raises."""
+        try:
+            with self.topology.read() as g:
+                now = self.clock.now()
+                seen = sightings(g, self._since)
+                edges = edge_aggregates(g)
+            n = SIGHTINGS_PER_REQUEST
+            requests = [
+                sightings_request(Sightings(seen.entities[i : i + n], []), self.replica, now)
+                for i in range(0, len(seen.entities), n)
+            ]
+            requests += [
+                sightings_request(Sightings([], seen.edges[i : i + n]), self.replica, now)
+                for i in range(0, len(seen.edges), n)
+            ]
+            requests += [
+                to_request(edges[i : i + EDGES_PER_REQUEST], self.replica, now)
+                for i in range(0, len(edges), EDGES_PER_REQUEST)
+            ]
+            rejected, message = 0, ""
+            for request in requests:
+                response = self._call()(request.SerializeToString(), metadata=self._metadata, timeout=self.timeout_s)
+                rejected += int(response.partial_success.rejected_data_points)
+                message = response.partial_success.error_message or message
+        except grpc.RpcError as e:
+            self.telemetry.gateway_exports.labels("failed").inc()
+            logger.warning("aggregates to %s failed: %s: %s", self.endpoint, e.code().name, e.details())
+            return False
+        except Exception:  # the loop's boundary: log with the traceback, count, and try again next interval
+            self.telemetry.gateway_exports.labels("failed").inc()
+            logger.exception("aggregates to %s failed", self.endpoint)
+            return False
+        if rejected:
+            self.telemetry.gateway_exports.labels("partial").inc()
+            logger.warning("aggregates to %s: %d points refused: %s", self.endpoint, rejected, message)
+            return False
+        self.telemetry.gateway_exports.labels("sent").inc()
+        self._since = now
+        return True
+
+    def start(self) -> None:
+        if self._thread is not None or self._finished:
+            return
+        logger.info("exporting call edges as replica %s to %s every %gs", self.replica, self.endpoint, self.interval_s)
+        self._thread = threading.Thread(target=self._run, name="rootward-gateway-export", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.export_once()
+
+    def shutdown(self) -> None:
+        """Stop the loop, send a last export (once, when it was started) and close the channel."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+            self.export_once()
+        self._finished = True
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
