@@ -262,7 +262,10 @@ class _Investigation:
                 tokens = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else (0, 0)
                 usage_attributes(span, str(response.id), str(response.model), finish, tokens)
             except openai.APITimeoutError as e:
-                raise self._unavailable(step, span, "timeout", e) from e
+                failure = self._unavailable(step, span, "timeout", e)
+                if time.monotonic() - self.started >= self.s.deadline_s * 0.99:  # cut short by the deadline
+                    raise OverBudget(f"deadline of {self.s.deadline_s:g} s passed during a model call") from e
+                raise failure from e
             except openai.APIStatusError as e:
                 raise self._unavailable(step, span, f"status {e.status_code}", e) from e
             except openai.APIError as e:
@@ -303,7 +306,7 @@ class _Investigation:
                     arguments, result = tool.invoke(raw)
                 if result.status == "error":
                     span.set_attribute("error.type", "tool_error")
-            rendered = self._data(result.render(self.s.max_result_chars))
+            rendered = self.redactor.text(self._data(result.render(self.s.max_result_chars)))
             self.trace.tool_step(step, call_id, name, arguments, result.status, rendered,
                                  time.monotonic() - started)  # fmt: skip
             self._say({"role": "tool", "tool_call_id": call_id, "content": rendered})

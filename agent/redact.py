@@ -60,12 +60,18 @@ class Redactor:
         return cls(patterns)
 
     def text(self, value: str) -> str:
-        """``value`` with every match replaced by ``[REDACTED:<name>]`` (a ``keep`` group stays)."""
+        """``value`` with every match replaced by ``[REDACTED:<name>]`` (a ``keep`` group stays). Idempotent: what
+        was redacted already is left as it is."""
         for name, pattern in self.patterns:
-            value, n = pattern.subn(lambda m, name=name: _replacement(m, name), value)  # type: ignore[misc]
-            if n:
-                self.counts[name] += n
+            value = pattern.sub(lambda m, name=name: self._replace(m, name), value)  # type: ignore[misc]
         return value
+
+    def _replace(self, match: re.Match[str], name: str) -> str:
+        keep = match.groupdict().get("keep") or ""
+        if match.group(0)[len(keep) :].startswith("[REDACTED:"):
+            return match.group(0)
+        self.counts[name] += 1
+        return f"{keep}[REDACTED:{name}]"
 
     def data(self, value: Any) -> Any:
         """A copy of JSON-like ``value`` with every string (keys included) redacted."""
@@ -76,8 +82,3 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.data(v) for v in value]
         return value
-
-
-def _replacement(match: re.Match[str], name: str) -> str:
-    keep = match.groupdict().get("keep") or ""
-    return f"{keep}[REDACTED:{name}]"

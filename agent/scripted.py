@@ -95,7 +95,7 @@ class ScriptedLLM:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                reply = owner._next(raw, dict(self.headers))
+                reply = owner._next(raw, {k.lower(): v for k, v in self.headers.items()})
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 data = json.dumps(reply.body).encode()
