@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 #: name -> pattern. IP addresses are not redacted by default: they are often the evidence (a peer that times out).
 DEFAULT_PATTERNS: dict[str, str] = {
     "bearer_token": r"(?i)(?P<keep>\bbearer\s+)[A-Za-z0-9\-._~+/]{8,}=*",
-    "authorization": r"(?i)(?P<keep>\bauthorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',;]{6,}",
+    "authorization": r"(?i)(?P<keep>\bauthorization[\"']?\s*[:=]\s*[\"']?(?:(?:basic|digest|token)\s+)?)"
+    r"(?!bearer\b)[^\s\"',;]{6,}",
     "aws_access_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
     "aws_secret_key": r"(?i)(?P<keep>aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}",
     "api_key": r"(?i)(?P<keep>\b(?:api[_-]?key|apikey|access[_-]?token|secret|token|password|passwd)[\"']?\s*[:=]\s*"

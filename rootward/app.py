@@ -9,7 +9,6 @@ out and checkpoints it, and ``shutdown`` writes a final checkpoint after the rec
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -129,13 +128,13 @@ def _diagnoser(config: Config, topology: TopologyGraph, detector: Detector) -> D
 
 def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     """The LLM reasoner of ``agent.llm`` (imported only then: the openai client), the graph reasoner as its
-    fallback; the key from the config or its environment variable (read here, once, at start)."""
+    fallback."""
     from rootward.agent.llm import LLMReasoner, LLMSettings
     from rootward.agent.redact import Redactor
     from rootward.agent.tools import Sources
 
     llm = app.config.agent.llm
-    key = llm.api_key.get_secret_value() if llm.api_key else os.environ.get(llm.api_key_env or "", "")
+    key = llm.api_key.get_secret_value() if llm.api_key else ""
     settings = LLMSettings(api_key=key, **llm.model_dump(exclude={"enabled", "api_key", "api_key_env", "redaction"}))
     redaction = llm.redaction
     redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))

@@ -286,8 +286,8 @@ class LLM(_Section):
     api_key: SecretStr | None = None
     """The API key (a secret: set it from a Secret, ROOTWARD_AGENT__LLM__API_KEY). Never logged."""
     api_key_env: str | None = "OPENAI_API_KEY"
-    """Else the environment variable that holds the key, read once when the app starts. Neither: no key (a local
-    server)."""
+    """Else the environment variable that holds the key (read by load_config with the rest of the environment).
+    Neither: no key (a local server)."""
     max_steps: int = Field(default=6, ge=1, le=30)
     """Model calls in one investigation; on the last no tools are offered, so the model must answer."""
     max_tokens: int = Field(default=60_000, ge=1000)
@@ -582,9 +582,14 @@ def load_config(
         _set(data, keys, _yaml_value(raw, f"--set {key}"))
         source[".".join(keys)] = f"--set {key}"
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e, origin, source)) from e
+    llm = config.agent.llm
+    if llm.api_key is None and llm.api_key_env and env.get(llm.api_key_env):  # the LLM key's own variable
+        llm = llm.model_copy(update={"api_key": SecretStr(env[llm.api_key_env])})
+        config = config.model_copy(update={"agent": config.agent.model_copy(update={"llm": llm})})
+    return config
 
 
 def _yaml_value(raw: str, where: str) -> Any:
