@@ -290,13 +290,13 @@ class SearchLogs(Tool[LogArgs]):
         if mined is None:
             return no_data("log templates are not mined in this process")
         needle = args.text.lower()
-        with mined._lock:  # read beside the pipeline thread, which mines under the same lock
-            keys = [k for k in {*mined.counts, *mined.exemplars, *mined.known} if k[0] in self.ws.scope]
-            found = [
-                {"entity": e, "template": t, "text": mined.templates.get(t, ""), "count": mined.counts.get((e, t), 0)}
-                for e, t in sorted(keys)
-                if (args.entity is None or e == args.entity) and needle in mined.templates.get(t, "").lower()
-            ]
+        texts, counts, exemplars = mined.snapshot()
+        keys = sorted(k for k in {*counts, *exemplars} if k[0] in self.ws.scope)
+        found = [
+            {"entity": e, "template": t, "text": texts.get(t, ""), "count": counts.get((e, t), 0)}
+            for e, t in keys
+            if (args.entity is None or e == args.entity) and needle in texts.get(t, "").lower()
+        ]
         return ok({"templates": found[: args.limit]}) if found else no_data("no matching log templates")
 
 
@@ -311,9 +311,9 @@ class TraceExemplars(Tool[EntityArgs]):
         mined = self.ws.sources.templates
         if mined is None:
             return no_data("no trace exemplars in this process")
-        with mined._lock:
-            found = [{"template": t, "trace_id": tid} for (e, t), tid in sorted(mined.exemplars.items())
-                     if e == args.entity][:20]  # fmt: skip
+        exemplars = mined.snapshot()[2]
+        found = [{"template": t, "trace_id": tid} for (e, t), tid in sorted(exemplars.items()) if e == args.entity]
+        found = found[:20]
         return ok({"exemplars": found}) if found else no_data("no trace exemplars for this entity")
 
 
