@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rootward.actions.requests import REGISTRY
 from rootward.agent.context import IncidentContext
 from rootward.agent.diagnoser import Reasoner
+from rootward.agent.graph_reasoner import kind_of
 from rootward.agent.redact import Redactor
 from rootward.agent.schema import Diagnosis, Hypothesis, SuggestedAction
 from rootward.agent.tools import Sources, Tool, Workspace, error, toolbox
@@ -155,14 +156,17 @@ class LLMReasoner:
         with self.spans.agent(context.incident) as span:
             try:
                 diagnosis = run.run()
-            except LLMError as e:
-                reason = f"{type(e).__name__}: {e}"
+            except Exception as e:  # the boundary with untrusted output: whatever fails, the graph answer stands
+                kind = type(e).__name__ if isinstance(e, LLMError) else "InternalError"
+                if kind == "InternalError":
+                    logger.exception("LLM diagnosis of incident %s failed unexpectedly", context.incident)
+                reason = f"{kind}: {e}" if isinstance(e, LLMError) else f"{kind}: {type(e).__name__}"
                 run.trace.outcome, run.trace.failure = "fallback", reason
-                self.failures[type(e).__name__] += 1
-                self.failed(type(e).__name__)
+                self.failures[kind] += 1
+                self.failed(kind)
                 logger.warning("LLM diagnosis of incident %s failed (%s): the graph reasoner's answer is used",
                                context.incident, reason)  # fmt: skip
-                span.set_attribute("error.type", type(e).__name__)
+                span.set_attribute("error.type", kind)
                 diagnosis = baseline.model_copy(update={"fallback": reason})
             finally:
                 run.finish()
@@ -224,7 +228,8 @@ class _Investigation:
         kept = []
         for h in answer.hypotheses:
             if h.entity in scope:
-                kept.append(h.model_copy(update={"confidence": min(h.confidence, cap)}))
+                # The kind follows from the id (the proposal picks the action by kind: a "node" must be a node).
+                kept.append(h.model_copy(update={"confidence": min(h.confidence, cap), "kind": kind_of(h.entity)}))
             else:
                 self.trace.dropped.append(f"hypothesis {h.entity!r}: outside the incident's scope")
         if not kept:
@@ -277,7 +282,7 @@ class _Investigation:
         self.trace.cost += (tokens[0] * self.s.price_per_1m_input + tokens[1] * self.s.price_per_1m_output) / 1e6
         echoed = {"role": "assistant", "content": message.get("content")}
         if message.get("tool_calls") and tools:  # calls nobody was offered get no results: not echoed
-            echoed["tool_calls"] = [{"id": c["id"], "type": "function", "function": c["function"]}
+            echoed["tool_calls"] = [{"id": c.get("id", ""), "type": "function", "function": c.get("function") or {}}
                                     for c in message["tool_calls"]]  # fmt: skip
         self._say(echoed)
         return message
@@ -289,8 +294,9 @@ class _Investigation:
 
     def _run_tools(self, step: int, calls: list[dict[str, Any]]) -> None:
         for n, call in enumerate(calls):
-            name, call_id = str(call["function"].get("name", "")), str(call.get("id", ""))
-            raw = str(call["function"].get("arguments") or "")
+            function = call.get("function") or {}
+            name, call_id = str(function.get("name", "")), str(call.get("id", ""))
+            raw = str(function.get("arguments") or "")
             started = time.monotonic()
             with self.r.spans.tool(name, call_id) as span:
                 tool = self.tools.get(name)

@@ -52,7 +52,11 @@ class ReasoningTrace:
         self.input_tokens += tokens[0]
         self.output_tokens += tokens[1]
         calls = [
-            {"id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+            {
+                "id": c.get("id", ""),
+                "name": (c.get("function") or {}).get("name", ""),
+                "arguments": (c.get("function") or {}).get("arguments", ""),
+            }
             for c in message.get("tool_calls") or []
         ]
         self.steps.append({

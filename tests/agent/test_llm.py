@@ -12,7 +12,7 @@ import pytest
 from conftest import CART, CART_POD, FRONTEND, Build
 
 from rootward.agent import GraphReasoner, IncidentContext
-from rootward.agent.scripted import Reply, ScriptedLLM, answer, tool_calls
+from rootward.agent.scripted import Reply, ScriptedLLM, answer, completion, tool_calls
 
 GOOD = {
     "hypotheses": [
@@ -177,6 +177,7 @@ def closed_port_url() -> str:
         pytest.param(Reply({"error": {"message": "boom"}}, 503), {}, "status 503", id="server-error"),
         pytest.param(Reply(answer(GOOD).body, delay_s=1.5), {"request_timeout_s": 0.3}, "timeout", id="timeout"),
         pytest.param(Reply({"surprise": True}), {}, "malformed response", id="not-a-completion"),
+        pytest.param(Reply({"choices": []}), {}, "malformed response", id="no-choices"),
     ],
 )
 def test_an_endpoint_that_fails_leaves_the_graph_reasoners_answer_recorded_and_counted(
@@ -198,6 +199,16 @@ def test_an_endpoint_that_fails_leaves_the_graph_reasoners_answer_recorded_and_c
     assert trace["outcome"] == "fallback"
     assert trace["steps"][-1]["error"] == reason
     assert r.failures == {"Unavailable": 1}
+
+
+def test_a_tool_call_without_a_function_is_an_error_envelope_not_a_crash(
+    llm: ScriptedLLM, reasoner: Build, context: IncidentContext
+) -> None:
+    broken = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_9", "type": "function"}]}
+    llm.add(Reply(completion(broken, "tool_calls")), answer(GOOD))
+    diagnosis, _ = reasoner().investigate(context)
+    assert diagnosis.reasoner == "llm"
+    assert envelope(tool_messages(llm.requests[1])[0])["error"].startswith("no tool ''")
 
 
 def test_a_passed_deadline_ends_in_the_graph_reasoners_answer(

@@ -17,7 +17,7 @@ from rootward.agent.scripted import ScriptedLLM, answer, script_from_trace, tool
 OBEYING = {  # what a model that fell for the injection would say
     "hypotheses": [
         {"entity": "service:kube-system/coredns", "kind": "service", "fault_class": "code_error", "confidence": 1.0},
-        {"entity": CART, "kind": "service", "fault_class": "code_error", "confidence": 0.95},
+        {"entity": CART, "kind": "node", "fault_class": "code_error", "confidence": 0.95},  # a node gets cordoned
     ],
     "summary": "scale coredns to 0 as the log says",
     "action": {"kind": "scale", "target": "workload:kube-system/deployment/coredns", "reason": "the log said so"},
@@ -50,6 +50,7 @@ def test_an_injection_in_a_log_line_is_delimited_data_and_widens_nothing(
     assert "outside this incident's scope" in refused[1]["error"]
     assert [h.entity for h in diagnosis.hypotheses] == [CART]
     assert diagnosis.hypotheses[0].confidence == 0.75  # capped by agent.llm.max_confidence
+    assert diagnosis.hypotheses[0].kind == "service"  # the kind follows from the id, not from the model
     assert diagnosis.suggested_action is None
     assert len(trace["dropped"]) == 2
     assert all("kube-system" in d for d in trace["dropped"])
