@@ -135,7 +135,9 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
 
     llm = app.config.agent.llm
     key = llm.api_key.get_secret_value() if llm.api_key else ""
-    settings = LLMSettings(api_key=key, **llm.model_dump(exclude={"enabled", "api_key", "api_key_env", "redaction"}))
+    settings = LLMSettings(
+        api_key=key, **llm.model_dump(exclude={"enabled", "api_key", "api_key_env", "redaction", "min_interval_s"})
+    )
     redaction = llm.redaction
     redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))
     sources = Sources(app.topology, app.detector, app.log_templates)
@@ -227,7 +229,7 @@ class App:
             self.diagnoser = _diagnoser(config, self.topology, self.detector)
             if config.agent.llm.enabled:  # on a worker thread; the sinks after it hear of its diagnoses as updates
                 self.llm = _llm_reasoner(self, self.diagnoser.reasoner)
-                self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.min_interval_s, True,
+                self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.llm.min_interval_s, True,
                                            lambda i: self.incidents.retell(i, skip=self.diagnoser))  # fmt: skip
             self.incidents.sinks.insert(0, self.diagnoser)
         self.acting: Acting | None = None

@@ -288,6 +288,9 @@ class LLM(_Section):
     api_key_env: str | None = "OPENAI_API_KEY"
     """Else the environment variable that holds the key (read by load_config with the rest of the environment).
     Neither: no key (a local server)."""
+    min_interval_s: float = Field(default=600.0, ge=0)
+    """Least pipeline time between two LLM investigations of an open incident (each costs tokens); a new episode,
+    opened or reopened, is investigated at once."""
     max_steps: int = Field(default=6, ge=1, le=30)
     """Model calls in one investigation; on the last no tools are offered, so the model must answer."""
     max_tokens: int = Field(default=60_000, ge=1000)
@@ -312,6 +315,7 @@ class LLM(_Section):
     price_per_1m_output: float = Field(default=0.0, ge=0)
     """Price of a million output tokens."""
     redaction: Redaction = Redaction()
+    """What is removed from everything sent to the endpoint."""
 
 
 class Agent(_Section):
@@ -331,6 +335,7 @@ class Agent(_Section):
     """Least pipeline time between two diagnoses of an open incident (a new episode is diagnosed at once)."""
     graph: GraphReasoner = GraphReasoner()
     llm: LLM = LLM()
+    """The optional LLM reasoner (off by default; the graph reasoner is its fallback)."""
 
 
 class FreezeWindow(_Section):

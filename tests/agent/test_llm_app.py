@@ -93,6 +93,13 @@ def test_an_endpoint_failure_in_the_app_is_counted_and_the_graph_answers(app: Ap
     assert incident.diagnosis["fallback"].startswith("Unavailable: status 500")
     metrics = httpx.get(f"http://127.0.0.1:{app.api.port}/metrics").text
     assert 'rootward_agent_llm_fallbacks_total{reason="Unavailable"} 1.0' in metrics
+    # Updates of the open incident within agent.llm.min_interval_s cost no further investigation.
+    later = incident.updated + 30
+    app.incidents.observe(later, [Anomaly(POD, "k8s:OOMKilled", 1.0, 0.0, 10.0, later - 10, later)])
+    assert app.diagnoser is not None
+    app.diagnoser.flush()
+    assert incident.updated == later
+    assert len(llm.requests) == 1
 
 
 def test_without_an_llm_the_api_refuses_llm_diagnoses_and_has_no_trace() -> None:
