@@ -44,6 +44,16 @@ class Hypothesis(BaseModel):
     """What, if observed, would rule this hypothesis out."""
 
 
+class SuggestedAction(BaseModel):
+    """An action an LLM suggests: a kind of the actions registry and an entity of the incident's scope (checked)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(max_length=40)
+    target: str = Field(max_length=300)
+    reason: str = Field(default="", max_length=1000)
+
+
 class Diagnosis(BaseModel):
     """Ranked hypotheses for one incident, most likely first."""
 
@@ -55,6 +65,11 @@ class Diagnosis(BaseModel):
     """When the diagnosis was made (Unix seconds, the pipeline's clock)."""
     hypotheses: list[Hypothesis] = Field(default_factory=list, max_length=50)
     summary: str = ""
+    suggested_action: SuggestedAction | None = None
+    """The LLM reasoner's suggestion, for the humans who read the diagnosis: it is never executed as such (the
+    responder derives the request from the top hypothesis through the registry, and policies judge it)."""
+    fallback: str | None = None
+    """Set when the LLM reasoner failed and this is the graph reasoner's answer: why (agent/llm.py)."""
 
     def services(self) -> list[str]:
         """The hypotheses' entities, most likely first."""

@@ -60,6 +60,7 @@ class Incident:
     changes: list[Change] = field(default_factory=list)  # rollouts and API writes on its entities shortly before
     diagnosis: dict[str, Any] | None = None  # the agent's latest (rootward.agent.Diagnosis as JSON data)
     action: dict[str, Any] | None = None  # the action proposed for it and how it ended (agent/respond.py)
+    trace: dict[str, Any] | None = None  # the LLM reasoner's reasoning trace of the diagnosis (agent/trace.py)
 
     @property
     def severity(self) -> Literal["critical", "warning"]:
@@ -79,8 +80,9 @@ class Incident:
             weakest = min(self.anomalies, key=lambda k: abs(self.anomalies[k].score))
             del self.anomalies[weakest]
 
-    def as_json(self) -> dict[str, object]:
-        """The incident as JSON-ready data (the API's and the store's form)."""
+    def as_json(self, with_trace: bool = False) -> dict[str, object]:
+        """The incident as JSON-ready data (the API's and the store's form); the reasoning trace, which can be
+        long, only ``with_trace`` (the store; the API serves it on its own)."""
         return {
             "id": self.id,
             "status": self.status,
@@ -97,6 +99,7 @@ class Incident:
             "changes": [asdict(c) for c in self.changes],
             "diagnosis": self.diagnosis,
             "action": self.action,
+            **({"trace": self.trace} if with_trace else {}),
         }
 
 
@@ -228,6 +231,14 @@ class Incidents:
     def _tell(self, incident: Incident, change: str) -> None:
         for sink in self.sinks:
             sink.incident_changed(incident, change)  # type: ignore[arg-type]
+
+    def retell(self, incident: Incident, skip: object = None) -> None:
+        """Tell the sinks (but ``skip``) that an incident was updated outside the pipeline: a diagnosis that came
+        later than the change it answers (the LLM reasoner runs on a worker thread)."""
+        with self._lock:
+            for sink in self.sinks:
+                if sink is not skip:
+                    sink.incident_changed(incident, "updated")
 
     def restore(self, incidents: list[Incident]) -> None:
         """Take back stored incidents (oldest first) at start: open ones stay open, resolved ones are listed and

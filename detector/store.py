@@ -53,6 +53,7 @@ def from_json(doc: dict[str, Any]) -> Incident:
     incident.changes = [Change(**c) for c in doc.get("changes", [])]
     incident.diagnosis = doc.get("diagnosis")
     incident.action = doc.get("action")
+    incident.trace = doc.get("trace")
     for a in doc.get("anomalies", []):
         anomaly = Anomaly(**a)
         incident.anomalies[(anomaly.entity, anomaly.signal)] = anomaly
@@ -97,7 +98,7 @@ class IncidentStore:
     def incident_changed(self, incident: Incident, change: str) -> None:
         if self.conn is None:
             return
-        doc = incident.as_json()
+        doc = incident.as_json(with_trace=True)
         try:
             with self._lock, transaction(self.conn):
                 self.conn.execute(

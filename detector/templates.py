@@ -92,6 +92,13 @@ class LogTemplates:
         with self._lock:
             self._roll(self.clock.now())
 
+    def snapshot(self) -> tuple[dict[int, str], dict[tuple[str, int], int], dict[tuple[str, int], str]]:
+        """Copies of (template texts, this window's counts per (entity, template), trace exemplars): what the
+        agent's tools read beside the pipeline thread."""
+        with self._lock:
+            counts = {key: self.counts.get(key, 0) for key in {*self.counts, *self.known}}
+            return dict(self.templates), counts, dict(self.exemplars)
+
     def _roll(self, now: float) -> None:
         number = int(now // self.window_s)
         if self.current is None:

@@ -10,6 +10,8 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     GET /api/v1/incidents?status=open|resolved&limit=50&offset=0       incidents, newest first
     GET /api/v1/incidents/{id}                                        one, with its anomalies and candidates
     POST /api/v1/incidents/{id}/acknowledge | /silence?for_s=3600 | /resolve
+    GET /api/v1/incidents/{id}/diagnosis | /trace                      its diagnosis; the LLM's reasoning trace
+    POST /api/v1/incidents/{id}/diagnose?llm=true                     diagnose it again now (waits for the answer)
     GET|POST /api/v1/approvals..., GET /api/v1/actions/{request_id}   approvals of actions (rootward/api_actions.py)
     GET /api/v1/openapi.json                                          all of the above as OpenAPI 3.1
 
@@ -39,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from rootward.agent.schema import Diagnosis
 from rootward.clock import Clock, SystemClock
 from rootward.config import Approvals as ApprovalSettings
 from rootward.detector.incidents import Incidents
@@ -62,9 +65,11 @@ def build_api(
     clock: Clock | None = None,
     executor: Executor | None = None,
     approvals: ApprovalSettings | None = None,
+    diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
-    topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``."""
+    topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``;
+    ``diagnose(incident id, llm)`` re-diagnoses one (it raises LookupError when the LLM is asked for and missing)."""
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(SPEC)
@@ -130,7 +135,7 @@ def build_api(
             ),
             Route("/api/v1/diff", diff),
             Route("/api/v1/openapi.json", openapi),
-            *(_incident_routes(incidents, clock or SystemClock()) if incidents is not None else []),
+            *(_incident_routes(incidents, clock or SystemClock(), diagnose) if incidents is not None else []),
             *(_approval_routes(executor, approvals or ApprovalSettings()) if executor is not None else []),
         ]
     )
@@ -143,9 +148,36 @@ def _approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rou
     return approval_routes(executor, settings)
 
 
-def _incident_routes(incidents: Incidents, clock: Clock) -> list[Route]:
+def _incident_routes(
+    incidents: Incidents, clock: Clock, diagnose: Callable[[str, bool], Diagnosis | None] | None = None
+) -> list[Route]:
     """``GET /api/v1/incidents?status=open|resolved&limit=50&offset=0``, ``GET /api/v1/incidents/{id}``, and
-    ``POST /api/v1/incidents/{id}/acknowledge``, ``/silence?for_s=3600``, ``/resolve``."""
+    ``POST /api/v1/incidents/{id}/acknowledge``, ``/silence?for_s=3600``, ``/resolve``; the diagnosis, the
+    reasoning trace, and a new diagnosis on request."""
+
+    def field(name: str, missing: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            incident = incidents.get(request.path_params["id"])
+            if incident is None:
+                return JSONResponse({"message": f"no incident {request.path_params['id']!r}"}, status_code=404)
+            value = getattr(incident, name)
+            if value is None:
+                return JSONResponse({"message": f"incident {incident.id!r} has {missing}"}, status_code=404)
+            return JSONResponse(value)
+
+        return endpoint
+
+    async def again(request: Request) -> Response:
+        incident_id, llm = request.path_params["id"], request.query_params.get("llm", "false").lower() == "true"
+        if diagnose is None:
+            return JSONResponse({"message": "no diagnoser in this process (agent.enabled)"}, status_code=409)
+        try:
+            diagnosis = await run_in_threadpool(diagnose, incident_id, llm)
+        except LookupError as e:
+            return JSONResponse({"message": str(e)}, status_code=409)
+        if diagnosis is None:
+            return JSONResponse({"message": f"no incident {incident_id!r}"}, status_code=404)
+        return JSONResponse(diagnosis.model_dump(mode="json", exclude_none=True))
 
     async def listing(request: Request) -> Response:
         p = request.query_params
@@ -185,6 +217,9 @@ def _incident_routes(incidents: Incidents, clock: Clock) -> list[Route]:
     return [
         Route("/api/v1/incidents", listing),
         Route("/api/v1/incidents/{id}", one),
+        Route("/api/v1/incidents/{id}/diagnosis", field("diagnosis", "no diagnosis yet")),
+        Route("/api/v1/incidents/{id}/trace", field("trace", "no reasoning trace (the graph reasoner's diagnosis)")),
+        Route("/api/v1/incidents/{id}/diagnose", again, methods=["POST"]),
         Route("/api/v1/incidents/{id}/{action}", act, methods=["POST"]),
     ]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rootward.agent import ContextBuilder, Diagnoser, GraphReasoner, GraphReasonerSettings
+from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, GraphReasonerSettings, Reasoner
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
@@ -41,6 +41,7 @@ from rootward.topology.queries import format_time
 
 if TYPE_CHECKING:
     from rootward.acting import Acting
+    from rootward.agent.llm import LLMReasoner
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,25 @@ def _diagnoser(config: Config, topology: TopologyGraph, detector: Detector) -> D
     return Diagnoser(reasoner, contexts, agent.min_interval_s)
 
 
+def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
+    """The LLM reasoner of ``agent.llm`` (imported only then: the openai client), the graph reasoner as its
+    fallback."""
+    from rootward.agent.llm import LLMReasoner, LLMSettings
+    from rootward.agent.redact import Redactor
+    from rootward.agent.tools import Sources
+
+    llm = app.config.agent.llm
+    key = llm.api_key.get_secret_value() if llm.api_key else ""
+    settings = LLMSettings(
+        api_key=key, **llm.model_dump(exclude={"enabled", "api_key", "api_key_env", "redaction", "min_interval_s"})
+    )
+    redaction = llm.redaction
+    redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))
+    sources = Sources(app.topology, app.detector, app.log_templates)
+    failed = app.telemetry.llm_fallbacks.labels
+    return LLMReasoner(settings, fallback, sources, redactor, failed=lambda reason: failed(reason).inc())
+
+
 class Ticker:
     """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
     when no telemetry arrives)."""
@@ -204,9 +224,15 @@ class App:
             self.incidents.sinks.append(self.slack)
         settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
         self.detector = Detector(self.incidents.observe, settings, self.clock)
+        self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         self.diagnoser: Diagnoser | None = None
+        self.llm: LLMReasoner | None = None
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis
             self.diagnoser = _diagnoser(config, self.topology, self.detector)
+            if config.agent.llm.enabled:  # on a worker thread; the sinks after it hear of its diagnoses as updates
+                self.llm = _llm_reasoner(self, self.diagnoser.reasoner)
+                self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.llm.min_interval_s, True,
+                                           lambda i: self.incidents.retell(i, skip=self.diagnoser))  # fmt: skip
             self.incidents.sinks.insert(0, self.diagnoser)
         self.acting: Acting | None = None
         if config.actions.enabled:  # imported only then: the kubernetes client is heavy
@@ -216,7 +242,6 @@ class App:
             self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action)
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
-        self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         # Gateway mode: every Rootward merges the call edges replicas send it; replicas other than the aggregator
         # send theirs (rootward/gateway.py).
         replica, export = replica_name(config), topo.export
@@ -239,8 +264,22 @@ class App:
         app = build_api(
             self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock,
             self.acting.executor if self.acting is not None else None, config.policies.approvals,
+            self.diagnose if self.diagnoser is not None else None,
         )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
+
+    def diagnose(self, incident_id: str, llm: bool) -> Diagnosis | None:
+        """Diagnose an incident again now (``POST /api/v1/incidents/{id}/diagnose``): with the LLM reasoner when
+        ``llm`` and one is configured, else the graph reasoner. None for an unknown incident. Raises
+        ``LookupError`` when the LLM is asked for and not configured."""
+        incident = self.incidents.get(incident_id)
+        if incident is None or self.diagnoser is None:
+            return None
+        if llm and self.llm is None:
+            raise LookupError("no LLM reasoner is configured (agent.llm.enabled)")
+        if self.llm is None:
+            return self.diagnoser.rediagnose(incident)
+        return self.diagnoser.rediagnose(incident, self.llm if llm else self.llm.fallback)
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()
@@ -315,6 +354,8 @@ class App:
         self.slack.close()
         if self.acting is not None:
             self.acting.shutdown()
+        if self.diagnoser is not None:
+            self.diagnoser.close()
         if self.incident_store is not None:
             self.incident_store.close()
         self.topology.flush()

@@ -7,6 +7,7 @@ rootward demo                              run the loop on synthetic telemetry, 
 rootward topology [--entity ID] [--at T]   print a running server's dependency graph (now or as of T)
 rootward version                           print the version
 rootward replay SOURCE...                  replay recorded telemetry (OTLP files, the Nezha data set) as OTLP
+rootward diagnose INCIDENT_ID [--llm]      diagnose a running server's incident again and print the hypotheses
 """
 
 from __future__ import annotations
@@ -356,6 +357,39 @@ def incidents(api: str, status: str | None, incident_id: str | None, limit: int)
         click.echo(f"{inc['id']:<24} {inc['status']:<9} {inc['severity']:<9}{ack} {_when(inc['opened'])}  {top}")
     if data["total"] > len(data["incidents"]):
         click.echo(f"({data['total'] - len(data['incidents'])} more; --limit)")
+
+
+@main.command()
+@click.argument("incident_id")
+@click.option("--llm", is_flag=True, help="With the LLM reasoner (agent.llm.enabled on the server).")
+@click.option("--api", default="http://127.0.0.1:8080", show_default=True, help="A running Rootward's API address.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the diagnosis.")
+def diagnose(incident_id: str, llm: bool, api: str, timeout: float) -> None:
+    """Diagnose a running Rootward's incident again, now, and print the ranked hypotheses.
+
+    \b
+    Examples:
+      rootward diagnose inc-1714564800-3
+      rootward diagnose inc-1714564800-3 --llm     (its reasoning trace: GET /api/v1/incidents/ID/trace)
+    """
+    import httpx
+
+    url = f"{api.rstrip('/')}/api/v1/incidents/{incident_id}/diagnose"
+    try:
+        r = httpx.post(url, params={"llm": "true" if llm else "false"}, timeout=timeout)
+    except httpx.HTTPError as err:
+        raise click.ClickException(f"cannot reach {api}: {err}") from err
+    if r.status_code != 200:
+        raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
+    data = r.json()
+    click.echo(f"{data['incident']}  by the {data['reasoner']} reasoner: {data.get('summary', '')}")
+    if data.get("fallback"):
+        click.echo(f"(the LLM reasoner failed: {data['fallback']})")
+    for i, h in enumerate(data["hypotheses"], 1):
+        click.echo(f"  {i}. {h['entity']}  {h['fault_class']}  {h['confidence']:.0%}")
+    if data.get("suggested_action"):
+        action = data["suggested_action"]
+        click.echo(f"suggested (not executed; policies decide): {action['kind']} {action['target']}")
 
 
 _PUBLISHED_HELP = "Published results to compare with [default: the shared data's Nezha Table 3, when found]."

@@ -92,6 +92,28 @@ SPEC: dict[str, Any] = {
         "/api/v1/incidents/{id}": _get(
             "One incident: candidates, entities, anomalies", [_INCIDENT_ID], {"description": "the incident"}
         ),
+        "/api/v1/incidents/{id}/diagnosis": _get(
+            "Its latest diagnosis: ranked hypotheses with confidence and evidence (404 before the first)",
+            [_INCIDENT_ID],
+            {"description": "the diagnosis"},
+        ),
+        "/api/v1/incidents/{id}/trace": _get(
+            "The LLM reasoner's reasoning trace of that diagnosis: messages sent (redacted), tool calls, tokens, "
+            "timings, outcome (404 when the graph reasoner made it)",
+            [_INCIDENT_ID],
+            {"description": "the reasoning trace"},
+        ),
+        "/api/v1/incidents/{id}/diagnose": {
+            "post": {
+                "summary": "Diagnose the incident again now and return the diagnosis (llm=true: with the LLM reasoner)",
+                "parameters": [_INCIDENT_ID, {"name": "llm", "in": "query", "schema": {"type": "boolean"}}],
+                "responses": {
+                    "200": {"description": "the diagnosis"},
+                    "404": {"description": "no such incident"},
+                    "409": {"description": "no diagnoser, or llm=true without agent.llm.enabled"},
+                },
+            }
+        },
         "/api/v1/approvals": _get(
             "Approvals of actions, newest first, with request, diagnosis, blast radius, policy reasons and dry run "
             "(Authorization: Bearer <one of policies.approvals.tokens>)",

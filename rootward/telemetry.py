@@ -81,6 +81,12 @@ class Telemetry:
             ["kind", "status"],
             registry=r,
         )
+        self.llm_fallbacks = Counter(
+            "rootward_agent_llm_fallbacks",
+            "LLM diagnoses that ended in the graph reasoner's answer, by reason (Unavailable, BadAnswer, OverBudget).",
+            ["reason"],
+            registry=r,
+        )
         self.slack_messages = Counter(
             "rootward_slack_messages",
             "Incident notifications by outcome: sent, failed, dropped, silenced, unchanged, digested.",

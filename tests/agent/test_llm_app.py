@@ -1,0 +1,159 @@
+"""The LLM reasoner in a running App: configured under agent.llm, diagnosing on the diagnoser's worker thread, its
+diagnosis and reasoning trace served by the API, stored with the incident, re-run by ``rootward diagnose``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from rootward.agent.scripted import ScriptedLLM, answer, tool_calls
+from rootward.app import App
+from rootward.cli import main
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+from rootward.detector.detector import Anomaly
+from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.store import IncidentStore
+from rootward.errors import ConfigError
+
+POD = "pod:shop/cart-1"
+ANSWER = {
+    "hypotheses": [{"entity": POD, "kind": "pod", "fault_class": "resource_saturation", "confidence": 0.6}],
+    "summary": "cart-1 runs out of memory",
+}
+
+
+def local(*overrides: str) -> list[str]:
+    return [*LOCAL_PORTS, *NOTHING_ON_DISK, *overrides]
+
+
+@pytest.fixture
+def app(llm: ScriptedLLM) -> Iterator[App]:
+    config = load_config(
+        environ={"SCRIPTED_KEY": "sk-from-the-environment-123456"},
+        overrides=local(
+            "agent.llm.enabled=true",
+            f"agent.llm.base_url={llm.base_url}",
+            "agent.llm.model=scripted-model",
+            "agent.llm.api_key_env=SCRIPTED_KEY",
+            "agent.llm.max_retries=0",
+        ),
+    )
+    app = App(config)
+    app.start()
+    yield app
+    app.shutdown()
+
+
+def open_incident(app: App) -> Incident:
+    now = time.time()
+    app.incidents.observe(now, [Anomaly(POD, "k8s:OOMKilled", 1.0, 0.0, 10.0, now - 10, now)])
+    (incident,) = app.incidents.listed("open")
+    assert app.diagnoser is not None
+    app.diagnoser.flush()
+    return incident
+
+
+def test_an_incident_gets_an_llm_diagnosis_and_its_trace_is_served(
+    app: App, llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCRIPTED_KEY", "read-at-start-only")  # the key was read when the app started
+    llm.add(tool_calls(("kubernetes_events", {"entity": POD})), answer(ANSWER))
+    incident = open_incident(app)
+    api = f"http://127.0.0.1:{app.api.port}/api/v1/incidents/{incident.id}"
+    diagnosis = httpx.get(f"{api}/diagnosis").json()
+    assert diagnosis["reasoner"] == "llm"
+    assert diagnosis["hypotheses"][0]["entity"] == POD
+    trace = httpx.get(f"{api}/trace").json()
+    assert trace["outcome"] == "answered"
+    assert [s["type"] for s in trace["steps"]] == ["model", "tool", "model"]
+    assert "trace" not in httpx.get(api).json()  # the incident itself stays short
+    assert llm.headers[0]["authorization"] == "Bearer sk-from-the-environment-123456"
+    # Again with the graph reasoner: no trace then; then with the LLM from the command line.
+    again = httpx.post(f"{api}/diagnose", params={"llm": "false"}, timeout=30).json()
+    assert again["reasoner"] == "graph"
+    assert httpx.get(f"{api}/trace").status_code == 404
+    llm.add(answer(ANSWER))
+    result = CliRunner().invoke(main, ["diagnose", incident.id, "--llm", "--api", f"http://127.0.0.1:{app.api.port}"])
+    assert result.exit_code == 0, result.output
+    assert "by the llm reasoner: cart-1 runs out of memory" in result.output
+    assert f"1. {POD}  resource_saturation  60%" in result.output
+    assert httpx.get(f"{api}/trace").status_code == 200
+
+
+def test_an_endpoint_failure_in_the_app_is_counted_and_the_graph_answers(app: App, llm: ScriptedLLM) -> None:
+    incident = open_incident(app)  # nothing scripted: the endpoint answers 500
+    assert incident.diagnosis is not None
+    assert incident.diagnosis["reasoner"] == "graph"
+    assert incident.diagnosis["fallback"].startswith("Unavailable: status 500")
+    metrics = httpx.get(f"http://127.0.0.1:{app.api.port}/metrics").text
+    assert 'rootward_agent_llm_fallbacks_total{reason="Unavailable"} 1.0' in metrics
+    # Updates of the open incident within agent.llm.min_interval_s cost no further investigation.
+    later = incident.updated + 30
+    app.incidents.observe(later, [Anomaly(POD, "k8s:OOMKilled", 1.0, 0.0, 10.0, later - 10, later)])
+    assert app.diagnoser is not None
+    app.diagnoser.flush()
+    assert incident.updated == later
+    assert len(llm.requests) == 1
+
+
+def test_without_an_llm_the_api_refuses_llm_diagnoses_and_has_no_trace() -> None:
+    app = App(load_config(environ={}, overrides=local()))
+    app.start()
+    try:
+        now = time.time()
+        app.incidents.observe(now, [Anomaly(POD, "k8s:OOMKilled", 1.0, 0.0, 10.0, now - 10, now)])
+        (incident,) = app.incidents.listed("open")
+        api = f"http://127.0.0.1:{app.api.port}/api/v1/incidents/{incident.id}"
+        assert httpx.get(f"{api}/diagnosis").json()["reasoner"] == "graph"
+        assert httpx.get(f"{api}/trace").status_code == 404
+        refused = httpx.post(f"{api}/diagnose", params={"llm": "true"})
+        assert refused.status_code == 409
+        assert "agent.llm.enabled" in refused.json()["message"]
+        assert httpx.post(f"{api[: -len(incident.id)]}nope/diagnose").status_code == 404
+    finally:
+        app.shutdown()
+
+
+def test_the_trace_is_stored_with_the_incident_and_loaded_back(tmp_path: Path) -> None:
+    incident = Incident("inc-7", 100.0, 110.0)
+    incident.diagnosis = {"incident": "inc-7", "reasoner": "llm", "at": 110.0, "hypotheses": [], "summary": ""}
+    incident.trace = {"incident": "inc-7", "outcome": "answered", "steps": [{"type": "model", "step": 0}]}
+    store = IncidentStore(tmp_path / "incidents.db")
+    store.open()
+    store.incident_changed(incident, "opened")
+    store.close()
+    again = IncidentStore(tmp_path / "incidents.db")
+    again.open()
+    incidents = Incidents(topology=_NoGraph())
+    assert again.load(incidents) == 1
+    again.close()
+    (loaded,) = incidents.listed()
+    assert loaded.trace == incident.trace
+    assert "trace" not in loaded.as_json()
+
+
+class _NoGraph:
+    def related(self, a: str, b: str) -> bool:
+        return a == b
+
+    def depends_on(self, a: str, b: str) -> bool:
+        return False
+
+
+def test_the_llm_section_is_off_by_default_and_checks_its_patterns() -> None:
+    config = load_config(environ={})
+    assert config.agent.llm.enabled is False
+    assert config.agent.llm.redaction.defaults is True
+    with pytest.raises(ConfigError, match="redaction pattern 'bad' does not compile"):
+        load_config(environ={}, overrides=["agent.llm.redaction.patterns={bad: '(unclosed'}"])
+    with pytest.raises(ConfigError) as refused:
+        load_config(environ={"ROOTWARD_AGENT__LLM__API_KEY": "[sk-secret-value"}, overrides=["agent.llm.max_steps=0"])
+    assert "sk-secret-value" not in str(refused.value)
+    shown = json.dumps(load_config(environ={"ROOTWARD_AGENT__LLM__API_KEY": "sk-secret-value"}).model_dump(mode="json"))
+    assert "sk-secret-value" not in shown
