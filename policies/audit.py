@@ -5,7 +5,9 @@ Each record is canonical JSON (sorted keys, no spaces, UTF-8) of ``{seq, time_us
 data, prev}``; its ``hash`` is the SHA-256 of that text and ``prev`` is the previous record's hash (64 zeros for
 the first), so changing, removing or reordering any record breaks every hash after it. With a key
 (``policies.audit.hmac_key``) each record also carries ``mac`` = HMAC-SHA256(key, hash): someone who can write the
-file but has not the key cannot rebuild a consistent chain. Triggers refuse UPDATE and DELETE, so the only way to
+file but has not the key cannot rebuild a consistent chain. With an Ed25519 key (``policies.audit.signing_key_file``;
+signing.py) each record carries ``sig``, a signature of its hash that the public key alone checks, so auditors
+need no secret. Triggers refuse UPDATE and DELETE, so the only way to
 change the log is to edit the file outside SQLite, which :meth:`AuditLog.verify` (``rootward audit verify``) finds,
 naming the first broken record. What a hash chain cannot show is records cut off the end: keep the head
 (``verify`` prints the count and the last hash) somewhere else to detect that.
@@ -30,6 +32,7 @@ from typing import Any, TextIO
 
 from rootward.clock import Clock, SystemClock
 from rootward.policies.errors import AuditError
+from rootward.policies.signing import Signer, Verifier
 from rootward.storage import StorageError, open_database, transaction
 
 GENESIS = "0" * 64
@@ -55,10 +58,12 @@ _MIGRATIONS = [
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    """
+    """,
+    # Ed25519 signatures (signing.py); records written before have none.
+    "ALTER TABLE audit ADD COLUMN sig TEXT",
 ]
 
-_COLUMNS = "seq, time_us, kind, request_id, target, actor, data, prev, hash, mac"
+_COLUMNS = "seq, time_us, kind, request_id, target, actor, data, prev, hash, mac, sig"
 
 
 def canonical(value: Any) -> str:
@@ -84,6 +89,7 @@ class Record:
     prev: str
     hash: str
     mac: str | None = None
+    sig: str | None = None
 
     @property
     def time(self) -> float:
@@ -103,9 +109,10 @@ class Record:
         }
 
     def as_json(self) -> dict[str, Any]:
-        """The record with its hash, MAC and an RFC 3339 time (``rootward audit export``)."""
+        """The record with its hash, MAC, signature and an RFC 3339 time (``rootward audit export``)."""
         when = datetime.fromtimestamp(self.time_us / 1e6, UTC).isoformat(timespec="microseconds")
-        return {**self.body(), "time": when.replace("+00:00", "Z"), "hash": self.hash, "mac": self.mac}
+        extra = {"hash": self.hash, "mac": self.mac, "sig": self.sig}
+        return {**self.body(), "time": when.replace("+00:00", "Z"), **extra}
 
 
 def record_hash(body: Mapping[str, Any]) -> str:
@@ -144,10 +151,17 @@ class Verification:
 class AuditLog:
     """The audit log in one SQLite file. Thread-safe; ``open``/``close`` are safe to repeat."""
 
-    def __init__(self, path: str | Path, clock: Clock | None = None, hmac_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock | None = None,
+        hmac_key: bytes | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self.path = Path(path)
         self.clock = clock or SystemClock()
         self.hmac_key = hmac_key
+        self.signer = signer
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -212,14 +226,15 @@ class AuditLog:
                         _body_text(seq, time_us, kind, request_id, target, actor, text, prev)
                     ).hexdigest()
                     mac = record_mac(self.hmac_key, digest) if self.hmac_key else None
+                    sig = self.signer.sign(digest) if self.signer else None
                     conn.execute(
-                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, time_us, kind, request_id, target, actor, text, prev, digest, mac),
+                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, time_us, kind, request_id, target, actor, text, prev, digest, mac, sig),
                     )
             except sqlite3.Error as e:
                 raise AuditError(f"{self.path}: cannot append to the audit log: {e}") from e
         payload = json.loads(text)
-        return Record(seq, time_us, kind, request_id, target, actor, payload, prev, digest, mac)
+        return Record(seq, time_us, kind, request_id, target, actor, payload, prev, digest, mac, sig)
 
     def records(self, after_seq: int = 0, request_id: str | None = None) -> Iterator[Record]:
         """Records in order (after ``after_seq``; only ``request_id``'s when given). Stored values, unchecked."""
@@ -232,8 +247,9 @@ class AuditLog:
         for row in rows:
             yield _record(row)
 
-    def verify(self, key: bytes | None = None) -> Verification:
-        """Check the whole chain (and the MACs, with ``key``); the first broken record ends the check."""
+    def verify(self, key: bytes | None = None, public_key: Verifier | None = None) -> Verification:
+        """Check the whole chain (and the MACs, with ``key``; the signatures, with ``public_key``: every record
+        must then be signed); the first broken record ends the check."""
         prev, count, expected_seq = GENESIS, 0, 1
         with self._lock:
             cursor = self._db().execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
@@ -252,6 +268,10 @@ class AuditLog:
                     problem = f"record {seq}: its content does not match its hash"
                 elif key is not None and not hmac.compare_digest(record.mac or "", record_mac(key, record.hash)):
                     problem = f"record {seq}: its MAC does not match (wrong key, or rewritten without it)"
+                elif public_key is not None and not record.sig:
+                    problem = f"record {seq}: it is not signed (written before signing was on, or stripped)"
+                elif public_key is not None and not public_key.verify(record.hash, record.sig):
+                    problem = f"record {seq}: its signature does not match (wrong public key, or rewritten without it)"
                 if problem:
                     return Verification(False, count, prev, seq if seq == expected_seq else expected_seq, problem)
                 prev, count, expected_seq = record.hash, count + 1, seq + 1
@@ -295,8 +315,8 @@ class AuditLog:
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    seq, time_us, kind, request_id, target, actor, data, prev, digest, mac = row
+    seq, time_us, kind, request_id, target, actor, data, prev, digest, mac, sig = row
     value = json.loads(data)
     if not isinstance(value, dict):
         raise ValueError("data is not an object")
-    return Record(seq, time_us, kind, request_id, target, actor, value, prev, digest, mac)
+    return Record(seq, time_us, kind, request_id, target, actor, value, prev, digest, mac, sig)

@@ -19,6 +19,7 @@ from rootward.clock import Clock
 from rootward.config import Config
 from rootward.errors import RootwardError
 from rootward.policies import Approvals, AuditLog, PolicyEngine
+from rootward.policies.signing import Signer
 from rootward.topology import TopologyGraph
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Acting:
         if not self.policy.ok:
             raise RootwardError(f"the policy bundle does not compile: {self.policy.error}")
         key = p.audit.hmac_key.get_secret_value().encode() if p.audit.hmac_key else None
-        self.audit = AuditLog(config.audit_path, clock, key)
+        self.audit = AuditLog(config.audit_path, clock, key, Signer.from_config(p.audit))
         self.approvals = Approvals(config.audit_path, clock, p.approvals.ttl_s)
         lease = a.lease
         self.elector = LeaderElector(

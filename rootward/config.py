@@ -326,6 +326,17 @@ class Audit(_Section):
     """Optional key: each record then also carries an HMAC-SHA256 of its hash, so that someone who can write the
     file cannot rebuild a consistent chain without the key. Set it from a Secret
     (ROOTWARD_POLICIES__AUDIT__HMAC_KEY)."""
+    signing_key_file: Path | None = None
+    """Optional Ed25519 private key (PEM, PKCS#8, unencrypted): each record then also carries a signature of its
+    hash, which anyone holding only the public key (``rootward audit public-key``) can check."""
+    signing_key: SecretStr | None = None
+    """The same key as PEM text, from a Secret (ROOTWARD_POLICIES__AUDIT__SIGNING_KEY); not with the file."""
+
+    @model_validator(mode="after")
+    def _one_signing_key(self) -> Audit:
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("set signing_key_file or signing_key, not both")
+        return self
 
 
 class Approvals(_Section):
