@@ -12,30 +12,49 @@ change the log is to edit the file outside SQLite, which :meth:`AuditLog.verify`
 naming the first broken record. What a hash chain cannot show is records cut off the end: keep the head
 (``verify`` prints the count and the last hash) somewhere else to detect that.
 
-Appends commit with ``synchronous=FULL`` (about 0.1 ms: bench/README.md): an acknowledged record survives a
-``kill -9`` and a power loss. The executor writes the record of an intent before it acts, so a crash mid-action
-leaves an intent without an outcome, never an action without a record.
+Durability. Every append is committed before :meth:`AuditLog.append` returns, in SQLite's write-ahead log:
+
+- an acknowledged record survives the process dying in any way (``kill -9``, the OOM killer, a crash): the commit
+  has handed the log's pages to the operating system, which writes them out whatever becomes of the process
+  (tests/policies/test_audit.py kills an appender and finds every record it acknowledged);
+- at the default ``synchronous=NORMAL`` the commit does not wait for an fsync, so an operating-system crash or a
+  power loss can drop the records since the last fsync; records of the kinds in :data:`DURABLE_KINDS` (``intent``,
+  written just before the executor changes something) are committed with ``synchronous=FULL``, which fsyncs the log
+  and with it every record before: after a power loss, a change the executor made always has its decision and
+  intent on disk. ``synchronous="FULL"`` (``policies.audit.synchronous``) fsyncs every record instead;
+- checkpoints, the only other fsyncs, run on a thread of their own (:class:`~rootward.storage.Checkpointer`), never
+  inside an append. bench/README.md has the figures (``audit_append_us`` and the FULL variants).
+
+The executor writes the record of an intent before it acts, so a crash mid-action leaves an intent without an
+outcome, never an action without a record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from rootward.clock import Clock, SystemClock
 from rootward.policies.errors import AuditError
 from rootward.policies.signing import Signer, Verifier
-from rootward.storage import StorageError, open_database, transaction
+from rootward.storage import Checkpointer, StorageError, open_database, transaction
 
 GENESIS = "0" * 64
+#: Kinds of record committed with an fsync even at ``synchronous=NORMAL``: the intent, written before a change.
+DURABLE_KINDS = frozenset({"intent"})
+#: Appends between nudges of the checkpointer (about 5 log pages each: it keeps the log near SQLite's 1,000).
+_CHECKPOINT_EVERY = 200
+#: The log file is cut back to this when it restarts after a burst of appends outran the checkpointer.
+_WAL_LIMIT_BYTES = 4 << 20
 
 _MIGRATIONS = [
     """
@@ -157,12 +176,19 @@ class AuditLog:
         clock: Clock | None = None,
         hmac_key: bytes | None = None,
         signer: Signer | None = None,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        durable_kinds: Collection[str] = DURABLE_KINDS,
     ) -> None:
+        """``synchronous`` and ``durable_kinds``: see the module's docstring (what survives a power loss)."""
         self.path = Path(path)
         self.clock = clock or SystemClock()
         self.hmac_key = hmac_key
         self.signer = signer
+        self.synchronous = synchronous
+        self.durable_kinds = frozenset(durable_kinds) if synchronous == "NORMAL" else frozenset()
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._since_checkpoint = 0
         self._lock = threading.Lock()
 
     def open(self) -> AuditLog:
@@ -174,13 +200,18 @@ class AuditLog:
         with self._lock:
             if self._conn is None:
                 try:
-                    self._conn = open_database(self.path, "audit", _MIGRATIONS, synchronous="FULL")
+                    self._conn = open_database(self.path, "audit", _MIGRATIONS, synchronous=self.synchronous)
                 except StorageError as e:
                     raise AuditError(str(e)) from e
+                self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does them
+                self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
         return self
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.shutdown()
+                self._checkpointer = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -205,7 +236,7 @@ class AuditLog:
         target: str | None = None,
         actor: str = "rootward",
     ) -> Record:
-        """Append one record (committed durably when this returns) and return it.
+        """Append one record (committed when this returns: see the module's docstring for how durably) and return it.
 
         Raises:
             AuditError: it could not be written (the caller must not act as if it had been), or ``data`` is not
@@ -215,9 +246,15 @@ class AuditLog:
             text = canonical(dict(data))
         except (TypeError, ValueError) as e:
             raise AuditError(f"an audit record's data must be JSON: {e}") from e
+        durable = kind in self.durable_kinds
         with self._lock:
             conn = self._db()
+            if self._checkpointer is None:
+                self._checkpointer = Checkpointer(self.path)
+                self._checkpointer.start()
             try:
+                if durable:
+                    conn.execute("PRAGMA synchronous = FULL")
                 with transaction(conn):
                     last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
@@ -233,6 +270,14 @@ class AuditLog:
                     )
             except sqlite3.Error as e:
                 raise AuditError(f"{self.path}: cannot append to the audit log: {e}") from e
+            finally:
+                if durable:
+                    with contextlib.suppress(sqlite3.Error):  # a broken connection has already raised above
+                        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                self._since_checkpoint = 0
+                self._checkpointer.nudge()
         payload = json.loads(text)
         return Record(seq, time_us, kind, request_id, target, actor, payload, prev, digest, mac, sig)
 

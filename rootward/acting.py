@@ -48,7 +48,7 @@ class Acting:
         if not self.policy.ok:
             raise RootwardError(f"the policy bundle does not compile: {self.policy.error}")
         key = p.audit.hmac_key.get_secret_value().encode() if p.audit.hmac_key else None
-        self.audit = AuditLog(config.audit_path, clock, key, Signer.from_config(p.audit))
+        self.audit = AuditLog(config.audit_path, clock, key, Signer.from_config(p.audit), p.audit.synchronous)
         self.approvals = Approvals(config.audit_path, clock, p.approvals.ttl_s)
         lease = a.lease
         self.elector = LeaderElector(

@@ -331,6 +331,11 @@ class Audit(_Section):
     hash, which anyone holding only the public key (``rootward audit public-key``) can check."""
     signing_key: SecretStr | None = None
     """The same key as PEM text, from a Secret (ROOTWARD_POLICIES__AUDIT__SIGNING_KEY); not with the file."""
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """``NORMAL``: every record survives the process being killed (``kill -9``, OOM); an fsync only for each intent
+    (the record before a change) and the records before it, so after a power loss or OS crash every change has its
+    decision and intent on disk, while later outcome records may be lost. ``FULL``: every record fsynced before the
+    executor moves on (about 10x slower an append on a busy disk: bench/README.md)."""
 
     @model_validator(mode="after")
     def _one_signing_key(self) -> Audit:
