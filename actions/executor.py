@@ -6,6 +6,9 @@ audit of intent -> execute -> verify -> audit of the outcome -> automatic rollba
 an :class:`Outcome`. Every step is an audit record under the request's id, and the record of an intent is
 written before the change, so a crash leaves an intent without an outcome, never a change without a record.
 
+A feature-flag toggle (``toggle_flag``, flags.py) takes the same steps without the Kubernetes API: its dry run
+evaluates the flag through OpenFeature and shows the change, its verification reads the flag back the same way.
+
 Modes (``actions.mode``): ``dry-run`` (the default) decides and dry-runs on the server, never changes anything;
 ``approve-all`` holds every allowed change for a human; ``autonomous`` lets policy decide what runs alone.
 

@@ -16,7 +16,9 @@ watch and reload. So a toggle has two halves, each the real thing an operator's 
   another variant, or a file flagd cannot parse, fails verification and the executor puts the prior setting back.
 
 Verification resolves with an empty evaluation context: it checks what evaluations that no targeting rule matches
-get, which is what ``defaultVariant`` decides. Only JSON flag files are written (flagd also reads YAML).
+get, which is what ``defaultVariant`` decides. Only JSON flag files are written (flagd also reads YAML); the file is
+written back as 2-space-indented JSON with its keys in their order, and a lock file ``.<name>.lock`` is kept beside
+it, so its directory must be writable (a volume shared with flagd, not a ConfigMap mount).
 
 This is the only module that imports ``openfeature`` (an import-linter contract keeps it so).
 """
