@@ -123,9 +123,9 @@ class FlagFile:
         """
         return _definition(self._document(), key, self.path)
 
-    def write(self, key: str, expect: dict[str, Any], setting: dict[str, Any]) -> str:
+    def write(self, key: str, expect: dict[str, Any], setting: dict[str, Any], change: str | None = None) -> str:
         """Set flag ``key``'s ``state`` and ``defaultVariant`` to ``setting`` if they are ``expect`` (or already
-        ``setting``: a retry), stamping a fresh change token; return the token.
+        ``setting``: a retry), stamping the flag with ``change`` (default a fresh token); return the stamp.
 
         Raises:
             FlagError: the flag's setting is neither, or the file cannot be read or replaced (it is then unchanged).
@@ -138,7 +138,7 @@ class FlagFile:
             flag = document["flags"][key]
             flag["state"] = setting["state"]
             flag["defaultVariant"] = setting["defaultVariant"]
-            change = secrets.token_hex(8)
+            change = change or new_change()
             flag["metadata"] = {**(flag.get("metadata") or {}), CHANGE_KEY: change}
             self._replace(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         return change
@@ -183,6 +183,11 @@ class FlagFile:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+def new_change() -> str:
+    """A fresh change stamp."""
+    return secrets.token_hex(8)
 
 
 def _definition(document: dict[str, Any], key: str, path: Path) -> FlagDefinition:
@@ -358,8 +363,9 @@ class FlagOperation(Operation):
                 "dry_run": True,
             }
         expect = dict(self.prior) if self.prior else current.setting()
-        self.change = self._flags().file.write(r.flag, expect, to)
-        self.want = to
+        # Known before the write, so that after a failure changed() can tell whether this write landed.
+        self.want, self.change = to, new_change()
+        self._flags().file.write(r.flag, expect, to, self.change)
         return {"flag": r.flag, "from": expect, "to": to, "change": self.change, "dry_run": False}
 
     def health(self) -> Health:
@@ -385,9 +391,11 @@ class FlagOperation(Operation):
     def revert(self) -> Json:
         r = self._request()
         expect = self.want or self._definition().setting()
-        self.change = self._flags().file.write(r.flag, expect, dict(self.prior))
+        self.change = self._flags().file.write(r.flag, expect, dict(self.prior), new_change())
         self.want = dict(self.prior)
         return {"flag": r.flag, "from": expect, "to": dict(self.prior), "change": self.change}
 
     def changed(self) -> bool:
-        return self._definition().setting() != self.prior
+        """Whether this operation's write is in the file (its stamp), not merely whether the flag moved: a change
+        someone else made after the capture is theirs to keep."""
+        return self.change is not None and self._definition().change == self.change

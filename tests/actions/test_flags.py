@@ -258,3 +258,40 @@ def test_a_toggle_request_round_trips_through_json_and_targets_the_flag() -> Non
 def test_an_empty_flag_source_turns_flag_actions_off(value: str | None) -> None:
     env = {"ROOTWARD_ACTIONS__FLAGS__SOURCE": value} if value is not None else {}
     assert load_config(environ=env).actions.flags.source is None
+
+
+def test_an_approved_toggle_is_carried_out_and_verified(
+    make_executor: MakeFlagExecutor, audit: AuditLog, flag_path: Path
+) -> None:
+    executor = make_executor()
+    pending = executor.submit(ToggleFlag("new-checkout", variant="off"), Diagnosis("maybe checkout", 0.5))
+    assert pending.approval_id is not None
+    outcome = executor.approve(pending.approval_id, "alice")
+    assert outcome.status == "succeeded", outcome.detail
+    assert _flag(flag_path, "new-checkout")["defaultVariant"] == "off"
+    assert "approved" in _kinds(audit, outcome.request_id)
+
+
+class _RacingFile(FlagFile):
+    """A flag file that someone else edits between the executor's reading and its write."""
+
+    def write(self, key: str, expect: dict[str, Any], setting: dict[str, Any], change: str | None = None) -> str:
+        FlagFile(self.path).write(key, expect, {**expect, "defaultVariant": "off"})  # an operator turns it off
+        self.write = super().write  # type: ignore[method-assign]  # once
+        return super().write(key, expect, setting, change)
+
+
+def test_a_flag_changed_by_someone_else_midway_is_not_overwritten_and_the_failure_is_audited(
+    make_executor: MakeFlagExecutor, audit: AuditLog, flags: FeatureFlags, flag_path: Path
+) -> None:
+    flags.file = _RacingFile(flag_path)
+    outcome = make_executor().submit(ToggleFlag("new-checkout", state="DISABLED"), CONFIDENT)
+    assert outcome.status == "failed"
+    assert "someone else changed it" in outcome.detail
+    assert outcome.detail.endswith("the change was not applied")
+    assert _flag(flag_path, "new-checkout") | {"metadata": None} == {
+        **FLAGS["flags"]["new-checkout"], "defaultVariant": "off", "metadata": None,
+    }  # fmt: skip
+    records = {r.kind: r.data for r in audit.records(request_id=outcome.request_id)}
+    assert records["execute_failed"]["type"] == "FlagError"
+    assert records["reconciled"] == {"state": "not applied"}
