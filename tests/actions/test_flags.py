@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from rootward.actions import Diagnosis, Executor, FeatureFlags, Kube, ToggleFlag, from_json
 from rootward.actions.errors import FlagError, InvalidRequest
 from rootward.actions.executor import Mode
-from rootward.actions.flags import CHANGE_KEY, FlagFile, FlagReader
+from rootward.actions.flags import CHANGE_KEY, FlagFile, FlagReader, Resolution
 from rootward.config import PolicyRules, load_config
 from rootward.policies import Approvals, AuditLog, PolicyEngine
 
@@ -89,6 +90,15 @@ def _flag(path: Path, key: str) -> dict[str, Any]:
     return dict(json.loads(path.read_text())["flags"][key])
 
 
+def _loaded(reader: FlagReader, path: Path, key: str, like: Any) -> Resolution:
+    """What ``reader`` serves once it has loaded the file as it is now (it polls on its own schedule)."""
+    stamp = _flag(path, key).get("metadata", {}).get(CHANGE_KEY)
+    deadline = time.monotonic() + 10
+    while (resolution := reader.resolve(key, like)).change != stamp and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return resolution
+
+
 def _kinds(audit: AuditLog, request_id: str) -> list[str]:
     return [r.kind for r in audit.records(request_id=request_id)]
 
@@ -101,7 +111,7 @@ def test_toggling_a_flag_rewrites_the_file_and_openfeature_then_serves_the_new_v
     assert outcome.status == "succeeded", outcome.detail
     assert outcome.detail == "OpenFeature serves new-checkout variant off"
     assert _flag(flag_path, "new-checkout")["defaultVariant"] == "off"
-    served = app_reader.resolve("new-checkout", True)
+    served = _loaded(app_reader, flag_path, "new-checkout", True)
     assert (served.value, served.variant, served.error) == (False, "off", None)
     assert _kinds(audit, outcome.request_id) == ["decision", "dry_run", "intent", "executed", "verified", "outcome"]
     records = {r.kind: r.data for r in audit.records(request_id=outcome.request_id)}
@@ -131,7 +141,7 @@ def test_a_toggle_whose_anomaly_does_not_clear_is_rolled_back_to_the_prior_varia
     assert "the anomaly has not cleared" in outcome.detail
     assert outcome.detail.endswith("rolled back: OpenFeature serves new-checkout variant on")
     assert _flag(flag_path, "new-checkout")["defaultVariant"] == "on"
-    assert app_reader.resolve("new-checkout", True).variant == "on"
+    assert _loaded(app_reader, flag_path, "new-checkout", True).variant == "on"
     assert _kinds(audit, outcome.request_id)[-5:] == [
         "executed", "verification_failed", "rolled_back", "rollback_verified", "outcome",
     ]  # fmt: skip
@@ -154,7 +164,7 @@ def test_disabling_a_flag_is_verified_by_openfeature_reporting_it_disabled(
     outcome = make_executor().submit(ToggleFlag("page-size", state="DISABLED"), CONFIDENT)
     assert outcome.status == "succeeded", outcome.detail
     assert _flag(flag_path, "page-size")["state"] == "DISABLED"
-    assert app_reader.resolve("page-size", 10).reason == "DISABLED"
+    assert _loaded(app_reader, flag_path, "page-size", 10).reason == "DISABLED"
 
 
 def test_policy_denies_a_flag_outside_the_allowed_flags_and_nothing_is_written(
