@@ -1,7 +1,9 @@
 """Stage 5, actions: the registry of typed Kubernetes actions and the guarded executor (policy, audit,
-server-side dry-run, execute, verify, roll back). The only package that imports ``kubernetes``."""
+server-side dry-run, execute, verify, roll back), including feature-flag toggles on flagd's flag file. The only
+package that imports ``kubernetes`` and ``openfeature``."""
 
 from rootward.actions.executor import Diagnosis, Executor, Outcome
+from rootward.actions.flags import FeatureFlags
 from rootward.actions.kube import Kube
 from rootward.actions.requests import (
     REGISTRY,
@@ -14,6 +16,7 @@ from rootward.actions.requests import (
     Rollback,
     RolloutRestart,
     Scale,
+    ToggleFlag,
     from_json,
 )
 
@@ -25,6 +28,7 @@ __all__ = [
     "Diagnosis",
     "Drain",
     "Executor",
+    "FeatureFlags",
     "Kube",
     "Outcome",
     "PatchResources",
@@ -32,5 +36,6 @@ __all__ = [
     "Rollback",
     "RolloutRestart",
     "Scale",
+    "ToggleFlag",
     "from_json",
 ]

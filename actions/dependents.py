@@ -21,6 +21,8 @@ def topology_dependents(topology: TopologyGraph) -> Callable[[Target], list[str]
     """A ``dependents`` function for :class:`~rootward.actions.Executor` over the live graph."""
 
     def dependents(target: Target) -> list[str]:
+        if target.kind == "FeatureFlag":  # flag evaluations are not in the graph: no one is known to depend on it
+            return []
         with topology.read() as g:
             if target.kind == "Node":
                 node = f"node:{target.name}"

@@ -5,7 +5,8 @@ RootwardError (rootward.errors)
     ├── InvalidRequest   the request's parameters are wrong (permanent; never sent to the cluster)
     ├── KubeError        the Kubernetes API refused (4xx: permanent until something changes); ``status``
     │   └── NotFound     the object does not exist (404)
-    └── KubeUnavailable  the API could not be reached or failed (5xx, timeout): temporary, retry later
+    ├── KubeUnavailable  the API could not be reached or failed (5xx, timeout): temporary, retry later
+    └── FlagError        the flag file cannot be read or written, or the flag changed since it was read
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ class NotFound(KubeError):
 
 class KubeUnavailable(ActionError):
     """The Kubernetes API could not be reached, timed out, or failed on its side (5xx)."""
+
+
+class FlagError(ActionError):
+    """The flagd flag file cannot be read, parsed or rewritten, has no such flag, or the flag's setting is no longer
+    the one the action read (someone else changed it): nothing was written."""

@@ -6,6 +6,9 @@ audit of intent -> execute -> verify -> audit of the outcome -> automatic rollba
 an :class:`Outcome`. Every step is an audit record under the request's id, and the record of an intent is
 written before the change, so a crash leaves an intent without an outcome, never a change without a record.
 
+A feature-flag toggle (``toggle_flag``, flags.py) takes the same steps without the Kubernetes API: its dry run
+evaluates the flag through OpenFeature and shows the change, its verification reads the flag back the same way.
+
 Modes (``actions.mode``): ``dry-run`` (the default) decides and dry-runs on the server, never changes anything;
 ``approve-all`` holds every allowed change for a human; ``autonomous`` lets policy decide what runs alone.
 
@@ -31,9 +34,10 @@ from functools import partial
 from typing import Any, Literal
 
 from rootward.actions.errors import ActionError
+from rootward.actions.flags import FeatureFlags, FlagOperation
 from rootward.actions.kube import Kube
 from rootward.actions.operations import BlastRadius, Health, Operation, operation
-from rootward.actions.requests import ActionRequest, Target, from_json
+from rootward.actions.requests import ActionRequest, Target, ToggleFlag, from_json
 from rootward.clock import Clock, SystemClock
 from rootward.policies.approvals import Approval, Approvals
 from rootward.policies.audit import AuditLog, canonical
@@ -121,10 +125,12 @@ class Executor:
         anomaly_cleared: Callable[[Diagnosis], bool | None] | None = None,
         is_leader: Callable[[], bool] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        flags: FeatureFlags | None = None,
     ) -> None:
         """``dependents`` names the callers of a target (from the topology graph) for the blast radius;
         ``anomaly_cleared`` says whether the incident behind a diagnosis is over (None: cannot tell), and
-        verification waits for it; ``is_leader`` (the Lease) is asked before acting."""
+        verification waits for it; ``is_leader`` (the Lease) is asked before acting; ``flags`` is the flagd flag
+        file that ``toggle_flag`` changes (None: those requests fail)."""
         self.kube = kube
         self.policy = policy
         self.audit = audit
@@ -137,6 +143,7 @@ class Executor:
         self.anomaly_cleared = anomaly_cleared
         self.is_leader = is_leader
         self.sleep = sleep
+        self.flags = flags
         self._lock = threading.Lock()
 
     # Entry points
@@ -252,7 +259,7 @@ class Executor:
 
         if self.is_leader is not None and not self.is_leader():
             return end("not_leader", "another replica holds the Lease and acts")
-        op = operation(request, self.kube)
+        op = self._operation(request)
         try:
             blast = op.blast_radius()
         except ActionError as e:
@@ -309,6 +316,11 @@ class Executor:
             return end("pending_approval", detail, decision=decision, approval_id=approval.id, blast_radius=blast)
 
         return self._execute(op, diagnosis, record, end, decision, blast)
+
+    def _operation(self, request: ActionRequest) -> Operation:
+        if isinstance(request, ToggleFlag):  # not a Kubernetes action: the flag file and OpenFeature
+            return FlagOperation(request, self.kube, flags=self.flags)
+        return operation(request, self.kube)
 
     def _execute(
         self,

@@ -43,6 +43,9 @@ class BlastRadius:
     namespaces: tuple[str, ...] = ()
     pdbs: tuple[dict[str, Any], ...] = ()
     dependents: tuple[str, ...] = ()
+    flag: dict[str, Any] | None = None
+    """A feature-flag toggle's reach instead of pods: the flag, its setting before and after, its variants, and
+    whether targeting rules serve some evaluations regardless (flags.py)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class BlastRadius:
             "namespaces": list(self.namespaces),
             "pdbs": [dict(p) for p in self.pdbs],
             "dependents": list(self.dependents),
+            "flag": self.flag,
         }
 
 

@@ -15,6 +15,7 @@ operations.py.
 | cordon | medium | mark a node unschedulable |
 | drain | high | cordon a node and evict its pods through the Eviction API (PodDisruptionBudgets respected) |
 | collect | low, read-only | a pod's description, events and log tail, for the agent's tools |
+| toggle_flag | medium | set a flag's default variant and/or state in the flagd flag file (flags.py), not Kubernetes |
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from typing import Any, ClassVar, Literal
 from rootward.actions.errors import InvalidRequest
 
 Tier = Literal["low", "medium", "high"]
+FlagState = Literal["ENABLED", "DISABLED"]
 WorkloadKind = Literal["Deployment", "StatefulSet"]
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _RESOURCES = {"cpu", "memory", "ephemeral-storage"}
+#: A flag key or variant name: what flagd files use in practice, and nothing that needs escaping in a message.
+_FLAG_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_REPLICAS = 10_000
 
 
@@ -227,9 +231,38 @@ class Collect(ActionRequest):
         return Target("Pod", self.namespace, self.pod)
 
 
+@dataclass(frozen=True)
+class ToggleFlag(ActionRequest):
+    """Set a feature flag's ``defaultVariant`` (``variant``) and/or its ``state`` in the flagd flag file, e.g. turn
+    off the flag behind a bad release. The variant served before is captured when the action runs (the audit
+    log's ``dry_run`` and ``intent`` records) and put back if verification fails. Medium risk: it changes what
+    every evaluation that no targeting rule matches gets, everywhere the flag is read, at once."""
+
+    kind: ClassVar[str] = "toggle_flag"
+    tier: ClassVar[Tier] = "medium"
+    flag: str
+    variant: str | None = None
+    state: FlagState | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flag, str) or not _FLAG_WORD.match(self.flag):
+            raise InvalidRequest(f"flag {self.flag!r} is not a flag key (letters, digits, _ . : -; up to 128)")
+        if self.variant is not None and (not isinstance(self.variant, str) or not _FLAG_WORD.match(self.variant)):
+            raise InvalidRequest(f"variant {self.variant!r} is not a variant name (letters, digits, _ . : -)")
+        if self.state not in (None, "ENABLED", "DISABLED"):
+            raise InvalidRequest(f"state must be ENABLED or DISABLED, not {self.state!r}")
+        if self.variant is None and self.state is None:
+            raise InvalidRequest("toggle_flag needs a variant or a state")
+
+    @property
+    def target(self) -> Target:
+        return Target("FeatureFlag", None, self.flag)
+
+
 #: kind -> request class: the actions there are.
 REGISTRY: dict[str, type[ActionRequest]] = {
-    cls.kind: cls for cls in (RestartPod, RolloutRestart, Scale, PatchResources, Rollback, Cordon, Drain, Collect)
+    cls.kind: cls
+    for cls in (RestartPod, RolloutRestart, Scale, PatchResources, Rollback, Cordon, Drain, Collect, ToggleFlag)
 }
 
 

@@ -4,10 +4,18 @@
   Deployment with blast radius, diagnosis, history), the bundle compiled once; median of rounds of 200 decisions.
   It includes the worker-thread hand-off that enforces the timeout, setting the input, the compiled plan and
   reading the decision.
-- ``audit_append_us``: ``AuditLog.append`` of a ~300-byte record (read the head, hash, insert, commit with
-  ``synchronous=FULL`` in WAL mode) on the local disk; median of rounds of 500. ``audit_append_hmac_us`` with a key.
-- ``sqlite_full_commit_us``: the floor under it, measured in the same run on the same disk: a bare 300-byte INSERT
-  committed with ``synchronous=FULL`` (one fsync of the write-ahead log).
+- ``audit_append_us``: ``AuditLog.append`` of a ~300-byte ``decision`` record as the executor writes it (read the
+  head, hash, insert, commit in WAL mode at the default ``synchronous=NORMAL``: survives ``kill -9``, no fsync; the
+  checkpoints on their own thread) on the local disk; median of rounds of 500. ``audit_append_hmac_us`` with an
+  HMAC key, ``audit_append_signed_us`` with an Ed25519 signing key.
+- ``audit_intent_us``: the same log appending ``intent`` records, which commit with ``synchronous=FULL`` (an fsync:
+  they survive a power loss, and so does every record before them); one in six records of an executed action.
+- ``audit_append_full_us``: every record at ``synchronous=FULL`` (``policies.audit.synchronous: FULL``, and what
+  every append cost before).
+- ``audit_append_autocheckpoint_us``: ``NORMAL`` with SQLite's own checkpoints inside the commits (1,000 pages),
+  to show what moving them to a thread saves.
+- ``sqlite_full_commit_us``: the floor under the FULL figures, measured in the same run on the same disk: a bare
+  300-byte INSERT committed with ``synchronous=FULL`` (one fsync of the write-ahead log).
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from rootward.policies.audit import AuditLog
 from rootward.policies.engine import PolicyEngine
-from rootward.storage import open_database, transaction
+from rootward.policies.signing import Signer
+from rootward.storage import Checkpointer, open_database, transaction
 
 DOCUMENT: dict[str, Any] = {
     "schema": 1,
@@ -56,6 +67,10 @@ class ActionsFigures:
     policy_decision_ms: float
     audit_append_us: float
     audit_append_hmac_us: float
+    audit_append_signed_us: float
+    audit_intent_us: float
+    audit_append_full_us: float
+    audit_append_autocheckpoint_us: float
     sqlite_full_commit_us: float
 
 
@@ -77,12 +92,26 @@ def run(rounds: int = 7) -> ActionsFigures:
     engine.close()
     data = {"decision": DOCUMENT["action"], "result": "allow", "reasons": ["approved by alice"]}
     appends = {}
+    signer = Signer(Ed25519PrivateKey.generate())
+    variants: dict[str, tuple[str, dict[str, Any]]] = {
+        "plain": ("decision", {}),
+        "hmac": ("decision", {"hmac_key": b"bench-key"}),
+        "signed": ("decision", {"signer": signer}),
+        "intent": ("intent", {}),
+        "full": ("decision", {"synchronous": "FULL"}),
+        "autocheckpoint": ("decision", {}),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        for name, key in (("plain", None), ("hmac", b"bench-key")):
-            with AuditLog(Path(tmp) / f"{name}.db", hmac_key=key) as log:
-                log.append("decision", data, "req", "Deployment/shop/cart")
+        for name, (kind, options) in variants.items():
+            with AuditLog(Path(tmp) / f"{name}.db", **options) as log:
+                log.append(kind, data, "req", "Deployment/shop/cart")
+                if name == "autocheckpoint":  # SQLite's default: a commit past 1,000 log pages checkpoints itself
+                    log.close()
+                    log.open()
+                    log._db().execute("PRAGMA wal_autocheckpoint = 1000")
+                    log._checkpointer = _NoCheckpointer(log.path)
                 appends[name] = _median_per_call(
-                    lambda log=log: log.append("decision", data, "req", "Deployment/shop/cart"), 500, rounds
+                    lambda log=log, kind=kind: log.append(kind, data, "req", "Deployment/shop/cart"), 500, rounds
                 )
         conn = open_database(
             Path(tmp) / "floor.db", "floor", ["CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)"], "FULL"
@@ -94,7 +123,24 @@ def run(rounds: int = 7) -> ActionsFigures:
 
         floor = _median_per_call(commit, 500, rounds)
         conn.close()
-    return ActionsFigures(decision_s * 1e3, appends["plain"] * 1e6, appends["hmac"] * 1e6, floor * 1e6)
+    us = {name: seconds * 1e6 for name, seconds in appends.items()}
+    return ActionsFigures(
+        decision_s * 1e3,
+        us["plain"],
+        us["hmac"],
+        us["signed"],
+        us["intent"],
+        us["full"],
+        us["autocheckpoint"],
+        floor * 1e6,
+    )
+
+
+class _NoCheckpointer(Checkpointer):
+    """Leaves checkpoints to SQLite (for ``audit_append_autocheckpoint_us``)."""
+
+    def start(self) -> None:
+        pass
 
 
 if __name__ == "__main__":

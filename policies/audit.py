@@ -5,34 +5,56 @@ Each record is canonical JSON (sorted keys, no spaces, UTF-8) of ``{seq, time_us
 data, prev}``; its ``hash`` is the SHA-256 of that text and ``prev`` is the previous record's hash (64 zeros for
 the first), so changing, removing or reordering any record breaks every hash after it. With a key
 (``policies.audit.hmac_key``) each record also carries ``mac`` = HMAC-SHA256(key, hash): someone who can write the
-file but has not the key cannot rebuild a consistent chain. Triggers refuse UPDATE and DELETE, so the only way to
+file but has not the key cannot rebuild a consistent chain. With an Ed25519 key (``policies.audit.signing_key_file``;
+signing.py) each record carries ``sig``, a signature of its hash that the public key alone checks, so auditors
+need no secret. Triggers refuse UPDATE and DELETE, so the only way to
 change the log is to edit the file outside SQLite, which :meth:`AuditLog.verify` (``rootward audit verify``) finds,
 naming the first broken record. What a hash chain cannot show is records cut off the end: keep the head
 (``verify`` prints the count and the last hash) somewhere else to detect that.
 
-Appends commit with ``synchronous=FULL`` (about 0.1 ms: bench/README.md): an acknowledged record survives a
-``kill -9`` and a power loss. The executor writes the record of an intent before it acts, so a crash mid-action
-leaves an intent without an outcome, never an action without a record.
+Durability. Every append is committed before :meth:`AuditLog.append` returns, in SQLite's write-ahead log:
+
+- an acknowledged record survives the process dying in any way (``kill -9``, the OOM killer, a crash): the commit
+  has handed the log's pages to the operating system, which writes them out whatever becomes of the process
+  (tests/policies/test_audit.py kills an appender and finds every record it acknowledged);
+- at the default ``synchronous=NORMAL`` the commit does not wait for an fsync, so an operating-system crash or a
+  power loss can drop the records since the last fsync; records of the kinds in :data:`DURABLE_KINDS` (``intent``,
+  written just before the executor changes something) are committed with ``synchronous=FULL``, which fsyncs the log
+  and with it every record before: after a power loss, a change the executor made always has its decision and
+  intent on disk. ``synchronous="FULL"`` (``policies.audit.synchronous``) fsyncs every record instead;
+- checkpoints, the only other fsyncs, run on a thread of their own (:class:`~rootward.storage.Checkpointer`), never
+  inside an append. bench/README.md has the figures (``audit_append_us`` and the FULL variants).
+
+The executor writes the record of an intent before it acts, so a crash mid-action leaves an intent without an
+outcome, never an action without a record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from rootward.clock import Clock, SystemClock
 from rootward.policies.errors import AuditError
-from rootward.storage import StorageError, open_database, transaction
+from rootward.policies.signing import Signer, Verifier
+from rootward.storage import Checkpointer, StorageError, open_database, transaction
 
 GENESIS = "0" * 64
+#: Kinds of record committed with an fsync even at ``synchronous=NORMAL``: the intent, written before a change.
+DURABLE_KINDS = frozenset({"intent"})
+#: Appends between nudges of the checkpointer (about 5 log pages each: it keeps the log near SQLite's 1,000).
+_CHECKPOINT_EVERY = 200
+#: The log file is cut back to this when it restarts after a burst of appends outran the checkpointer.
+_WAL_LIMIT_BYTES = 4 << 20
 
 _MIGRATIONS = [
     """
@@ -55,10 +77,12 @@ _MIGRATIONS = [
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    """
+    """,
+    # Ed25519 signatures (signing.py); records written before have none.
+    "ALTER TABLE audit ADD COLUMN sig TEXT",
 ]
 
-_COLUMNS = "seq, time_us, kind, request_id, target, actor, data, prev, hash, mac"
+_COLUMNS = "seq, time_us, kind, request_id, target, actor, data, prev, hash, mac, sig"
 
 
 def canonical(value: Any) -> str:
@@ -84,6 +108,7 @@ class Record:
     prev: str
     hash: str
     mac: str | None = None
+    sig: str | None = None
 
     @property
     def time(self) -> float:
@@ -103,9 +128,10 @@ class Record:
         }
 
     def as_json(self) -> dict[str, Any]:
-        """The record with its hash, MAC and an RFC 3339 time (``rootward audit export``)."""
+        """The record with its hash, MAC, signature and an RFC 3339 time (``rootward audit export``)."""
         when = datetime.fromtimestamp(self.time_us / 1e6, UTC).isoformat(timespec="microseconds")
-        return {**self.body(), "time": when.replace("+00:00", "Z"), "hash": self.hash, "mac": self.mac}
+        extra = {"hash": self.hash, "mac": self.mac, "sig": self.sig}
+        return {**self.body(), "time": when.replace("+00:00", "Z"), **extra}
 
 
 def record_hash(body: Mapping[str, Any]) -> str:
@@ -144,11 +170,25 @@ class Verification:
 class AuditLog:
     """The audit log in one SQLite file. Thread-safe; ``open``/``close`` are safe to repeat."""
 
-    def __init__(self, path: str | Path, clock: Clock | None = None, hmac_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock | None = None,
+        hmac_key: bytes | None = None,
+        signer: Signer | None = None,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        durable_kinds: Collection[str] = DURABLE_KINDS,
+    ) -> None:
+        """``synchronous`` and ``durable_kinds``: see the module's docstring (what survives a power loss)."""
         self.path = Path(path)
         self.clock = clock or SystemClock()
         self.hmac_key = hmac_key
+        self.signer = signer
+        self.synchronous = synchronous
+        self.durable_kinds = frozenset(durable_kinds) if synchronous == "NORMAL" else frozenset()
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._since_checkpoint = 0
         self._lock = threading.Lock()
 
     def open(self) -> AuditLog:
@@ -160,13 +200,18 @@ class AuditLog:
         with self._lock:
             if self._conn is None:
                 try:
-                    self._conn = open_database(self.path, "audit", _MIGRATIONS, synchronous="FULL")
+                    self._conn = open_database(self.path, "audit", _MIGRATIONS, synchronous=self.synchronous)
                 except StorageError as e:
                     raise AuditError(str(e)) from e
+                self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does them
+                self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
         return self
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.shutdown()
+                self._checkpointer = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -191,7 +236,7 @@ class AuditLog:
         target: str | None = None,
         actor: str = "rootward",
     ) -> Record:
-        """Append one record (committed durably when this returns) and return it.
+        """Append one record (committed when this returns: see the module's docstring for how durably) and return it.
 
         Raises:
             AuditError: it could not be written (the caller must not act as if it had been), or ``data`` is not
@@ -201,9 +246,15 @@ class AuditLog:
             text = canonical(dict(data))
         except (TypeError, ValueError) as e:
             raise AuditError(f"an audit record's data must be JSON: {e}") from e
+        durable = kind in self.durable_kinds
         with self._lock:
             conn = self._db()
+            if self._checkpointer is None:
+                self._checkpointer = Checkpointer(self.path)
+                self._checkpointer.start()
             try:
+                if durable:
+                    conn.execute("PRAGMA synchronous = FULL")
                 with transaction(conn):
                     last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
@@ -212,14 +263,23 @@ class AuditLog:
                         _body_text(seq, time_us, kind, request_id, target, actor, text, prev)
                     ).hexdigest()
                     mac = record_mac(self.hmac_key, digest) if self.hmac_key else None
+                    sig = self.signer.sign(digest) if self.signer else None
                     conn.execute(
-                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, time_us, kind, request_id, target, actor, text, prev, digest, mac),
+                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, time_us, kind, request_id, target, actor, text, prev, digest, mac, sig),
                     )
             except sqlite3.Error as e:
                 raise AuditError(f"{self.path}: cannot append to the audit log: {e}") from e
+            finally:
+                if durable:
+                    with contextlib.suppress(sqlite3.Error):  # a broken connection has already raised above
+                        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                self._since_checkpoint = 0
+                self._checkpointer.nudge()
         payload = json.loads(text)
-        return Record(seq, time_us, kind, request_id, target, actor, payload, prev, digest, mac)
+        return Record(seq, time_us, kind, request_id, target, actor, payload, prev, digest, mac, sig)
 
     def records(self, after_seq: int = 0, request_id: str | None = None) -> Iterator[Record]:
         """Records in order (after ``after_seq``; only ``request_id``'s when given). Stored values, unchecked."""
@@ -232,8 +292,9 @@ class AuditLog:
         for row in rows:
             yield _record(row)
 
-    def verify(self, key: bytes | None = None) -> Verification:
-        """Check the whole chain (and the MACs, with ``key``); the first broken record ends the check."""
+    def verify(self, key: bytes | None = None, public_key: Verifier | None = None) -> Verification:
+        """Check the whole chain (and the MACs, with ``key``; the signatures, with ``public_key``: every record
+        must then be signed); the first broken record ends the check."""
         prev, count, expected_seq = GENESIS, 0, 1
         with self._lock:
             cursor = self._db().execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
@@ -252,6 +313,10 @@ class AuditLog:
                     problem = f"record {seq}: its content does not match its hash"
                 elif key is not None and not hmac.compare_digest(record.mac or "", record_mac(key, record.hash)):
                     problem = f"record {seq}: its MAC does not match (wrong key, or rewritten without it)"
+                elif public_key is not None and not record.sig:
+                    problem = f"record {seq}: it is not signed (written before signing was on, or stripped)"
+                elif public_key is not None and not public_key.verify(record.hash, record.sig):
+                    problem = f"record {seq}: its signature does not match (wrong public key, or rewritten without it)"
                 if problem:
                     return Verification(False, count, prev, seq if seq == expected_seq else expected_seq, problem)
                 prev, count, expected_seq = record.hash, count + 1, seq + 1
@@ -295,8 +360,8 @@ class AuditLog:
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    seq, time_us, kind, request_id, target, actor, data, prev, digest, mac = row
+    seq, time_us, kind, request_id, target, actor, data, prev, digest, mac, sig = row
     value = json.loads(data)
     if not isinstance(value, dict):
         raise ValueError("data is not an object")
-    return Record(seq, time_us, kind, request_id, target, actor, value, prev, digest, mac)
+    return Record(seq, time_us, kind, request_id, target, actor, value, prev, digest, mac, sig)

@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from rootward.actions import Executor, Kube
+from rootward.actions import Executor, FeatureFlags, Kube
 from rootward.actions.dependents import topology_dependents
 from rootward.actions.leader import LeaderElector
 from rootward.agent.respond import Responder
@@ -19,6 +19,7 @@ from rootward.clock import Clock
 from rootward.config import Config
 from rootward.errors import RootwardError
 from rootward.policies import Approvals, AuditLog, PolicyEngine
+from rootward.policies.signing import Signer
 from rootward.topology import TopologyGraph
 
 logger = logging.getLogger(__name__)
@@ -47,17 +48,19 @@ class Acting:
         if not self.policy.ok:
             raise RootwardError(f"the policy bundle does not compile: {self.policy.error}")
         key = p.audit.hmac_key.get_secret_value().encode() if p.audit.hmac_key else None
-        self.audit = AuditLog(config.audit_path, clock, key)
+        self.audit = AuditLog(config.audit_path, clock, key, Signer.from_config(p.audit), p.audit.synchronous)
         self.approvals = Approvals(config.audit_path, clock, p.approvals.ttl_s)
         lease = a.lease
         self.elector = LeaderElector(
             kube, lease.namespace, lease.name, lease.identity or socket.gethostname(), lease.duration_s,
             lease.renew_s, clock,
         )  # fmt: skip
+        self.flags = FeatureFlags(a.flags.source, a.flags.poll_interval_ms) if a.flags.source else None
         self.executor = Executor(
             kube, self.policy, self.audit, self.approvals, mode=a.mode, clock=clock,
             verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
+            flags=self.flags,
         )  # fmt: skip
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted
@@ -84,6 +87,11 @@ class Acting:
 
     def start(self) -> None:
         self.audit.open()
+        if self.flags is not None:
+            try:
+                self.flags.open()
+            except RootwardError as e:  # toggle_flag requests then fail, audited, with the reason
+                logger.warning("feature-flag actions are off: %s", e)
         if self.config.actions.lease.enabled:
             self.elector.start()
 
@@ -91,5 +99,6 @@ class Acting:
         self.responder.close()
         if self.config.actions.lease.enabled:
             self.elector.shutdown()
-        for part in (self.policy, self.audit, self.approvals, self.kube):
-            part.close()
+        for part in (self.policy, self.audit, self.approvals, self.kube, self.flags):
+            if part is not None:
+                part.close()

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -25,6 +25,9 @@ from rootward._version import __version__
 from rootward.config import Config, load_config
 from rootward.errors import RootwardError
 from rootward.logs import setup_logging
+
+if TYPE_CHECKING:
+    from rootward.policies.signing import Verifier
 
 _SET_HELP = "Override one setting, e.g. --set receiver.grpc.port=14317 (repeatable; YAML values)."
 
@@ -561,31 +564,67 @@ def _audit_source(db: Path | None, config_path: Path | None, overrides: tuple[st
     return path, key.get_secret_value().encode() if key else None
 
 
+def _verifier(public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> Verifier | None:
+    """The signature checker: of --public-key, else of the configured signing key, else None."""
+    from rootward.policies.errors import AuditError
+    from rootward.policies.signing import Signer, Verifier
+
+    try:
+        if public_key is not None:
+            return Verifier.from_file(public_key)
+        signer = Signer.from_config(_load(config_path, overrides).policies.audit)
+    except AuditError as e:
+        raise click.ClickException(str(e)) from e
+    return signer.verifier() if signer else None
+
+
 @audit_group.command("verify")
 @click.argument("db", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Ed25519 public key (PEM) to check every record's signature with. [default: derived from "
+    "policies.audit.signing_key_file / signing_key when set]",
+)
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-def audit_verify(db: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+def audit_verify(
+    db: Path | None, public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]
+) -> None:
     """Check the hash chain of the audit log DB (default <storage.data_dir>/audit.db) and, with
-    policies.audit.hmac_key set (ROOTWARD_POLICIES__AUDIT__HMAC_KEY), every record's MAC. Prints the count and the
-    head hash (keep it elsewhere to detect records cut off the end); exit 1 naming the first broken record."""
+    policies.audit.hmac_key set (ROOTWARD_POLICIES__AUDIT__HMAC_KEY), every record's MAC; with a public key, every
+    record's Ed25519 signature. Prints the count and the head hash (keep it elsewhere to detect records cut off the
+    end); exit 1 naming the first broken record."""
     from rootward.policies.audit import AuditLog
     from rootward.policies.errors import AuditError
 
     path, key = _audit_source(db, config_path, overrides)
+    verifier = _verifier(public_key, config_path, overrides)
     log = AuditLog(path)
     try:
         with log:
-            result = log.verify(key)
+            result = log.verify(key, verifier)
     except AuditError as e:
         raise click.ClickException(str(e)) from e
-    macs = ", MACs checked" if key else ""
+    checked = ", MACs checked" if key else ""
+    checked += ", signatures checked" if verifier else ""
     if result.ok:
-        click.echo(f"{log.path}: ok, {result.records} records{macs}, head {result.head}")
+        click.echo(f"{log.path}: ok, {result.records} records{checked}, head {result.head}")
         return
     click.echo(f"{log.path}: BROKEN at record {result.broken_seq}: {result.problem}")
     click.echo(f"  {result.records} records before it are intact (head {result.head})")
     sys.exit(1)
+
+
+@audit_group.command("public-key")
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def audit_public_key(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Print the public key (PEM) of the configured audit signing key, for `rootward audit verify --public-key`."""
+    verifier = _verifier(None, config_path, overrides)
+    if verifier is None:
+        raise click.ClickException("no signing key: set policies.audit.signing_key_file (or signing_key)")
+    click.echo(verifier.public_pem().decode(), nl=False)
 
 
 @audit_group.command("export")

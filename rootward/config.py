@@ -395,8 +395,12 @@ class PolicyRules(_Section):
     """Namespaces never acted in (kube-system is refused whatever this says)."""
     allowed_namespaces: list[str] = Field(default_factory=list)
     """If not empty, the only namespaces acted in."""
-    allowed_kinds: list[str] = Field(default_factory=lambda: ["Pod", "Deployment", "StatefulSet", "Node"])
-    """Kinds of object acted on."""
+    allowed_kinds: list[str] = Field(
+        default_factory=lambda: ["Pod", "Deployment", "StatefulSet", "Node", "FeatureFlag"]
+    )
+    """Kinds of object acted on (``FeatureFlag``: the ``toggle_flag`` action on ``actions.flags.source``)."""
+    allowed_flags: list[str] = Field(default_factory=list)
+    """If not empty, the only feature flags (keys) ``toggle_flag`` may change."""
     max_pods_fraction: float = Field(default=0.2, ge=0, le=1)
     """Most of a workload's pods an action may take down at once (0.2: one pod in five)."""
     min_replicas: int = Field(default=1, ge=0)
@@ -423,6 +427,22 @@ class Audit(_Section):
     """Optional key: each record then also carries an HMAC-SHA256 of its hash, so that someone who can write the
     file cannot rebuild a consistent chain without the key. Set it from a Secret
     (ROOTWARD_POLICIES__AUDIT__HMAC_KEY)."""
+    signing_key_file: Path | None = None
+    """Optional Ed25519 private key (PEM, PKCS#8, unencrypted): each record then also carries a signature of its
+    hash, which anyone holding only the public key (``rootward audit public-key``) can check."""
+    signing_key: SecretStr | None = None
+    """The same key as PEM text, from a Secret (ROOTWARD_POLICIES__AUDIT__SIGNING_KEY); not with the file."""
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """``NORMAL``: every record survives the process being killed (``kill -9``, OOM); an fsync only for each intent
+    (the record before a change) and the records before it, so after a power loss or OS crash every change has its
+    decision and intent on disk, while later outcome records may be lost. ``FULL``: every record fsynced before the
+    executor moves on (about 10x slower an append on a busy disk: bench/README.md)."""
+
+    @model_validator(mode="after")
+    def _one_signing_key(self) -> Audit:
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("set signing_key_file or signing_key, not both")
+        return self
 
 
 class Approvals(_Section):
@@ -482,6 +502,24 @@ class Lease(_Section):
     """This replica's name in the Lease; default the pod's host name."""
 
 
+class FeatureFlagSource(_Section):
+    """The flagd flag file that ``toggle_flag`` actions change (actions/flags.py): flagd serves flags read-only, so
+    Rootward rewrites the file that flagd (file mode) and your applications' flagd file providers watch."""
+
+    source: Path | None = None
+    """The flag-definition file (JSON, flagd's schema), on a volume Rootward can write. Unset or empty: feature-flag
+    actions are off (they fail, audited, saying so)."""
+    poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    """How often Rootward's own flagd file resolver, which verifies a toggle through OpenFeature, re-reads the file."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_off(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("source") in ("", None):
+            return {**data, "source": None}
+        return data
+
+
 class Actions(_Section):
     """The guarded executor: policy -> audit -> server-side dry-run -> execute -> verify -> audit (-> roll back)."""
 
@@ -499,6 +537,7 @@ class Actions(_Section):
     """How often verification reads the cluster."""
     kubernetes: KubernetesAccess = KubernetesAccess()
     lease: Lease = Lease()
+    flags: FeatureFlagSource = FeatureFlagSource()
 
 
 class Logging(_Section):

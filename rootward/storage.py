@@ -8,6 +8,8 @@ its database here, so they all get the same settings:
 - ``synchronous=NORMAL`` by default: a commit survives the process being killed (``kill -9``, OOM), but the last
   commits before a power loss or kernel crash may roll back. Callers that promise durability past a power loss
   (the topology history, whose checkpoints back counters that must never go backwards) pass ``FULL``;
+- checkpoints (folding the log into the file, with fsyncs) happen inside the commit that crosses 1,000 log pages,
+  unless the writer turns them off and runs a :class:`Checkpointer` thread instead (the audit log does);
 - ``busy_timeout``: a second connection waits for a lock instead of failing at once;
 - ``auto_vacuum=INCREMENTAL`` on new files, so that pruning can give space back (:func:`reclaim`);
 - a ``schema_version`` table with one row per component: :func:`open_database` applies the component's migrations
@@ -21,13 +23,17 @@ schema. It is permanent until someone acts on the file, so the message says what
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
 from rootward.errors import RootwardError
+
+logger = logging.getLogger(__name__)
 
 #: How long a connection waits for another connection's lock, in milliseconds.
 BUSY_TIMEOUT_MS = 5_000
@@ -156,3 +162,59 @@ def size_bytes(path: str | Path) -> int:
         with suppress(FileNotFoundError):
             total += Path(str(path) + suffix).stat().st_size
     return total
+
+
+class Checkpointer:
+    """Folds a database's write-ahead log into the file on a thread and connection of its own, so that a writer
+    that turns SQLite's automatic checkpoints off (``PRAGMA wal_autocheckpoint = 0``) never pays for one in a commit.
+
+    A checkpoint fsyncs the log and the database file: at ``synchronous=NORMAL`` that is the only fsync there is,
+    and a commit that happens to cross the automatic threshold (1,000 pages) waits for it (milliseconds on a busy
+    disk). Here a PASSIVE checkpoint, which never blocks writers, runs every ``interval_s``, or sooner after
+    :meth:`nudge`. It changes nothing about durability: committed transactions are in the log either way.
+    ``start``/``shutdown`` are safe to repeat; errors are logged and retried at the next turn.
+    """
+
+    def __init__(self, path: str | Path, interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.interval_s = interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"checkpoint {self.path.name}", daemon=True)
+            self._thread.start()
+
+    def nudge(self) -> None:
+        """Checkpoint soon (the writer has appended a lot since the last one)."""
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            logger.exception(
+                "%s: cannot open a connection to checkpoint; the writer's log grows until it closes", self.path
+            )
+            return
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            while not self._stop.is_set():
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    logger.exception("%s: checkpoint failed; trying again in %.1f s", self.path, self.interval_s)
+        finally:
+            conn.close()

@@ -20,8 +20,8 @@ def test_actions_exports_the_executor_its_requests_and_the_client_wrapper() -> N
     import rootward.actions
 
     assert rootward.actions.__all__ == [
-        "REGISTRY", "ActionRequest", "Collect", "Cordon", "Diagnosis", "Drain", "Executor", "Kube", "Outcome",
-        "PatchResources", "RestartPod", "Rollback", "RolloutRestart", "Scale", "from_json",
+        "REGISTRY", "ActionRequest", "Collect", "Cordon", "Diagnosis", "Drain", "Executor", "FeatureFlags", "Kube",
+        "Outcome", "PatchResources", "RestartPod", "Rollback", "RolloutRestart", "Scale", "ToggleFlag", "from_json",
     ]  # fmt: skip
     for name in rootward.actions.__all__[1:]:
         assert getattr(rootward.actions, name).__module__.startswith("rootward.actions.")

@@ -120,3 +120,55 @@ test_a_pdb_without_headroom_needs_approval if {
 	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"pdbs": [{"name": "cart", "disruptions_allowed": 0}]})})
 	"PodDisruptionBudget cart allows no disruption now" in policy.approvals(inp, settings)
 }
+
+flag_toggle := object.union(base, {
+	"action": {
+		"kind": "toggle_flag",
+		"tier": "medium",
+		"read_only": false,
+		"target": {"kind": "FeatureFlag", "namespace": null, "name": "new-checkout"},
+		"target_id": "FeatureFlag/new-checkout",
+		"params": {"flag": "new-checkout", "variant": "off", "state": null},
+	},
+	"blast_radius": {
+		"pods_total": 0, "pods_affected": 0, "pods_at_once": 0,
+		"replicas_before": null, "replicas_after": null,
+		"namespaces": [], "pdbs": [], "dependents": [],
+		"flag": {
+			"key": "new-checkout", "variants": ["off", "on"], "targeting": false,
+			"from": {"state": "ENABLED", "defaultVariant": "on"}, "to": {"state": "ENABLED", "defaultVariant": "off"},
+		},
+	},
+})
+
+test_a_confident_flag_toggle_is_neither_denied_nor_held if {
+	count(policy.denials(flag_toggle, settings)) == 0
+	count(policy.approvals(flag_toggle, settings)) == 0
+}
+
+test_a_flag_outside_the_allowed_flags_is_denied if {
+	"flag new-checkout is not in the allowed flags" in policy.denials(flag_toggle, set({"allowed_flags": ["dark-mode"]}))
+}
+
+test_a_flag_in_the_allowed_flags_is_not_denied if {
+	count(policy.denials(flag_toggle, set({"allowed_flags": ["new-checkout"]}))) == 0
+}
+
+test_flags_are_denied_when_feature_flags_are_not_an_allowed_kind if {
+	"kind FeatureFlag is not in the allowed kinds" in policy.denials(flag_toggle, set({"allowed_kinds": ["Pod"]}))
+}
+
+test_a_low_confidence_flag_toggle_needs_approval if {
+	inp := object.union(flag_toggle, {"diagnosis": {"confidence": 0.5}})
+	"medium-risk action and the diagnosis confidence 0.5 is under 0.8" in policy.approvals(inp, settings)
+}
+
+test_a_flag_with_targeting_rules_is_noted if {
+	inp := object.union(flag_toggle, {"blast_radius": {"flag": object.union(flag_toggle.blast_radius.flag, {"targeting": true})}})
+	"flag new-checkout has targeting rules: only evaluations they do not match get the new default variant" in policy.remarks(inp)
+}
+
+test_a_cooldown_applies_to_a_flag_too if {
+	inp := object.union(flag_toggle, {"history": {"last_action_on_target_s_ago": 30, "actions_last_hour": 1}})
+	"cooldown: FeatureFlag/new-checkout was acted on 30 s ago (wait 870 s)" in policy.denials(inp, settings)
+}

@@ -13,6 +13,8 @@ from typing import Any
 
 from click.testing import CliRunner
 from cluster import RunningCluster, deploy
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -65,7 +67,17 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
     cluster: RunningCluster, kube: Kube, tmp_path: Path
 ) -> None:
     deploy(kube, "payment", replicas=2)
-    with payment_failure(cluster, tmp_path) as app:
+    key = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    (tmp_path / "signing.pem").write_bytes(key)
+    flags = tmp_path / "flags.json"
+    flags.write_text(
+        json.dumps({"flags": {"f": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}}})
+    )
+    signed = (f"policies.audit.signing_key_file={tmp_path / 'signing.pem'}", f"actions.flags.source={flags}")
+    with payment_failure(cluster, tmp_path, *signed) as app:
+        assert app.acting is not None
+        assert app.acting.flags is not None
+        assert app.acting.flags.reader.resolve("f", True).variant == "on"  # the flag reader was started
         (incident,) = app.incidents.listed()
         assert incident.diagnosis is not None
         assert incident.action is not None, incident.diagnosis
@@ -79,8 +91,10 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
     with AuditLog(tmp_path / "audit.db") as log:
         kinds = [r.kind for r in log.records()]
     assert kinds[0] == "decision"
-    verified = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "audit.db")])
+    env = {"ROOTWARD_POLICIES__AUDIT__SIGNING_KEY_FILE": str(tmp_path / "signing.pem")}
+    verified = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "audit.db")], env=env)
     assert verified.exit_code == 0, verified.output
+    assert "signatures checked" in verified.output
 
 
 def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(

@@ -68,3 +68,7 @@ def test_a_node_names_the_dependents_of_every_pod_on_it_and_unknown_targets_none
         "service:shop/frontend",
     ]
     assert dependents(Target("Deployment", "shop", "unknown")) == []
+
+
+def test_a_feature_flag_has_no_dependents_the_graph_could_name() -> None:
+    assert topology_dependents(_graph())(Target("FeatureFlag", None, "new-checkout")) == []

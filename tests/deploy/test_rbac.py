@@ -75,6 +75,9 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "cordon": [{"node": "node-1"}],
     "drain": [{"node": "node-1"}],
     "collect": [{"namespace": "shop", "pod": "cart-1"}],
+    # Not a Kubernetes action (the flagd flag file, read back through OpenFeature): it needs no RBAC at all, and
+    # tests/actions/test_flags.py runs it against a Kubernetes client that reaches nothing.
+    "toggle_flag": [{"flag": "new-checkout", "variant": "off"}],
 }
 
 

@@ -139,27 +139,35 @@ def test_history_queries_find_the_last_action_on_a_target_and_count_recent_ones(
 _APPENDER = """
 import sys
 from rootward.policies.audit import AuditLog
-log = AuditLog(sys.argv[1]).open()
+log = AuditLog(sys.argv[1], synchronous=sys.argv[2]).open()
 for i in range(1_000_000):
-    log.append("decision", {"i": i})
-    if i == 50:
-        print("appending", flush=True)
+    record = log.append("intent" if i % 5 == 0 else "decision", {"i": i})
+    print(record.seq, flush=True)  # acknowledged: append has returned
 """
 
 
-def test_records_survive_kill_9_mid_append_and_the_chain_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_every_acknowledged_record_survives_kill_9_mid_append_and_the_chain_verifies(
+    tmp_path: Path, synchronous: str
+) -> None:
     path = tmp_path / "audit.db"
-    child = subprocess.Popen([sys.executable, "-c", _APPENDER, str(path)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _APPENDER, str(path), synchronous], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "appending"
+    acknowledged = 0
+    while acknowledged < 300:  # past the first checkpointer nudge (every 200 appends)
+        acknowledged = int(child.stdout.readline())
     time.sleep(0.2)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
+    acknowledged = int([str(acknowledged), *child.stdout.read().split()][-1])  # the last seq it saw committed
     child.stdout.close()
     with AuditLog(path) as log:
         result = log.verify()
-        assert result.ok
-        assert result.records > 50
+        assert result.ok, result.problem
+        assert result.records >= acknowledged > 300
+        assert [r.seq for r in log.records()][:acknowledged] == list(range(1, acknowledged + 1))
 
 
 def test_audit_verify_and_export_commands(tmp_path: Path) -> None:
@@ -197,3 +205,32 @@ def test_audit_verify_of_a_missing_file_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "nope.db")], env={})
     assert result.exit_code == 1
     assert "no such audit log" in result.output
+
+
+def test_only_intent_records_wait_for_an_fsync_at_the_default_synchronous_normal(log: AuditLog) -> None:
+    statements: list[str] = []
+    log._db().set_trace_callback(statements.append)
+    log.append("decision", {"i": 1})
+    log.append("intent", {"i": 2})
+    log.append("executed", {"i": 3})
+    log._db().set_trace_callback(None)
+    switches = [s for s in statements if s.startswith("PRAGMA synchronous")]
+    assert switches == ["PRAGMA synchronous = FULL", "PRAGMA synchronous = NORMAL"]
+    intent_insert = next(i for i, s in enumerate(statements) if s.startswith("INSERT") and "'intent'" in s)
+    assert (
+        statements.index("PRAGMA synchronous = FULL") < intent_insert < statements.index("PRAGMA synchronous = NORMAL")
+    )
+    assert log._db().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+
+
+def test_a_burst_of_appends_leaves_a_bounded_write_ahead_log_once_checkpointed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        for i in range(1500):
+            log.append("decision", {"i": i, "pad": "x" * 200})
+        deadline = time.monotonic() + 10
+        while Path(f"{path}-wal").stat().st_size > 4 << 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log.append("decision", {"after": True})  # a write after a complete checkpoint restarts the log
+        assert Path(f"{path}-wal").stat().st_size <= 4 << 20
+        assert log.verify().ok

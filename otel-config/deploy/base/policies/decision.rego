@@ -23,11 +23,11 @@ notes contains msg if {
 	some msg in remarks(input)
 }
 
-denials(inp, s) := ((scope_denials(inp, s) | blast_denials(inp, s)) | gating_denials(inp)) | rate_denials(inp, s)
+denials(inp, s) := (((scope_denials(inp, s) | blast_denials(inp, s)) | gating_denials(inp)) | rate_denials(inp, s)) | flag_denials(inp, s)
 
 approvals(inp, s) := blast_approvals(inp) | gating_approvals(inp, s)
 
-remarks(inp) := approved_by | dependents if {
+remarks(inp) := (approved_by | dependents) | flag_remarks(inp) if {
 	approved_by := {sprintf("approved by %s", [inp.approval.approved_by]) | approved(inp)}
 	dependents := {sprintf("%s depends on the target", [d]) | some d in object.get(inp, ["blast_radius", "dependents"], [])}
 }
