@@ -234,20 +234,24 @@ class App:
                 self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.llm.min_interval_s, True,
                                            lambda i: self.incidents.retell(i, skip=self.diagnoser))  # fmt: skip
             self.incidents.sinks.insert(0, self.diagnoser)
+        # Gateway mode: every Rootward merges the call edges replicas send it; replicas other than the aggregator
+        # send theirs (rootward/gateway.py) and do not act: only the aggregator holds the whole graph that blast
+        # radius and diagnosis need.
+        replica, export = replica_name(config), topo.export
+        exporting = export.enabled and replica != export.aggregator
         self.acting: Acting | None = None
-        if config.actions.enabled:  # imported only then: the kubernetes client is heavy
+        if config.actions.enabled and exporting:
+            logger.info("gateway mode: %s sends its edges to %s, which acts; actions are off here", replica,
+                        export.aggregator)  # fmt: skip
+        elif config.actions.enabled:  # imported only then: the kubernetes client is heavy
             from rootward.acting import Acting
 
             pending = self.slack.approval_requested if self.slack.configured else None
             self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action)
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
-        # Gateway mode: every Rootward merges the call edges replicas send it; replicas other than the aggregator
-        # send theirs (rootward/gateway.py).
-        replica, export = replica_name(config), topo.export
         self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock)
         self.telemetry.registry.register(self.merge)
-        exporting = export.enabled and replica != export.aggregator
         self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock) if exporting else None
         stages: list[Consumer] = [self.summary, self.topology, self.merge]
         if detection.enabled:

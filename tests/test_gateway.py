@@ -139,3 +139,22 @@ def test_the_app_exports_unless_it_is_the_aggregator(replica: str, exports: bool
     app = App(load_config(environ={}, overrides=sets))
     assert (app.exporter is not None) is exports
     assert app.merge.replica == replica
+
+
+@pytest.mark.parametrize(
+    ("replica", "acts"),
+    [
+        pytest.param("rootward-1", False, id="a-replica-does-not-act"),
+        pytest.param("rootward-0", True, id="the-aggregator-may"),
+    ],
+)
+def test_in_gateway_mode_only_the_aggregator_acts(replica: str, acts: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """A replica sees a share of the traces: blast radius and diagnosis need the aggregator's whole graph."""
+    sets = [*LOCAL_PORTS, *NOTHING_ON_DISK, "topology.export.enabled=true", f"topology.export.replica={replica}",
+            "actions.enabled=true", "actions.kubernetes.host=http://127.0.0.1:9"]  # fmt: skip
+    with caplog.at_level("INFO", logger="rootward.app"):
+        app = App(load_config(environ={}, overrides=sets))
+    assert (app.acting is not None) is acts
+    app.shutdown()
+    said = [r.getMessage() for r in caplog.records if "actions are off here" in r.getMessage()]
+    assert bool(said) is not acts
