@@ -1,8 +1,9 @@
 """Incidents on disk: an incident sink that upserts each changed incident into SQLite (WAL, rootward/storage.py),
 and loads them back at start so open incidents survive a restart and the API still lists the recent ones.
 
-One row per incident: its id, status, severity, times, and the whole incident as JSON (``Incident.as_json``).
-Rows older than ``retention_s`` (by their last update) are pruned as incidents change.
+One row per incident: its id, status, severity, times, the whole incident as JSON (``Incident.as_json``), and in a
+column of its own the LLM's reasoning trace (up to a few hundred KB), written only when the incident has a new one,
+not on each of its updates. Rows older than ``retention_s`` (by their last update) are pruned as incidents change.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MIGRATIONS = (
     );
     CREATE INDEX incidents_updated ON incidents (updated);
     """,
+    "ALTER TABLE incidents ADD COLUMN trace TEXT;",
 )
 
 
@@ -70,6 +72,7 @@ class IncidentStore:
         self.retention_s = retention_s
         self.failed = failed or (lambda: None)
         self.conn: sqlite3.Connection | None = None
+        self._traces: dict[str, object] = {}  # incident id -> the trace last written (held: identity compares)
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -89,16 +92,23 @@ class IncidentStore:
             return 0
         with self._lock:
             rows = self.conn.execute(
-                "SELECT doc FROM incidents ORDER BY opened DESC, rowid DESC LIMIT ?", (limit,)
+                "SELECT doc, trace FROM incidents ORDER BY opened DESC, rowid DESC LIMIT ?", (limit,)
             ).fetchall()
-        restored = [from_json(json.loads(doc)) for (doc,) in reversed(rows)]
+        restored = []
+        for doc, trace in reversed(rows):
+            data = json.loads(doc)
+            if trace is not None:
+                data["trace"] = json.loads(trace)
+            restored.append(from_json(data))
+            self._traces[restored[-1].id] = restored[-1].trace
         incidents.restore(restored)
         return len(restored)
 
     def incident_changed(self, incident: Incident, change: str) -> None:
         if self.conn is None:
             return
-        doc = incident.as_json(with_trace=True)
+        doc = incident.as_json()
+        trace, new_trace = incident.trace, incident.trace is not self._traces.get(incident.id)
         try:
             with self._lock, transaction(self.conn):
                 self.conn.execute(
@@ -109,7 +119,16 @@ class IncidentStore:
                     (incident.id, incident.status, incident.severity, incident.opened, incident.updated,
                      incident.resolved, json.dumps(doc)),
                 )  # fmt: skip
+                if new_trace:
+                    self.conn.execute(
+                        "UPDATE incidents SET trace = ? WHERE id = ?",
+                        (None if trace is None else json.dumps(trace), incident.id),
+                    )
                 self.conn.execute("DELETE FROM incidents WHERE updated < ?", (incident.updated - self.retention_s,))
+            if new_trace:
+                self._traces[incident.id] = trace
+            if incident.status == "resolved":
+                self._traces.pop(incident.id, None)  # a reopened incident's next write stores its trace again
         except (sqlite3.Error, StorageError):
             logger.exception("cannot store incident %s in %s", incident.id, self.path)
             self.failed()

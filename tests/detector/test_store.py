@@ -63,3 +63,28 @@ def test_a_write_that_fails_is_counted_not_raised(tmp_path: Path) -> None:
     assert failures == [1]
     assert len(incidents.open) == 1
     store.close()
+
+
+def test_a_reasoning_trace_is_written_when_it_is_new_not_on_every_update(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    store.open()
+    assert store.conn is not None
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    incidents = Incidents(Flat(), [store], hold_s=600)
+    incidents.observe(100, [anomaly("db", 100)])
+    (incident,) = incidents.open
+    incident.trace = {"steps": [{"tool": "metric_history", "summary": "x" * 1000}]}
+    for t in (110, 120, 130):
+        incidents.observe(t, [anomaly("db", t)])
+    incident.trace = {"steps": []}  # a new diagnosis brings a new trace
+    incidents.observe(140, [anomaly("db", 140)])
+    assert sum("SET trace" in s for s in statements) == 2
+    store.close()
+
+    again = IncidentStore(tmp_path / "incidents.db")
+    again.open()
+    restored = Incidents(Flat(), [again])
+    again.load(restored)
+    assert restored.open[0].trace == {"steps": []}
+    again.close()
