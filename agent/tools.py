@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -101,6 +101,23 @@ class Workspace:
         if entity in self.scope:
             return None
         return error(f"{entity!r} is outside this incident's scope; entities in scope: {sorted(self.scope)[:40]}")
+
+    def query(self, entity: str, read: Callable[[Any], dict[str, Any]]) -> ToolResult:
+        """``read(graph)`` for an entity in scope and in the graph, without the edges' latency histograms (bulky,
+        and their sums and counts say enough)."""
+        if (bad := self.check(entity)) is not None:
+            return bad
+        topology = self.sources.topology
+        if topology is None:
+            return no_data("no topology in this process")
+        with topology.read() as g:
+            if entity not in g:
+                return no_data("the entity is not in the graph (aged out or never seen)")
+            data = read(g)
+        for key in ("edges", "outgoing", "incoming"):
+            for edge in data.get(key, ()):
+                edge.pop("latency_buckets", None)
+        return ok(data)
 
 
 A = TypeVar("A", bound=BaseModel)
@@ -196,18 +213,7 @@ class Subgraph(Tool[SubgraphArgs]):
     args_model = SubgraphArgs
 
     def run(self, args: SubgraphArgs) -> ToolResult:
-        if (bad := self.ws.check(args.entity)) is not None:
-            return bad
-        topology = self.ws.sources.topology
-        if topology is None:
-            return no_data("no topology in this process")
-        with topology.read() as g:
-            if args.entity not in g:
-                return no_data("the entity is not in the graph (aged out or never seen)")
-            data = queries.subgraph(g, args.entity, args.depth, args.direction)
-        for edge in data["edges"]:
-            edge.pop("latency_buckets", None)
-        return ok(data)
+        return self.ws.query(args.entity, lambda g: queries.subgraph(g, args.entity, args.depth, args.direction))
 
 
 class EntityArgs(_Strict):
@@ -220,18 +226,7 @@ class EntityDetails(Tool[EntityArgs]):
     args_model = EntityArgs
 
     def run(self, args: EntityArgs) -> ToolResult:
-        if (bad := self.ws.check(args.entity)) is not None:
-            return bad
-        topology = self.ws.sources.topology
-        if topology is None:
-            return no_data("no topology in this process")
-        with topology.read() as g:
-            if args.entity not in g:
-                return no_data("the entity is not in the graph")
-            data = queries.entity(g, args.entity)
-        for edge in (*data["outgoing"], *data["incoming"]):
-            edge.pop("latency_buckets", None)
-        return ok(data)
+        return self.ws.query(args.entity, lambda g: queries.entity(g, args.entity))
 
 
 class KubernetesEvents(Tool[EntityArgs]):
