@@ -23,6 +23,7 @@ import numpy as np
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.baseline import Baselines, rule_for
+from rootward.detector.multivariate import Multivariate
 from rootward.detector.windows import SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 
@@ -60,8 +61,10 @@ class Detector:
         sink: Callable[[float, list[Anomaly]], None],
         settings: DetectorSettings | None = None,
         clock: Clock | None = None,
+        multivariate: Multivariate | None = None,
     ) -> None:
         self.settings = settings or DetectorSettings()
+        self.multivariate = multivariate
         self.clock = clock or SystemClock()
         self.sink = sink
         self.table = SeriesTable(self.settings.max_series)
@@ -144,6 +147,8 @@ class Detector:
             self.streak = np.concatenate([self.streak, np.zeros(len(new), np.int64)])
             self.is_log = np.concatenate([self.is_log, np.array([signal == "log_errors" for _, signal in new])])
             self.trail = np.concatenate([self.trail, np.zeros((len(new), self.trail_n))])
+            if self.multivariate is not None:
+                self.multivariate.add_series(new)
         if len(ids):
             values = self._trailing_logs(number, ids, values)
         anomalies: list[Anomaly] = []
@@ -162,6 +167,11 @@ class Detector:
                 anomalies.append(
                     Anomaly(entity, signal, float(values[i]), float(expected[i]), float(score[i]), start, end)
                 )
+            if self.multivariate is not None:
+                direction = self.baselines.direction[ids]
+                bad = np.where(direction == 0, np.abs(score), score * direction)
+                for entity, below, largest in self.multivariate.observe(ids, bad):
+                    anomalies.append(Anomaly(entity, "multivariate", below, 0.0, largest, start, end))
             self.judged["values"] += len(ids)
             self.judged["anomalies"] += len(anomalies)
         self.last_tick_s = time.perf_counter() - started

@@ -24,6 +24,7 @@ from rootward.config import Config
 from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
+from rootward.detector.multivariate import Multivariate, MultivariateSettings
 from rootward.detector.store import IncidentStore
 from rootward.detector.templates import LogTemplates
 from rootward.gateway import AggregateExporter, replica_name
@@ -222,8 +223,10 @@ class App:
         )
         if self.slack.configured:
             self.incidents.sinks.append(self.slack)
-        settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
-        self.detector = Detector(self.incidents.observe, settings, self.clock)
+        settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents", "multivariate"}))
+        mv = detection.multivariate
+        multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
+        self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None

@@ -231,6 +231,28 @@ class Incidents(_Section):
     """Keep incidents in ``<storage.data_dir>/incidents.db`` (SQLite): open ones survive a restart."""
 
 
+class Multivariate(_Section):
+    """The per-entity IsolationForest (detector/multivariate.py): several sub-threshold deviations of one entity that
+    together are unlike anything it did before."""
+
+    enabled: bool = False
+    """Off by default: scikit-learn adds ~110 MB of resident memory to the sidecar once the first model is fitted
+    (bench/README.md), more than the rest of Rootward at 10k spans/s."""
+    refit_windows: int = Field(default=30, ge=1)
+    """Windows between two background refits (30: every 5 minutes at 10 s windows)."""
+    history_rows: int = Field(default=20_000, ge=100)
+    """Entity vectors (one per entity per window) the model is fitted on, the newest."""
+    min_rows: int = Field(default=500, ge=10)
+    """Rows kept before the first fit."""
+    n_estimators: int = Field(default=50, ge=1, le=1000)
+    """Trees per forest: 50 score a window's 1,000 entities in ~5 ms (bench/README.md)."""
+    quantile: float = Field(default=0.001, gt=0, lt=0.5)
+    """Rows scoring below this quantile of the training rows' scores are unusual."""
+    min_z: float = Field(default=3.0, ge=0)
+    """An unusual row is reported only when one of its families is at least this far out (robust z): a new mix of
+    quiet signals is not an anomaly."""
+
+
 class Detection(_Section):
     """Streaming anomaly detection (see detector/)."""
 
@@ -261,6 +283,7 @@ class Detection(_Section):
     window): an error every few seconds is plain in a minute and lost in a 10 s window. It also keeps an error
     incident open this long after the errors stop."""
     incidents: Incidents = Incidents()
+    multivariate: Multivariate = Multivariate()
 
 
 class GraphReasoner(_Section):
