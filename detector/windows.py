@@ -6,6 +6,7 @@ Three families of groups, each a row of preallocated numpy accumulators:
   CONSUMER spans (side "server") and CLIENT / PRODUCER spans (side "client", what the caller saw: a slow network or
   a slow peer); spans without a kind count as server spans of their service;
 - value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``);
+- histogram and exponential histogram points, as p50/p95/p99 series per (entity, metric) (histograms.py);
 - log groups, per entity: records at WARN and above.
 
 :meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rootward.detector.histograms import Histograms
 from rootward.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -71,7 +73,8 @@ class SeriesTable:
 
 #: How a metric folds into a window's value: gauges as their mean; sums as a rate (``<name>.rate``): delta sums
 #: summed over the window, cumulative ones as the increase of their largest value since the last window (a drop is
-#: a counter reset). Histograms, exponential histograms and summaries are not read yet.
+#: a counter reset). Histograms and exponential histograms become quantile series in histograms.py; summaries are
+#: not read yet.
 _SKIP, _GAUGE, _DELTA, _CUMULATIVE = -1, 0, 1, 2
 
 
@@ -124,6 +127,7 @@ class Window:
         self.logs = _Groups()
         self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
         self.prev = np.zeros(0, np.float64)  # per series: a cumulative counter's value at the last window
+        self.histograms = Histograms(table.max_series)  # histogram points as quantile series (histograms.py)
         self.clear()
 
     def clear(self) -> None:
@@ -138,6 +142,7 @@ class Window:
         self.spans.clear()
         self.values_.clear()
         self.logs.clear()
+        self.histograms.clear()
 
     # --- folding batches in ------------------------------------------------------------------------------------------
 
@@ -167,6 +172,7 @@ class Window:
         if not len(batch):
             return
         entities = [entity_of(r, prefer_pod=True) for r in batch.resources]
+        self.histograms.add(batch, entities)
         for r in batch.resources:
             pod, svc = r.pod_id, r.service_id
             if pod and svc and len(self.service_of) < self.table.max_series:
@@ -268,6 +274,10 @@ class Window:
         if self.logs.series:
             ids.append(np.array([s[0] for s in self.logs.series], np.int64))
             vals.append(self.lcount.astype(np.float64))
+        hist_ids, hist_values = self.histograms.values(self.table)
+        if len(hist_ids):
+            ids.append(hist_ids)
+            vals.append(hist_values)
         if not ids:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         return np.concatenate(ids), np.concatenate(vals).astype(np.float64)
