@@ -164,13 +164,13 @@ class Histograms:
     """The histogram part of a detector window (see the module docstring). ``series(entity, signal)`` gives a
     series index, or -1 when the series table is full."""
 
-    def __init__(self, max_streams: int) -> None:
+    def __init__(self, max_streams: int, dropped: Counter[str] | None = None) -> None:
         self.max_streams = max_streams
         self.layouts: dict[tuple[float, ...], _Layout] = {}
         self.streams: dict[StreamKey, tuple[_Layout, int]] = {}
         self.exp_prev: dict[StreamKey, tuple[Exponential, int]] = {}
         self.exp_sums: dict[tuple[str, str], Exponential] = {}
-        self.dropped = Counter[str]()
+        self.dropped = Counter[str]() if dropped is None else dropped  # what was not folded in, and why
 
     def clear(self) -> None:
         """Forget the window's sums (streams keep their references)."""

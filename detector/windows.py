@@ -5,7 +5,8 @@ Three families of groups, each a row of preallocated numpy accumulators:
 - span groups, per (entity, side): request count, error count and a log-spaced latency histogram, from SERVER /
   CONSUMER spans (side "server") and CLIENT / PRODUCER spans (side "client", what the caller saw: a slow network or
   a slow peer); spans without a kind count as server spans of their service;
-- value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``);
+- value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``); the Collector's
+  kubeletstats and k8s_cluster metrics as the pod, node and workload signals of kube_metrics.py;
 - histogram and exponential histogram points, as p50/p95/p99 series per (entity, metric) (histograms.py);
 - log groups, per entity: records at WARN and above.
 
@@ -16,11 +17,15 @@ groups past it are refused and counted.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rootward.detector.histograms import Histograms
+from rootward.detector.kube_metrics import NAMES as KUBE_NAMES
+from rootward.detector.kube_metrics import SERIES as KUBE_SERIES
+from rootward.detector.kube_metrics import TOTAL, KubeMetrics
 from rootward.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -75,10 +80,14 @@ class SeriesTable:
 #: summed over the window, cumulative ones as the increase of their largest value since the last window (a drop is
 #: a counter reset). Histograms and exponential histograms become quantile series in histograms.py; summaries are
 #: not read yet.
-_SKIP, _GAUGE, _DELTA, _CUMULATIVE = -1, 0, 1, 2
+#: The Collector's kubeletstats / k8s_cluster metrics are read by name in kube_metrics.py, whose series fold as
+#: their largest value in the window (ratios, usage) or their sum (increases).
+_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL = -1, 0, 1, 2, 3, 4
 
 
 def _mode(metric: MetricInfo) -> int:
+    if metric.name in KUBE_NAMES:
+        return _SKIP
     if metric.type == "gauge":
         return _GAUGE
     if metric.type == "sum":
@@ -122,12 +131,14 @@ class Window:
     def __init__(self, table: SeriesTable, seconds: float) -> None:
         self.table = table
         self.seconds = seconds
+        self.dropped = Counter[str]()  # what was not folded in, and why
         self.spans = _Groups()
         self.values_ = _Groups()
         self.logs = _Groups()
         self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
         self.prev = np.zeros(0, np.float64)  # per series: a cumulative counter's value at the last window
-        self.histograms = Histograms(table.max_series)  # histogram points as quantile series (histograms.py)
+        self.histograms = Histograms(table.max_series, self.dropped)  # histogram points as quantile series
+        self.kube = KubeMetrics(max_keys=table.max_series)  # kubeletstats / k8s_cluster metrics (kube_metrics.py)
         self.clear()
 
     def clear(self) -> None:
@@ -182,8 +193,17 @@ class Window:
         combos, inverse = np.unique(pairs, axis=0, return_inverse=True)
         rows = np.array([self._value_row(entities[r], batch.metrics[m], int(modes[m])) for r, m in combos.tolist()])
         group = rows[inverse.reshape(-1)].astype(np.int64)
-        keep = (group >= 0) & np.isfinite(batch.value)
-        group, value = group[keep], batch.value[keep]
+        self._fold_values(group, batch.value)
+        kube = self.kube.read(batch).series
+        if kube:
+            modes_ = [_TOTAL if KUBE_SERIES[s] == TOTAL else _MAX for _, s, _ in kube]
+            group = np.array([self._row(e, s, mode) for (e, s, _), mode in zip(kube, modes_, strict=True)], np.int64)
+            self._fold_values(group, np.array([v for _, _, v in kube], np.float64))
+
+    def _fold_values(self, group: np.ndarray, value: np.ndarray) -> None:
+        """Add values to their value groups' sums, counts and maxima (``group`` -1: refused)."""
+        keep = (group >= 0) & np.isfinite(value)
+        group, value = group[keep], value[keep]
         n = len(self.values_.series)
         if len(self.vsum) < n:
             grow = n - len(self.vsum)
@@ -197,7 +217,9 @@ class Window:
     def _value_row(self, entity: str | None, metric: MetricInfo, mode: int) -> int:
         if entity is None or mode == _SKIP:
             return -1
-        signal = metric.name if mode == _GAUGE else f"{metric.name}.rate"
+        return self._row(entity, metric.name if mode == _GAUGE else f"{metric.name}.rate", mode)
+
+    def _row(self, entity: str, signal: str, mode: int) -> int:
         row = self.values_.row((entity, signal), self.table, (signal,))
         if row == len(self.value_modes):
             self.value_modes.append(mode)
@@ -261,6 +283,7 @@ class Window:
             mode = np.array(self.value_modes, np.int8)
             has = self.vcount > 0
             value = np.where(mode == _DELTA, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
+            value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))
             if len(self.prev) < len(self.table.keys):  # the last cumulative value of each counter series
                 self.prev = np.concatenate([self.prev, np.full(len(self.table.keys) - len(self.prev), np.nan)])
             counter = has & (mode == _CUMULATIVE)

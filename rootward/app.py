@@ -24,6 +24,7 @@ from rootward.config import Config
 from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
+from rootward.detector.kube_metrics import KubeMetrics
 from rootward.detector.store import IncidentStore
 from rootward.detector.templates import LogTemplates
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
@@ -200,7 +201,8 @@ class App:
         )
         if self.slack.configured:
             self.incidents.sinks.append(self.slack)
-        settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents"}))
+        kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
+        settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents", *kube_keys}))
         self.detector = Detector(self.incidents.observe, settings, self.clock)
         self.diagnoser: Diagnoser | None = None
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis
@@ -218,7 +220,8 @@ class App:
         stages: list[Consumer] = [self.summary, self.topology]
         if detection.enabled:
             stages.append(self.detector)
-            stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock))
+            metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
+            stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics))
             stages.append(self.log_templates)
         pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)

@@ -229,6 +229,13 @@ class Detection(_Section):
     """Consecutive anomalous values of a series before it is reported."""
     max_series: int = Field(default=100_000, gt=0)
     """Series kept; past it new series are refused and counted."""
+    memory_near_limit: float = Field(default=0.9, gt=0, le=1)
+    """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
+    ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,
+    ``k8s:MemoryNearLimit``, with no baseline: the OOM killer acts at 1.0."""
+    pod_pending_s: float = Field(default=300.0, gt=0)
+    """Seconds a pod may stay Pending (k8s_cluster's ``k8s.pod.phase``) before it is a failure signal
+    (``k8s:PodPending``): scheduling and image pulls take a while, a stuck pod is news (a Failed pod is at once)."""
     incidents: Incidents = Incidents()
 
 
