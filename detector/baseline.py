@@ -64,6 +64,8 @@ KUBE_RULES: dict[str, Rule] = {
 }
 #: Histogram quantile series (``<metric>.p95``, histograms.py) of a duration: up is bad, as for latency.
 DURATION = ("duration", Rule(UP, 0.5, 0.0))
+#: Per-operation latency series (``op:<span name>.p95``, windows.py) read as the service's own p95.
+OPERATION_PREFIX = "op:"
 
 
 def _norm_ppf(q: float) -> float:
@@ -75,6 +77,8 @@ def rule_for(signal: str) -> Rule:
     found = RULES.get(signal) or KUBE_RULES.get(signal)
     if found is not None:
         return found
+    if signal.startswith(OPERATION_PREFIX):  # the span name is the sender's: no words are read from it
+        return RULES.get(signal.rsplit(".", 1)[-1], RULES["p95"])
     lowered = signal.lower()
     return next((rule for word, rule in (*METRIC_WORDS, DURATION) if word in lowered), DEFAULT_RULE)
 

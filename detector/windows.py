@@ -4,15 +4,17 @@ Three families of groups, each a row of preallocated numpy accumulators:
 
 - span groups, per (entity, side): request count, error count and a log-spaced latency histogram, from SERVER /
   CONSUMER spans (side "server") and CLIENT / PRODUCER spans (side "client", what the caller saw: a slow network or
-  a slow peer); spans without a kind count as server spans of their service;
+  a slow peer); spans without a kind count as server spans of their service; with ``operations_per_service``, also
+  per operation (service and span name) for the first that many span names of each service (span names are the
+  sender's to choose: the cap bounds the series, and spans of further names are counted in ``dropped``);
 - value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``); the Collector's
   kubeletstats and k8s_cluster metrics as the pod, node and workload signals of kube_metrics.py;
 - histogram and exponential histogram points, as p50/p95/p99 series per (entity, metric) (histograms.py);
 - log groups, per entity: records at WARN and above.
 
 :meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
-client_p95, one per metric, log_errors. The series table is shared across windows and bounded (``max_series``);
-groups past it are refused and counted.
+client_p95, ``op:<span name>.p95``, one per metric, log_errors. The series table is shared across windows and
+bounded (``max_series``); groups past it are refused and counted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rootward.detector.baseline import OPERATION_PREFIX
 from rootward.detector.histograms import Histograms
 from rootward.detector.kube_metrics import NAMES as KUBE_NAMES
 from rootward.detector.kube_metrics import SERIES as KUBE_SERIES
@@ -49,6 +52,7 @@ WARN = 13 - 4
 
 SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
 CLIENT_SIGNALS = ("client_p95",)
+OPERATION_SIGNALS = ("op_p95",)  # per operation: ``op:<span name>.p95`` of its service
 
 #: Below this many spans in a window, ratios and quantiles of a group are not computed (too noisy).
 MIN_SPANS = 5
@@ -128,9 +132,11 @@ class _Groups:
 class Window:
     """Accumulates batches; :meth:`values` gives the scalar series of the window. Reset with :meth:`clear`."""
 
-    def __init__(self, table: SeriesTable, seconds: float) -> None:
+    def __init__(self, table: SeriesTable, seconds: float, operations_per_service: int = 0) -> None:
         self.table = table
         self.seconds = seconds
+        self.operations_per_service = operations_per_service
+        self.operations: dict[str, set[str]] = {}  # service -> the span names that have series (bounded: the cap)
         self.dropped = Counter[str]()  # what was not folded in, and why
         self.spans = _Groups()
         self.values_ = _Groups()
@@ -168,16 +174,54 @@ class Window:
                 rows[r, 1] = self.spans.row((entity, "server"), self.table, SPAN_SIGNALS)
                 rows[r, 2] = self.spans.row((entity, "client"), self.table, CLIENT_SIGNALS)
         group = rows[batch.resource, role]
+        span = np.arange(len(batch))
+        if self.operations_per_service:  # each server span counts for its service and for its operation
+            op = self._operations(batch, role == 1, entities)
+            has = np.flatnonzero(op >= 0)
+            group, span = np.concatenate([group, op[has]]), np.concatenate([span, has])
         keep = group >= 0
-        group = group[keep]
+        group, span = group[keep], span[keep]
         self._grow_spans(len(self.spans.series))
-        seconds = np.maximum(batch.end[keep] - batch.start[keep], 0) / 1e9
+        seconds = np.maximum(batch.end[span] - batch.start[span], 0) / 1e9
         self.count += np.bincount(group, minlength=len(self.count))
-        errors = (batch.status[keep] == STATUS_ERROR).astype(np.int64)
+        errors = (batch.status[span] == STATUS_ERROR).astype(np.int64)
         self.errors += np.bincount(group, weights=errors, minlength=len(self.count)).astype(np.int64)
         bins = np.searchsorted(LATENCY_EDGES_S, seconds)
         flat = np.bincount(group * _BINS + bins, minlength=self.hist.size)
         self.hist += flat.reshape(self.hist.shape)
+
+    def _operations(self, batch: SpanBatch, server: np.ndarray, entities: list[str | None]) -> np.ndarray:
+        """Per span, the span group of its operation (service and span name) or -1: server spans only, the first
+        ``operations_per_service`` names of each service (kept across windows); spans of further names are
+        counted in ``dropped``."""
+        out = np.full(len(batch), -1, np.int64)
+        rows = np.flatnonzero(server & (batch.name >= 0))
+        if not len(rows):
+            return out
+        width = len(batch.strings) + 1
+        combos, inverse = np.unique(
+            batch.resource[rows].astype(np.int64) * width + batch.name[rows], return_inverse=True
+        )
+        found = np.full(len(combos), -1, np.int64)
+        for j, combo in enumerate(combos.tolist()):
+            resource, name = divmod(combo, width)
+            entity = entities[resource]
+            if entity is None:
+                continue
+            names = self.operations.setdefault(entity, set())
+            operation = batch.strings[name]
+            if operation not in names:
+                if len(names) >= self.operations_per_service:
+                    found[j] = -2
+                    continue
+                names.add(operation)
+            signal = f"{OPERATION_PREFIX}{operation}"
+            found[j] = self.spans.row((entity, signal), self.table, (f"{signal}.p95",))
+        out[rows] = found[inverse.reshape(-1)]
+        overflow = int((out == -2).sum())
+        if overflow:
+            self.dropped["spans of operations past operations_per_service"] += overflow
+        return out
 
     def add_metrics(self, batch: MetricBatch) -> None:
         if not len(batch):
@@ -256,8 +300,9 @@ class Window:
         ids: list[np.ndarray] = []
         vals: list[np.ndarray] = []
         if self.spans.series:
-            for side, signals in (("server", SPAN_SIGNALS), ("client", CLIENT_SIGNALS)):
-                rows = np.array([i for i, (_, s) in enumerate(self.spans.keys) if s == side], np.int64)
+            sides = [OPERATION_PREFIX if s.startswith(OPERATION_PREFIX) else s for _, s in self.spans.keys]
+            for side, signals in (("server", SPAN_SIGNALS), ("client", CLIENT_SIGNALS), ("op:", OPERATION_SIGNALS)):
+                rows = np.array([i for i, s in enumerate(sides) if s == side], np.int64)
                 if not len(rows):
                     continue
                 sids = np.array([self.spans.series[r] for r in rows.tolist()], np.int64)
@@ -272,8 +317,10 @@ class Window:
                         "p95": (quantiles[:, 1], enough),
                         "p99": (quantiles[:, 2], enough),
                     }
-                else:
+                elif side == "client":
                     columns = {"client_p95": (quantiles[:, 1], enough)}
+                else:
+                    columns = {"op_p95": (quantiles[:, 1], enough)}
                 for j, signal in enumerate(signals):
                     value, valid = columns[signal]
                     ids.append(sids[valid, j])

@@ -229,6 +229,12 @@ class Detection(_Section):
     """Consecutive anomalous values of a series before it is reported."""
     max_series: int = Field(default=100_000, gt=0)
     """Series kept; past it new series are refused and counted."""
+    operations_per_service: int = Field(default=0, ge=0, le=1000)
+    """Span names per service that get a latency series of their own (``op:<span name>.p95``), the first ones seen;
+    spans of further names still count for their service and are counted as dropped. 0 (the default) turns
+    per-operation series off: incidents count an operation's p95 as a signal family of its own, so one slow service
+    would corroborate itself (``min_families``) until the shared Nezha days are re-scored with it. 20 suits a
+    service with a few routes."""
     memory_near_limit: float = Field(default=0.9, gt=0, le=1)
     """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
     ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,
