@@ -126,6 +126,11 @@ def measure(quick: bool, soak_seconds: float) -> tuple[dict[str, float], dict[st
     dt = detector_bench.run(rounds=10 if quick else 30)
     results["detector_tick_ms_10k_series"] = dt.tick_ms
     notes["detector_tick_ms_10k_series"] = "median, full 240-value histories, stats refreshed every 8th value"
+    w = detector_bench.window_run(rounds=5 if quick else 20)
+    results["detector_window_ms_10k_series"] = w.window_ms
+    notes["detector_window_ms_10k_series"] = (
+        f"fold + values, {w.series:,} series (spans, histograms, kubeletstats); its metrics decode {w.decode_ms:.0f} ms"
+    )
 
     print(f"soak: 10k spans/s for {soak_seconds:g} s, pacer -> rotel -> rootward serve ...", flush=True)
     k = soak.run(soak_seconds)
