@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -65,9 +65,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _version(name: str) -> str:
+    """The installed version of ``name``; Cython is a build requirement, so a fresh .venv may not have it."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def machine() -> str:
     """One line naming what the figures were measured on."""
-    libs = ", ".join(f"{name} {version(name)}" for name in ("grpcio", "protobuf", "Cython", "numpy"))
+    libs = ", ".join(f"{name} {_version(name)}" for name in ("grpcio", "protobuf", "Cython", "numpy"))
     return f"{os.cpu_count()} cores, Python {platform.python_version()}, {libs}, {platform.machine()}"
 
 
