@@ -26,6 +26,7 @@ from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
 from rootward.detector.store import IncidentStore
+from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
@@ -204,6 +205,7 @@ class App:
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents", *kube_keys}))
         self.detector = Detector(self.incidents.observe, settings, self.clock)
+        self.telemetry.registry.register(DetectorMetrics(self.detector))
         self.diagnoser: Diagnoser | None = None
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis
             self.diagnoser = _diagnoser(config, self.topology, self.detector)

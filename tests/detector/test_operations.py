@@ -8,10 +8,12 @@ import random
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from prometheus_client import CollectorRegistry
 
 from rootward.clock import ManualClock
 from rootward.detector.baseline import UP, rule_for
 from rootward.detector.detector import Anomaly, Detector, DetectorSettings
+from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.windows import SeriesTable, Window
 from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
@@ -85,3 +87,18 @@ def test_one_operation_slowing_down_is_an_anomaly_of_that_operation_on_its_servi
     flagged = {(a.entity, a.signal) for a in seen}
     assert (CART, "op:POST /checkout.p95") in flagged
     assert (CART, "op:GET /cart.p95") not in flagged
+
+
+def test_spans_past_the_cap_and_series_past_max_series_are_counted_on_metrics() -> None:
+    clock = ManualClock(1000.0)
+    detector = Detector(lambda _, a: None, DetectorSettings(operations_per_service=1, max_series=6), clock)
+    registry = CollectorRegistry()
+    registry.register(DetectorMetrics(detector))
+    # the service's 5 server series and its client series fill the table: no room for GET /cart's own series
+    detector.consume_traces(spans({"GET /cart": [0.01] * 6, "POST /cart": [0.01] * 4}))
+
+    def dropped(reason: str) -> float | None:
+        return registry.get_sample_value("rootward_detector_dropped_total", {"reason": reason})
+
+    assert dropped("spans of operations past operations_per_service") == 4
+    assert dropped("series past max_series") == 1
