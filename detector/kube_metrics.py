@@ -22,7 +22,10 @@ Two outputs per batch (:class:`Readings`):
   (PodPending), node Ready false or unknown (NodeNotReady), memory / disk / PID pressure (NodePressure).
 
 State (limits and capacities seen, restart counts, pending since) is kept per pod and container, bounded by
-``max_keys``: past it the oldest entries are dropped.
+``max_keys``: past it the oldest entries are dropped. The detector's window and KubeSignals each read with an
+instance of their own (a shared one would see each restart once between them); a batch's named rows are few (one
+per pod, container or node and metric each collection interval), so reading them twice costs little
+(bench/README.md: ``detector_window_ms_10k_series``).
 """
 
 from __future__ import annotations

@@ -240,8 +240,7 @@ class Window:
         self._fold_values(group, batch.value)
         kube = self.kube.read(batch).series
         if kube:
-            modes_ = [_TOTAL if KUBE_SERIES[s] == TOTAL else _MAX for _, s, _ in kube]
-            group = np.array([self._row(e, s, mode) for (e, s, _), mode in zip(kube, modes_, strict=True)], np.int64)
+            group = np.array([self._row(e, s, _TOTAL if KUBE_SERIES[s] == TOTAL else _MAX) for e, s, _ in kube])
             self._fold_values(group, np.array([v for _, _, v in kube], np.float64))
 
     def _fold_values(self, group: np.ndarray, value: np.ndarray) -> None:
@@ -301,7 +300,11 @@ class Window:
         vals: list[np.ndarray] = []
         if self.spans.series:
             sides = [OPERATION_PREFIX if s.startswith(OPERATION_PREFIX) else s for _, s in self.spans.keys]
-            for side, signals in (("server", SPAN_SIGNALS), ("client", CLIENT_SIGNALS), ("op:", OPERATION_SIGNALS)):
+            for side, signals in (
+                ("server", SPAN_SIGNALS),
+                ("client", CLIENT_SIGNALS),
+                (OPERATION_PREFIX, OPERATION_SIGNALS),
+            ):
                 rows = np.array([i for i, s in enumerate(sides) if s == side], np.int64)
                 if not len(rows):
                     continue
