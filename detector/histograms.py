@@ -180,7 +180,7 @@ class Histograms:
 
     def _full(self) -> bool:
         if len(self.streams) + len(self.exp_prev) >= self.max_streams:
-            self.dropped["histogram streams over the limit"] += 1
+            self.dropped["histogram points of streams past max_series"] += 1
             return True
         return False
 

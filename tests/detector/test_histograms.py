@@ -120,6 +120,24 @@ def test_two_points_of_one_stream_in_one_request_are_taken_in_time_order() -> No
     assert window.histograms.layouts[tuple(BOUNDS)].prev[0, 1] == 20  # the reference is the latest point
 
 
+def test_a_point_whose_counts_do_not_match_its_bounds_and_streams_past_the_limit_are_counted_not_folded() -> None:
+    window = Window(SeriesTable(max_series=1), 10.0)
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.add(key="k8s.pod.name", value=AnyValue(string_value="cart-1"))
+    m = rm.scope_metrics.add().metrics.add(name="http.server.request.duration")
+    m.histogram.aggregation_temporality = DELTA  # type: ignore[assignment]
+    p = m.histogram.data_points.add(count=10)
+    p.explicit_bounds.extend(BOUNDS)
+    p.bucket_counts.extend([10, 0])  # 2 counts for 7 buckets
+    window.add_metrics(MetricDecoder().decode(req.SerializeToString()).batch)
+    assert window_values(window) == {}
+    assert window.dropped["histogram points with bucket counts not matching their bounds"] == 1
+    window.add_metrics(histogram([0] * 7, route="/a"))  # the one stream the limit allows
+    window.add_metrics(histogram([0] * 7, route="/b"))
+    assert window.dropped["histogram points of streams past max_series"] == 1
+
+
 def test_exponential_histograms_rescaled_between_exports_still_give_this_windows_counts() -> None:
     window = Window(SeriesTable(), 10.0)
     window.add_metrics(exponential(scale=3, offset=8, counts=[10]))  # (2, 2.18]: index 8 at base 2 ** (1/8)
