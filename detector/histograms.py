@@ -257,6 +257,8 @@ class Histograms:
             (int(p_offset), np.array(p_counts, np.float64)),  # type: ignore[call-overload]
             (int(n_offset), np.array(n_counts, np.float64)),  # type: ignore[call-overload]
         )
+        if point.total() == 0:  # nothing recorded (or a flagged no-value point): a later reset still shows as one
+            return
         if not delta:
             previous = self.exp_prev.get(key)
             if previous is None and self._full():

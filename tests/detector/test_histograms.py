@@ -142,6 +142,7 @@ def test_exponential_histograms_rescaled_between_exports_still_give_this_windows
     window = Window(SeriesTable(), 10.0)
     window.add_metrics(exponential(scale=3, offset=8, counts=[10]))  # (2, 2.18]: index 8 at base 2 ** (1/8)
     assert window_values(window) == {}
+    window.add_metrics(exponential(scale=3, offset=0, counts=[]))  # empty, as a no-recorded-value point: skipped
     window.add_metrics(exponential(scale=2, offset=4, counts=[10, 0, 0, 0, 10]))  # rescaled; 10 new in (4, 4.76]
     got = window_values(window)
     p50 = got[("pod:shop/cart-1", "rpc.duration.p50")]
