@@ -161,8 +161,8 @@ class _Layout:
 
 
 class Histograms:
-    """The histogram part of a detector window (see the module docstring). ``series(entity, signal)`` gives a
-    series index, or -1 when the series table is full."""
+    """The histogram part of a detector window (see the module docstring): :meth:`add` per batch, :meth:`values`
+    and :meth:`clear` per window."""
 
     def __init__(self, max_streams: int, dropped: Counter[str] | None = None) -> None:
         self.max_streams = max_streams
@@ -211,15 +211,18 @@ class Histograms:
                 continue
             explicit.setdefault(bounds, []).append((r, -1 if info.temporality == 1 else self._slot(key, bounds), group))
         for bounds, points in explicit.items():
-            self._add_explicit(batch, self.layouts.get(bounds) or self._layout(bounds), points)
+            self._add_explicit(batch, self._layout(bounds), points)
 
     def _layout(self, bounds: tuple[float, ...]) -> _Layout:
-        layout = self.layouts[bounds] = _Layout(bounds)
+        layout = self.layouts.get(bounds)
+        if layout is None:
+            layout = self.layouts[bounds] = _Layout(bounds)
         return layout
 
     def _slot(self, key: StreamKey, bounds: tuple[float, ...]) -> int:
-        """The cumulative stream's reference slot in its layout; -2 when refused (a changed layout: a new one)."""
-        layout = self.layouts.get(bounds) or self._layout(bounds)
+        """The cumulative stream's reference slot in the layout of ``bounds``, or -2 when the stream is refused. A
+        stream whose bounds changed gets a new slot: its first point with the new bounds only sets the reference."""
+        layout = self._layout(bounds)
         found = self.streams.get(key)
         if found is not None and found[0] is layout:
             return found[1]
