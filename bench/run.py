@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -66,9 +66,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _version(name: str) -> str:
+    """The installed version of ``name``; Cython is a build requirement, so a fresh .venv may not have it."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def machine() -> str:
     """One line naming what the figures were measured on."""
-    libs = ", ".join(f"{name} {version(name)}" for name in ("grpcio", "protobuf", "Cython", "numpy"))
+    libs = ", ".join(f"{name} {_version(name)}" for name in ("grpcio", "protobuf", "Cython", "numpy"))
     return f"{os.cpu_count()} cores, Python {platform.python_version()}, {libs}, {platform.machine()}"
 
 
@@ -136,6 +144,11 @@ def measure(quick: bool, soak_seconds: float) -> tuple[dict[str, float], dict[st
     notes["detector_tick_ms_10k_series_multivariate"] = "opt-in IsolationForest scoring 2,500 entities a window"
     results["multivariate_import_mib"] = detector_bench.import_mib()
     notes["multivariate_import_mib"] = "RSS scikit-learn's IsolationForest adds once imported (why it is opt-in)"
+    w = detector_bench.window_run(rounds=5 if quick else 20)
+    results["detector_window_ms_10k_series"] = w.window_ms
+    notes["detector_window_ms_10k_series"] = (
+        f"fold + values, {w.series:,} series (spans, histograms, kubeletstats); its metrics decode {w.decode_ms:.0f} ms"
+    )
 
     print(f"soak: 10k spans/s for {soak_seconds:g} s, pacer -> rotel -> rootward serve ...", flush=True)
     k = soak.run(soak_seconds)

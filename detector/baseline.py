@@ -50,6 +50,25 @@ METRIC_WORDS: tuple[tuple[str, Rule], ...] = (
 )
 DEFAULT_RULE = Rule(BOTH, 0.5, 0.0)
 
+#: Signals read by name from the Collector's kubeletstats and k8s_cluster metrics (kube_metrics.py): CPU in cores
+#: (a change of at least 0.1 core matters on a pod); ratios of a limit or capacity, up is bad (the minimum change is
+#: also the scale's floor, so at z 5 a ratio must rise by 0.25 of its limit from a flat baseline); restarts, any one
+#: once the series is warm; workload availability, down is bad.
+KUBE_RULES: dict[str, Rule] = {
+    "k8s.pod.cpu.usage": Rule(UP, 0.5, 0.1),
+    "container.cpu.usage": Rule(UP, 0.5, 0.1),
+    "k8s.node.cpu.usage": Rule(UP, 0.5, 0.5),
+    "k8s.cpu.limit_ratio": Rule(UP, 0.1, 0.05),
+    "k8s.memory.limit_ratio": Rule(UP, 0.1, 0.05),
+    "k8s.filesystem.usage_ratio": Rule(UP, 0.1, 0.05),
+    "k8s.container.restarts.increase": Rule(UP, 0.0, 1.0),
+    "k8s.workload.available_ratio": Rule(DOWN, 0.2, 0.1),
+}
+#: Histogram quantile series (``<metric>.p95``, histograms.py) of a duration: up is bad, as for latency.
+DURATION = ("duration", Rule(UP, 0.5, 0.0))
+#: Per-operation latency series (``op:<span name>.p95``, windows.py) read as the service's own p95.
+OPERATION_PREFIX = "op:"
+
 
 def _norm_ppf(q: float) -> float:
     """The standard normal's quantile function."""
@@ -57,11 +76,13 @@ def _norm_ppf(q: float) -> float:
 
 
 def rule_for(signal: str) -> Rule:
-    found = RULES.get(signal)
+    found = RULES.get(signal) or KUBE_RULES.get(signal)
     if found is not None:
         return found
+    if signal.startswith(OPERATION_PREFIX):  # the span name is the sender's: no words are read from it
+        return RULES.get(signal.rsplit(".", 1)[-1], RULES["p95"])
     lowered = signal.lower()
-    return next((rule for word, rule in METRIC_WORDS if word in lowered), DEFAULT_RULE)
+    return next((rule for word, rule in (*METRIC_WORDS, DURATION) if word in lowered), DEFAULT_RULE)
 
 
 class Baselines:

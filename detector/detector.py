@@ -51,6 +51,7 @@ class DetectorSettings:
     confirm: int = 2
     max_series: int = 100_000
     log_trail_s: float = 60.0
+    operations_per_service: int = 0
 
 
 class Detector:
@@ -68,7 +69,7 @@ class Detector:
         self.clock = clock or SystemClock()
         self.sink = sink
         self.table = SeriesTable(self.settings.max_series)
-        self.window = Window(self.table, self.settings.window_s)
+        self.window = Window(self.table, self.settings.window_s, self.settings.operations_per_service)
         s = self.settings
         self.baselines = Baselines(s.history, s.warmup, s.z, s.tail_q)
         self.streak = np.zeros(0, np.int64)

@@ -118,10 +118,13 @@ ACTIVITY = re.compile(r"syscall|network|workload|bytes")
 def family(signal: str) -> str:
     """The quantity a signal measures, without the quantile, unit or aggregation that distinguish its variants:
     ``client.latency.p90`` and ``client.latency.p99`` are one family, ``cpu.usage`` and ``cpu.usage_rate`` another;
-    the span quantiles p50/p95/p99 are ``latency``; every log template (``log_template:<id>``) is ``log_template``.
+    the span quantiles p50/p95/p99 and each operation's (``op:<name>.p95``) are ``latency``; every log template
+    (``log_template:<id>``) is ``log_template``.
     Corroboration counts families, not series."""
     if signal.startswith("log_template:"):
         return "log_template"
+    if signal.startswith("op:"):  # one operation's latency (op:<span name>.p95) is the service's latency
+        return "latency"
     if _QUALIFIERS.fullmatch("." + signal):
         return "latency" if signal.startswith("p") else signal
     return _QUALIFIERS.sub("", signal)

@@ -4,6 +4,10 @@
   failure (OOMKilling, BackOff, Unhealthy, FailedScheduling, Evicted, node pressure, image pulls, FailedMount) and
   Pod objects whose containers were OOMKilled or wait in CrashLoopBackOff / ImagePullBackOff become anomalies on
   the pod or node, with signal ``k8s:<reason>``, at once.
+- Metrics of the Collector's k8s_cluster and kubeletstats receivers that state a failure (memory near its limit, a
+  container restart, a Failed or long Pending pod, a node not Ready or under pressure; kube_metrics.py reads them)
+  become anomalies the same way, ``k8s:MemoryNearLimit``, ``k8s:ContainerRestarted``, ``k8s:PodFailed``,
+  ``k8s:PodPending``, ``k8s:NodeNotReady``, ``k8s:NodePressure``.
 - Changes: a ReplicaSet with a new ``deployment.kubernetes.io/revision`` for its Deployment (a rollout), and
   Kubernetes API audit log entries (``audit.k8s.io`` Events read by the Collector's filelog receiver) that create,
   update, patch or delete an object: who changed what, when, with which verb. Incidents link the changes to their
@@ -19,6 +23,7 @@ from typing import Any
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.detector import Anomaly
+from rootward.detector.kube_metrics import KubeMetrics
 from rootward.model import LogBatch, MetricBatch, SpanBatch, k8s_object
 
 #: Event reasons that are failures in themselves, and the signal each becomes.
@@ -97,7 +102,7 @@ def _target(ref: object) -> str | None:
 
 
 class KubeSignals:
-    """A Consumer of logs (traces and metrics pass): anomalies go to ``sink(now, anomalies)`` (the incidents),
+    """A Consumer of logs and metrics (traces pass): anomalies go to ``sink(now, anomalies)`` (the incidents),
     changes to ``changed(change)``."""
 
     def __init__(
@@ -105,9 +110,11 @@ class KubeSignals:
         sink: Callable[[float, list[Anomaly]], None],
         changed: Callable[[Change], None],
         clock: Clock | None = None,
+        metrics: KubeMetrics | None = None,
     ) -> None:
         self.sink, self.changed = sink, changed
         self.clock = clock or SystemClock()
+        self.metrics = metrics or KubeMetrics()
         self.revisions: dict[str, int] = {}  # deployment -> its highest revision seen
         self.seen = 0  # failure signals read
 
@@ -115,7 +122,17 @@ class KubeSignals:
         pass
 
     def consume_metrics(self, batch: MetricBatch) -> None:
-        pass
+        failures = self.metrics.read(batch).failures
+        if not failures:
+            return
+        now = self.clock.now()
+        near = self.metrics.near_limit
+        anomalies = [
+            Anomaly(entity, f"k8s:{signal}", value, near if signal == "MemoryNearLimit" else 0.0, SCORE, now, now)
+            for entity, signal, value in failures
+        ]
+        self.seen += len(anomalies)
+        self.sink(now, anomalies)
 
     def consume_logs(self, batch: LogBatch) -> None:
         now = self.clock.now()

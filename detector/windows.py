@@ -4,21 +4,31 @@ Three families of groups, each a row of preallocated numpy accumulators:
 
 - span groups, per (entity, side): request count, error count and a log-spaced latency histogram, from SERVER /
   CONSUMER spans (side "server") and CLIENT / PRODUCER spans (side "client", what the caller saw: a slow network or
-  a slow peer); spans without a kind count as server spans of their service;
-- value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``);
+  a slow peer); spans without a kind count as server spans of their service; with ``operations_per_service``, also
+  per operation (service and span name) for the first that many span names of each service (span names are the
+  sender's to choose: the cap bounds the series, and spans of further names are counted in ``dropped``);
+- value groups, per (entity, metric name): gauges as their mean, sums as rates (see ``_mode``); the Collector's
+  kubeletstats and k8s_cluster metrics as the pod, node and workload signals of kube_metrics.py;
+- histogram and exponential histogram points, as p50/p95/p99 series per (entity, metric) (histograms.py);
 - log groups, per entity: records at WARN and above.
 
 :meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
-client_p95, one per metric, log_errors. The series table is shared across windows and bounded (``max_series``);
-groups past it are refused and counted.
+client_p95, ``op:<span name>.p95``, one per metric, log_errors. The series table is shared across windows and
+bounded (``max_series``); groups past it are refused and counted.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from rootward.detector.baseline import OPERATION_PREFIX
+from rootward.detector.histograms import Histograms
+from rootward.detector.kube_metrics import NAMES as KUBE_NAMES
+from rootward.detector.kube_metrics import SERIES as KUBE_SERIES
+from rootward.detector.kube_metrics import TOTAL, KubeMetrics
 from rootward.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -42,6 +52,7 @@ WARN = 13
 
 SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
 CLIENT_SIGNALS = ("client_p95",)
+OPERATION_SIGNALS = ("op_p95",)  # per operation: ``op:<span name>.p95`` of its service
 
 #: Below this many spans in a window, ratios and quantiles of a group are not computed (too noisy).
 MIN_SPANS = 5
@@ -71,11 +82,16 @@ class SeriesTable:
 
 #: How a metric folds into a window's value: gauges as their mean; sums as a rate (``<name>.rate``): delta sums
 #: summed over the window, cumulative ones as the increase of their largest value since the last window (a drop is
-#: a counter reset). Histograms, exponential histograms and summaries are not read yet.
-_SKIP, _GAUGE, _DELTA, _CUMULATIVE = -1, 0, 1, 2
+#: a counter reset). Histograms and exponential histograms become quantile series in histograms.py; summaries are
+#: not read yet.
+#: The Collector's kubeletstats / k8s_cluster metrics are read by name in kube_metrics.py, whose series fold as
+#: their largest value in the window (ratios, usage) or their sum (increases).
+_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL = -1, 0, 1, 2, 3, 4
 
 
 def _mode(metric: MetricInfo) -> int:
+    if metric.name in KUBE_NAMES:
+        return _SKIP
     if metric.type == "gauge":
         return _GAUGE
     if metric.type == "sum":
@@ -116,14 +132,19 @@ class _Groups:
 class Window:
     """Accumulates batches; :meth:`values` gives the scalar series of the window. Reset with :meth:`clear`."""
 
-    def __init__(self, table: SeriesTable, seconds: float) -> None:
+    def __init__(self, table: SeriesTable, seconds: float, operations_per_service: int = 0) -> None:
         self.table = table
         self.seconds = seconds
+        self.operations_per_service = operations_per_service
+        self.operations: dict[str, set[str]] = {}  # service -> the span names that have series (bounded: the cap)
+        self.dropped = Counter[str]()  # what was not folded in, and why
         self.spans = _Groups()
         self.values_ = _Groups()
         self.logs = _Groups()
         self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
         self.prev = np.zeros(0, np.float64)  # per series: a cumulative counter's value at the last window
+        self.histograms = Histograms(table.max_series, self.dropped)  # histogram points as quantile series
+        self.kube = KubeMetrics(max_keys=table.max_series)  # kubeletstats / k8s_cluster metrics (kube_metrics.py)
         self.clear()
 
     def clear(self) -> None:
@@ -138,6 +159,7 @@ class Window:
         self.spans.clear()
         self.values_.clear()
         self.logs.clear()
+        self.histograms.clear()
 
     # --- folding batches in ------------------------------------------------------------------------------------------
 
@@ -152,21 +174,60 @@ class Window:
                 rows[r, 1] = self.spans.row((entity, "server"), self.table, SPAN_SIGNALS)
                 rows[r, 2] = self.spans.row((entity, "client"), self.table, CLIENT_SIGNALS)
         group = rows[batch.resource, role]
+        span = np.arange(len(batch))
+        if self.operations_per_service:  # each server span counts for its service and for its operation
+            op = self._operations(batch, role == 1, entities)
+            has = np.flatnonzero(op >= 0)
+            group, span = np.concatenate([group, op[has]]), np.concatenate([span, has])
         keep = group >= 0
-        group = group[keep]
+        group, span = group[keep], span[keep]
         self._grow_spans(len(self.spans.series))
-        seconds = np.maximum(batch.end[keep] - batch.start[keep], 0) / 1e9
+        seconds = np.maximum(batch.end[span] - batch.start[span], 0) / 1e9
         self.count += np.bincount(group, minlength=len(self.count))
-        errors = (batch.status[keep] == STATUS_ERROR).astype(np.int64)
+        errors = (batch.status[span] == STATUS_ERROR).astype(np.int64)
         self.errors += np.bincount(group, weights=errors, minlength=len(self.count)).astype(np.int64)
         bins = np.searchsorted(LATENCY_EDGES_S, seconds)
         flat = np.bincount(group * _BINS + bins, minlength=self.hist.size)
         self.hist += flat.reshape(self.hist.shape)
 
+    def _operations(self, batch: SpanBatch, server: np.ndarray, entities: list[str | None]) -> np.ndarray:
+        """Per span, the span group of its operation (service and span name) or -1: server spans only, the first
+        ``operations_per_service`` names of each service (kept across windows); spans of further names are
+        counted in ``dropped``."""
+        out = np.full(len(batch), -1, np.int64)
+        rows = np.flatnonzero(server & (batch.name >= 0))
+        if not len(rows):
+            return out
+        width = len(batch.strings) + 1
+        combos, inverse = np.unique(
+            batch.resource[rows].astype(np.int64) * width + batch.name[rows], return_inverse=True
+        )
+        found = np.full(len(combos), -1, np.int64)
+        for j, combo in enumerate(combos.tolist()):
+            resource, name = divmod(combo, width)
+            entity = entities[resource]
+            if entity is None:
+                continue
+            names = self.operations.setdefault(entity, set())
+            operation = batch.strings[name]
+            if operation not in names:
+                if len(names) >= self.operations_per_service:
+                    found[j] = -2
+                    continue
+                names.add(operation)
+            signal = f"{OPERATION_PREFIX}{operation}"
+            found[j] = self.spans.row((entity, signal), self.table, (f"{signal}.p95",))
+        out[rows] = found[inverse.reshape(-1)]
+        overflow = int((out == -2).sum())
+        if overflow:
+            self.dropped["spans of operations past operations_per_service"] += overflow
+        return out
+
     def add_metrics(self, batch: MetricBatch) -> None:
         if not len(batch):
             return
         entities = [entity_of(r, prefer_pod=True) for r in batch.resources]
+        self.histograms.add(batch, entities)
         for r in batch.resources:
             pod, svc = r.pod_id, r.service_id
             if pod and svc and len(self.service_of) < self.table.max_series:
@@ -176,8 +237,16 @@ class Window:
         combos, inverse = np.unique(pairs, axis=0, return_inverse=True)
         rows = np.array([self._value_row(entities[r], batch.metrics[m], int(modes[m])) for r, m in combos.tolist()])
         group = rows[inverse.reshape(-1)].astype(np.int64)
-        keep = (group >= 0) & np.isfinite(batch.value)
-        group, value = group[keep], batch.value[keep]
+        self._fold_values(group, batch.value)
+        kube = self.kube.read(batch).series
+        if kube:
+            group = np.array([self._row(e, s, _TOTAL if KUBE_SERIES[s] == TOTAL else _MAX) for e, s, _ in kube])
+            self._fold_values(group, np.array([v for _, _, v in kube], np.float64))
+
+    def _fold_values(self, group: np.ndarray, value: np.ndarray) -> None:
+        """Add values to their value groups' sums, counts and maxima (``group`` -1: refused)."""
+        keep = (group >= 0) & np.isfinite(value)
+        group, value = group[keep], value[keep]
         n = len(self.values_.series)
         self._grow_values(n)
         self.vsum += np.bincount(group, weights=value, minlength=n)
@@ -207,7 +276,9 @@ class Window:
     def _value_row(self, entity: str | None, metric: MetricInfo, mode: int) -> int:
         if entity is None or mode == _SKIP:
             return -1
-        signal = metric.name if mode == _GAUGE else f"{metric.name}.rate"
+        return self._row(entity, metric.name if mode == _GAUGE else f"{metric.name}.rate", mode)
+
+    def _row(self, entity: str, signal: str, mode: int) -> int:
         row = self.values_.row((entity, signal), self.table, (signal,))
         if row == len(self.value_modes):
             self.value_modes.append(mode)
@@ -244,8 +315,13 @@ class Window:
         ids: list[np.ndarray] = []
         vals: list[np.ndarray] = []
         if self.spans.series:
-            for side, signals in (("server", SPAN_SIGNALS), ("client", CLIENT_SIGNALS)):
-                rows = np.array([i for i, (_, s) in enumerate(self.spans.keys) if s == side], np.int64)
+            sides = [OPERATION_PREFIX if s.startswith(OPERATION_PREFIX) else s for _, s in self.spans.keys]
+            for side, signals in (
+                ("server", SPAN_SIGNALS),
+                ("client", CLIENT_SIGNALS),
+                (OPERATION_PREFIX, OPERATION_SIGNALS),
+            ):
+                rows = np.array([i for i, s in enumerate(sides) if s == side], np.int64)
                 if not len(rows):
                     continue
                 sids = np.array([self.spans.series[r] for r in rows.tolist()], np.int64)
@@ -260,8 +336,10 @@ class Window:
                         "p95": (quantiles[:, 1], enough),
                         "p99": (quantiles[:, 2], enough),
                     }
-                else:
+                elif side == "client":
                     columns = {"client_p95": (quantiles[:, 1], enough)}
+                else:
+                    columns = {"op_p95": (quantiles[:, 1], enough)}
                 for j, signal in enumerate(signals):
                     value, valid = columns[signal]
                     ids.append(sids[valid, j])
@@ -271,6 +349,7 @@ class Window:
             mode = np.array(self.value_modes, np.int8)
             has = self.vcount > 0
             value = np.where(mode == _DELTA, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
+            value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))
             if len(self.prev) < len(self.table.keys):  # the last cumulative value of each counter series
                 self.prev = np.concatenate([self.prev, np.full(len(self.table.keys) - len(self.prev), np.nan)])
             counter = has & (mode == _CUMULATIVE)
@@ -284,6 +363,10 @@ class Window:
         if self.logs.series:
             ids.append(np.array([s[0] for s in self.logs.series], np.int64))
             vals.append(self.lcount.astype(np.float64))
+        hist_ids, hist_values = self.histograms.values(self.table)
+        if len(hist_ids):
+            ids.append(hist_ids)
+            vals.append(hist_values)
         if not ids:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         return np.concatenate(ids), np.concatenate(vals).astype(np.float64)

@@ -24,8 +24,10 @@ from rootward.config import Config
 from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
+from rootward.detector.kube_metrics import KubeMetrics
 from rootward.detector.multivariate import Multivariate, MultivariateSettings
 from rootward.detector.store import IncidentStore
+from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
 from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
@@ -223,10 +225,14 @@ class App:
         )
         if self.slack.configured:
             self.incidents.sinks.append(self.slack)
-        settings = DetectorSettings(**detection.model_dump(exclude={"enabled", "incidents", "multivariate"}))
+        kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
+        settings = DetectorSettings(
+            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", *kube_keys})
+        )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
         self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
+        self.telemetry.registry.register(DetectorMetrics(self.detector))
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None
@@ -262,7 +268,8 @@ class App:
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
                 [(src, dst, d.gap_sum, d.gap_count) for (src, dst), d in deltas.items()]
             )
-            stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock))
+            metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
+            stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics))
             stages.append(self.log_templates)
         pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)

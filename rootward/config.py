@@ -282,6 +282,19 @@ class Detection(_Section):
     """A service's WARN-and-above log lines are judged as their sum over this many trailing seconds (at least one
     window): an error every few seconds is plain in a minute and lost in a 10 s window. It also keeps an error
     incident open this long after the errors stop."""
+    operations_per_service: int = Field(default=0, ge=0, le=1000)
+    """Span names per service that get a latency series of their own (``op:<span name>.p95``), the first ones seen;
+    spans of further names still count for their service and are counted as dropped. 0 (the default) turns
+    per-operation series off: incidents count an operation's p95 as a signal family of its own, so one slow service
+    would corroborate itself (``min_families``) until the shared Nezha days are re-scored with it. 20 suits a
+    service with a few routes."""
+    memory_near_limit: float = Field(default=0.9, gt=0, le=1)
+    """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
+    ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,
+    ``k8s:MemoryNearLimit``, with no baseline: the OOM killer acts at 1.0."""
+    pod_pending_s: float = Field(default=300.0, gt=0)
+    """Seconds a pod may stay Pending (k8s_cluster's ``k8s.pod.phase``) before it is a failure signal
+    (``k8s:PodPending``): scheduling and image pulls take a while, a stuck pod is news (a Failed pod is at once)."""
     incidents: Incidents = Incidents()
     multivariate: Multivariate = Multivariate()
 

@@ -50,6 +50,7 @@ def test_recent_gives_the_last_values_oldest_first() -> None:
         pytest.param("http.client.latency.p99", "http.client.latency", id="metric-quantile"),
         pytest.param("log_errors", "log_errors", id="plain"),
         pytest.param("log_template:17", "log_template", id="every-template-one-family"),
+        pytest.param("op:GET /cart.p95", "latency", id="an-operation-is-its-service-latency"),
     ],
 )
 def test_signal_families(signal: str, expected: str) -> None:
