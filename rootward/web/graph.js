@@ -11,7 +11,7 @@ const BOX_W = 180;
 const BOX_H = 34;
 const PAD = 24;
 // What the default view shows: services and the peers they call. "All entities" adds pods, nodes, workloads, ...
-const CALLERS = new Set(["service", "database", "queue", "remote"]);
+const CALLERS = new Set(["service", "database", "queue", "host"]);
 
 const state = { selected: null, everything: false };
 
@@ -59,7 +59,7 @@ function legend(entities) {
 
 // Entity kinds come from telemetry too: only known ones become class names.
 function safeKind(kind) {
-  return ["service", "pod", "node", "workload", "namespace", "database", "queue", "remote"].includes(kind) ? kind : "other";
+  return ["service", "pod", "node", "workload", "namespace", "database", "queue", "host"].includes(kind) ? kind : "other";
 }
 
 /** Layers by longest path from the sources (back edges of cycles ignored); order within a layer by the mean

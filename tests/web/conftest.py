@@ -3,6 +3,7 @@ and one real chromium (Debian's, driven by playwright) for the whole module; a f
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ def _failing_payment(app: App) -> Running:
 def browser() -> Iterator[Browser]:
     """Debian's chromium under playwright (CI installs it: .ci/run). Never `playwright install`: it downloads."""
     if shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI"):  # a green CI must not hide a missing browser: .ci/run installs it
+            pytest.fail(f"no {CHROMIUM} in CI: .ci/run should have installed Debian's chromium")
         pytest.skip(f"no {CHROMIUM}: `apt-get install chromium` (.ci/run does) to run the web page's tests")
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
