@@ -13,7 +13,7 @@ export async function incidentsView(el) {
     ["open", "resolved", "all"].map((v) => h("option", { value: v }, v)));
   select.value = state.status;
   el.append(h("div", { class: "toolbar" }, h("h1", {}, "Incidents"), h("label", {}, "status ", select),
-    h("span", { class: "muted" }, `${data.total} in all`)));
+    h("span", { class: "muted" }, state.status === "all" ? `${data.total} in all` : `${data.total} ${state.status}`)));
   if (!data.incidents.length) {
     el.append(h("p", { class: "empty" }, state.status === "all" ? "No incidents yet." : `No ${state.status} incidents.`));
     return;
