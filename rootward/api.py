@@ -14,6 +14,7 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     POST /api/v1/incidents/{id}/diagnose?llm=true                     diagnose it again now (waits for the answer)
     GET|POST /api/v1/approvals..., GET /api/v1/actions/{request_id}   approvals of actions (rootward/api_actions.py)
     GET /api/v1/openapi.json                                          all of the above as OpenAPI 3.1
+    GET /, /incidents/{id}, ...                                       the web page over this API (rootward/page.py)
 
 Time travel: each of the first five takes ``at=T`` (RFC 3339 with an offset, ``2024-05-01T12:00:00Z``, or unix
 seconds) and answers from the graph as of the last checkpoint at or before T, adding ``"as_of"`` (that checkpoint's
@@ -46,6 +47,7 @@ from rootward.clock import Clock, SystemClock
 from rootward.config import Approvals as ApprovalSettings
 from rootward.detector.incidents import Incidents
 from rootward.openapi import SPEC
+from rootward.page import page_routes
 from rootward.storage import StorageError
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, queries
@@ -137,6 +139,7 @@ def build_api(
             Route("/api/v1/openapi.json", openapi),
             *(_incident_routes(incidents, clock or SystemClock(), diagnose) if incidents is not None else []),
             *(_approval_routes(executor, approvals or ApprovalSettings()) if executor is not None else []),
+            *page_routes(),  # the web page (rootward/page.py): not API, so not in the OpenAPI document
         ]
     )
 

@@ -74,6 +74,7 @@ def _run(requests: int, protocol: str, echo: Callable[[str], None], data: Path, 
     app.start()
     grpc_port, http_port = app.receiver.grpc.port, app.receiver.http.port
     echo(f"  listening: OTLP gRPC 127.0.0.1:{grpc_port}, OTLP HTTP 127.0.0.1:{http_port}, API :{app.api.port}")
+    echo(f"  web page: http://127.0.0.1:{app.api.port}/ while the demo runs (`rootward serve` keeps one up)")
     proto: Literal["grpc", "http"] = "http" if protocol == "http" else "grpc"
     endpoint = f"127.0.0.1:{grpc_port}" if proto == "grpc" else f"http://127.0.0.1:{http_port}"
     shop = Shop(endpoint, proto)
@@ -135,7 +136,7 @@ def _incidents(app: App, now: float, echo: Callable[[str], None]) -> None:
     """The incidents detection opened, and the Slack message the first would get."""
     incidents = app.incidents.listed()
     echo("")
-    echo(f"incidents ({len(incidents)}; GET /api/v1/incidents, or `rootward incidents` against a server):")
+    echo(f"incidents ({len(incidents)}; GET /api/v1/incidents, `rootward incidents`, or the page's /incidents/<id>):")
     for incident in reversed(incidents):
         span = f"open {now - incident.opened:.0f} s ago"
         if incident.resolved is not None:

@@ -1,5 +1,6 @@
 """The HTTP API described as OpenAPI 3.1, served at ``/api/v1/openapi.json`` (tests check that every route of the
-app is described here and that the examples in it answer)."""
+app is described here and that the examples in it answer). The web page's routes (rootward/page.py) serve HTML,
+not the API, and are left out."""
 
 from __future__ import annotations
 

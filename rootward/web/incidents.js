@@ -1,0 +1,106 @@
+// The incidents views: the list (status filter, severity, opened, candidates) and one incident (its anomalies,
+// observed against expected; the changes and rollouts linked to it; the diagnosis with ranked hypotheses and
+// their evidence; the proposed action and where it stands).
+
+import { h, put, when, num, clip } from "./dom.js";
+import { api, link, incidentPath, rerender, ApiError } from "./app.js";
+
+const state = { status: "open" };
+
+export async function incidentsView(el) {
+  const data = await api("incidents", { params: { status: state.status === "all" ? "" : state.status, limit: 200 } });
+  const select = h("select", { id: "status-filter", "aria-label": "status", onchange: (e) => { state.status = e.target.value; rerender(); } },
+    ["open", "resolved", "all"].map((v) => h("option", { value: v }, v)));
+  select.value = state.status;
+  el.append(h("div", { class: "toolbar" }, h("h1", {}, "Incidents"), h("label", {}, "status ", select),
+    h("span", { class: "muted" }, state.status === "all" ? `${data.total} in all` : `${data.total} ${state.status}`)));
+  if (!data.incidents.length) {
+    el.append(h("p", { class: "empty" }, state.status === "all" ? "No incidents yet." : `No ${state.status} incidents.`));
+    return;
+  }
+  el.append(h("table", { class: "list incidents" },
+    h("thead", {}, h("tr", {}, ["incident", "status", "severity", "opened", "likely root cause, most likely first", "diagnosis"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, data.incidents.map((i) => h("tr", { class: "sev-" + severity(i.severity) },
+      h("td", {}, link(incidentPath(i.id), i.id)),
+      h("td", {}, i.status + (i.acknowledged ? " (acknowledged)" : "")),
+      h("td", {}, h("span", { class: "sev" }, i.severity)),
+      h("td", {}, when(i.opened)),
+      h("td", {}, i.candidates.slice(0, 3).map((c, n) => [n ? ", " : "", c])),
+      h("td", {}, i.diagnosis ? clip(i.diagnosis.summary || "", 80) : "–"))))));
+}
+
+function severity(value) {
+  return ["critical", "warning", "info"].includes(value) ? value : "other";
+}
+
+export async function incidentView(el, id) {
+  let incident;
+  try {
+    incident = await api("incidents/" + encodeURIComponent(id));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) {
+      el.append(h("p", { class: "empty" }, `No incident ${id}: it may have been pruned, or the link is wrong. `, link("incidents", "All incidents")));
+      return;
+    }
+    throw e;
+  }
+  put(el,
+    h("p", {}, link("incidents", "← incidents")),
+    h("h1", {}, incident.id, " ", h("span", { class: "sev sev-" + severity(incident.severity) }, incident.severity), " ", h("span", { class: "muted" }, incident.status)),
+    h("p", { class: "muted" }, `opened ${when(incident.opened)}, updated ${when(incident.updated)}`,
+      incident.resolved ? `, resolved ${when(incident.resolved)}` : "",
+      incident.acknowledged ? ", acknowledged" : "",
+      incident.silenced_until ? `, silenced until ${when(incident.silenced_until)}` : ""),
+    h("h2", {}, "Likely root cause, most likely first"),
+    h("ol", { class: "candidates" }, incident.candidates.map((c) => h("li", {}, c))),
+    anomalies(incident.anomalies),
+    changes(incident.changes),
+    diagnosis(incident.diagnosis),
+    action(incident.action));
+}
+
+function anomalies(list) {
+  if (!list.length) return h("p", { class: "muted" }, "No anomalies left.");
+  return [h("h2", {}, "Anomalies"), h("table", { class: "list anomalies" },
+    h("thead", {}, h("tr", {}, ["entity", "signal", "observed", "expected", "score", "window"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, list.map((a) => h("tr", {},
+      h("td", {}, a.entity), h("td", {}, a.signal), h("td", { class: "num" }, num(a.value)), h("td", { class: "num" }, num(a.expected)),
+      h("td", { class: "num" }, num(a.score)), h("td", {}, `${when(a.start)} – ${when(a.end)}`)))))];
+}
+
+function changes(list) {
+  if (!list.length) return [h("h2", {}, "Changes before it"), h("p", { class: "muted" }, "No rollouts or API writes on its entities shortly before.")];
+  return [h("h2", {}, "Changes before it"), h("ul", { class: "changes" }, list.map((c) =>
+    h("li", {}, when(c.time), " ", h("strong", {}, c.kind), " ", c.entity, c.detail ? ` (${c.detail})` : "", c.who ? ` by ${c.who}` : "")))];
+}
+
+function diagnosis(d) {
+  if (!d) return [h("h2", {}, "Diagnosis"), h("p", { class: "muted" }, "Not diagnosed (yet): the agent diagnoses open incidents when agent.enabled is true.")];
+  return [h("h2", {}, "Diagnosis"),
+    h("p", {}, d.summary || "", " ", h("span", { class: "muted" }, `(${d.reasoner}, ${when(d.at)})`)),
+    h("ol", { class: "hypotheses" }, (d.hypotheses || []).map((hyp) => h("li", {},
+      h("div", { class: "hypothesis" }, h("strong", {}, hyp.entity), " ", hyp.fault_class, " ", confidence(hyp.confidence)),
+      hyp.evidence && hyp.evidence.length ? h("ul", { class: "evidence" }, hyp.evidence.map((e) =>
+        h("li", {}, `${e.entity} ${e.signal}: ${num(e.value)} (expected ${num(e.expected)})`))) : null,
+      hyp.falsified_by && hyp.falsified_by.length ? h("details", {}, h("summary", {}, "what would prove it wrong"),
+        h("ul", {}, hyp.falsified_by.map((f) => h("li", {}, f)))) : null)))];
+}
+
+export function confidence(c) {
+  const pct = Math.round((Number(c) || 0) * 100);
+  const meter = h("meter", { min: 0, max: 100, value: pct });
+  return h("span", { class: "confidence" }, meter, ` ${pct}%`);
+}
+
+function action(a) {
+  if (!a) return [h("h2", {}, "Proposed action"), h("p", { class: "muted" }, "None proposed.")];
+  const r = a.request || {};
+  const decision = a.decision || {};
+  const reasons = [...(decision.deny || []), ...(decision.approval || []), ...(decision.notes || [])];
+  return [h("h2", {}, "Proposed action"),
+    h("p", {}, h("strong", {}, `${r.kind} ${r.namespace || ""}/${r.name || ""}`), " ", h("span", { class: "status-pill" }, a.status)),
+    a.detail ? h("p", { class: "muted" }, a.detail) : null,
+    h("p", {}, `policy: ${decision.result || "–"}`),
+    reasons.length ? h("ul", {}, reasons.map((x) => h("li", {}, x))) : null,
+    a.approval_id ? h("p", {}, "Approval ", a.approval_id, ": ", link("approvals", "decide on the approvals page")) : null];
+}

@@ -1,0 +1,136 @@
+"""The web page in a real browser against a running Rootward: the graph of the shop, the incident list and the
+incident Slack links to (payment first, with its diagnosis), an approval decided in the page, telemetry shown as
+text and never run, and the headers that keep it so."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+from conftest import HOSTILE, TOKEN, Running
+from playwright.sync_api import Page, expect
+
+SHOP = {
+    "service:shop/frontend",
+    "service:shop/cart",
+    "service:shop/checkout",
+    "service:shop/payment",
+    "service:shop/email",
+    "database:redis/redis",
+}
+SHOP_CALLS = [
+    ("service:shop/frontend", "service:shop/cart"),
+    ("service:shop/frontend", "service:shop/checkout"),
+    ("service:shop/cart", "database:redis/redis"),
+    ("service:shop/checkout", "service:shop/payment"),
+    ("service:shop/checkout", "service:shop/email"),
+]
+
+
+def test_the_graph_shows_the_shop_and_highlights_payment_whose_details_open_on_a_click(
+    rootward: Running, page: Page
+) -> None:
+    page.goto(rootward.url)
+    entities = page.locator("svg.graph g.entity")
+    expect(entities.first).to_be_visible()
+    shown = set(entities.evaluate_all("gs => gs.map(g => g.dataset.id)"))
+    assert shown >= SHOP
+    assert not any(i.startswith("pod:") for i in shown)  # the default view: services and what they call
+    failing = page.locator("g.edge.failing")
+    expect(failing).to_have_count(1)  # checkout -> payment
+    expect(failing.locator("text")).to_have_text(re.compile(r"^\d+ req · [\d.]+/s · \d+ err$"))
+    calls = set(page.locator("g.edge-calls title").all_text_contents())
+    assert {f"{a} → {b} (calls)" for a, b in SHOP_CALLS} <= calls
+    payment = page.locator("g.entity[data-id='service:shop/payment']")
+    expect(payment).to_have_class(re.compile(r"\banomalous\b"))
+    payment.click()
+    panel = page.locator("aside.panel")
+    expect(panel.locator("h2")).to_have_text("payment")
+    expect(panel).to_contain_text(f"Anomalous in {rootward.incident_id}")
+    expect(panel).to_contain_text("service:shop/checkout")
+
+
+def test_entity_names_are_shown_as_text_and_never_run(rootward: Running, page: Page) -> None:
+    page.goto(rootward.url)
+    hostile = page.locator(f"g.entity[data-id={json.dumps('service:/' + HOSTILE)}]")
+    expect(hostile).to_be_visible()
+    hostile.click()
+    expect(page.locator("aside.panel h2")).to_have_text(HOSTILE)
+    assert page.locator("img").count() == 0  # no element was made from the name
+    assert page.title() == "Rootward"
+
+
+def test_the_incident_list_shows_the_open_incident_and_an_empty_state_for_resolved_ones(
+    rootward: Running, page: Page
+) -> None:
+    page.goto(rootward.url + "incidents")
+    row = page.locator("table.incidents tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(0)).to_have_text(rootward.incident_id)
+    expect(row.locator("td").nth(2)).to_have_text("critical")
+    expect(row.locator("td").nth(4)).to_have_text(re.compile(r"^service:shop/payment"))
+    page.select_option("#status-filter", "resolved")
+    expect(page.locator("main")).to_contain_text("No resolved incidents.")
+
+
+def test_the_slack_deep_link_shows_the_incident_with_payment_first_and_its_diagnosis(
+    rootward: Running, page: Page
+) -> None:
+    page.goto(f"{rootward.url}incidents/{rootward.incident_id}")
+    expect(page.locator("h1")).to_contain_text(rootward.incident_id)
+    expect(page.locator("ol.candidates li").first).to_have_text("service:shop/payment")
+    expect(page.locator("table.anomalies")).to_contain_text("error_ratio")
+    first = page.locator("ol.hypotheses > li").first
+    expect(first).to_contain_text("service:shop/payment code_error")
+    expect(first.locator("meter")).to_have_attribute("value", re.compile(r"^\d+$"))
+    expect(page.locator("main")).to_contain_text("rollout_restart shop/payment")
+    expect(page.locator("main")).to_contain_text(rootward.approval_id)
+
+
+def test_an_unknown_incident_and_an_unreachable_api_say_so(rootward: Running, page: Page) -> None:
+    page.goto(f"{rootward.url}incidents/inc-nope")
+    expect(page.locator("main")).to_contain_text("No incident inc-nope")
+    page.route("**/api/v1/**", lambda route: route.abort())
+    page.goto(rootward.url)
+    expect(page.locator("main .error")).to_contain_text("unreachable")
+    expect(page.locator("#status")).to_have_text("API unreachable")
+
+
+def test_an_approver_with_a_wrong_token_sees_401_and_with_the_right_one_approves(rootward: Running, page: Page) -> None:
+    page.goto(rootward.url + "approvals")
+    expect(page.locator("main")).to_contain_text("Paste an approver's token")
+    page.fill("#token", "wrong")
+    page.click("#use-token")
+    expect(page.locator("main .error")).to_contain_text("401: the token was refused")
+    page.get_by_role("button", name="Forget token").click()
+    page.fill("#token", TOKEN)
+    page.click("#use-token")
+    card = page.locator(f"section.approval[data-id='{rootward.approval_id}']")
+    expect(card).to_contain_text("rollout_restart Deployment/shop/payment")
+    expect(card).to_contain_text("pods affected: 2 of 2")
+    expect(card).to_contain_text("actions.mode is approve-all")
+    assert TOKEN not in page.url
+    assert page.evaluate("Object.values(sessionStorage)") == [TOKEN]
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(".notice")).to_contain_text("Approved by alice")
+    approval = httpx.get(
+        f"{rootward.url}api/v1/approvals/{rootward.approval_id}", headers={"authorization": f"Bearer {TOKEN}"}
+    ).json()
+    assert approval["status"] == "approved"
+    assert approval["decided_by"] == "alice"
+    expect(page.locator("main")).to_contain_text("Nothing waits for a decision.")
+
+
+def test_the_page_is_served_with_a_content_security_policy_and_nosniff(rootward: Running) -> None:
+    for path in ("", "incidents", f"incidents/{rootward.incident_id}", "approvals", "web/app.js", "web/style.css"):
+        r = httpx.get(rootward.url + path)
+        assert r.status_code == 200, path
+        assert "script-src 'self'" in r.headers["content-security-policy"], path
+        assert "'unsafe-inline'" not in r.headers["content-security-policy"], path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+    assert httpx.get(rootward.url + "web/..%2Fpage.py").status_code == 404
+    assert httpx.get(rootward.url + "web/index.html").status_code == 404  # only scripts, styles and the icon
+    deep = httpx.get(f"{rootward.url}incidents/{rootward.incident_id}").text
+    assert 'src="../web/app.js"' in deep  # relative: the page also works under a proxy's path prefix
+    assert TOKEN not in deep
