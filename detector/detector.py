@@ -24,6 +24,7 @@ import numpy as np
 from rootward.clock import Clock, SystemClock
 from rootward.detector.baseline import Baselines, rule_for
 from rootward.detector.multivariate import Multivariate
+from rootward.detector.seasonal import Seasonal
 from rootward.detector.windows import SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 
@@ -51,6 +52,7 @@ class DetectorSettings:
     confirm: int = 2
     max_series: int = 100_000
     log_trail_s: float = 60.0
+    seasonality: bool = True
     operations_per_service: int = 0
 
 
@@ -66,6 +68,7 @@ class Detector:
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.multivariate = multivariate
+        self.seasonal = Seasonal() if self.settings.seasonality else None
         self.clock = clock or SystemClock()
         self.sink = sink
         self.table = SeriesTable(self.settings.max_series)
@@ -150,6 +153,8 @@ class Detector:
             self.trail = np.concatenate([self.trail, np.zeros((len(new), self.trail_n))])
             if self.multivariate is not None:
                 self.multivariate.add_series(new)
+            if self.seasonal is not None:
+                self.seasonal.add_series(len(new))
         if len(ids):
             values = self._trailing_logs(number, ids, values)
         anomalies: list[Anomaly] = []
@@ -158,10 +163,16 @@ class Detector:
             finite = np.isfinite(values)
             ids, values = ids[finite], values[finite]
             anomalous, expected, score = self.baselines.judge(ids, values)
-            self.streak[ids] = np.where(anomalous, self.streak[ids] + 1, 0)
-            confirmed = np.flatnonzero(anomalous & (self.streak[ids] >= self.settings.confirm))
             start = number * self.settings.window_s
             end = start + self.settings.window_s
+            if self.seasonal is not None:  # what the same hour yesterday also did is not news
+                direction = self.baselines.direction[ids]
+                explained = self.seasonal.explains(ids, values, expected, score, direction, self.settings.z, start)
+                anomalous &= ~explained
+                self.judged["explained"] += int(explained.sum())
+                self.seasonal.observe(ids, values, start)
+            self.streak[ids] = np.where(anomalous, self.streak[ids] + 1, 0)
+            confirmed = np.flatnonzero(anomalous & (self.streak[ids] >= self.settings.confirm))
             keys = self.table.keys
             for i in confirmed.tolist():
                 entity, signal = keys[int(ids[i])]

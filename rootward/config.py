@@ -278,6 +278,10 @@ class Detection(_Section):
     """Consecutive anomalous values of a series before it is reported."""
     max_series: int = Field(default=100_000, gt=0)
     """Series kept; past it new series are refused and counted."""
+    seasonality: bool = True
+    """An anomalous value within ``z`` of the same hour's mean yesterday (in the baseline's scale) is explained by
+    the daily cycle and not reported (detector/seasonal.py): nightly batches and morning ramps stop paging after
+    their first day. Only yesterday counts, so nothing new today is hidden; 2.4 MB per 10,000 series."""
     log_trail_s: float = Field(default=60.0, ge=0)
     """A service's WARN-and-above log lines are judged as their sum over this many trailing seconds (at least one
     window): an error every few seconds is plain in a minute and lost in a 10 s window. It also keeps an error
