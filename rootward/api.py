@@ -30,7 +30,7 @@ cannot be read, 503.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import networkx as nx
@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from rootward.agent.schema import Diagnosis
+from rootward.auth import writer
 from rootward.clock import Clock, SystemClock
 from rootward.config import Approvals as ApprovalSettings
 from rootward.detector.incidents import Incidents
@@ -137,7 +138,11 @@ def build_api(
             ),
             Route("/api/v1/diff", diff),
             Route("/api/v1/openapi.json", openapi),
-            *(_incident_routes(incidents, clock or SystemClock(), diagnose) if incidents is not None else []),
+            *(
+                _incident_routes(incidents, clock or SystemClock(), diagnose, _tokens(approvals))
+                if incidents is not None
+                else []
+            ),
             *(_approval_routes(executor, approvals or ApprovalSettings()) if executor is not None else []),
             *page_routes(),  # the web page (rootward/page.py): not API, so not in the OpenAPI document
         ]
@@ -151,12 +156,21 @@ def _approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rou
     return approval_routes(executor, settings)
 
 
+def _tokens(approvals: ApprovalSettings | None) -> dict[str, str]:
+    return {name: t.get_secret_value() for name, t in approvals.tokens.items()} if approvals is not None else {}
+
+
 def _incident_routes(
-    incidents: Incidents, clock: Clock, diagnose: Callable[[str, bool], Diagnosis | None] | None = None
+    incidents: Incidents,
+    clock: Clock,
+    diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
+    tokens: Mapping[str, str] | None = None,
 ) -> list[Route]:
     """``GET /api/v1/incidents?status=open|resolved&limit=50&offset=0``, ``GET /api/v1/incidents/{id}``, and
     ``POST /api/v1/incidents/{id}/acknowledge``, ``/silence?for_s=3600``, ``/resolve``; the diagnosis, the
-    reasoning trace, and a new diagnosis on request."""
+    reasoning trace, and a new diagnosis on request. The POSTs are writes (rootward/auth.py: an operator token, or a
+    loopback client when none is configured)."""
+    tokens = tokens or {}
 
     def field(name: str, missing: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -171,6 +185,8 @@ def _incident_routes(
         return endpoint
 
     async def again(request: Request) -> Response:
+        if isinstance(who := writer(tokens, request), Response):
+            return who
         incident_id, llm = request.path_params["id"], request.query_params.get("llm", "false").lower() == "true"
         if diagnose is None:
             return JSONResponse({"message": "no diagnoser in this process (agent.enabled)"}, status_code=409)
@@ -201,6 +217,8 @@ def _incident_routes(
         return JSONResponse(incident.as_json())
 
     async def act(request: Request) -> Response:
+        if isinstance(who := writer(tokens, request), Response):
+            return who
         incident_id, action = request.path_params["id"], request.path_params["action"]
         if action == "acknowledge":
             incident = incidents.acknowledge(incident_id)

@@ -27,7 +27,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
@@ -36,24 +36,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rootward.actions import Executor
+from rootward.auth import approver
 from rootward.config import Approvals as ApprovalSettings
 from rootward.policies.errors import ApprovalError, ApprovalExpired
 
 logger = logging.getLogger(__name__)
 
 _STATUSES = ("pending", "approved", "rejected", "expired", "all")
-
-
-def approver(tokens: Mapping[str, str], header: str | None) -> str | None:
-    """The name whose token is in the ``Authorization: Bearer`` header, or None (compared in constant time)."""
-    if not header or not header.startswith("Bearer "):
-        return None
-    given = header[len("Bearer ") :].strip().encode()
-    found = None
-    for name, token in tokens.items():
-        if hmac.compare_digest(given, token.encode()):
-            found = name
-    return found
 
 
 #: Slack's replay window: a callback signed further than this from now is refused.

@@ -1,0 +1,92 @@
+"""Incident writes (acknowledge, silence, resolve, a new diagnosis) need an operator: a bearer token of
+policies.approvals.tokens when any is configured, else a loopback client; a client on another host without tokens
+configured is refused. Against a running App's API (real HTTP)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from rootward.app import App
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+from rootward.detector.detector import Anomaly
+
+
+def serving(*sets: str) -> App:
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK, *sets]))
+    app.start()
+    app.incidents.observe(100.0, [Anomaly("service:shop/payment", "error_ratio", 0.5, 0.0, 9.0, 90.0, 100.0)])
+    return app
+
+
+@pytest.fixture
+def with_tokens() -> Iterator[App]:
+    app = serving("policies.approvals.tokens.alice=s3cret-token")
+    yield app
+    app.shutdown()
+
+
+def ack(app: App, host: str = "127.0.0.1", **headers: str) -> httpx.Response:
+    (incident,) = app.incidents.listed()
+    url = f"http://{host}:{app.api.port}/api/v1/incidents/{incident.id}/acknowledge"
+    return httpx.post(url, headers=headers, timeout=10)
+
+
+def test_with_tokens_configured_a_write_without_one_is_401_and_nothing_changes(with_tokens: App) -> None:
+    response = ack(with_tokens)
+    assert response.status_code == 401
+    assert "bearer token" in response.json()["message"]
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert not with_tokens.incidents.listed()[0].acknowledged
+
+
+def test_with_tokens_configured_a_wrong_token_is_401(with_tokens: App) -> None:
+    assert ack(with_tokens, authorization="Bearer not-it").status_code == 401
+
+
+def test_with_tokens_configured_the_right_token_writes(with_tokens: App) -> None:
+    response = ack(with_tokens, authorization="Bearer s3cret-token")
+    assert response.status_code == 200
+    assert response.json()["acknowledged"] is True
+
+
+def test_a_new_diagnosis_is_a_write_too(with_tokens: App) -> None:
+    (incident,) = with_tokens.incidents.listed()
+    url = f"http://127.0.0.1:{with_tokens.api.port}/api/v1/incidents/{incident.id}/diagnose"
+    assert httpx.post(url, timeout=10).status_code == 401
+
+
+def test_without_tokens_the_local_cli_may_write() -> None:
+    app = serving()
+    try:
+        assert ack(app).status_code == 200
+    finally:
+        app.shutdown()
+
+
+def _other_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        except OSError:
+            return None
+        address = str(s.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_without_tokens_a_client_on_another_address_is_refused() -> None:
+    address = _other_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    app = serving("api.listen.host=0.0.0.0")
+    try:
+        response = ack(app, host=address)
+        assert response.status_code == 403
+        assert "policies.approvals.tokens" in response.json()["message"]
+        assert not app.incidents.listed()[0].acknowledged
+    finally:
+        app.shutdown()
