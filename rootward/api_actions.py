@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rootward.actions import Executor
-from rootward.auth import approver
+from rootward.auth import writer
 from rootward.config import Approvals as ApprovalSettings
 from rootward.policies.errors import ApprovalError, ApprovalExpired
 
@@ -80,13 +80,9 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
                 return JSONResponse(
                     {"message": "approvals over HTTP are off: set policies.approvals.tokens"}, status_code=403
                 )
-            who = approver(tokens, request.headers.get("authorization"))
-            if who is None:
-                return JSONResponse(
-                    {"message": "a valid bearer token is required"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="rootward"'},
-                )
+            who = writer(tokens, request)  # tokens are set: a name, or 401
+            if isinstance(who, Response):
+                return who
             return await handler(request, who)
 
         return endpoint
