@@ -20,6 +20,7 @@ bounded (``max_series``); groups past it are refused and counted.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,12 +82,17 @@ class SeriesTable:
 
 
 #: How a metric folds into a window's value: gauges as their mean; sums as a rate (``<name>.rate``): delta sums
-#: summed over the window, cumulative ones as the increase of their largest value since the last window (a drop is
-#: a counter reset). Histograms and exponential histograms become quantile series in histograms.py; summaries are
-#: not read yet.
+#: summed over the window, cumulative ones as the sum of their streams' increases (a stream: one attribute set; a
+#: drop is a counter reset). Histograms and exponential histograms become quantile series in histograms.py;
+#: summaries are not read yet.
 #: The Collector's kubeletstats / k8s_cluster metrics are read by name in kube_metrics.py, whose series fold as
 #: their largest value in the window (ratios, usage) or their sum (increases).
 _SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL = -1, 0, 1, 2, 3, 4
+
+
+def _stream(attributes: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """A data point's attributes as a hashable key (values as text: arrays and maps are not hashable)."""
+    return tuple(sorted((k, str(v)) for k, v in attributes.items()))
 
 
 def _mode(metric: MetricInfo) -> int:
@@ -142,7 +148,7 @@ class Window:
         self.values_ = _Groups()
         self.logs = _Groups()
         self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
-        self.prev = np.zeros(0, np.float64)  # per series: a cumulative counter's value at the last window
+        self.streams: dict[tuple[int, tuple[tuple[str, str], ...]], float] = {}  # cumulative streams' last values
         self.histograms = Histograms(table.max_series, self.dropped)  # histogram points as quantile series
         self.kube = KubeMetrics(max_keys=table.max_series)  # kubeletstats / k8s_cluster metrics (kube_metrics.py)
         self.clear()
@@ -237,11 +243,31 @@ class Window:
         combos, inverse = np.unique(pairs, axis=0, return_inverse=True)
         rows = np.array([self._value_row(entities[r], batch.metrics[m], int(modes[m])) for r, m in combos.tolist()])
         group = rows[inverse.reshape(-1)].astype(np.int64)
-        self._fold_values(group, batch.value)
+        self._fold_values(group, self._increases(batch, group, modes))
         kube = self.kube.read(batch).series
         if kube:
             group = np.array([self._row(e, s, _TOTAL if KUBE_SERIES[s] == TOTAL else _MAX) for e, s, _ in kube])
             self._fold_values(group, np.array([v for _, _, v in kube], np.float64))
+
+    def _increases(self, batch: MetricBatch, group: np.ndarray, modes: np.ndarray) -> np.ndarray:
+        """The batch's values with each cumulative sum's point replaced by its increase since its stream's last point
+        (a stream: the series and the point's attributes; a value below the last one is a reset, counted from 0; a
+        stream's first point gives no increase, NaN). A series' rate is then the sum of its streams' increases."""
+        cumulative = np.flatnonzero((modes[batch.metric] == _CUMULATIVE) & (group >= 0) & np.isfinite(batch.value))
+        if not len(cumulative):
+            return batch.value
+        values = batch.value.astype(np.float64, copy=True)
+        series = self.values_.series
+        for i in cumulative.tolist():
+            key = (series[int(group[i])][0], _stream(batch.attributes[i]))
+            value, last = float(values[i]), self.streams.get(key)
+            if last is None and len(self.streams) >= 4 * self.table.max_series:
+                self.dropped["cumulative streams past 4 x max_series"] += 1
+                values[i] = np.nan
+                continue
+            self.streams[key] = value
+            values[i] = np.nan if last is None else (value - last if value >= last else value)
+        return values
 
     def _fold_values(self, group: np.ndarray, value: np.ndarray) -> None:
         """Add values to their value groups' sums, counts and maxima (``group`` -1: refused)."""
@@ -348,16 +374,9 @@ class Window:
             sid = np.array([s[0] for s in self.values_.series], np.int64)
             mode = np.array(self.value_modes, np.int8)
             has = self.vcount > 0
-            value = np.where(mode == _DELTA, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
+            rate = (mode == _DELTA) | (mode == _CUMULATIVE)  # a cumulative sum's points are increases by now
+            value = np.where(rate, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
             value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))
-            if len(self.prev) < len(self.table.keys):  # the last cumulative value of each counter series
-                self.prev = np.concatenate([self.prev, np.full(len(self.table.keys) - len(self.prev), np.nan)])
-            counter = has & (mode == _CUMULATIVE)
-            last, prev = self.vmax[counter], self.prev[sid[counter]]
-            increase = np.where(last >= prev, last - prev, last)  # below the last value: the counter was reset
-            value[counter] = increase / self.seconds
-            has[np.flatnonzero(counter)[np.isnan(prev)]] = False  # a counter's first value gives no rate yet
-            self.prev[sid[counter]] = last
             ids.append(sid[has])
             vals.append(value[has])
         if self.logs.series:

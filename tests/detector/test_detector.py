@@ -238,6 +238,33 @@ def test_sums_become_rates_and_a_counter_reset_is_not_a_negative_rate() -> None:
     assert all(r["bytes.rate"] == 4.0 for r in rates)
 
 
+def routes(pod: str, totals: dict[str, float]) -> MetricBatch:
+    """One cumulative request counter of a pod with a stream per route."""
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.add(key="k8s.pod.name", value=AnyValue(string_value=pod))
+    m = rm.scope_metrics.add().metrics.add(name="requests")
+    m.sum.aggregation_temporality = 2  # type: ignore[assignment]
+    m.sum.is_monotonic = True
+    for route, total in totals.items():
+        point = m.sum.data_points.add(as_double=total, time_unix_nano=1)
+        point.attributes.add(key="http.route", value=AnyValue(string_value=route))
+    return MetricDecoder().decode(req.SerializeToString()).batch
+
+
+def test_a_counter_with_a_stream_per_route_is_the_sum_of_their_increases() -> None:
+    """/a grows by 100 and /b by 10 a window: 11 requests a second, not the busiest stream's 10 (nor a reset)."""
+    table = SeriesTable()
+    window = Window(table, 10.0)
+    rates = []
+    for n in range(3):
+        window.add_metrics(routes("api-1", {"/a": 1000.0 + 100 * n, "/b": 5.0 + 10 * n}))
+        ids, values = window.values()
+        rates.append({table.keys[i][1]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)})
+        window.clear()
+    assert [r.get("requests.rate") for r in rates] == [None, 11.0, 11.0]
+
+
 def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_net() -> None:
     """Paired calls frontend -> email spend 1 ms between the spans, then 100 ms (a network delay at email)."""
     clock = ManualClock(1000.0)
