@@ -3,9 +3,9 @@
 // their evidence; the proposed action and where it stands).
 
 import { h, put, when, num, clip } from "./dom.js";
-import { api, link, incidentPath, rerender, ApiError } from "./app.js";
+import { api, token, link, incidentPath, rerender, ApiError } from "./app.js";
 
-const state = { status: "open" };
+const state = { status: "open", notice: null };
 
 export async function incidentsView(el) {
   const data = await api("incidents", { params: { status: state.status === "all" ? "" : state.status, limit: 200 } });
@@ -51,6 +51,7 @@ export async function incidentView(el, id) {
       incident.resolved ? `, resolved ${when(incident.resolved)}` : "",
       incident.acknowledged ? ", acknowledged" : "",
       incident.silenced_until ? `, silenced until ${when(incident.silenced_until)}` : ""),
+    respond(incident),
     h("h2", {}, "Likely root cause, most likely first"),
     h("ol", { class: "candidates" }, incident.candidates.map((c) => h("li", {}, c))),
     anomalies(incident.anomalies),
@@ -103,4 +104,30 @@ function action(a) {
     h("p", {}, `policy: ${decision.result || "–"}`),
     reasons.length ? h("ul", {}, reasons.map((x) => h("li", {}, x))) : null,
     a.approval_id ? h("p", {}, "Approval ", a.approval_id, ": ", link("approvals", "decide on the approvals page")) : null];
+}
+
+/** Acknowledge, silence for an hour, resolve: writes, which need an operator token (the approvals page keeps it)
+ * unless the page is opened from the Rootward host itself and no tokens are configured. */
+function respond(incident) {
+  const buttons = [];
+  if (!incident.acknowledged) buttons.push(h("button", { id: "acknowledge", onclick: () => write(incident, "acknowledge") }, "Acknowledge"));
+  buttons.push(h("button", { id: "silence", onclick: () => write(incident, "silence", { for_s: 3600 }) }, "Silence 1 h"));
+  if (incident.status === "open") buttons.push(h("button", { id: "resolve", onclick: () => write(incident, "resolve") }, "Resolve"));
+  const notice = state.notice && state.notice.id === incident.id
+    ? h("p", { class: state.notice.bad ? "error notice" : "ok notice", role: "alert" }, state.notice.text) : null;
+  return [h("p", { class: "respond" }, buttons.map((b, n) => [n ? " " : "", b]),
+    token.get() ? null : [" ", h("span", { class: "muted" }, "(with an operator token pasted on the approvals page)")]), notice];
+}
+
+async function write(incident, verb, params = {}) {
+  try {
+    await api(`incidents/${encodeURIComponent(incident.id)}/${verb}`, { method: "POST", params, auth: true });
+    state.notice = { id: incident.id, text: `${verb === "silence" ? "Silenced for an hour" : verb === "resolve" ? "Resolved" : "Acknowledged"}.`, bad: false };
+  } catch (e) {
+    const text = e instanceof ApiError && e.status === 401
+      ? "401: this needs an operator token: paste one on the approvals page."
+      : e instanceof ApiError ? `${e.status}: ${e.message}` : `The API is unreachable: ${e.message}`;
+    state.notice = { id: incident.id, text, bad: true };
+  }
+  rerender();
 }

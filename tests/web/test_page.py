@@ -134,3 +134,20 @@ def test_the_page_is_served_with_a_content_security_policy_and_nosniff(rootward:
     deep = httpx.get(f"{rootward.url}incidents/{rootward.incident_id}").text
     assert 'src="../web/app.js"' in deep  # relative: the page also works under a proxy's path prefix
     assert TOKEN not in deep
+
+
+def test_acknowledging_an_incident_needs_the_operator_token_and_then_writes(rootward: Running, page: Page) -> None:
+    """Tokens are configured, so even a page opened on the Rootward host must present one (rootward/auth.py)."""
+    page.goto(f"{rootward.url}incidents/{rootward.incident_id}")
+    expect(page.locator("p.respond")).to_contain_text("operator token")
+    page.click("#acknowledge")
+    expect(page.locator("main .notice")).to_contain_text("401: this needs an operator token")
+    assert httpx.get(f"{rootward.url}api/v1/incidents/{rootward.incident_id}").json()["acknowledged"] is False
+    page.goto(rootward.url + "approvals")
+    page.fill("#token", TOKEN)
+    page.click("#use-token")
+    page.goto(f"{rootward.url}incidents/{rootward.incident_id}")
+    page.click("#acknowledge")
+    expect(page.locator("main .notice")).to_contain_text("Acknowledged.")
+    expect(page.locator("main")).to_contain_text(", acknowledged")
+    assert httpx.get(f"{rootward.url}api/v1/incidents/{rootward.incident_id}").json()["acknowledged"] is True
