@@ -39,7 +39,7 @@ from rootward.agent.context import IncidentContext
 from rootward.agent.schema import Diagnosis, EntityKind, Evidence, FaultClass, Hypothesis
 
 _CLIENT = re.compile(r"client")
-_NETWORK = re.compile(r"^net_in$")
+_NETWORK = re.compile(r"^(net_in|client_net)$")
 _RESOURCE = re.compile(r"cpu|memory|syscall|oom|restart|throttl|k8s:(OOMKilled|Evicted)", re.I)
 _NODE = re.compile(r"^nezha\.node\.|node\.|k8s:Node", re.I)
 _ERROR = re.compile(r"error|exception|success|log_template|k8s:(CrashLoopBackOff|BackOff|Unhealthy)", re.I)
@@ -89,7 +89,6 @@ class GraphReasoner:
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         client: dict[str, float] = defaultdict(float)  # caller -> client-side evidence
         network: dict[str, float] = defaultdict(float)  # callee -> evidence of a slower network into it
-        carried: dict[str, float] = defaultdict(float)  # what of a callee's evidence is that network evidence
         first: dict[str, float] = {}
         for a in context.anomalies:
             c = context.service(a.entity)
@@ -102,8 +101,8 @@ class GraphReasoner:
             if cat == "client":
                 client[c] += w
                 own[c] += s.client_weight * w
-            elif cat == "network":
-                network[c] += w
+            elif cat == "network":  # client_net is the same gap seen from the caller: evidence, no extra weight
+                network[c] += w if a.signal == "net_in" else 0.0
             else:
                 own[c] += w
         callees: dict[str, set[str]] = defaultdict(set)
@@ -120,7 +119,6 @@ class GraphReasoner:
                 own[t] += share
                 kept -= share
             own[callee] += kept
-            carried[callee] += kept
         for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
             suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
             for t in suspects:
@@ -128,8 +126,7 @@ class GraphReasoner:
         candidates = sorted(own)
         if not candidates:
             return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
-        attract = {c: own[c] - carried.get(c, 0.0) for c in candidates}
-        score = self._walk(candidates, callees, own, attract)
+        score = self._walk(candidates, callees, own)
         if first:
             earliest = min(first.values())
             for c in candidates:
@@ -160,12 +157,10 @@ class GraphReasoner:
         return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, hypotheses=hypotheses,
                          summary=summary)  # fmt: skip
 
-    def _walk(
-        self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float], attract: dict[str, float]
-    ) -> dict[str, float]:
+    def _walk(self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float]) -> dict[str, float]:
         """Personalised PageRank by power iteration (numpy; the graphs are small): from a caller to itself and its
-        anomalous callees in proportion to their evidence of their own (``attract``: without the slower network
-        into them, which the caller may be causing); restarts in proportion to own evidence."""
+        anomalous callees in proportion to their own evidence (a callee's network gap only as far as the share rule
+        left it to the callee); restarts in proportion to own evidence."""
         n = len(candidates)
         index = {c: i for i, c in enumerate(candidates)}
         restart = np.array([own[c] for c in candidates])
@@ -174,10 +169,10 @@ class GraphReasoner:
         restart = restart / restart.sum()
         move = np.zeros((n, n))
         for c, i in index.items():
-            move[i, i] = attract[c]
+            move[i, i] = own[c]
             for t in callees.get(c, ()):
                 if t in index and t != c:
-                    move[i, index[t]] = attract[t]
+                    move[i, index[t]] = own[t]
         totals = move.sum(axis=1, keepdims=True)
         move = np.divide(move, totals, out=np.eye(n), where=totals > 0)  # nothing of its own to go by: it stays
         rank = restart.copy()

@@ -112,7 +112,7 @@ _QUALIFIERS = re.compile(r"(?:[._](?:p\d{1,3}|rate|ratio|total|count|seconds|byt
 #: Words of throughput metrics (how busy a pod is, not how well it does): a burst of work on an idle pod moves them
 #: together with its latency, so they never corroborate (on the shared TrainTicket day, idle pods' syscall + latency
 #: bursts were most of the metric-only false incidents). They stay evidence for the reasoner.
-ACTIVITY = re.compile(r"syscall|network|workload|bytes")
+ACTIVITY = re.compile(r"syscall|network|\.workload$|bytes")
 
 
 def family(signal: str) -> str:
@@ -125,6 +125,8 @@ def family(signal: str) -> str:
         return "log_template"
     if signal.startswith("op:"):  # one operation's latency (op:<span name>.p95) is the service's latency
         return "latency"
+    if signal in ("net_in", "client_net"):  # one measurement (a paired call's gap) seen from either end
+        return "network_gap"
     if _QUALIFIERS.fullmatch("." + signal):
         return "latency" if signal.startswith("p") else signal
     return _QUALIFIERS.sub("", signal)

@@ -18,10 +18,10 @@ def approver(tokens: Mapping[str, str], header: str | None) -> str | None:
     """The name whose token is in the ``Authorization: Bearer`` header, or None (compared in constant time)."""
     if not header or not header.startswith("Bearer "):
         return None
-    given = header[len("Bearer ") :].strip().encode()
+    given = header[len("Bearer ") :].strip(" \t").encode()
     found = None
     for name, token in tokens.items():
-        if hmac.compare_digest(given, token.encode()):
+        if token and given and hmac.compare_digest(given, token.encode()):
             found = name
     return found
 

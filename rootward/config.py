@@ -378,9 +378,11 @@ class LLM(_Section):
     """Calls of any one tool in one investigation; past it the tool answers with an error envelope."""
     max_result_chars: int = Field(default=4000, ge=200)
     """A tool result's size in the conversation (longer results are cut and marked truncated)."""
-    max_confidence: float = Field(default=1.0, ge=0, le=1)
-    """Cap on the confidence the model may claim. Set it under policies.rules.medium_confidence to have every
-    medium-risk action that follows an LLM diagnosis wait for a human."""
+    max_confidence: float = Field(default=0.79, ge=0, le=1)
+    """Cap on the confidence the model may claim. 0.79: under the default policies.rules.medium_confidence (0.8), so
+    every medium-risk action that follows an LLM diagnosis waits for a human: the model reads untrusted telemetry,
+    and a log line that steers it must not be able to unlock an action by claiming certainty. Raise it (and lower
+    the policy's gate) only deliberately."""
     price_per_1m_input: float = Field(default=0.0, ge=0)
     """Price of a million input tokens, for the trace's cost (0: not reported)."""
     price_per_1m_output: float = Field(default=0.0, ge=0)
@@ -491,13 +493,22 @@ class Approvals(_Section):
     ttl_s: float = Field(default=3600.0, gt=0)
     """An approval not given within this many seconds expires (the cluster will have moved on)."""
     tokens: dict[str, SecretStr] = Field(default_factory=dict)
-    """Approver name -> bearer token for ``POST /api/v1/approvals/{id}/approve|reject``; the name is recorded as who
-    decided. Empty: approvals cannot be given over HTTP."""
+    """Operator name -> bearer token for ``POST /api/v1/approvals/{id}/approve|reject`` and the incident writes; the
+    name is recorded as who decided. Empty: approvals cannot be given over HTTP. A token must have at least 8
+    characters and no surrounding whitespace (an empty value from a missing Secret key must not let anyone in)."""
     slack_signing_secret: SecretStr | None = None
     """The Slack app's signing secret: set, ``POST /api/v1/slack/interactions`` takes approve/reject button clicks
     (signature and a 5-minute replay window checked)."""
     slack_approvers: list[str] = Field(default_factory=list)
     """Slack user ids allowed to decide by button; empty: any user of the workspace the signed click comes from."""
+
+    @model_validator(mode="after")
+    def _strong_tokens(self) -> Approvals:
+        for name, token in self.tokens.items():
+            value = token.get_secret_value()
+            if len(value) < 8 or value != value.strip():
+                raise ValueError(f"policies.approvals.tokens.{name}: at least 8 characters, no surrounding whitespace")
+        return self
 
 
 class Policies(_Section):

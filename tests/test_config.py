@@ -121,3 +121,9 @@ def test_kubernetes_service_link_variables_are_not_configuration() -> None:
     assert load_config(environ=env).receiver.grpc.port == 14317
     with pytest.raises(ConfigError, match="ROOTWARD_BOGUS"):
         load_config(environ={"ROOTWARD_BOGUS": "1"})
+
+
+@pytest.mark.parametrize("token", ["", "short", "\xa0"], ids=["empty", "short", "nbsp"])
+def test_a_weak_or_empty_operator_token_is_a_config_error(token: str) -> None:
+    with pytest.raises(ConfigError, match=r"policies\.approvals\.tokens\.alice"):
+        load_config(environ={"ROOTWARD_POLICIES__APPROVALS__TOKENS__ALICE": token})

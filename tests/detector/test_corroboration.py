@@ -51,6 +51,8 @@ def test_recent_gives_the_last_values_oldest_first() -> None:
         pytest.param("log_errors", "log_errors", id="plain"),
         pytest.param("log_template:17", "log_template", id="every-template-one-family"),
         pytest.param("op:GET /cart.p95", "latency", id="an-operation-is-its-service-latency"),
+        pytest.param("client_net", "network_gap", id="a-gap-from-the-caller"),
+        pytest.param("net_in", "network_gap", id="the-same-gap-from-the-callee"),
     ],
 )
 def test_signal_families(signal: str, expected: str) -> None:
@@ -106,6 +108,7 @@ def test_a_lone_family_is_dropped_after_the_hold_but_errors_and_k8s_signals_open
         pytest.param("nezha.pod.syscall.write", False, id="syscalls"),
         pytest.param("k8s.pod.network.io", False, id="network"),
         pytest.param("nezha.pod.workload", False, id="workload"),
+        pytest.param("k8s.workload.available_ratio", True, id="workload-availability"),
         pytest.param("nezha.pod.cpu.usage", True, id="cpu"),
         pytest.param("client.latency.p90", True, id="latency"),
     ],
