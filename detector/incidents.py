@@ -15,6 +15,7 @@ detector's ordering only; the agent's reasoners rank hypotheses of their own.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
 from collections import deque
@@ -26,6 +27,8 @@ import networkx as nx
 
 from rootward.detector.detector import Anomaly
 from rootward.detector.kube import Change
+
+logger = logging.getLogger(__name__)
 
 #: Anomalies an incident keeps (the strongest per entity and signal, then the latest).
 MAX_ANOMALIES = 200
@@ -160,6 +163,7 @@ class Incidents:
     ) -> None:
         self.topology = topology
         self.min_families = min_families
+        self.sink_failures = 0
         self.pending: list[Incident] = []  # not corroborated yet: told of no one, dropped after hold_s
         self.sinks = sinks or []
         self.hold_s, self.reopen_s = hold_s, reopen_s
@@ -233,17 +237,23 @@ class Incidents:
         slowed = {e for e, s in incident.anomalies if e.startswith("service:") and family(s) == "latency"}
         return len(slowed) >= 2
 
-    def _tell(self, incident: Incident, change: str) -> None:
+    def _tell(self, incident: Incident, change: str, skip: object = None) -> None:
+        """Each sink in turn; one that raises is logged and counted, and the sinks after it are still told (a bug in
+        the responder must not keep an incident from the store and Slack, nor stop the detector)."""
         for sink in self.sinks:
-            sink.incident_changed(incident, change)  # type: ignore[arg-type]
+            if sink is skip:
+                continue
+            try:
+                sink.incident_changed(incident, change)  # type: ignore[arg-type]
+            except Exception:
+                self.sink_failures += 1
+                logger.exception("incident sink %s failed on %s (%s)", type(sink).__name__, incident.id, change)
 
     def retell(self, incident: Incident, skip: object = None) -> None:
         """Tell the sinks (but ``skip``) that an incident was updated outside the pipeline: a diagnosis that came
         later than the change it answers (the LLM reasoner runs on a worker thread)."""
         with self._lock:
-            for sink in self.sinks:
-                if sink is not skip:
-                    sink.incident_changed(incident, "updated")
+            self._tell(incident, "updated", skip)
 
     def restore(self, incidents: list[Incident]) -> None:
         """Take back stored incidents (oldest first) at start: open ones stay open, resolved ones are listed and

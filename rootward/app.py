@@ -259,10 +259,12 @@ class App:
             self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action)
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
-        self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock)
-        self.telemetry.registry.register(self.merge)
+        # Only in gateway mode: what replicas send becomes graph, so no other OTLP sender may speak as one.
+        self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock) if export.enabled else None
+        if self.merge is not None:
+            self.telemetry.registry.register(self.merge)
         self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock) if exporting else None
-        stages: list[Consumer] = [self.summary, self.topology, self.merge]
+        stages: list[Consumer] = [self.summary, self.topology, *([self.merge] if self.merge is not None else [])]
         if detection.enabled:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
@@ -324,7 +326,8 @@ class App:
         """
         if self.history is not None and self.history.open():
             restored = self.history.restore(self.topology)
-            self.merge.counted_until = restored  # replicas' counts up to then are in the restored graph
+            if self.merge is not None:
+                self.merge.counted_until = restored  # replicas' counts up to then are in the restored graph
             if restored is not None:
                 with self.topology.read() as g:
                     logger.info(

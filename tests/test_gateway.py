@@ -158,3 +158,9 @@ def test_in_gateway_mode_only_the_aggregator_acts(replica: str, acts: bool, capl
     app.shutdown()
     said = [r.getMessage() for r in caplog.records if "actions are off here" in r.getMessage()]
     assert bool(said) is not acts
+
+
+def test_outside_gateway_mode_nothing_merges_what_claims_to_be_a_replica() -> None:
+    """Any OTLP sender could otherwise add entities and ownership edges to the graph actions act on."""
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]))
+    assert app.merge is None

@@ -29,6 +29,7 @@ forgotten after ``ttl_s`` without a point (the replica's edge has aged out; it c
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -151,7 +152,7 @@ class ReplicaMerge:
                 return
         else:
             src, dst, kind = (attrs.get(key) for key in EDGE_KEYS)
-            if isinstance(src, str) and isinstance(dst, str) and kind in STRUCTURAL_KINDS:
+            if isinstance(src, str) and isinstance(dst, str) and kind in STRUCTURAL_KINDS and _plausible(src, dst):
                 edges.append((src, dst, str(kind)))
                 self.outcomes["sighted"] += 1
                 return
@@ -197,14 +198,17 @@ class ReplicaMerge:
         the point is not what topology/export.py sends."""
         if name != SECONDS:
             value = float(batch.value[i])
-            return np.array([value]) if np.isfinite(value) and value >= 0 else None
+            return np.array([value]) if np.isfinite(value) and 0 <= value < 2.0**53 else None
         found = batch.buckets.get(i)
         if found is None or len(found) != 2:
             return None
         bounds, counts = found
         if tuple(bounds) != LATENCY_BUCKETS_S or len(counts) != _WIDTH:  # type: ignore[arg-type]
             return None
-        return np.array([float(batch.count[i]), float(batch.value[i]), *counts], np.float64)  # type: ignore[misc]
+        values = np.array([float(batch.count[i]), float(batch.value[i]), *counts], np.float64)  # type: ignore[misc]
+        if not np.isfinite(values).all() or (values < 0).any() or values.max() >= 2.0**53:
+            return None  # a NaN sum would stay in the edge for good (and JSON cannot carry it)
+        return values
 
     def _difference(
         self, key: tuple[str, str, str, str], start: int, time: int, values: np.ndarray, now: float
@@ -252,3 +256,22 @@ class ReplicaMerge:
         """Series whose last point is kept."""
         with self._lock:
             return len(self._last)
+
+
+_ID = re.compile(r"^(service|pod|workload|node|namespace|database|queue|host):[^\s]{1,512}$")
+
+
+def _plausible(src: str, dst: str) -> bool:
+    """Whether a structural edge another replica sent has ids of Rootward's forms and stays in one namespace where
+    both ends have one (a forged owned_by from a shop pod to kube-system's coredns must not steer actions)."""
+    if not (_ID.match(src) and _ID.match(dst)):
+        return False
+    spaces = [_namespace(e) for e in (src, dst)]
+    return None in spaces or spaces[0] == spaces[1]
+
+
+def _namespace(entity: str) -> str | None:
+    kind, _, rest = entity.partition(":")
+    if kind in ("pod", "workload"):  # Kubernetes namespaces (a service's is service.namespace, another thing)
+        return rest.split("/", 1)[0]
+    return rest if kind == "namespace" else None

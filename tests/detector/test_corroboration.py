@@ -124,3 +124,20 @@ def test_a_burst_of_work_on_an_idle_pod_or_many_new_log_templates_stay_pending()
     assert incidents.open == []
     incidents.observe(120, [anomaly("z", "cpu.usage", 120)])
     assert len(incidents.open) == 1
+
+
+def test_a_sink_that_raises_is_counted_and_the_sinks_after_it_are_still_told() -> None:
+    told: list[str] = []
+
+    class Broken:
+        def incident_changed(self, incident: object, change: str) -> None:
+            raise ValueError("a bug in a sink")
+
+    class Store:
+        def incident_changed(self, incident: object, change: str) -> None:
+            told.append(change)
+
+    incidents = Incidents(Graph(), [Broken(), Store()], hold_s=60)
+    incidents.observe(100, [anomaly("a", "error_ratio", 100)])
+    assert told == ["opened"]
+    assert incidents.sink_failures == 1

@@ -319,3 +319,36 @@ def test_an_idle_edge_repeating_its_counts_does_not_keep_it_alive_on_the_aggrega
     clock.advance(400)
     assert aggregator.graph.age_out() == 3  # 1000 s after the last call, past the 900 s TTL
     assert aggregator.graph.calls() == []
+
+
+@pytest.mark.parametrize(
+    "edge",
+    [
+        pytest.param(
+            ("pod:shop/cart-1", "workload:kube-system/deployment/coredns", "owned_by"), id="across-namespaces"
+        ),
+        pytest.param(("pod:shop/cart-1", "evil", "owned_by"), id="not-an-entity-id"),
+    ],
+)
+def test_a_forged_structural_edge_is_refused(clock: ManualClock, edge: tuple[str, str, str]) -> None:
+    """A pod owned by kube-system's coredns would make a restart of the pod's workload restart coredns."""
+    aggregator = Aggregator(clock)
+    seen = Sightings([Entity("pod:shop/cart-1", "pod", "cart-1", "shop")], [edge])
+    aggregator.receive(sightings_request(seen, "rootward-1", clock.now()).SerializeToString())
+    assert aggregator.merge.outcomes == {"sighted": 1, "refused": 1}
+    assert structure(aggregator.graph)[1] == set()
+
+
+def test_a_latency_sum_that_is_not_a_number_is_refused_and_the_api_keeps_answering(clock: ManualClock) -> None:
+    replica = TopologyGraph(clock=clock)
+    calls(replica, 3)
+    request = ExportMetricsServiceRequest.FromString(export(replica, "rootward-1"))
+    for rm in request.resource_metrics:
+        for metric in rm.scope_metrics[0].metrics:
+            for point in metric.histogram.data_points:
+                point.sum = float("nan")
+    aggregator = Aggregator(clock)
+    aggregator.receive(request.SerializeToString())
+    assert aggregator.merge.outcomes["refused"] >= 1
+    for _, _, data in aggregator.graph.graph.edges(data=True):
+        assert data.get("latency_sum_s", 0.0) == data.get("latency_sum_s", 0.0)  # not NaN
