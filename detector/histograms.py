@@ -66,6 +66,30 @@ def attributes_key(attrs: Mapping[str, AttrValue]) -> tuple[tuple[str, object], 
     )
 
 
+#: Distinct explicit bucket layouts kept, and bounds a layout may have: a service has a handful of layouts (one
+#: per instrument and SDK default); a sender varying its bounds per point must not grow memory without end.
+MAX_LAYOUTS, MAX_BOUNDS = 256, 256
+
+
+def _sane(bounds: tuple[float, ...]) -> bool:
+    """Explicit bounds that make buckets: at most MAX_BOUNDS, finite and strictly increasing."""
+    if len(bounds) > MAX_BOUNDS:
+        return False
+    b = np.asarray(bounds, np.float64)
+    return bool(np.isfinite(b).all() and (np.diff(b) > 0).all())
+
+
+#: The OpenTelemetry spec's scale range for exponential histograms, and how many buckets a side a merged
+#: histogram may hold (the SDK's default maximum is 160; past this it is rescaled).
+MIN_SCALE, MAX_SCALE, MAX_EXP_BUCKETS = -10, 20, 640
+
+
+def _span(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]) -> int:
+    """How many buckets two (offset, counts) runs at one scale cover together (0 when both are empty)."""
+    runs = [(o, o + len(c)) for o, c in (a, b) if len(c)]
+    return max(hi for _, hi in runs) - min(lo for lo, _ in runs) if runs else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Exponential:
     """An exponential histogram's counts: scale, zero count, and the (offset, counts) runs of positive and negative
@@ -81,9 +105,16 @@ class Exponential:
         return Exponential(scale, self.zero, downscale(*self.positive, shift), downscale(*self.negative, shift))
 
     def combine(self, other: Exponential, sign: float) -> Exponential:
-        """self + sign * other, at the lower of the two scales."""
+        """self + sign * other, at the lower of the two scales, or lower still until the merged buckets number at
+        most :data:`MAX_EXP_BUCKETS` a side (two streams of one service, one near 1 ms and one near 1 s at scale 20,
+        would otherwise span ten million buckets), as the SDK itself rescales."""
         scale = min(self.scale, other.scale)
-        a, b = self.at_scale(scale), other.at_scale(scale)
+        while True:
+            a, b = self.at_scale(scale), other.at_scale(scale)
+            widest = max(_span(a.positive, b.positive), _span(a.negative, b.negative))
+            if scale <= MIN_SCALE or widest <= MAX_EXP_BUCKETS:
+                break
+            scale -= 1
         po, pa, pb = align(a.positive, b.positive)
         no, na, nb = align(a.negative, b.negative)
         return Exponential(scale, a.zero + sign * b.zero, (po, pa + sign * pb), (no, na + sign * nb))
@@ -209,6 +240,9 @@ class Histograms:
             if len(counts) != len(bounds) + 1:
                 self.dropped["histogram points with bucket counts not matching their bounds"] += 1
                 continue
+            if not _sane(bounds) or (bounds not in self.layouts and len(self.layouts) >= MAX_LAYOUTS):
+                self.dropped["histogram points with bounds that are unsorted, not finite, too many or too varied"] += 1
+                continue
             explicit.setdefault(bounds, []).append((r, -1 if info.temporality == 1 else self._slot(key, bounds), group))
         for bounds, points in explicit.items():
             self._add_explicit(batch, self._layout(bounds), points)
@@ -254,6 +288,9 @@ class Histograms:
         self, found: tuple[object, ...], key: StreamKey, group: tuple[str, str], delta: bool, start: int
     ) -> None:
         scale, zero, p_offset, p_counts, n_offset, n_counts = found
+        if not MIN_SCALE <= int(scale) <= MAX_SCALE or max(len(p_counts), len(n_counts)) > MAX_EXP_BUCKETS:  # type: ignore[call-overload, arg-type]
+            self.dropped["exponential histogram points out of the spec's scale or bucket range"] += 1
+            return
         point = Exponential(
             int(scale),  # type: ignore[call-overload]
             float(zero),  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+from rootward.detector.histograms import MAX_EXP_BUCKETS, MAX_LAYOUTS, Exponential
 from rootward.detector.windows import SeriesTable, Window
 from rootward.model import MetricBatch
 from rootward.receiver import MetricDecoder
@@ -200,3 +201,44 @@ def test_sdk_histograms_through_the_otlp_exporter_become_quantile_series_and_a_s
     finally:
         provider.shutdown()
         app.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("far", "why"),
+    [
+        pytest.param(10_485_760, "one stream near 1 ms, one near 1 s, at scale 20", id="honest-far-apart"),
+        pytest.param(-(2**31), "a hostile offset", id="hostile-offset"),
+    ],
+)
+def test_merging_far_apart_exponential_streams_rescales_instead_of_allocating_millions_of_buckets(
+    far: int, why: str
+) -> None:
+    near = Exponential(20, 0.0, (0, np.ones(4)), (0, np.zeros(0)))
+    other = Exponential(20, 0.0, (far, np.ones(4)), (0, np.zeros(0)))
+    merged = near.combine(other, 1.0)
+    assert len(merged.positive[1]) <= MAX_EXP_BUCKETS, why
+    assert merged.total() == 8.0
+    assert merged.scale < 20
+
+
+def varied(n: int, first_bound: float) -> MetricBatch:
+    """One delta histogram point per request whose first bound differs (a sender varying its bounds)."""
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.add(key="k8s.pod.name", value=AnyValue(string_value="cart-1"))
+    m = rm.scope_metrics.add().metrics.add(name="http.server.request.duration", unit="s")
+    m.histogram.aggregation_temporality = DELTA  # type: ignore[assignment]
+    p = m.histogram.data_points.add(start_time_unix_nano=1, time_unix_nano=n + 2, count=3)
+    p.explicit_bounds.extend([first_bound, 1.0, 2.0])
+    p.bucket_counts.extend([1, 1, 1, 0])
+    return MetricDecoder().decode(req.SerializeToString()).batch
+
+
+def test_bounds_that_vary_without_end_or_are_not_numbers_stop_at_the_layout_limit_and_are_counted() -> None:
+    window = Window(SeriesTable(), 10.0)
+    for n in range(MAX_LAYOUTS + 50):
+        window.add_metrics(varied(n, 0.001 * (n + 1)))
+    window.add_metrics(varied(0, float("nan")))
+    assert len(window.histograms.layouts) == MAX_LAYOUTS
+    refused = [v for k, v in window.dropped.items() if "bounds that are unsorted" in k]
+    assert refused == [51]
