@@ -55,6 +55,10 @@ SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
 CLIENT_SIGNALS = ("client_p95",)
 OPERATION_SIGNALS = ("op_p95",)  # per operation: ``op:<span name>.p95`` of its service
 
+#: Windows a cumulative stream may go unseen before its last value is forgotten (360: an hour of 10 s windows;
+#: a stream seen again after that starts over: its first point gives no increase).
+STREAM_TTL_WINDOWS = 360
+
 #: Below this many spans in a window, ratios and quantiles of a group are not computed (too noisy).
 MIN_SPANS = 5
 
@@ -149,11 +153,16 @@ class Window:
         self.logs = _Groups()
         self.service_of: dict[str, str] = {}  # pod -> its service, from the resources seen (bounded by the table)
         self.streams: dict[tuple[int, tuple[tuple[str, str], ...]], float] = {}  # cumulative streams' last values
+        self.stream_seen: dict[tuple[int, tuple[tuple[str, str], ...]], int] = {}  # and the window they were seen in
+        self.windows = 0  # windows cleared so far
         self.histograms = Histograms(table.max_series, self.dropped)  # histogram points as quantile series
         self.kube = KubeMetrics(max_keys=table.max_series)  # kubeletstats / k8s_cluster metrics (kube_metrics.py)
         self.clear()
 
     def clear(self) -> None:
+        self.windows += 1
+        if self.windows % (STREAM_TTL_WINDOWS // 6) == 0:  # a look every ten minutes or so
+            self.forget_streams(STREAM_TTL_WINDOWS)
         self.count = np.zeros(0, np.int64)
         self.errors = np.zeros(0, np.int64)
         self.hist = np.zeros((0, _BINS), np.int64)
@@ -258,16 +267,25 @@ class Window:
             return batch.value
         values = batch.value.astype(np.float64, copy=True)
         series = self.values_.series
+        sources = [_stream(r.attributes) for r in batch.resources]  # two instances of one entity: two streams
         for i in cumulative.tolist():
-            key = (series[int(group[i])][0], _stream(batch.attributes[i]))
+            key = (series[int(group[i])][0], sources[int(batch.resource[i])] + _stream(batch.attributes[i]))
             value, last = float(values[i]), self.streams.get(key)
             if last is None and len(self.streams) >= 4 * self.table.max_series:
                 self.dropped["cumulative streams past 4 x max_series"] += 1
                 values[i] = np.nan
                 continue
             self.streams[key] = value
+            self.stream_seen[key] = self.windows
             values[i] = np.nan if last is None else (value - last if value >= last else value)
         return values
+
+    def forget_streams(self, windows: int) -> None:
+        """Drop the cumulative streams not seen in the last ``windows`` windows (gone pods, old routes), so churn does
+        not fill the table and refuse new streams."""
+        cutoff = self.windows - windows
+        for key in [k for k, seen in self.stream_seen.items() if seen < cutoff]:
+            del self.streams[key], self.stream_seen[key]
 
     def _fold_values(self, group: np.ndarray, value: np.ndarray) -> None:
         """Add values to their value groups' sums, counts and maxima (``group`` -1: refused)."""

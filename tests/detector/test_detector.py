@@ -17,7 +17,7 @@ from rootward.clock import ManualClock
 from rootward.detector.baseline import Baselines, rule_for
 from rootward.detector.detector import Anomaly, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
-from rootward.detector.windows import SeriesTable, Window
+from rootward.detector.windows import STREAM_TTL_WINDOWS, SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import LogDecoder, MetricDecoder, TraceDecoder
 
@@ -263,6 +263,45 @@ def test_a_counter_with_a_stream_per_route_is_the_sum_of_their_increases() -> No
         rates.append({table.keys[i][1]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)})
         window.clear()
     assert [r.get("requests.rate") for r in rates] == [None, 11.0, 11.0]
+
+
+def instances(totals: dict[str, float]) -> MetricBatch:
+    """One cumulative counter of service api (no pod) from several instances (service.instance.id)."""
+    req = ExportMetricsServiceRequest()
+    for instance, total in totals.items():
+        rm = req.resource_metrics.add()
+        for key, value in {"service.name": "api", "service.instance.id": instance}.items():
+            rm.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+        m = rm.scope_metrics.add().metrics.add(name="requests")
+        m.sum.aggregation_temporality = 2  # type: ignore[assignment]
+        m.sum.is_monotonic = True
+        m.sum.data_points.add(as_double=total, time_unix_nano=1)
+    return MetricDecoder().decode(req.SerializeToString()).batch
+
+
+def test_two_instances_of_one_service_keep_their_counters_apart() -> None:
+    """Each instance counts +10 a window from its own total: 2 a second together, not a reset every point."""
+    table = SeriesTable()
+    window = Window(table, 10.0)
+    rates = []
+    for n in range(3):
+        window.add_metrics(instances({"a": 500.0 + 10 * n, "b": 7.0 + 10 * n}))
+        ids, values = window.values()
+        rates.append({table.keys[i][1]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)})
+        window.clear()
+    assert [r.get("requests.rate") for r in rates] == [None, 2.0, 2.0]
+
+
+def test_a_counter_stream_unseen_for_an_hour_of_windows_is_forgotten() -> None:
+    window = Window(SeriesTable(), 10.0)
+    window.add_metrics(routes("api-1", {"/old": 5.0}))
+    assert len(window.streams) == 1
+    for _ in range(STREAM_TTL_WINDOWS):
+        window.clear()
+    assert len(window.streams) == 1  # within the hour
+    for _ in range(STREAM_TTL_WINDOWS // 6):
+        window.clear()
+    assert window.streams == {}
 
 
 def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_net() -> None:
