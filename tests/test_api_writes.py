@@ -29,9 +29,11 @@ def with_tokens() -> Iterator[App]:
     app.shutdown()
 
 
-def ack(app: App, host: str = "127.0.0.1", **headers: str) -> httpx.Response:
+def ack(app: App, host: str = "127.0.0.1", host_header: str | None = None, **headers: str) -> httpx.Response:
     (incident,) = app.incidents.listed()
     url = f"http://{host}:{app.api.port}/api/v1/incidents/{incident.id}/acknowledge"
+    if host_header is not None:
+        headers["host"] = host_header
     return httpx.post(url, headers=headers, timeout=10)
 
 
@@ -88,5 +90,22 @@ def test_without_tokens_a_client_on_another_address_is_refused() -> None:
         assert response.status_code == 403
         assert "policies.approvals.tokens" in response.json()["message"]
         assert not app.incidents.listed()[0].acknowledged
+    finally:
+        app.shutdown()
+
+
+def test_a_browsers_cross_site_write_is_refused_even_with_a_token(with_tokens: App) -> None:
+    response = ack(with_tokens, authorization="Bearer s3cret-token", origin="https://evil.example")
+    assert response.status_code == 403
+    assert "cross-origin" in response.json()["message"]
+    assert not with_tokens.incidents.listed()[0].acknowledged
+
+
+def test_without_tokens_a_loopback_write_to_a_foreign_host_name_is_refused() -> None:
+    """DNS rebinding: a page on evil.example resolved to 127.0.0.1 reaches a port-forward with Host: evil.example."""
+    app = serving()
+    try:
+        assert ack(app, host_header="evil.example").status_code == 403
+        assert ack(app).status_code == 200
     finally:
         app.shutdown()
