@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 from rootward.agent.context import ContextBuilder, IncidentContext
@@ -87,17 +88,22 @@ class Diagnoser:
             self._store(incident, *self._reason(self.reasoner, context))
         except queue.Full:
             self.dropped += 1
+            self.last.pop(incident.id, None)  # the next change tries again, not min_interval_s later
             logger.warning("diagnosis of incident %s dropped: the diagnoser's queue is full", incident.id)
         except Exception:  # a reasoner bug must not stop incidents; the last diagnosis stays
             self.failures += 1
             self.last.pop(incident.id, None)
             logger.exception("diagnosis of incident %s failed", incident.id)
 
-    def rediagnose(self, incident: Incident, reasoner: Reasoner | None = None) -> Diagnosis:
+    def rediagnose(
+        self, incident: Incident, reasoner: Reasoner | None = None, held: AbstractContextManager[object] | None = None
+    ) -> Diagnosis:
         """Diagnose ``incident`` again now, on the caller's thread, with ``reasoner`` (default this one's); store it
-        and publish it (``rootward diagnose``). Raises whatever the reasoner raises."""
-        episode = self.episodes.get(incident.id, incident.opened)
-        context = self.contexts.build(incident, incident.updated, episode)
+        and publish it (``rootward diagnose``). The context is built inside ``held`` (the incidents' lock: the
+        pipeline changes the incident meanwhile), the reasoning outside it. Raises whatever the reasoner raises."""
+        with held or nullcontext():
+            episode = self.episodes.get(incident.id, incident.opened)
+            context = self.contexts.build(incident, incident.updated, episode)
         diagnosis, trace = self._reason(reasoner or self.reasoner, context)
         self._store(incident, diagnosis, trace)
         if incident.status == "open":
@@ -150,6 +156,7 @@ class Diagnoser:
                         self.published(incident)
                 except Exception:  # the loop boundary: a bug is logged and counted, the worker goes on
                     self.failures += 1
+                    self.last.pop(incident.id, None)  # the next change tries again
                     logger.exception("diagnosis of incident %s failed", incident.id)
             finally:
                 self._queue.task_done()

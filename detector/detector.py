@@ -170,7 +170,8 @@ class Detector:
                 explained = self.seasonal.explains(ids, values, expected, score, direction, self.settings.z, start)
                 anomalous &= ~explained
                 self.judged["explained"] += int(explained.sum())
-                self.seasonal.observe(ids, values, start)
+                usual = ~anomalous  # a fault's values must not become tomorrow's "same hour yesterday"
+                self.seasonal.observe(ids[usual], values[usual], start)
             self.streak[ids] = np.where(anomalous, self.streak[ids] + 1, 0)
             confirmed = np.flatnonzero(anomalous & (self.streak[ids] >= self.settings.confirm))
             keys = self.table.keys

@@ -249,6 +249,10 @@ class Incidents:
                 self.sink_failures += 1
                 logger.exception("incident sink %s failed on %s (%s)", type(sink).__name__, incident.id, change)
 
+    def held(self) -> threading.RLock:
+        """The incidents' lock, to read an incident while the pipeline may change it (``with incidents.held():``)."""
+        return self._lock
+
     def retell(self, incident: Incident, skip: object = None) -> None:
         """Tell the sinks (but ``skip``) that an incident was updated outside the pipeline: a diagnosis that came
         later than the change it answers (the LLM reasoner runs on a worker thread)."""

@@ -5,7 +5,8 @@ Per series, the mean of its values in each hour of the day (``slots`` slots of `
 (day) it was measured in. A value the baseline finds anomalous is explained, and not reported, when it is within
 the detector's ``z`` of the same hour of the previous period, in the baseline's own scale. Nothing is explained
 until a full period has been seen, and only yesterday counts (an older profile is stale), so the model never hides
-a change that is new today. Memory: two floats and an int per series and slot (2.4 MB for 10,000 series).
+a change that is new today; and values that were reported are not learned, so yesterday's hour-long fault does
+not explain today's. Memory: two floats and an int per series and slot (2.4 MB for 10,000 series).
 """
 
 from __future__ import annotations

@@ -293,9 +293,8 @@ class App:
             return None
         if llm and self.llm is None:
             raise LookupError("no LLM reasoner is configured (agent.llm.enabled)")
-        if self.llm is None:
-            return self.diagnoser.rediagnose(incident)
-        return self.diagnoser.rediagnose(incident, self.llm if llm else self.llm.fallback)
+        reasoner = None if self.llm is None else self.llm if llm else self.llm.fallback
+        return self.diagnoser.rediagnose(incident, reasoner, self.incidents.held())
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

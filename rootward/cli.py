@@ -367,19 +367,29 @@ def incidents(api: str, status: str | None, incident_id: str | None, limit: int)
 @click.option("--llm", is_flag=True, help="With the LLM reasoner (agent.llm.enabled on the server).")
 @click.option("--api", default="http://127.0.0.1:8080", show_default=True, help="A running Rootward's API address.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the diagnosis.")
-def diagnose(incident_id: str, llm: bool, api: str, timeout: float) -> None:
-    """Diagnose a running Rootward's incident again, now, and print the ranked hypotheses.
+@click.option(
+    "--token",
+    envvar="ROOTWARD_TOKEN",
+    default=None,
+    help="An operator token (policies.approvals.tokens) when the server has any; env ROOTWARD_TOKEN.",
+)
+def diagnose(incident_id: str, llm: bool, api: str, timeout: float, token: str | None) -> None:
+    """Diagnose a running Rootward's incident again, now, and print the ranked hypotheses. A new diagnosis is a
+    write (it may cost an LLM call): the server wants an operator token, or a call from its own host when it has
+    none.
 
     \b
     Examples:
       rootward diagnose inc-1714564800-3
-      rootward diagnose inc-1714564800-3 --llm     (its reasoning trace: GET /api/v1/incidents/ID/trace)
+      ROOTWARD_TOKEN=... rootward diagnose inc-1714564800-3 --llm --api http://rootward:8080
+      (its reasoning trace: GET /api/v1/incidents/ID/trace)
     """
     import httpx
 
     url = f"{api.rstrip('/')}/api/v1/incidents/{incident_id}/diagnose"
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        r = httpx.post(url, params={"llm": "true" if llm else "false"}, timeout=timeout)
+        r = httpx.post(url, params={"llm": "true" if llm else "false"}, headers=headers, timeout=timeout)
     except httpx.HTTPError as err:
         raise click.ClickException(f"cannot reach {api}: {err}") from err
     if r.status_code != 200:

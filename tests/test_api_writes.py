@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from rootward.app import App
+from rootward.cli import main
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.detector.detector import Anomaly
 
@@ -109,3 +111,14 @@ def test_without_tokens_a_loopback_write_to_a_foreign_host_name_is_refused() -> 
         assert ack(app).status_code == 200
     finally:
         app.shutdown()
+
+
+def test_rootward_diagnose_sends_the_operator_token_it_is_given(with_tokens: App) -> None:
+    (incident,) = with_tokens.incidents.listed()
+    args = ["diagnose", incident.id, "--api", f"http://127.0.0.1:{with_tokens.api.port}"]
+    refused = CliRunner().invoke(main, args, env={"ROOTWARD_TOKEN": ""})
+    assert refused.exit_code == 1
+    assert "401" in refused.output
+    done = CliRunner().invoke(main, args, env={"ROOTWARD_TOKEN": "s3cret-token"})
+    assert done.exit_code == 0, done.output
+    assert "service:shop/payment" in done.output
