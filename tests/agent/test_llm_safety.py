@@ -127,3 +127,16 @@ def test_a_stored_trace_replays_offline_to_the_same_diagnosis(
     assert again.summary == diagnosis.summary
     assert [s["name"] for s in retraced["steps"] if s["type"] == "tool"] == ["subgraph", "recent_changes"]
     assert [s["result"] for s in retraced["steps"] if s["type"] == "tool"] != []
+
+
+def test_entity_names_from_telemetry_never_reach_the_system_prompt(
+    llm: ScriptedLLM, reasoner: Build, context: IncidentContext
+) -> None:
+    """A service may be named anything its sender likes; its name is data like the rest of the context."""
+    llm.add(answer(GOOD))
+    reasoner().investigate(context)
+    (request,) = llm.requests
+    system, user = request["messages"][0]["content"], request["messages"][1]["content"]
+    assert CART not in system
+    assert '"entities_in_scope"' in user
+    assert user.index("<<<DATA") < user.index(CART) < user.index("<<<END DATA")
