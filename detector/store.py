@@ -3,7 +3,8 @@ and loads them back at start so open incidents survive a restart and the API sti
 
 One row per incident: its id, status, severity, times, the whole incident as JSON (``Incident.as_json``), and in a
 column of its own the LLM's reasoning trace (up to a few hundred KB), written only when the incident has a new one,
-not on each of its updates. Rows older than ``retention_s`` (by their last update) are pruned as incidents change.
+not on each of its updates; once it resolves, its trace is read from here, not held in memory (the API lists
+up to 1,000 incidents). Rows older than ``retention_s`` (by their last update) are pruned as incidents change.
 """
 
 from __future__ import annotations
@@ -97,12 +98,21 @@ class IncidentStore:
         restored = []
         for doc, trace in reversed(rows):
             data = json.loads(doc)
-            if trace is not None:
+            if trace is not None and data.get("status") == "open":
                 data["trace"] = json.loads(trace)
             restored.append(from_json(data))
             self._traces[restored[-1].id] = restored[-1].trace
         incidents.restore(restored)
         return len(restored)
+
+    def trace(self, incident_id: str) -> Any:
+        """A stored incident's reasoning trace (JSON data), or None: what the API serves for a resolved incident,
+        whose trace is no longer held in memory."""
+        if self.conn is None:
+            return None
+        with self._lock:
+            row = self.conn.execute("SELECT trace FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
 
     def incident_changed(self, incident: Incident, change: str) -> None:
         if self.conn is None:
@@ -127,8 +137,9 @@ class IncidentStore:
                 self.conn.execute("DELETE FROM incidents WHERE updated < ?", (incident.updated - self.retention_s,))
             if new_trace:
                 self._traces[incident.id] = trace
-            if incident.status == "resolved":
-                self._traces.pop(incident.id, None)  # a reopened incident's next write stores its trace again
+            if incident.status == "resolved":  # stored: memory holds the traces of open incidents only
+                self._traces.pop(incident.id, None)
+                incident.trace = None
         except (sqlite3.Error, StorageError):
             logger.exception("cannot store incident %s in %s", incident.id, self.path)
             self.failed()

@@ -69,6 +69,7 @@ def build_api(
     executor: Executor | None = None,
     approvals: ApprovalSettings | None = None,
     diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
+    stored_trace: Callable[[str], Any] | None = None,
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
     topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``;
@@ -139,7 +140,7 @@ def build_api(
             Route("/api/v1/diff", diff),
             Route("/api/v1/openapi.json", openapi),
             *(
-                _incident_routes(incidents, clock or SystemClock(), diagnose, _tokens(approvals))
+                _incident_routes(incidents, clock or SystemClock(), diagnose, _tokens(approvals), stored_trace)
                 if incidents is not None
                 else []
             ),
@@ -165,6 +166,7 @@ def _incident_routes(
     clock: Clock,
     diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
     tokens: Mapping[str, str] | None = None,
+    stored_trace: Callable[[str], Any] | None = None,
 ) -> list[Route]:
     """``GET /api/v1/incidents?status=open|resolved&limit=50&offset=0``, ``GET /api/v1/incidents/{id}``, and
     ``POST /api/v1/incidents/{id}/acknowledge``, ``/silence?for_s=3600``, ``/resolve``; the diagnosis, the
@@ -172,12 +174,16 @@ def _incident_routes(
     loopback client when none is configured)."""
     tokens = tokens or {}
 
-    def field(name: str, missing: str) -> Callable[[Request], Awaitable[Response]]:
+    def field(
+        name: str, missing: str, stored: Callable[[str], Any] | None = None
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             incident = incidents.get(request.path_params["id"])
             if incident is None:
                 return JSONResponse({"message": f"no incident {request.path_params['id']!r}"}, status_code=404)
             value = getattr(incident, name)
+            if value is None and stored is not None:
+                value = await run_in_threadpool(stored, incident.id)
             if value is None:
                 return JSONResponse({"message": f"incident {incident.id!r} has {missing}"}, status_code=404)
             return JSONResponse(value)
@@ -239,7 +245,10 @@ def _incident_routes(
         Route("/api/v1/incidents", listing),
         Route("/api/v1/incidents/{id}", one),
         Route("/api/v1/incidents/{id}/diagnosis", field("diagnosis", "no diagnosis yet")),
-        Route("/api/v1/incidents/{id}/trace", field("trace", "no reasoning trace (the graph reasoner's diagnosis)")),
+        Route(
+            "/api/v1/incidents/{id}/trace",
+            field("trace", "no reasoning trace (the graph reasoner's diagnosis)", stored_trace),
+        ),
         Route("/api/v1/incidents/{id}/diagnose", again, methods=["POST"]),
         Route("/api/v1/incidents/{id}/{action}", act, methods=["POST"]),
     ]

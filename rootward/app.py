@@ -281,6 +281,7 @@ class App:
             self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock,
             self.acting.executor if self.acting is not None else None, config.policies.approvals,
             self.diagnose if self.diagnoser is not None else None,
+            self.incident_store.trace if self.incident_store is not None else None,
         )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
 

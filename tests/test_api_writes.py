@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -122,3 +123,20 @@ def test_rootward_diagnose_sends_the_operator_token_it_is_given(with_tokens: App
     done = CliRunner().invoke(main, args, env={"ROOTWARD_TOKEN": "s3cret-token"})
     assert done.exit_code == 0, done.output
     assert "service:shop/payment" in done.output
+
+
+def test_a_resolved_incidents_trace_is_served_from_the_store(tmp_path: Path) -> None:
+    sets = [*LOCAL_PORTS, f"storage.data_dir={tmp_path}", "agent.enabled=false"]  # no diagnosis replaces the trace
+    app = App(load_config(environ={}, overrides=sets))
+    app.start()
+    try:
+        app.incidents.observe(100.0, [Anomaly("service:shop/payment", "error_ratio", 0.5, 0.0, 9.0, 90.0, 100.0)])
+        (incident,) = app.incidents.listed()
+        incident.trace = {"outcome": "answered", "steps": []}
+        app.incidents.observe(110.0, [Anomaly("service:shop/payment", "error_ratio", 0.5, 0.0, 9.0, 100.0, 110.0)])
+        base = f"http://127.0.0.1:{app.api.port}/api/v1/incidents/{incident.id}"
+        assert httpx.post(f"{base}/resolve", timeout=10).status_code == 200
+        assert incident.trace is None  # not held in memory any more
+        assert httpx.get(f"{base}/trace", timeout=10).json() == {"outcome": "answered", "steps": []}
+    finally:
+        app.shutdown()

@@ -88,3 +88,19 @@ def test_a_reasoning_trace_is_written_when_it_is_new_not_on_every_update(tmp_pat
     again.load(restored)
     assert restored.open[0].trace == {"steps": []}
     again.close()
+
+
+def test_a_resolved_incidents_trace_leaves_memory_and_is_read_from_the_store(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    store.open()
+    incidents = Incidents(Flat(), [store], hold_s=60)
+    incidents.observe(100, [anomaly("db", 100)])
+    (incident,) = incidents.open
+    incident.trace = {"steps": [{"tool": "subgraph"}]}
+    incidents.observe(110, [anomaly("db", 110)])  # stored with the trace
+    incidents.observe(200, [])  # quiet past the hold: resolved
+    assert incident.status == "resolved"
+    assert incident.trace is None
+    assert store.trace(incident.id) == {"steps": [{"tool": "subgraph"}]}
+    assert store.trace("nope") is None
+    store.close()
