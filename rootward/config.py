@@ -15,13 +15,25 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
+from rootward.config_acting import (
+    Actions,
+    Approvals,
+    Audit,
+    FeatureFlagSource,
+    FreezeWindow,
+    KubernetesAccess,
+    Lease,
+    Policies,
+    PolicyRules,
+)
+from rootward.config_agent import LLM, Agent, GraphReasoner, Redaction
+from rootward.config_section import _Section
 from rootward.errors import ConfigError
 
 ENV_PREFIX = "ROOTWARD_"
@@ -31,10 +43,6 @@ ENV_PREFIX = "ROOTWARD_"
 _SERVICE_LINK = re.compile(
     r"ROOTWARD_(?:(?!__)[A-Z0-9_])*(?:_SERVICE_HOST|_SERVICE_PORT(?:_[A-Z0-9_]+)?|_PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
 )
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Listen(_Section):
@@ -303,294 +311,6 @@ class Detection(_Section):
     multivariate: Multivariate = Multivariate()
 
 
-class GraphReasoner(_Section):
-    """The default reasoner's weights (agent/graph_reasoner.py explains each step)."""
-
-    z0: float = Field(default=5.0, gt=0)
-    """An anomaly weighs log1p(|z| / z0): the detector's threshold, so a just-anomalous series weighs ~0.7."""
-    client_weight: float = Field(default=0.5, ge=0, le=1)
-    """What a caller's own client-side latency counts for the caller itself (the rest goes to its callees)."""
-    alpha: float = Field(default=0.85, gt=0, lt=1)
-    """Personalised PageRank: the chance to follow a call rather than restart at the evidence."""
-    first_bonus: float = Field(default=0.2, ge=0)
-    """Extra score (fraction) for the candidate whose first anomaly came first."""
-    change_bonus: float = Field(default=2.0, ge=1)
-    """Score factor for a candidate with a rollout linked to the incident."""
-    sharpness: float = Field(default=2.0, gt=0)
-    """Confidence = score^sharpness over the sum of all candidates'."""
-    max_hypotheses: int = Field(default=10, ge=1, le=50)
-
-
-class Redaction(_Section):
-    """What is removed from everything sent to the LLM endpoint (agent/redact.py): each match becomes
-    ``[REDACTED:<name>]``."""
-
-    defaults: bool = True
-    """The shipped patterns: bearer tokens, authorization headers, AWS keys, API keys and passwords in key=value
-    form, OpenAI and GitHub tokens, JWTs, passwords in URLs, e-mail addresses."""
-    optional: list[Literal["ipv4", "ipv6"]] = Field(default_factory=list)
-    """Also IP addresses (off by default: a peer's address is often the evidence)."""
-    patterns: dict[str, str] = Field(default_factory=dict)
-    """Your own, name -> regular expression (a group named ``keep`` is kept, e.g. a key name before its value)."""
-
-    @model_validator(mode="after")
-    def _compiles(self) -> Redaction:
-        for name, pattern in self.patterns.items():
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ValueError(f"redaction pattern {name!r} does not compile: {e}") from e
-        return self
-
-
-class LLM(_Section):
-    """The LLM reasoner (agent/llm.py): a ReAct loop with read-only tools against any OpenAI-compatible endpoint.
-    Its answer is checked against the diagnosis schema; whatever fails, the graph reasoner answers instead."""
-
-    enabled: bool = False
-    """Off: the graph reasoner alone (no network). On: the LLM diagnoses on a worker thread, the pipeline never
-    waits for it."""
-    base_url: str = "http://127.0.0.1:11434/v1"
-    """The endpoint's base URL, e.g. https://api.openai.com/v1, or a local server (Ollama, vLLM, llama.cpp)."""
-    model: str = "gpt-4o-mini"
-    """The model name the endpoint knows."""
-    api_key: SecretStr | None = None
-    """The API key (a secret: set it from a Secret, ROOTWARD_AGENT__LLM__API_KEY). Never logged."""
-    api_key_env: str | None = "OPENAI_API_KEY"
-    """Else the environment variable that holds the key (read by load_config with the rest of the environment).
-    Neither: no key (a local server)."""
-    min_interval_s: float = Field(default=600.0, ge=0)
-    """Least pipeline time between two LLM investigations of an open incident (each costs tokens); a new episode,
-    opened or reopened, is investigated at once."""
-    max_steps: int = Field(default=6, ge=1, le=30)
-    """Model calls in one investigation; on the last no tools are offered, so the model must answer."""
-    max_tokens: int = Field(default=60_000, ge=1000)
-    """Input plus output tokens over one investigation; once spent, the next call is the last."""
-    max_output_tokens: int = Field(default=2000, ge=100)
-    """Output tokens of one model call."""
-    deadline_s: float = Field(default=120.0, gt=0)
-    """Wall-clock seconds for one investigation; past it, the graph reasoner's answer is used."""
-    request_timeout_s: float = Field(default=30.0, gt=0)
-    """Seconds one model call may take."""
-    max_retries: int = Field(default=1, ge=0, le=5)
-    """Retries of a failed call (connection errors, 429, 5xx; the client honours Retry-After) before falling back."""
-    max_calls_per_tool: int = Field(default=3, ge=1)
-    """Calls of any one tool in one investigation; past it the tool answers with an error envelope."""
-    max_result_chars: int = Field(default=4000, ge=200)
-    """A tool result's size in the conversation (longer results are cut and marked truncated)."""
-    max_confidence: float = Field(default=0.79, ge=0, le=1)
-    """Cap on the confidence the model may claim. 0.79: under the default policies.rules.medium_confidence (0.8), so
-    every medium-risk action that follows an LLM diagnosis waits for a human: the model reads untrusted telemetry,
-    and a log line that steers it must not be able to unlock an action by claiming certainty. Raise it (and lower
-    the policy's gate) only deliberately."""
-    price_per_1m_input: float = Field(default=0.0, ge=0)
-    """Price of a million input tokens, for the trace's cost (0: not reported)."""
-    price_per_1m_output: float = Field(default=0.0, ge=0)
-    """Price of a million output tokens."""
-    redaction: Redaction = Redaction()
-    """What is removed from everything sent to the endpoint."""
-
-
-class Agent(_Section):
-    """Diagnosis of incidents (agent/): the incident context and the reasoner."""
-
-    enabled: bool = True
-    """Off: incidents carry the detector's candidates only."""
-    min_action_confidence: float = Field(default=0.3, ge=0, le=1)
-    """Below this confidence in the top hypothesis no action is proposed (policy gates by confidence too)."""
-    max_anomalies: int = Field(default=50, gt=0)
-    """Anomalies of an incident a context holds (the strongest)."""
-    window: int = Field(default=30, gt=0)
-    """Past values of each anomalous series in the context."""
-    lookback_s: float = Field(default=60.0, ge=0)
-    """Anomalies this long before the incident's current episode (opened or reopened) still count."""
-    min_interval_s: float = Field(default=10.0, ge=0)
-    """Least pipeline time between two diagnoses of an open incident (a new episode is diagnosed at once)."""
-    graph: GraphReasoner = GraphReasoner()
-    llm: LLM = LLM()
-    """The optional LLM reasoner (off by default; the graph reasoner is its fallback)."""
-
-
-class FreezeWindow(_Section):
-    """A change freeze: no action that changes the cluster between ``start`` and ``end``."""
-
-    start: datetime
-    """RFC 3339 with an offset, e.g. 2024-12-24T00:00:00Z."""
-    end: datetime
-    """RFC 3339 with an offset; after ``start``."""
-    reason: str = "change freeze"
-    """Shown in the policy decision."""
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FreezeWindow:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("start and end need an offset (e.g. 2024-12-24T00:00:00Z)")
-        if self.end <= self.start:
-            raise ValueError("end must be after start")
-        return self
-
-
-class PolicyRules(_Section):
-    """The default Rego bundle's settings, given to every policy as ``data.rootward.settings`` (policies/bundle)."""
-
-    protected_namespaces: list[str] = Field(default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"])
-    """Namespaces never acted in (kube-system is refused whatever this says)."""
-    allowed_namespaces: list[str] = Field(default_factory=list)
-    """If not empty, the only namespaces acted in."""
-    allowed_kinds: list[str] = Field(
-        default_factory=lambda: ["Pod", "Deployment", "StatefulSet", "Node", "FeatureFlag"]
-    )
-    """Kinds of object acted on (``FeatureFlag``: the ``toggle_flag`` action on ``actions.flags.source``)."""
-    allowed_flags: list[str] = Field(default_factory=list)
-    """If not empty, the only feature flags (keys) ``toggle_flag`` may change."""
-    max_pods_fraction: float = Field(default=0.2, ge=0, le=1)
-    """Most of a workload's pods an action may take down at once (0.2: one pod in five)."""
-    min_replicas: int = Field(default=1, ge=0)
-    """Scale floor: fewer replicas than this is refused (1: never scale to zero)."""
-    max_replicas: int = Field(default=50, ge=1)
-    """Scale ceiling."""
-    medium_confidence: float = Field(default=0.8, ge=0, le=1)
-    """Medium-risk actions run without a human at or above this diagnosis confidence; below it they wait for one.
-    Low-risk actions always run, high-risk ones always wait."""
-    cooldown_s: float = Field(default=900.0, ge=0)
-    """Seconds after an action on an object before another on the same object (lets the last one show effect)."""
-    max_actions_per_hour: int = Field(default=10, ge=0)
-    """Changing actions across the cluster per rolling hour."""
-    freeze_windows: list[FreezeWindow] = Field(default_factory=list)
-    """Change freezes (releases, holidays)."""
-
-
-class Audit(_Section):
-    """The hash-chained audit log of every decision, approval, dry-run, execution, verification and rollback."""
-
-    path: Path | None = None
-    """The SQLite file; default ``<storage.data_dir>/audit.db``."""
-    hmac_key: SecretStr | None = None
-    """Optional key: each record then also carries an HMAC-SHA256 of its hash, so that someone who can write the
-    file cannot rebuild a consistent chain without the key. Set it from a Secret
-    (ROOTWARD_POLICIES__AUDIT__HMAC_KEY)."""
-    signing_key_file: Path | None = None
-    """Optional Ed25519 private key (PEM, PKCS#8, unencrypted): each record then also carries a signature of its
-    hash, which anyone holding only the public key (``rootward audit public-key``) can check."""
-    signing_key: SecretStr | None = None
-    """The same key as PEM text, from a Secret (ROOTWARD_POLICIES__AUDIT__SIGNING_KEY); not with the file."""
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    """``NORMAL``: every record survives the process being killed (``kill -9``, OOM); an fsync only for each intent
-    (the record before a change) and the records before it, so after a power loss or OS crash every change has its
-    decision and intent on disk, while later outcome records may be lost. ``FULL``: every record fsynced before the
-    executor moves on (about 10x slower an append on a busy disk: bench/README.md)."""
-
-    @model_validator(mode="after")
-    def _one_signing_key(self) -> Audit:
-        if self.signing_key is not None and self.signing_key_file is not None:
-            raise ValueError("set signing_key_file or signing_key, not both")
-        return self
-
-
-class Approvals(_Section):
-    """Human approval of actions that policy (or ``actions.mode: approve-all``) holds back."""
-
-    ttl_s: float = Field(default=3600.0, gt=0)
-    """An approval not given within this many seconds expires (the cluster will have moved on)."""
-    tokens: dict[str, SecretStr] = Field(default_factory=dict)
-    """Operator name -> bearer token for ``POST /api/v1/approvals/{id}/approve|reject`` and the incident writes; the
-    name is recorded as who decided. Empty: approvals cannot be given over HTTP. A token must have at least 8
-    characters and no surrounding whitespace (an empty value from a missing Secret key must not let anyone in)."""
-    slack_signing_secret: SecretStr | None = None
-    """The Slack app's signing secret: set, ``POST /api/v1/slack/interactions`` takes approve/reject button clicks
-    (signature and a 5-minute replay window checked)."""
-    slack_approvers: list[str] = Field(default_factory=list)
-    """Slack user ids allowed to decide by button; empty: any user of the workspace the signed click comes from."""
-
-    @model_validator(mode="after")
-    def _strong_tokens(self) -> Approvals:
-        for name, token in self.tokens.items():
-            value = token.get_secret_value()
-            if len(value) < 8 or value != value.strip():
-                raise ValueError(f"policies.approvals.tokens.{name}: at least 8 characters, no surrounding whitespace")
-        return self
-
-
-class Policies(_Section):
-    """The policy engine (Rego, evaluated with regopy), the audit log and approvals."""
-
-    bundle_dirs: list[Path] = Field(default_factory=list)
-    """Directories of your own ``.rego`` files, added to the default bundle (package ``rootward.policy``: add to
-    ``deny`` or ``approval``). Files ending ``_test.rego`` are tests (``rootward policy test DIR``)."""
-    default_bundle: bool = True
-    """Load the shipped bundle (scope, blast radius, confidence gating, cooldown, rate limit, freeze windows)."""
-    eval_timeout_s: float = Field(default=1.0, gt=0)
-    """A decision that takes longer is a deny (fail closed)."""
-    rules: PolicyRules = PolicyRules()
-    audit: Audit = Audit()
-    approvals: Approvals = Approvals()
-
-
-class KubernetesAccess(_Section):
-    """How the executor reaches the Kubernetes API."""
-
-    host: str | None = None
-    """API server URL. Unset: the in-cluster service account, else ``kubeconfig``."""
-    kubeconfig: Path | None = None
-    """A kubeconfig file when not in a cluster (default ~/.kube/config)."""
-    context: str | None = None
-    """The kubeconfig context; default its current one."""
-    request_timeout_s: float = Field(default=10.0, gt=0)
-    """Timeout of one API request."""
-
-
-class Lease(_Section):
-    """Leader election: with several replicas only the holder of a coordination.k8s.io Lease acts."""
-
-    enabled: bool = True
-    name: str = "rootward-executor"
-    namespace: str = "rootward"
-    duration_s: float = Field(default=15.0, gt=0)
-    """A holder that has not renewed for this long loses the Lease."""
-    renew_s: float = Field(default=5.0, gt=0)
-    """How often the holder renews (and others try to take it)."""
-    identity: str | None = None
-    """This replica's name in the Lease; default the pod's host name."""
-
-
-class FeatureFlagSource(_Section):
-    """The flagd flag file that ``toggle_flag`` actions change (actions/flags.py): flagd serves flags read-only, so
-    Rootward rewrites the file that flagd (file mode) and your applications' flagd file providers watch."""
-
-    source: Path | None = None
-    """The flag-definition file (JSON, flagd's schema), on a volume Rootward can write. Unset or empty: feature-flag
-    actions are off (they fail, audited, saying so)."""
-    poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
-    """How often Rootward's own flagd file resolver, which verifies a toggle through OpenFeature, re-reads the file."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_off(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("source") in ("", None):
-            return {**data, "source": None}
-        return data
-
-
-class Actions(_Section):
-    """The guarded executor: policy -> audit -> server-side dry-run -> execute -> verify -> audit (-> roll back)."""
-
-    enabled: bool = False
-    """Reach the Kubernetes API and hand diagnosed incidents' proposed actions to the executor. Off by default so
-    that a local ``rootward serve`` never touches whatever cluster a kubeconfig points at; the shipped manifests
-    turn it on (with ``mode: dry-run``)."""
-    mode: Literal["dry-run", "approve-all", "autonomous"] = "dry-run"
-    """``dry-run``: decide and dry-run only, never change the cluster; ``approve-all``: every allowed action waits
-    for a human; ``autonomous``: policy decides what runs without one."""
-    verify_timeout_s: float = Field(default=300.0, gt=0)
-    """How long a change has to become healthy (rollout available, pods Ready, the anomaly gone) before it is
-    rolled back."""
-    poll_interval_s: float = Field(default=2.0, gt=0)
-    """How often verification reads the cluster."""
-    kubernetes: KubernetesAccess = KubernetesAccess()
-    lease: Lease = Lease()
-    flags: FeatureFlagSource = FeatureFlagSource()
-
-
 class Logging(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the ``rootward`` loggers."""
@@ -744,3 +464,43 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {key}: {message}{got}")
     return "\n".join(lines)
+
+
+__all__ = [  # with rootward/config_acting.py's sections: every section is looked up here
+    "ENV_PREFIX",
+    "LLM",
+    "LOCAL_PORTS",
+    "NOTHING_ON_DISK",
+    "TLS",
+    "Actions",
+    "Agent",
+    "Api",
+    "Approvals",
+    "Audit",
+    "Auth",
+    "Config",
+    "Detection",
+    "FeatureFlagSource",
+    "FreezeWindow",
+    "GraphReasoner",
+    "Incidents",
+    "KubernetesAccess",
+    "Lease",
+    "Limits",
+    "Listen",
+    "Logging",
+    "Multivariate",
+    "Notifications",
+    "Policies",
+    "PolicyRules",
+    "Queue",
+    "Receiver",
+    "Redaction",
+    "Slack",
+    "Storage",
+    "Thinning",
+    "Topology",
+    "TopologyExport",
+    "TopologyHistory",
+    "load_config",
+]
