@@ -16,27 +16,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import yaml
 
 from rootward._version import __version__
-from rootward.config import Config, load_config
+from rootward.cli_acting import audit_group, policy_group
+from rootward.cli_common import SET_HELP, config_options, load
 from rootward.errors import RootwardError
 from rootward.logs import setup_logging
-
-if TYPE_CHECKING:
-    from rootward.policies.signing import Verifier
-
-_SET_HELP = "Override one setting, e.g. --set receiver.grpc.port=14317 (repeatable; YAML values)."
-
-
-def _load(path: Path | None, overrides: tuple[str, ...]) -> Config:
-    try:
-        return load_config(path, overrides=overrides)
-    except RootwardError as e:
-        raise click.ClickException(str(e)) from e
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -53,8 +42,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@config_options
 def serve(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Run Rootward until SIGTERM or Ctrl-C; then drain the queue and exit.
 
@@ -66,7 +54,7 @@ def serve(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """
     from rootward.app import App
 
-    cfg = _load(config_path, overrides)
+    cfg = load(config_path, overrides)
     setup_logging(cfg.logging.level, cfg.logging.format)
     app = App(cfg)
     stop = threading.Event()
@@ -93,19 +81,18 @@ def config_group() -> None:
 
 @config_group.command("check")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def config_check(path: Path, overrides: tuple[str, ...]) -> None:
     """Validate the configuration in PATH (with the environment and --set applied); exit 1 naming each bad key."""
-    _load(path, overrides)
+    load(path, overrides)
     click.echo(f"{path}: ok")
 
 
 @config_group.command("show")
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@config_options
 def config_show(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Print the effective configuration as YAML, every default filled in (secrets masked)."""
-    cfg = _load(config_path, overrides)
+    cfg = load(config_path, overrides)
     data: Any = cfg.model_dump(mode="json")
     click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
 
@@ -260,8 +247,7 @@ def demo(requests_: int, protocol: str) -> None:
 )
 @click.option("--as-fast-as-possible", "fast", is_flag=True, help="No pacing. [default in-process]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@config_options
 def replay_command(
     sources: tuple[Path, ...],
     endpoint: str | None,
@@ -303,7 +289,7 @@ def replay_command(
         opts = options(endpoint, token, insecure, ca_file, keep_time, speed, fast)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    cfg = _load(config_path, (*IN_PROCESS, *overrides)) if endpoint is None else None
+    cfg = load(config_path, (*IN_PROCESS, *overrides)) if endpoint is None else None
     setup_logging("WARNING")
     progress = None if quiet else (lambda line: click.echo(line, err=True))
     try:
@@ -417,8 +403,7 @@ def eval_group() -> None:
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the scores here.")
 @click.option("--published", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_PUBLISHED_HELP)
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@config_options
 def eval_nezha(
     data: tuple[Path, ...],
     json_path: Path | None,
@@ -448,7 +433,7 @@ def eval_nezha(
     from rootward.scoring import published as read_published
     from rootward.scoring import table
 
-    cfg = _load(config_path, (*IN_PROCESS, *overrides))
+    cfg = load(config_path, (*IN_PROCESS, *overrides))
     setup_logging("WARNING")
     try:
         doc = evaluate(data, cfg, echo=lambda line: click.echo(line, err=True))
@@ -478,186 +463,8 @@ def _shared_published() -> list[Any]:
     return []
 
 
-@main.group("policy")
-def policy_group() -> None:
-    """Test and try the action policies (Rego; the shipped bundle plus policies.bundle_dirs)."""
-
-
-@policy_group.command("test")
-@click.argument("dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-@click.option("--verbose", "-v", is_flag=True, help="Also list the tests that pass.")
-def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tuple[str, ...], verbose: bool) -> None:
-    """Run the test_ rules of the Rego files in DIRS (with the shipped bundle loaded beside them, and the
-    settings of policies.rules as data.rootward.settings); with no DIRS, the shipped bundle's own tests.
-    Exit status 1 when a test fails.
-
-    \b
-    Example:
-      rootward policy test ./my-policies
-    """
-    from rootward.policies.engine import settings_data
-    from rootward.policies.errors import PolicyError
-    from rootward.policies.regotest import TestResult, run_tests
-
-    cfg = _load(config_path, overrides)
-
-    def show(r: TestResult) -> None:
-        if not r.passed:
-            click.echo(f"FAIL: {r.name} ({r.file}): {r.error}")
-        elif verbose:
-            click.echo(f"PASS: {r.name} ({r.ms:.2f} ms)")
-
-    try:
-        results = run_tests(list(dirs), settings_data(cfg.policies.rules), on_result=show)
-    except PolicyError as e:
-        raise click.ClickException(str(e)) from e
-    failed = sum(not r.passed for r in results)
-    if not results:
-        raise click.ClickException(f"no test_ rules in {', '.join(map(str, dirs)) or 'the shipped bundle'}")
-    click.echo(f"policy tests: {len(results) - failed}/{len(results)} pass")
-    sys.exit(1 if failed else 0)
-
-
-@policy_group.command("eval")
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The input document (JSON or YAML; its schema is in policies/README.md).",
-)
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-def policy_eval(input_path: Path, config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Print the decision on one input document with its reasons, as JSON: allow (exit 0), needs_approval
-    (exit 0), deny (exit 1), or a policy error (exit 1; a policy that fails denies).
-
-    \b
-    Example:
-      rootward policy eval --input request.json --set policies.bundle_dirs=[./my-policies]
-    """
-    import json
-
-    from rootward.policies.engine import PolicyEngine
-
-    cfg = _load(config_path, overrides)
-    try:
-        document = yaml.safe_load(input_path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise click.ClickException(f"{input_path}: cannot read it as JSON or YAML: {e}") from e
-    if not isinstance(document, dict):
-        raise click.ClickException(f"{input_path}: the input document must be an object")
-    p = cfg.policies
-    engine = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
-    try:
-        decision = engine.decide(document)
-    finally:
-        engine.close()
-    click.echo(json.dumps(decision.as_json(), indent=2))
-    sys.exit(1 if decision.result == "deny" else 0)
-
-
-@main.group("audit")
-def audit_group() -> None:
-    """Check and export the hash-chained audit log of actions (policies.audit)."""
-
-
-def _audit_source(db: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> tuple[Path, bytes | None]:
-    """The audit log's file (DB, else the configured one) and the HMAC key, if one is configured."""
-    cfg = _load(config_path, overrides)
-    path = db or cfg.audit_path
-    if not path.exists():
-        raise click.ClickException(f"{path}: no such audit log")
-    key = cfg.policies.audit.hmac_key
-    return path, key.get_secret_value().encode() if key else None
-
-
-def _verifier(public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> Verifier | None:
-    """The signature checker: of --public-key, else of the configured signing key, else None."""
-    from rootward.policies.errors import AuditError
-    from rootward.policies.signing import Signer, Verifier
-
-    try:
-        if public_key is not None:
-            return Verifier.from_file(public_key)
-        signer = Signer.from_config(_load(config_path, overrides).policies.audit)
-    except AuditError as e:
-        raise click.ClickException(str(e)) from e
-    return signer.verifier() if signer else None
-
-
-@audit_group.command("verify")
-@click.argument("db", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--public-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Ed25519 public key (PEM) to check every record's signature with. [default: derived from "
-    "policies.audit.signing_key_file / signing_key when set]",
-)
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-def audit_verify(
-    db: Path | None, public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]
-) -> None:
-    """Check the hash chain of the audit log DB (default <storage.data_dir>/audit.db) and, with
-    policies.audit.hmac_key set (ROOTWARD_POLICIES__AUDIT__HMAC_KEY), every record's MAC; with a public key, every
-    record's Ed25519 signature. Prints the count and the head hash (keep it elsewhere to detect records cut off the
-    end); exit 1 naming the first broken record."""
-    from rootward.policies.audit import AuditLog
-    from rootward.policies.errors import AuditError
-
-    path, key = _audit_source(db, config_path, overrides)
-    verifier = _verifier(public_key, config_path, overrides)
-    log = AuditLog(path)
-    try:
-        with log:
-            result = log.verify(key, verifier)
-    except AuditError as e:
-        raise click.ClickException(str(e)) from e
-    checked = ", MACs checked" if key else ""
-    checked += ", signatures checked" if verifier else ""
-    if result.ok:
-        click.echo(f"{log.path}: ok, {result.records} records{checked}, head {result.head}")
-        return
-    click.echo(f"{log.path}: BROKEN at record {result.broken_seq}: {result.problem}")
-    click.echo(f"  {result.records} records before it are intact (head {result.head})")
-    sys.exit(1)
-
-
-@audit_group.command("public-key")
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-def audit_public_key(config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Print the public key (PEM) of the configured audit signing key, for `rootward audit verify --public-key`."""
-    verifier = _verifier(None, config_path, overrides)
-    if verifier is None:
-        raise click.ClickException("no signing key: set policies.audit.signing_key_file (or signing_key)")
-    click.echo(verifier.public_pem().decode(), nl=False)
-
-
-@audit_group.command("export")
-@click.argument("db", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file (default stdout).")
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-def audit_export(db: Path | None, output: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Write every record of the audit log DB as one JSON object a line (with its hash, MAC and time)."""
-    from rootward.policies.audit import AuditLog
-    from rootward.policies.errors import AuditError
-
-    log = AuditLog(_audit_source(db, config_path, overrides)[0])
-    try:
-        with log:
-            if output is None:
-                log.export(sys.stdout)
-                return
-            with output.open("w", encoding="utf-8") as out:
-                count = log.export(out)
-    except (AuditError, OSError) as e:
-        raise click.ClickException(str(e)) from e
-    click.echo(f"{count} records written to {output}", err=True)
+main.add_command(policy_group)
+main.add_command(audit_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
