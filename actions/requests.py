@@ -178,9 +178,7 @@ class Rollback(_WorkloadAction):
 
 
 @dataclass(frozen=True)
-class Cordon(ActionRequest):
-    kind: ClassVar[str] = "cordon"
-    tier: ClassVar[Tier] = "medium"
+class _NodeAction(ActionRequest):
     node: str
 
     def __post_init__(self) -> None:
@@ -192,21 +190,19 @@ class Cordon(ActionRequest):
 
 
 @dataclass(frozen=True)
-class Drain(ActionRequest):
+class Cordon(_NodeAction):
+    kind: ClassVar[str] = "cordon"
+    tier: ClassVar[Tier] = "medium"
+
+
+@dataclass(frozen=True)
+class Drain(_NodeAction):
     """Cordon a node, then evict its pods (not DaemonSet or mirror pods) one by one through the Eviction API, which
     refuses while a PodDisruptionBudget allows no disruption; refused evictions are retried until verification
     times out."""
 
     kind: ClassVar[str] = "drain"
     tier: ClassVar[Tier] = "high"
-    node: str
-
-    def __post_init__(self) -> None:
-        _name(self.node, "node")
-
-    @property
-    def target(self) -> Target:
-        return Target("Node", None, self.node)
 
 
 @dataclass(frozen=True)
