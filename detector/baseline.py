@@ -70,6 +70,12 @@ DURATION = ("duration", Rule(UP, 0.5, 0.0))
 OPERATION_PREFIX = "op:"
 
 
+def bad_side(z: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Signed robust z turned towards trouble: ``z`` for an UP rule, ``-z`` for DOWN, ``|z|`` for BOTH."""
+    out: np.ndarray = np.where(direction == 0, np.abs(z), z * direction)
+    return out
+
+
 def _norm_ppf(q: float) -> float:
     """The standard normal's quantile function."""
     return NormalDist().inv_cdf(q)
@@ -175,7 +181,7 @@ class Baselines:
         scale = np.maximum.reduce(spread)
         score = np.where(warm, delta / scale, 0.0)
         direction = self.direction[ids]
-        bad = np.where(direction == 0, np.abs(score), score * direction)
+        bad = bad_side(score, direction)
         big_enough = (np.abs(delta) >= self.min_rel[ids] * np.abs(median)) & (np.abs(delta) >= self.min_abs[ids])
         anomalous = warm & (bad >= self.z) & big_enough
         position = self.seen[ids] % self.history

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rootward.clock import Clock, SystemClock
-from rootward.detector.baseline import Baselines, rule_for
+from rootward.detector.baseline import Baselines, bad_side, rule_for
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
 from rootward.detector.windows import SeriesTable, Window
@@ -165,8 +165,8 @@ class Detector:
             anomalous, expected, score = self.baselines.judge(ids, values)
             start = number * self.settings.window_s
             end = start + self.settings.window_s
+            direction = self.baselines.direction[ids]
             if self.seasonal is not None:  # what the same hour yesterday also did is not news
-                direction = self.baselines.direction[ids]
                 explained = self.seasonal.explains(ids, values, expected, score, direction, self.settings.z, start)
                 anomalous &= ~explained
                 self.judged["explained"] += int(explained.sum())
@@ -181,9 +181,7 @@ class Detector:
                     Anomaly(entity, signal, float(values[i]), float(expected[i]), float(score[i]), start, end)
                 )
             if self.multivariate is not None:
-                direction = self.baselines.direction[ids]
-                bad = np.where(direction == 0, np.abs(score), score * direction)
-                for entity, below, largest in self.multivariate.observe(ids, bad):
+                for entity, below, largest in self.multivariate.observe(ids, bad_side(score, direction)):
                     anomalies.append(Anomaly(entity, "multivariate", below, 0.0, largest, start, end))
             self.judged["values"] += len(ids)
             self.judged["anomalies"] += len(anomalies)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rootward.detector.baseline import bad_side
+
 
 class Seasonal:
     """Hourly means per series for the current and previous period, vectorised across series."""
@@ -70,6 +72,6 @@ class Seasonal:
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.abs((x - median) / score)
             seasonal = (x - yesterday) / scale
-        bad = np.where(direction == 0, np.abs(seasonal), seasonal * direction)
+        bad = bad_side(seasonal, direction)
         explained: np.ndarray = np.isfinite(yesterday) & np.isfinite(scale) & (bad < z)
         return explained
