@@ -67,6 +67,7 @@ class Multivariate:
         self.written = 0
         self.windows = 0
         self.fits = 0
+        self.failures = 0  # fits that raised (on /metrics: rootward_detector_dropped_total)
         self.model: Any = None
         self.threshold = -np.inf
         self._refitting = threading.Event()
@@ -133,6 +134,7 @@ class Multivariate:
                 self.model, self.threshold = model, threshold
                 self.fits += 1
         except Exception:  # a failed fit keeps the last model; the next refit tries again
+            self.failures += 1
             logger.exception("refitting the multivariate model failed")
         finally:
             self._refitting.clear()

@@ -13,6 +13,7 @@ from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.detector.detector import Anomaly, Detector, DetectorSettings
 from rootward.detector.multivariate import FEATURES, Multivariate, MultivariateSettings, feature_of
+from rootward.detector.telemetry import MULTIVARIATE_FAILED, DetectorMetrics
 
 SIGNALS = ("p95", "error_ratio", "nezha.pod.cpu.usage", "client_p95")
 
@@ -96,3 +97,13 @@ def test_the_app_has_the_model_only_when_configured(enabled: bool) -> None:
     sets = [*LOCAL_PORTS, *NOTHING_ON_DISK, *([f"detection.multivariate.enabled={enabled}"] if enabled else [])]
     app = App(load_config(environ={}, overrides=sets))
     assert (app.detector.multivariate is not None) is enabled
+
+
+def test_a_fit_that_fails_keeps_the_last_model_and_is_counted_on_metrics() -> None:
+    model = Multivariate(MultivariateSettings(background=False))
+    detector = Detector(lambda t, a: None, DetectorSettings(), ManualClock(0.0), model)
+    model._refit(np.zeros((0, len(FEATURES)), np.float32))  # IsolationForest refuses an empty training set
+    assert model.failures == 1
+    assert model.model is None
+    (family,) = DetectorMetrics(detector).collect()
+    assert {s.labels["reason"]: s.value for s in family.samples}[MULTIVARIATE_FAILED] == 1
