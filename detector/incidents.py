@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 import threading
 from collections import deque
@@ -122,10 +123,12 @@ def family(signal: str) -> str:
     """The quantity a signal measures, without the quantile, unit or aggregation that distinguish its variants:
     ``client.latency.p90`` and ``client.latency.p99`` are one family, ``cpu.usage`` and ``cpu.usage_rate`` another;
     the span quantiles p50/p95/p99 and each operation's (``op:<name>.p95``) are ``latency``; every log template
-    (``log_template:<id>``) is ``log_template``.
+    (``log_template:<id>``) is ``log_template``, every missing one (``log_missing:<id>``) ``log_missing``.
     Corroboration counts families, not series."""
     if signal.startswith("log_template:"):
         return "log_template"
+    if signal.startswith("log_missing:"):
+        return "log_missing"
     if signal.startswith("op:"):  # one operation's latency (op:<span name>.p95) is the service's latency
         return "latency"
     if signal in ("net_in", "client_net"):  # one measurement (a paired call's gap) seen from either end
@@ -136,8 +139,11 @@ def family(signal: str) -> str:
 
 
 def corroborates(signal: str) -> bool:
-    """Whether a signal's family counts towards ``min_families``: not a throughput metric (see :data:`ACTIVITY`)."""
-    return not ACTIVITY.search(signal)
+    """Whether a signal's family counts towards ``min_families``: not a throughput metric (see :data:`ACTIVITY`), not
+    a missing log line (it opens an incident on its own when its chance is small enough, see ``missing_alone``;
+    weaker, it is the request mix moving, and joined with any other family's blip it opened 3x the false incidents
+    on the shared TrainTicket day)."""
+    return not ACTIVITY.search(signal) and not signal.startswith("log_missing:")
 
 
 class Sink(Protocol):
@@ -160,9 +166,11 @@ class Incidents:
         ids: Callable[[float], str] | None = None,
         change_lookback_s: float = 1800.0,
         min_families: int = 1,
+        missing_alone: float = math.inf,
     ) -> None:
         self.topology = topology
         self.min_families = min_families
+        self.missing_alone = missing_alone
         self.sink_failures = 0
         self.pending: list[Incident] = []  # not corroborated yet: told of no one, dropped after hold_s
         self.sinks = sinks or []
@@ -231,6 +239,14 @@ class Incidents:
         corroboration."""
         families = {family(s) for _, s in incident.anomalies if corroborates(s)}
         if len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families):
+            return True
+        # A missing log line is judged by its chance (detector/logflow.py), not a baseline's scale: past
+        # ``missing_alone`` (-log10 of it) it needs nothing else; with error lines of the same service (a normal
+        # line gone, an error in its place: the mark of a failing code path) it needs no more.
+        missing = {e for (e, s), a in incident.anomalies.items() if s.startswith("log_missing:")}
+        if any(a.score >= self.missing_alone for (_, s), a in incident.anomalies.items() if s.startswith("log_m")):
+            return True
+        if any(e in missing and family(s) in ("log_errors", "log_template") for e, s in incident.anomalies):
             return True
         # A slowdown the spans show on two services (the grouping made them related: one calls the other) is
         # corroborated by the call graph itself: a slow database shows in its callers, and their callers.

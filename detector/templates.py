@@ -1,6 +1,13 @@
-"""Log templates: WARN-and-above log lines mined into templates with drain3, per service, counted per window; a
+"""Log templates: log lines mined into templates with drain3, per service, counted per window. A WARN-and-above
 template never seen before (once the miner has warmed up) or one surging past its own recent counts is an anomaly,
-``log_template:<id>`` on the service, with a trace id that showed it (for trace exemplars).
+``log_template:<id>`` on the service, with a trace id that showed it (for trace exemplars). Lines of every severity
+that name a trace also feed the log flow (detector/logflow.py): a template that stopped coming while its service
+and its traces go on is ``log_missing:<id>``.
+
+The miner masks ids (UUIDs, long hex), times and free-standing numbers, keeps other tokens with digits literal, and
+routes lines by their first four tokens (``drain_depth`` 6): in a ``<time> <level> <logger#line> ...`` layout two
+code locations are then two templates however alike their text (with drain3's defaults, TrainTicket's
+``TravelServiceImpl#451`` and ``#457`` lines were one template, and the missing one could not be told).
 
 Signals name templates by id, never by their text: log text is untrusted and may carry secrets, so it stays in
 the process (:attr:`LogTemplates.templates`) and never reaches Slack. Mining is bounded: at most
@@ -16,14 +23,36 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from drain3 import TemplateMiner
+from drain3.masking import MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.detector import Anomaly
+from rootward.detector.logflow import FlowSettings, LogFlow
 from rootward.detector.windows import WARN
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
 logging.getLogger("drain3").setLevel(logging.WARNING)
+
+#: What the miner replaces before it compares lines: ids, times and numbers standing on their own (not the digits of
+#: a ``Class#123`` or ``G1234`` token, which name a place or a thing).
+MASKS = (
+    MaskingInstruction(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "ID"),
+    MaskingInstruction(r"\b[0-9a-fA-F]{16,}\b", "ID"),
+    MaskingInstruction(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?Z?|\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?", "TIME"),
+    MaskingInstruction(r"(?<![\w#.])[-+]?\d+(?:\.\d+)?(?![\w.])", "NUM"),
+)
+
+
+def miner(max_templates: int) -> TemplateMiner:
+    """A drain3 miner configured for service logs (see the module's docstring)."""
+    config = TemplateMinerConfig()
+    config.profiling_enabled = False
+    config.drain_max_clusters = max_templates
+    config.drain_depth = 6
+    config.parametrize_numeric_tokens = False
+    config.masking_instructions = list(MASKS)
+    return TemplateMiner(config=config)
 
 
 class LogTemplates:
@@ -40,16 +69,17 @@ class LogTemplates:
         min_count: int = 5,
         max_lines_per_window: int = 5000,
         max_templates: int = 2000,
+        flow: FlowSettings | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock or SystemClock()
         self.window_s, self.warmup_windows, self.history = window_s, warmup_windows, history
         self.surge_factor, self.min_count = surge_factor, min_count
         self.max_lines, self.max_templates = max_lines_per_window, max_templates
-        config = TemplateMinerConfig()
-        config.profiling_enabled = False
-        config.drain_max_clusters = max_templates
-        self.miner = TemplateMiner(config=config)
+        self.miner = miner(max_templates)
+        self.flow = LogFlow(flow, window_s) if flow is not None else None
+        self.keep = 1024  # of 1024: the share of traces whose lines below WARN are mined (see _adapt)
+        self._offered = 0
         self.templates: dict[int, str] = {}
         self.exemplars: dict[tuple[str, int], str] = {}  # (entity, template) -> a trace id (hex) that showed it
         self.counts: Counter[tuple[str, int]] = Counter()
@@ -71,10 +101,19 @@ class LogTemplates:
         with self._lock:
             self._roll(self.clock.now())
             entities = [entity_of(r) for r in batch.resources]
-            for i in (batch.severity >= WARN).nonzero()[0].tolist():
+            severe = batch.severity >= WARN
+            rows = severe if self.flow is None else severe | (batch.trace_id != 0).any(axis=1)
+            for i in rows.nonzero()[0].tolist():
                 body, entity = batch.body[i], entities[int(batch.resource[i])]
                 if not isinstance(body, str) or entity is None:
                     continue
+                hi, lo = batch.trace_id[i].tolist()
+                trace, warn = lo or hi, bool(severe[i])
+                if not warn:  # for the log flow only: sampled by trace, so a kept trace keeps all its lines
+                    self._offered += 1
+                    if trace & 1023 >= self.keep:
+                        self.skipped += 1
+                        continue
                 if self._mined >= self.max_lines:
                     self.skipped += 1
                     continue
@@ -83,9 +122,12 @@ class LogTemplates:
                 template = int(result["cluster_id"])
                 self.templates[template] = str(result["template_mined"])
                 key = (entity, template)
+                if self.flow is not None and self.current is not None:
+                    self.flow.line(entity, template, trace, self.current, warn)
+                if not warn:
+                    continue
                 self.counts[key] += 1
-                hi, lo = batch.trace_id[i].tolist()
-                if (hi or lo) and key not in self.exemplars and len(self.exemplars) < 4 * self.max_templates:
+                if trace and key not in self.exemplars and len(self.exemplars) < 4 * self.max_templates:
                     self.exemplars[key] = f"{hi:016x}{lo:016x}"
 
     def tick(self) -> None:
@@ -129,7 +171,20 @@ class LogTemplates:
             ring = self.past.setdefault(key, deque(maxlen=self.history))
             ring.append(self.counts.get(key, 0))
         self.counts.clear()
+        if self.flow is not None:
+            anomalies.extend(self.flow.close(number, start, end))
+            self._adapt()
         self._mined = 0
         self.windows += 1
         if anomalies:
             self.sink(end, anomalies)
+
+    def _adapt(self) -> None:
+        """Lines below WARN may take half the mining budget: past it, the share of traces whose lines are mined
+        shrinks to fit (by the last window's offer), and grows back by doubling when the offer falls."""
+        budget = self.max_lines // 2
+        if self._offered > budget:
+            self.keep = max(1, self.keep * budget // self._offered)
+        else:
+            self.keep = min(1024, self.keep * 2)
+        self._offered = 0

@@ -25,6 +25,7 @@ from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
+from rootward.detector.logflow import FlowSettings
 from rootward.detector.multivariate import Multivariate, MultivariateSettings
 from rootward.detector.store import IncidentStore
 from rootward.detector.telemetry import DetectorMetrics
@@ -203,6 +204,7 @@ class App:
             detection.incidents.hold_s,
             detection.incidents.reopen_s,
             min_families=detection.incidents.min_families,
+            missing_alone=detection.incidents.missing_alone,
         )
         self.incident_store = (
             IncidentStore(config.incidents_path, failed=self.telemetry.incident_store_failures.inc)
@@ -227,13 +229,15 @@ class App:
             self.incidents.sinks.append(self.slack)
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         settings = DetectorSettings(
-            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", *kube_keys})
+            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", "log_flow", *kube_keys})
         )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
         self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
         self.telemetry.registry.register(DetectorMetrics(self.detector))
-        self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s)
+        flow = detection.log_flow
+        flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
+        self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s, flow=flow_settings)
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis

@@ -235,8 +235,36 @@ class Incidents(_Section):
     ``.p99`` are one family, CPU and latency two); until then it is pending and told to no one. Known failure
     signals (OOMKilled, CrashLoopBackOff, ...) open at once. 2: one series' spike (or its quantile siblings) is
     not an incident; on the shared Nezha days 1 gave 3-9x the false incidents."""
+    missing_alone: float = Field(default=6.0, gt=0)
+    """A log line that stopped coming (``log_missing``, detector/logflow.py) opens an incident on its own when the
+    chance of its absence is below ``10 ** -missing_alone``: its score is that chance, not a distance from a
+    baseline, so one family can be enough."""
     store: bool = True
     """Keep incidents in ``<storage.data_dir>/incidents.db`` (SQLite): open ones survive a restart."""
+
+
+class LogFlow(_Section):
+    """The log flow (detector/logflow.py): a log template that stopped coming while its service, and the traces it
+    used to be part of, go on: the line after a failing statement. Reads every line that names a trace (sampled by
+    trace past half of the miner's budget), not only WARN and above."""
+
+    enabled: bool = True
+    trail_s: float = Field(default=60.0, gt=0)
+    """Lines and finished traces are judged over this many trailing seconds."""
+    half_life: float = Field(default=3000.0, gt=0)
+    """Lines (share test) or traces (trace test) after which what was learned counts half."""
+    min_expected: float = Field(default=8.0, gt=0)
+    """Share test: lines of a template expected in the trailing window (its share x its service's lines) before
+    none of them is news."""
+    min_evidence: float = Field(default=6.0, gt=0)
+    """Trace test: ``-log10`` of the chance that the template's anchor came in this many traces without it (6: one
+    in a million)."""
+    min_q: float = Field(default=0.9, gt=0, le=1)
+    """Trace test: an anchor is a template the other followed in at least this share of its traces."""
+    min_anchor: float = Field(default=30.0, ge=1)
+    """Trace test: traces an anchor must have been seen in."""
+    warmup_lines: float = Field(default=200.0, ge=0)
+    """Share test: lines of a service learned before its shares are judged."""
 
 
 class Multivariate(_Section):
@@ -309,6 +337,7 @@ class Detection(_Section):
     (``k8s:PodPending``): scheduling and image pulls take a while, a stuck pod is news (a Failed pod is at once)."""
     incidents: Incidents = Incidents()
     multivariate: Multivariate = Multivariate()
+    log_flow: LogFlow = LogFlow()
 
 
 class Logging(_Section):
@@ -488,6 +517,7 @@ __all__ = [  # with rootward/config_acting.py's sections: every section is looke
     "Lease",
     "Limits",
     "Listen",
+    "LogFlow",
     "Logging",
     "Multivariate",
     "Notifications",

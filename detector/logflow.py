@@ -1,0 +1,257 @@
+"""Log flow: the code paths a service's log lines show, and the one that stopped running while the rest go on.
+
+A fault in code (an exception thrown half-way through a handler, a wrong value returned) rarely moves a service's
+request rate, latency or error count: what changes is *which* lines it logs. The line after the failing statement
+is never written, while the lines before it, and the requests, keep coming (on the shared TrainTicket day, every
+code fault shows as a log template whose share of its service's lines falls from 5-60 % to nothing; Nezha mines the
+same thing as event-graph patterns per trace). Two tests find such a template, each over a trailing window
+(``trail_s``) of lines, both judged against what was learned from the lines before (exponentially forgotten by
+``half_life`` lines or traces):
+
+- **share**: the service wrote ``n`` lines and template ``k`` had share ``p`` of its lines; ``n * p`` of them were
+  expected (at least ``min_expected``) and none came. A change in the request mix moves shares too, so it needs a
+  large expectation.
+- **trace**: in past traces, whenever template ``a`` (of any service) was in a trace, ``k`` was too, in a share
+  ``q`` of them (at least ``min_q``). Now ``m`` traces had ``a`` and none had ``k``: the chance of that is
+  ``(1 - q) ** m``; its ``-log10`` is the evidence, at least ``min_evidence``. The request still happens (``a`` is
+  its anchor), only the path through ``k`` is gone; a change in the request mix removes ``a`` too, and says nothing.
+
+Either makes an anomaly ``log_missing:<template>`` on the template's service (value 0, the expected count, the
+evidence as score). A trace counts once no line of it came for a whole window. Bounded: open traces (oldest
+finished early), distinct templates a trace contributes (``max_keys``), learned pairs (``max_pairs``, new pairs
+refused past it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+
+from rootward.detector.detector import Anomaly
+
+Key = tuple[str, int]  # (entity, template id)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    trail_s: float = 60.0
+    half_life: float = 3000.0
+    min_expected: float = 8.0
+    min_evidence: float = 6.0
+    min_q: float = 0.9
+    min_anchor: float = 30.0
+    warmup_lines: float = 200.0
+    max_open: int = 50_000
+    max_keys: int = 16
+    max_pairs: int = 200_000
+
+
+class LogFlow:
+    """Fed every mined line (:meth:`line`), judged a window at a time (:meth:`close`). Not thread-safe: the
+    caller (:class:`~rootward.detector.templates.LogTemplates`) holds its lock."""
+
+    def __init__(self, settings: FlowSettings | None = None, window_s: float = 10.0) -> None:
+        self.settings = s = settings or FlowSettings()
+        self.windows = max(1, round(s.trail_s / window_s))
+        self.decay = 0.5 ** (1.0 / s.half_life)
+        # share test: this window's lines, the trailing windows', and what was learned (decayed by lines)
+        self.now: Counter[Key] = Counter()
+        self.trail: Counter[Key] = Counter()
+        self.ring: deque[Counter[Key]] = deque()
+        self.learned: dict[str, dict[int, float]] = {}
+        self.lines: dict[str, float] = {}
+        self.seen: Counter[Key] = Counter()  # windows a template showed in
+        self.severe: set[Key] = set()  # templates of WARN-and-above lines: never missing
+        self.heard: dict[str, int] = {}  # entity -> the last window it had a line in
+        self.resumed: dict[str, int] = {}  # entity -> the window its lines resumed in after a silence
+        # trace test: open traces, finished traces' keys and pairs (trailing), learned pairs (inflated counts)
+        self.open: OrderedDict[int, tuple[int, set[Key]]] = OrderedDict()
+        self.has: Counter[Key] = Counter()
+        self.both: Counter[tuple[Key, Key]] = Counter()
+        self.trace_ring: deque[tuple[Counter[Key], Counter[tuple[Key, Key]]]] = deque()
+        self.n_a: dict[Key, float] = {}
+        self.n_ab: dict[tuple[Key, Key], float] = {}
+        self.inflate = 1.0
+        self.anchors: dict[Key, tuple[Key, float]] = {}
+        self.closed = 0
+        self.last: int | None = None
+        self.evicted = 0  # open traces finished early (max_open)
+        self.refused = 0  # new pairs past max_pairs
+
+    def line(self, entity: str, template: int, trace: int, number: int, severe: bool = False) -> None:
+        """One mined line of ``entity`` in window ``number``; ``trace`` is 0 when the line names no trace. A
+        ``severe`` (WARN and above) template counts, but its absence is never news: errors that stop are good."""
+        key = (entity, template)
+        self.now[key] += 1
+        if severe:
+            self.severe.add(key)
+        if not trace:
+            return
+        entry = self.open.pop(trace, None)
+        keys = entry[1] if entry is not None else set()
+        if len(keys) < self.settings.max_keys:
+            keys.add(key)
+        self.open[trace] = (number, keys)  # newest last
+        if len(self.open) > self.settings.max_open:
+            self.evicted += 1
+            self._finish([self.open.popitem(last=False)[1][1]])
+
+    def close(self, number: int, start: float, end: float) -> list[Anomaly]:
+        """Judge window ``number`` (its lines are in), then learn from it. A trace is finished once no line of it
+        came for a whole window."""
+        if self.last is not None:  # windows without a line (telemetry stopped) leave the trailing sums empty
+            for _ in range(min(self.windows, number - self.last - 1)):
+                self._slide(Counter())
+                self._slide_traces(Counter(), Counter())
+        self.last = number
+        for entity in {entity for entity, _ in self.now}:
+            if number - self.heard.get(entity, -(10**9)) > self.windows:
+                self.resumed[entity] = number
+            self.heard[entity] = number
+        finished = []
+        while self.open and next(iter(self.open.values()))[0] < number:
+            finished.append(self.open.popitem(last=False)[1][1])
+        has, both = self._finish(finished)
+        self._slide(self.now)
+        self._slide_traces(has, both)
+        found: dict[Key, Anomaly] = {}
+        for anomaly in [*self._shares(number, start, end), *self._traces(start, end)]:
+            key = (anomaly.entity, int(anomaly.signal.rpartition(":")[2]))
+            if key not in found or anomaly.score > found[key].score:
+                found[key] = anomaly
+        self._learn_shares()
+        self.closed += 1
+        if self.closed % self.windows == 0:
+            self._choose_anchors()
+        return list(found.values())
+
+    # share test
+
+    def _shares(self, number: int, start: float, end: float) -> list[Anomaly]:
+        """Templates of a service missing from the trailing window, judged once the service has been heard from
+        for a whole trailing window (after a silence, requests already under way log only their later lines)."""
+        s = self.settings
+        totals: dict[str, float] = {}
+        for (entity, _), count in self.trail.items():
+            totals[entity] = totals.get(entity, 0) + count
+        anomalies = []
+        for entity, n in totals.items():
+            learned, lines = self.learned.get(entity), self.lines.get(entity, 0.0)
+            if learned is None or lines < s.warmup_lines or number - self.resumed.get(entity, 0) < self.windows:
+                continue
+            for template, count in learned.items():
+                expected = n * count / lines
+                key = (entity, template)
+                if (
+                    expected >= s.min_expected
+                    and not self.trail.get(key)
+                    and self.seen[key] >= 3
+                    and key not in self.severe
+                ):
+                    evidence = -n * math.log10(1.0 - min(count / lines, 0.99))
+                    anomalies.append(self._anomaly(entity, template, expected, evidence, start, end))
+        return anomalies
+
+    def _learn_shares(self) -> None:
+        per: Counter[str] = Counter()
+        for (entity, _), count in self.now.items():
+            per[entity] += count
+        for entity, n in per.items():
+            factor = self.decay**n
+            learned = self.learned.setdefault(entity, {})
+            for template in learned:
+                learned[template] *= factor
+            self.lines[entity] = self.lines.get(entity, 0.0) * factor + n
+        for (entity, template), count in self.now.items():
+            learned = self.learned[entity]
+            learned[template] = learned.get(template, 0.0) + count
+            self.seen[(entity, template)] += 1
+        self.now = Counter()
+
+    def _slide(self, now: Counter[Key]) -> None:
+        self.ring.append(Counter(now))
+        self.trail.update(now)
+        while len(self.ring) > self.windows:
+            self.trail.subtract(self.ring.popleft())
+            self.trail = +self.trail
+
+    # trace test
+
+    def _finish(self, traces: list[set[Key]]) -> tuple[Counter[Key], Counter[tuple[Key, Key]]]:
+        """Count finished traces' keys and pairs (for the trailing window) and learn them."""
+        s = self.settings
+        has: Counter[Key] = Counter()
+        both: Counter[tuple[Key, Key]] = Counter()
+        for keys in traces:
+            self.inflate /= self.decay
+            weight = self.inflate
+            for a in keys:
+                has[a] += 1
+                self.n_a[a] = self.n_a.get(a, 0.0) + weight
+                for b in keys:
+                    if a == b:
+                        continue
+                    pair = (a, b)
+                    both[pair] += 1
+                    if pair in self.n_ab:
+                        self.n_ab[pair] += weight
+                    elif len(self.n_ab) < s.max_pairs:
+                        self.n_ab[pair] = weight
+                    else:
+                        self.refused += 1
+            if self.inflate > 1e200:
+                self._renormalise()
+        return has, both
+
+    def _slide_traces(self, has: Counter[Key], both: Counter[tuple[Key, Key]]) -> None:
+        self.trace_ring.append((has, both))
+        self.has.update(has)
+        self.both.update(both)
+        while len(self.trace_ring) > self.windows:
+            old_has, old_both = self.trace_ring.popleft()
+            self.has.subtract(old_has)
+            self.both.subtract(old_both)
+            self.has, self.both = +self.has, +self.both
+
+    def _traces(self, start: float, end: float) -> list[Anomaly]:
+        s = self.settings
+        anomalies = []
+        for b, (a, q) in self.anchors.items():
+            m = self.has.get(a, 0)
+            if m and not self.both.get((a, b)) and b not in self.severe:
+                evidence = m * -math.log10(1.0 - min(q, 0.99))
+                if evidence >= s.min_evidence:
+                    anomalies.append(self._anomaly(b[0], b[1], m * q, evidence, start, end))
+        return anomalies
+
+    def _choose_anchors(self) -> None:
+        """For each template, the template it most reliably comes with in a trace (highest ``q``, then the most
+        traces), among anchors seen in ``min_anchor`` traces or more; a template's anchor is kept while its ``q``
+        stays within 0.2 of ``min_q`` (a minute of a fault in a quiet service would otherwise unlearn it)."""
+        s = self.settings
+        floor = s.min_anchor * self.inflate
+        best: dict[Key, tuple[Key, float, float]] = {}
+        for (a, b), n_ab in self.n_ab.items():
+            n_a = self.n_a.get(a, 0.0)
+            if n_a < floor:
+                continue
+            q = n_ab / n_a
+            if q >= s.min_q and (b not in best or (q, n_a) > best[b][1:]):
+                best[b] = (a, q, n_a)
+        for b, (a, _) in self.anchors.items():  # an anchor stays while q >= min_q - 0.2: learning from the
+            if b not in best and self.n_a.get(a, 0.0) >= floor:  # fault itself must not unlearn what it breaks
+                q = self.n_ab.get((a, b), 0.0) / self.n_a[a]
+                if q >= s.min_q - 0.2:
+                    best[b] = (a, q, 0.0)
+        self.anchors = {b: (a, q) for b, (a, q, _) in best.items()}
+
+    def _renormalise(self) -> None:
+        scale = 1.0 / self.inflate
+        self.n_a = {k: v * scale for k, v in self.n_a.items() if v * scale > 1e-6}
+        self.n_ab = {k: v * scale for k, v in self.n_ab.items() if v * scale > 1e-6}
+        self.inflate = 1.0
+
+    @staticmethod
+    def _anomaly(entity: str, template: int, expected: float, evidence: float, start: float, end: float) -> Anomaly:
+        return Anomaly(entity, f"log_missing:{template}", 0.0, round(expected, 2), min(20.0, evidence), start, end)
