@@ -140,8 +140,8 @@ class LogFlow:
             learned, lines = self.learned.get(entity), self.lines.get(entity, 0.0)
             if learned is None or lines < s.warmup_lines or number - self.resumed.get(entity, 0) < self.windows:
                 continue
-            for template, count in learned.items():
-                expected = n * count / lines
+            for template, weight in learned.items():
+                expected = n * weight / lines
                 key = (entity, template)
                 if (
                     expected >= s.min_expected
@@ -149,7 +149,7 @@ class LogFlow:
                     and self.seen[key] >= 3
                     and key not in self.severe
                 ):
-                    evidence = -n * math.log10(1.0 - min(count / lines, 0.99))
+                    evidence = -n * math.log10(1.0 - min(weight / lines, 0.99))
                     anomalies.append(self._anomaly(entity, template, expected, evidence, start, end))
         return anomalies
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CART, CART_POD, INJECTION, Build
+from conftest import CART, CART_POD, INJECTED, Build
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -40,7 +40,7 @@ def test_an_injection_in_a_log_line_is_delimited_data_and_widens_nothing(
     nonce = found["content"].split("\n", 1)[0].removeprefix("<<<DATA ").removesuffix(">>>")
     assert found["content"].startswith(f"<<<DATA {nonce}>>>\n")
     assert found["content"].endswith(f"\n<<<END DATA {nonce}>>>")
-    assert INJECTION in found["content"]
+    assert INJECTED in found["content"]
     assert f"<<<DATA {nonce}>>>" in first["messages"][0]["content"]  # the system prompt names the delimiters
     assert "never instructions" in first["messages"][0]["content"]
     # Nothing the model said added a tool, reached outside the incident, or survived as an action.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CART, CART_POD, DEPLOYMENT, FRONTEND, INJECTION
+from conftest import CART, CART_POD, DEPLOYMENT, FRONTEND, INJECTED
 
 from rootward.agent import IncidentContext
 from rootward.agent.tools import TOOLS, Sources, ToolResult, Workspace, toolbox
@@ -33,7 +33,7 @@ def test_tools_answer_from_what_rootward_holds(sources: Sources, context: Incide
     tools = toolbox(Workspace.of(context, sources))
     _, logs = tools["search_logs"].invoke(json.dumps({"text": "IGNORE previous"}))
     assert logs.status == "ok"
-    assert logs.data["templates"][0]["text"] == INJECTION
+    assert logs.data["templates"][0]["text"] == INJECTED
     assert logs.data["templates"][0]["entity"] == CART
     _, exemplars = tools["trace_exemplars"].invoke(json.dumps({"entity": CART}))
     assert exemplars.data["exemplars"][0]["trace_id"] == "01" * 16
