@@ -1,5 +1,6 @@
 """Log templates: log lines mined into templates with drain3, per service, counted per window. A WARN-and-above
-template never seen before (once the miner has warmed up) or one surging past its own recent counts is an anomaly,
+template never seen before (once the miner has warmed up) or one surging past 4x its busiest window of the last
+``history`` (a template that comes in bursts is judged by its bursts) is an anomaly,
 ``log_template:<id>`` on the service, with a trace id that showed it (for trace exemplars). Lines of every severity
 that name a trace also feed the log flow (detector/logflow.py): a template that stopped coming while its service
 and its traces go on is ``log_missing:<id>``.
@@ -17,7 +18,6 @@ the process (:attr:`LogTemplates.templates`) and never reaches Slack. Mining is 
 from __future__ import annotations
 
 import logging
-import statistics
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -161,7 +161,7 @@ class LogTemplates:
                 if len(self.known) < 4 * self.max_templates:
                     self.known.add(key)
             elif past is not None and len(past) >= 3:
-                typical = statistics.median(past)
+                typical = float(max(past))  # a template that comes in bursts surges past its bursts only
                 if count >= max(self.min_count, self.surge_factor * max(typical, 1.0)):
                     score = min(20.0, count / max(typical, 1.0))
                     anomalies.append(
