@@ -196,6 +196,19 @@ def test_unrelated_anomalies_open_separate_incidents() -> None:
     assert len(incidents.open) == 2
 
 
+def test_an_incident_grows_by_what_is_wrong_now_not_by_all_it_ever_held() -> None:
+    """a went quiet a while ago and b still flaps: a fault next to a is a new incident, one next to b joins."""
+    topo = Graph([("x", "a"), ("a", "b"), ("b", "y")], {})
+    incidents = Incidents(topo, [], hold_s=60)
+    incidents.observe(100, [anomaly("a", 100), anomaly("b", 100)])
+    for t in range(110, 200, 10):
+        incidents.observe(t, [anomaly("b", t)])
+    incidents.observe(200, [anomaly("x", 200), anomaly("y", 200), anomaly("a", 200)])
+    first, second = incidents.open
+    assert set(first.first_seen) == {"a", "b", "y"}  # a itself is still its own; y is next to b
+    assert set(second.first_seen) == {"x"}
+
+
 def test_an_incident_resolves_after_the_hold_and_a_recurrence_reopens_it() -> None:
     rec = Recorder()
     incidents = Incidents(Graph([], {}), [rec], hold_s=60, reopen_s=300)
