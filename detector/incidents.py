@@ -349,13 +349,15 @@ class Incidents:
         return linked
 
     def _related(self, entity: str, incidents: list[Incident], since: float | None = None) -> Incident | None:
-        """The most recent incident holding ``entity``, or with an entity related to it: among its entities active
-        ``since``
-        (open and pending incidents: an incident grows by what is wrong now, not by everything it ever held - one
-        that had gathered 70 entities over 25 minutes was a neighbour of every service on the shared TrainTicket
-        day and swallowed the next faults), or all of them (resolved ones, for a reopening)."""
+        """The most recent incident holding ``entity``, or with an entity related to it. For open and pending
+        incidents (``since`` given) only what is wrong now counts: ``entity`` itself if it was seen since ``since -
+        reopen_s`` (as if it were alone: resolved, then reopened), its neighbours among the entities active
+        ``since``. An incident that grew by everything it ever held gathered 77 entities over 25 minutes on the
+        shared TrainTicket day, was a neighbour of every service and swallowed the next faults. Resolved incidents
+        (for a reopening): all their entities."""
         for incident in reversed(incidents):  # the most recent first
-            if entity in incident.first_seen:  # its own entity again: the same problem going on
+            recent = since is None or incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s
+            if recent and entity in incident.first_seen:  # its own entity again, within what would reopen it alone
                 return incident
             entities = incident.first_seen if since is None else incident.active(since)
             if any(self.topology.related(entity, other) for other in entities):
