@@ -200,12 +200,12 @@ class Incidents:
         changed: dict[str, tuple[Incident, str]] = {}
         self.resolved = [i for i in self.resolved if i.resolved is not None and i.resolved > now - self.reopen_s]
         for anomaly in anomalies:
-            incident = self._related(anomaly.entity, self.open, now - self.hold_s)
+            incident = self._related(anomaly.entity, self.open, now)
             change = "updated"
-            if incident is None and (incident := self._related(anomaly.entity, self.pending, now - self.hold_s)):
+            if incident is None and (incident := self._related(anomaly.entity, self.pending, now)):
                 change = "pending"
             elif incident is None:
-                incident = self._related(anomaly.entity, self.resolved)
+                incident = self._related(anomaly.entity, self.resolved, now)
                 if incident is not None:
                     self.resolved.remove(incident)
                     incident.status, incident.resolved = "open", None
@@ -250,8 +250,9 @@ class Incidents:
         # A missing log line is judged by its chance (detector/logflow.py), not a baseline's scale: past
         # ``missing_alone`` (-log10 of it) it needs nothing else; with error lines of the same service (a normal
         # line gone, an error in its place: the mark of a failing code path) it needs no more.
-        missing = {e for (e, s), a in incident.anomalies.items() if s.startswith("log_missing:")}
-        if any(a.score >= self.missing_alone for (_, s), a in incident.anomalies.items() if s.startswith("log_m")):
+        missing_signals = {s for _, s in incident.anomalies if s.startswith("log_missing:")}
+        missing = {e for e, s in incident.anomalies if s in missing_signals}
+        if any(a.score >= self.missing_alone for (_, s), a in incident.anomalies.items() if s in missing_signals):
             return True
         if any(e in missing and family(s) in ("log_errors", "log_template") for e, s in incident.anomalies):
             return True
@@ -348,19 +349,24 @@ class Incidents:
                 linked = True
         return linked
 
-    def _related(self, entity: str, incidents: list[Incident], since: float | None = None) -> Incident | None:
-        """The most recent incident holding ``entity``, or with an entity related to it. For open and pending
-        incidents (``since`` given) only what is wrong now counts: ``entity`` itself if it was seen since ``since -
-        reopen_s`` (as if it were alone: resolved, then reopened), its neighbours among the entities active
-        ``since``. An incident that grew by everything it ever held gathered 77 entities over 25 minutes on the
-        shared TrainTicket day, was a neighbour of every service and swallowed the next faults. Resolved incidents
-        (for a reopening): all their entities."""
+    def _related(self, entity: str, incidents: list[Incident], now: float) -> Incident | None:
+        """The most recent incident holding ``entity``, or with an entity related to it. For an open or pending
+        incident only what is wrong now counts: ``entity`` itself if it was seen within ``hold_s + reopen_s`` (as
+        if it were alone: resolved, then reopened), its neighbours among the entities anomalous within ``hold_s``.
+        An incident that grew by everything it ever held gathered 77 entities over 25 minutes on the shared
+        TrainTicket day, was a neighbour of every service and swallowed the next faults. A resolved incident
+        reopens through any of its entities (within ``reopen_s``): by its entities at the end only, one OnlineBoutique
+        fault was missed (a reopening needs no corroboration, a new incident does)."""
         for incident in reversed(incidents):  # the most recent first
-            recent = since is None or incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s
+            if incident.resolved is not None:
+                if any(self.topology.related(entity, other) for other in incident.first_seen):
+                    return incident
+                continue
+            since = now - self.hold_s
+            recent = incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s
             if recent and entity in incident.first_seen:  # its own entity again, within what would reopen it alone
                 return incident
-            entities = incident.first_seen if since is None else incident.active(since)
-            if any(self.topology.related(entity, other) for other in entities):
+            if any(self.topology.related(entity, other) for other in incident.active(since)):
                 return incident
         return None
 

@@ -17,9 +17,13 @@ same thing as event-graph patterns per trace). Two tests find such a template, e
   its anchor), only the path through ``k`` is gone; a change in the request mix removes ``a`` too, and says nothing.
 
 Either makes an anomaly ``log_missing:<template>`` on the template's service (value 0, the expected count, the
-evidence as score). A trace counts once no line of it came for a whole window. Bounded: open traces (oldest
-finished early), distinct templates a trace contributes (``max_keys``), learned pairs (``max_pairs``, new pairs
-refused past it).
+evidence as score). A trace counts once no line of it came for a whole window. Not judged: WARN-and-above templates
+(errors that stop are good news), a service within a trail of writing a line below WARN it never wrote before (a
+new version), and by the share test, one within a trail of its lines resuming after a silence (requests under way
+log only their later lines). Bounded:
+open traces (the oldest finished early past ``max_open``), templates a trace may hold (past ``max_keys`` it counts for
+nothing: which keys it kept would depend on arrival order), learned pairs (``max_pairs``; decayed ones are forgotten
+each trail), services (``max_entities``; unheard for 6 hours, forgotten); decayed templates are forgotten too.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class FlowSettings:
     max_open: int = 50_000
     max_keys: int = 16
     max_pairs: int = 200_000
+    max_entities: int = 10_000
 
 
 class LogFlow:
@@ -66,7 +71,9 @@ class LogFlow:
         self.heard: dict[str, int] = {}  # entity -> the last window it had a line in
         self.resumed: dict[str, int] = {}  # entity -> the window its lines resumed in after a silence
         # trace test: open traces, finished traces' keys and pairs (trailing), learned pairs (inflated counts)
-        self.open: OrderedDict[int, tuple[int, set[Key]]] = OrderedDict()
+        self.open: OrderedDict[int, tuple[int, set[Key] | None]] = OrderedDict()  # None: past max_keys
+        self.early_has: Counter[Key] = Counter()  # traces finished early (max_open), for the next window
+        self.early_both: Counter[tuple[Key, Key]] = Counter()
         self.has: Counter[Key] = Counter()
         self.both: Counter[tuple[Key, Key]] = Counter()
         self.trace_ring: deque[tuple[Counter[Key], Counter[tuple[Key, Key]]]] = deque()
@@ -76,12 +83,19 @@ class LogFlow:
         self.anchors: dict[Key, tuple[Key, float]] = {}
         self.closed = 0
         self.last: int | None = None
+        self.changed: dict[str, int] = {}  # entity -> the last window a template below WARN was first seen in
         self.evicted = 0  # open traces finished early (max_open)
         self.refused = 0  # new pairs past max_pairs
+        self.overflowed = 0  # traces past max_keys, judged and learned from by no one
+        self.crowded = 0  # lines of entities past max_entities
 
     def line(self, entity: str, template: int, trace: int, number: int, severe: bool = False) -> None:
         """One mined line of ``entity`` in window ``number``; ``trace`` is 0 when the line names no trace. A
         ``severe`` (WARN and above) template counts, but its absence is never news: errors that stop are good."""
+        if entity not in self.lines and len(self.lines) >= self.settings.max_entities:
+            self.crowded += 1
+            return
+        self.lines.setdefault(entity, 0.0)
         key = (entity, template)
         self.now[key] += 1
         if severe:
@@ -89,13 +103,24 @@ class LogFlow:
         if not trace:
             return
         entry = self.open.pop(trace, None)
-        keys = entry[1] if entry is not None else set()
-        if len(keys) < self.settings.max_keys:
+        keys = set() if entry is None else entry[1]
+        if keys is not None and key not in keys and len(keys) >= self.settings.max_keys:
+            keys = None  # which keys a long trace keeps would depend on arrival order: it counts for nothing
+            self.overflowed += 1
+        elif keys is not None:
             keys.add(key)
         self.open[trace] = (number, keys)  # newest last
         if len(self.open) > self.settings.max_open:
             self.evicted += 1
-            self._finish([self.open.popitem(last=False)[1][1]])
+            early = self.open.popitem(last=False)[1][1]
+            has, both = self._finish([early] if early is not None else [])
+            self.early_has.update(has)
+            self.early_both.update(both)
+
+    def spoil(self, trace: int, number: int) -> None:
+        """A line of ``trace`` was not mined: the trace counts for nothing (its keys would look missing)."""
+        self.open.pop(trace, None)
+        self.open[trace] = (number, None)
 
     def close(self, number: int, start: float, end: float) -> list[Anomaly]:
         """Judge window ``number`` (its lines are in), then learn from it. A trace is finished once no line of it
@@ -105,14 +130,21 @@ class LogFlow:
                 self._slide(Counter())
                 self._slide_traces(Counter(), Counter())
         self.last = number
+        if number % 360 == 0:  # hourly (at 10 s windows): entities unheard for 6 hours are forgotten
+            self._forget(number - 6 * 360)
         for entity in {entity for entity, _ in self.now}:
             if number - self.heard.get(entity, -(10**9)) > self.windows:
                 self.resumed[entity] = number
             self.heard[entity] = number
         finished = []
         while self.open and next(iter(self.open.values()))[0] < number:
-            finished.append(self.open.popitem(last=False)[1][1])
+            keys = self.open.popitem(last=False)[1][1]
+            if keys is not None:
+                finished.append(keys)
         has, both = self._finish(finished)
+        has.update(self.early_has)
+        both.update(self.early_both)
+        self.early_has, self.early_both = Counter(), Counter()
         self._slide(self.now)
         self._slide_traces(has, both)
         found: dict[Key, Anomaly] = {}
@@ -140,6 +172,8 @@ class LogFlow:
             learned, lines = self.learned.get(entity), self.lines.get(entity, 0.0)
             if learned is None or lines < s.warmup_lines or number - self.resumed.get(entity, 0) < self.windows:
                 continue
+            if number - self.changed.get(entity, -(10**9)) < self.windows:
+                continue  # it writes a line it never wrote before: a new version, whose old lines may be gone
             for template, weight in learned.items():
                 expected = n * weight / lines
                 key = (entity, template)
@@ -165,8 +199,16 @@ class LogFlow:
             self.lines[entity] = self.lines.get(entity, 0.0) * factor + n
         for (entity, template), count in self.now.items():
             learned = self.learned[entity]
+            if template not in learned and self.lines[entity] > count and (entity, template) not in self.severe:
+                self.changed[entity] = self.last if self.last is not None else 0
             learned[template] = learned.get(template, 0.0) + count
             self.seen[(entity, template)] += 1
+        for entity in per:  # forget what decayed to nothing: template ids churn, and entities come and go
+            learned = self.learned[entity]
+            for template in [t for t, weight in learned.items() if weight < 0.01]:
+                del learned[template]
+                self.seen.pop((entity, template), None)
+                self.severe.discard((entity, template))
         self.now = Counter()
 
     def _slide(self, now: Counter[Key]) -> None:
@@ -219,7 +261,8 @@ class LogFlow:
         anomalies = []
         for b, (a, q) in self.anchors.items():
             m = self.has.get(a, 0)
-            if m and not self.both.get((a, b)) and b not in self.severe:
+            fresh = self.last is not None and self.last - self.changed.get(b[0], -(10**9)) < self.windows
+            if m and not self.both.get((a, b)) and b not in self.severe and not fresh:
                 evidence = m * -math.log10(1.0 - min(q, 0.99))
                 if evidence >= s.min_evidence:
                     anomalies.append(self._anomaly(b[0], b[1], m * q, evidence, start, end))
@@ -230,6 +273,9 @@ class LogFlow:
         traces), among anchors seen in ``min_anchor`` traces or more; a template's anchor is kept while its ``q``
         stays within 0.2 of ``min_q`` (a minute of a fault in a quiet service would otherwise unlearn it)."""
         s = self.settings
+        gone = 0.01 * self.inflate  # pairs and keys that decayed below 1 % of a trace: forgotten
+        self.n_a = {k: v for k, v in self.n_a.items() if v >= gone}
+        self.n_ab = {k: v for k, v in self.n_ab.items() if v >= gone}
         floor = s.min_anchor * self.inflate
         best: dict[Key, tuple[Key, float, float]] = {}
         for (a, b), n_ab in self.n_ab.items():
@@ -245,6 +291,14 @@ class LogFlow:
                 if q >= s.min_q - 0.2:
                     best[b] = (a, q, 0.0)
         self.anchors = {b: (a, q) for b, (a, q, _) in best.items()}
+
+    def _forget(self, before: int) -> None:
+        for entity in [e for e, at in self.heard.items() if at < before]:
+            for template in self.learned.pop(entity, {}):
+                self.seen.pop((entity, template), None)
+                self.severe.discard((entity, template))
+            for table in (self.lines, self.heard, self.resumed, self.changed):
+                table.pop(entity, None)
 
     def _renormalise(self) -> None:
         scale = 1.0 / self.inflate

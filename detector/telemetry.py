@@ -1,6 +1,8 @@
 """What the detector could not fold into series, on /metrics: a series past ``max_series``, a histogram stream past
 its limit or with malformed buckets, spans of operations past ``operations_per_service``, multivariate model fits
-that failed. These are counted where they happen (``SeriesTable.refused``, ``Window.dropped``,
+that failed, log lines not mined (over the miner's budget, or of traces sampled out), and what the log flow set
+aside (traces finished early past its open-trace limit, traces past ``max_keys``, pairs past ``max_pairs``, lines of
+services past ``max_entities``). These are counted where they happen (``SeriesTable.refused``, ``Window.dropped``,
 ``Multivariate.failures``); without this they would be lost silently to anyone who cannot attach a debugger.
 
     rootward_detector_dropped_total{reason}
@@ -13,16 +15,25 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from rootward.detector.detector import Detector
+from rootward.detector.templates import LogTemplates
 
 SERIES_REFUSED = "series past max_series"
 MULTIVARIATE_FAILED = "multivariate model fits that failed (the last model stays)"
+LOG_SKIPPED = "log lines not mined (over the miner's budget, or of traces sampled out)"
+FLOW = {
+    "evicted": "log flow traces finished early (open traces past the limit)",
+    "overflowed": "log flow traces past max_keys (judged by no one)",
+    "refused": "log flow template pairs past max_pairs",
+    "crowded": "log flow lines of services past max_entities",
+}
 
 
 class DetectorMetrics:
     """A prometheus_client collector over a :class:`Detector` (register it on a registry)."""
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: Detector, templates: LogTemplates | None = None) -> None:
         self.detector = detector
+        self.templates = templates
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -35,4 +46,9 @@ class DetectorMetrics:
             family.add_metric([reason], count)
         if self.detector.multivariate is not None:
             family.add_metric([MULTIVARIATE_FAILED], self.detector.multivariate.failures)
+        if self.templates is not None:
+            family.add_metric([LOG_SKIPPED], self.templates.skipped)
+            flow = self.templates.flow
+            for attribute, reason in FLOW.items() if flow is not None else ():
+                family.add_metric([reason], getattr(flow, attribute))
         yield family

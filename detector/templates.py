@@ -5,10 +5,11 @@ template never seen before (once the miner has warmed up) or one surging past 4x
 that name a trace also feed the log flow (detector/logflow.py): a template that stopped coming while its service
 and its traces go on is ``log_missing:<id>``.
 
-The miner masks ids (UUIDs, long hex), times and free-standing numbers, keeps other tokens with digits literal, and
-routes lines by their first four tokens (``drain_depth`` 6): in a ``<time> <level> <logger#line> ...`` layout two
-code locations are then two templates however alike their text (with drain3's defaults, TrainTicket's
-``TravelServiceImpl#451`` and ``#457`` lines were one template, and the missing one could not be told).
+The miner masks ids (UUIDs, long hex), times, IP addresses and free-standing numbers (with a unit), keeps other
+tokens with digits literal, and routes lines by their first three tokens (``drain_depth`` 6): in a ``<time> <level>
+<logger#line> ...`` layout two code locations are then two templates however alike their text (with drain3's
+defaults, TrainTicket's ``TravelServiceImpl#451`` and ``#457`` lines were one template, and the missing one could
+not be told).
 
 Signals name templates by id, never by their text: log text is untrusted and may carry secrets, so it stays in
 the process (:attr:`LogTemplates.templates`) and never reaches Slack. Mining is bounded: at most
@@ -40,7 +41,8 @@ MASKS = (
     MaskingInstruction(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "ID"),
     MaskingInstruction(r"\b[0-9a-fA-F]{16,}\b", "ID"),
     MaskingInstruction(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?Z?|\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?", "TIME"),
-    MaskingInstruction(r"(?<![\w#.])[-+]?\d+(?:\.\d+)?(?![\w.])", "NUM"),
+    MaskingInstruction(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?(?![\w.])", "IP"),
+    MaskingInstruction(r"(?<![\w#.])[-+]?\d+(?:\.\d+)?(?:ms|us|ns|s|m|h|%|[KMG]i?B)?(?!\w|\.\d)", "NUM"),
 )
 
 
@@ -80,6 +82,7 @@ class LogTemplates:
         self.flow = LogFlow(flow, window_s) if flow is not None else None
         self.keep = 1024  # of 1024: the share of traces whose lines below WARN are mined (see _adapt)
         self._offered = 0
+        self._mined_info = 0
         self.templates: dict[int, str] = {}
         self.exemplars: dict[tuple[str, int], str] = {}  # (entity, template) -> a trace id (hex) that showed it
         self.counts: Counter[tuple[str, int]] = Counter()
@@ -109,11 +112,15 @@ class LogTemplates:
                     continue
                 hi, lo = batch.trace_id[i].tolist()
                 trace, warn = lo or hi, bool(severe[i])
-                if not warn:  # for the log flow only: sampled by trace, so a kept trace keeps all its lines
+                sampled = trace & 1023 < self.keep  # the log flow's lines are sampled by trace: all or none
+                if not warn:
                     self._offered += 1
-                    if trace & 1023 >= self.keep:
+                    if not sampled or self._mined_info >= self.max_lines // 2:
                         self.skipped += 1
+                        if sampled and self.flow is not None and self.current is not None:
+                            self.flow.spoil(trace, self.current)  # a trace missing lines says nothing
                         continue
+                    self._mined_info += 1
                 if self._mined >= self.max_lines:
                     self.skipped += 1
                     continue
@@ -123,7 +130,7 @@ class LogTemplates:
                 self.templates[template] = str(result["template_mined"])
                 key = (entity, template)
                 if self.flow is not None and self.current is not None:
-                    self.flow.line(entity, template, trace, self.current, warn)
+                    self.flow.line(entity, template, trace if sampled else 0, self.current, warn)
                 if not warn:
                     continue
                 self.counts[key] += 1
@@ -180,11 +187,8 @@ class LogTemplates:
             self.sink(end, anomalies)
 
     def _adapt(self) -> None:
-        """Lines below WARN may take half the mining budget: past it, the share of traces whose lines are mined
-        shrinks to fit (by the last window's offer), and grows back by doubling when the offer falls."""
+        """Lines below WARN may take half the mining budget: the share of traces whose lines are mined is set from
+        the last window's offer to fit it (and at most half is mined in any window, whatever the share)."""
         budget = self.max_lines // 2
-        if self._offered > budget:
-            self.keep = max(1, self.keep * budget // self._offered)
-        else:
-            self.keep = min(1024, self.keep * 2)
-        self._offered = 0
+        self.keep = max(1, min(1024, 1024 * budget // max(self._offered, 1)))
+        self._offered = self._mined_info = 0

@@ -234,10 +234,10 @@ class App:
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
         self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
-        self.telemetry.registry.register(DetectorMetrics(self.detector))
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s, flow=flow_settings)
+        self.telemetry.registry.register(DetectorMetrics(self.detector, self.log_templates))
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis

@@ -53,6 +53,7 @@ def test_recent_gives_the_last_values_oldest_first() -> None:
         pytest.param("op:GET /cart.p95", "latency", id="an-operation-is-its-service-latency"),
         pytest.param("client_net", "network_gap", id="a-gap-from-the-caller"),
         pytest.param("net_in", "network_gap", id="the-same-gap-from-the-callee"),
+        pytest.param("log_missing:4", "log_missing", id="every-missing-line-one-family"),
     ],
 )
 def test_signal_families(signal: str, expected: str) -> None:
@@ -111,6 +112,7 @@ def test_a_lone_family_is_dropped_after_the_hold_but_errors_and_k8s_signals_open
         pytest.param("k8s.workload.available_ratio", True, id="workload-availability"),
         pytest.param("nezha.pod.cpu.usage", True, id="cpu"),
         pytest.param("client.latency.p90", True, id="latency"),
+        pytest.param("log_missing:4", False, id="a-missing-line"),
     ],
 )
 def test_throughput_metrics_do_not_corroborate(signal: str, counts: bool) -> None:
@@ -141,3 +143,17 @@ def test_a_sink_that_raises_is_counted_and_the_sinks_after_it_are_still_told() -
     incidents.observe(100, [anomaly("a", "error_ratio", 100)])
     assert told == ["opened"]
     assert incidents.sink_failures == 1
+
+
+def missing(entity: str, t: float, evidence: float) -> Anomaly:
+    return Anomaly(entity, "log_missing:7", 0.0, 9.0, evidence, t - 10, t)
+
+
+def test_a_missing_line_opens_alone_when_its_chance_is_small_and_beside_its_services_errors() -> None:
+    incidents = Incidents(Graph(), [], hold_s=60, min_families=2, missing_alone=4.5)
+    incidents.observe(100, [missing("a", 100, 4.0), anomaly("b", "p95", 100)])  # weak, and another's blip
+    assert incidents.open == []
+    incidents.observe(110, [missing("a", 110, 4.6)])  # one in 40,000: alone
+    assert len(incidents.open) == 1
+    incidents.observe(300, [missing("z", 300, 4.0), anomaly("z", "log_errors", 300)])  # gone, errors instead
+    assert [set(i.first_seen) for i in incidents.open] == [{"z"}]  # (the first one resolved meanwhile)

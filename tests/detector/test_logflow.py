@@ -5,10 +5,13 @@ lines through the OTel SDK's OTLP log exporter into a running Rootward and sees 
 from __future__ import annotations
 
 import itertools
+import random
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
@@ -17,11 +20,16 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
-from rootward.detector.detector import Anomaly
+from rootward.detector.detector import Anomaly, Detector
 from rootward.detector.logflow import FlowSettings, LogFlow
+from rootward.detector.telemetry import FLOW, LOG_SKIPPED, DetectorMetrics
+from rootward.detector.templates import LogTemplates
+from rootward.model import LogBatch
+from rootward.receiver import LogDecoder
 
 A, B, C, X = 1, 2, 3, 4  # template ids: a request logs A, B, C; X is another request type's line
 traces = itertools.count(1)
+RANDOM = random.Random(5)
 
 
 def window(flow: LogFlow, number: int, requests: int, templates: tuple[int, ...], entity: str = "svc") -> None:
@@ -138,3 +146,75 @@ def test_a_failing_code_path_through_the_sdk_exporter_opens_an_incident() -> Non
     finally:
         provider.shutdown()
         app.shutdown()
+
+
+def test_a_warn_template_that_stops_is_never_missing() -> None:
+    flow = LogFlow(FlowSettings(warmup_lines=100))
+    for number in range(40):
+        window(flow, number, 5, (A, C))
+        for _ in range(5):
+            flow.line("svc", X, next(traces), number, severe=number < 30)  # errors, then none
+        flow.close(number, number * 10.0, number * 10.0 + 10)
+    assert ("svc", X) in flow.severe
+    assert run(flow, range(40, 50), 5, (A, C)) == []
+
+
+def test_a_service_that_writes_a_new_line_is_not_judged_for_a_trail() -> None:
+    """A new version logs new lines (and its old ones may be gone): not a fault."""
+    flow = LogFlow(FlowSettings(warmup_lines=100))
+    run(flow, range(30), 5, (A, B, C))
+    assert run(flow, range(30, 36), 5, (A, X, C)) == []  # B gone, X new: for a whole trail, nothing
+    assert {a.signal for a in run(flow, range(36, 40), 5, (A, X, C))} == {f"log_missing:{B}"}
+
+
+def test_a_trace_past_max_keys_counts_for_nothing() -> None:
+    flow = LogFlow(FlowSettings(max_keys=2))
+    for template in (A, B, C):
+        flow.line("svc", template, 99, 0)
+    flow.close(1, 10.0, 20.0)
+    assert flow.overflowed == 1
+    assert flow.n_a == {}
+
+
+def test_lines_below_warn_are_sampled_by_trace_to_half_the_budget() -> None:
+    clock = ManualClock(0.0)
+    mined = LogTemplates(lambda _, a: None, clock, max_lines_per_window=1000, flow=FlowSettings())
+    per_window = []
+    for _ in range(6):  # 2,000 INFO lines a window (4 a trace), twice the half budget of 500... four times
+        before = mined.skipped
+        mined.consume_logs(info_lines(500))
+        per_window.append(2000 - (mined.skipped - before))
+        clock.advance(10)
+        mined.tick()
+    assert per_window[0] == 500  # the cap holds within a window
+    assert mined.keep == 1024 * 500 // 2000  # the share settles at what fits, and stays there
+    assert 350 <= per_window[-1] <= 650  # whole traces of a quarter of them
+    assert mined.flow is not None
+    assert all(keys is None or len(keys) == 4 for _, keys in mined.flow.open.values())
+    for _ in range(2):  # the offer falls: all traces again
+        mined.consume_logs(info_lines(50))
+        clock.advance(10)
+        mined.tick()
+    assert mined.keep == 1024
+
+
+def info_lines(traces_n: int) -> LogBatch:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name", value=AnyValue(string_value="svc"))
+    scope = rl.scope_logs.add()
+    for _ in range(traces_n):
+        trace = RANDOM.getrandbits(128).to_bytes(16, "big")  # real trace ids are random: sampling by them is fair
+        for step in ("read", "check", "write", "reply"):
+            scope.log_records.add(body=AnyValue(string_value=f"{step} done"), severity_number=9, trace_id=trace)
+    return LogDecoder().decode(req.SerializeToString()).batch
+
+
+def test_what_the_flow_sets_aside_is_on_metrics() -> None:
+    clock = ManualClock(0.0)
+    mined = LogTemplates(lambda _, a: None, clock, max_lines_per_window=10, flow=FlowSettings(max_keys=2))
+    mined.consume_logs(info_lines(5))
+    (family,) = DetectorMetrics(Detector(lambda _, a: None), mined).collect()
+    values = {s.labels["reason"]: s.value for s in family.samples}
+    assert values[LOG_SKIPPED] == 15  # 20 lines offered, 5 mined (half the budget)
+    assert values[FLOW["overflowed"]] == 1  # the first trace's third template was past max_keys 2
