@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -52,13 +53,19 @@ def test_no_nezha_data_is_a_clear_error(tmp_path: Path) -> None:
     assert "no rca_data/<YYYY-MM-DD>" in result.output
 
 
-@pytest.mark.slow
-def test_the_shared_onlineboutique_day_end_to_end(tmp_path: Path) -> None:
-    output, doc = run_eval(tmp_path, str(SHARED_DATA / "nezha" / "ob-2022-08-22.tar.gz"))
+def shared_day(out: Path, archive: str, faults: int) -> dict[str, Any]:
+    """One shared Nezha day through ``rootward eval``: its scores (the output is printed for the test log)."""
+    output, doc = run_eval(out, str(SHARED_DATA / "nezha" / archive))
     (day,) = doc["days"]  # type: ignore[misc]
     print(output)
-    assert day["faults"] == 24
+    assert day["faults"] == faults
     assert set(day) == DAY_KEYS
+    return day  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_the_shared_onlineboutique_day_end_to_end(tmp_path: Path) -> None:
+    day = shared_day(tmp_path, "ob-2022-08-22.tar.gz", 24)
     # The floor of what detection and the graph reasoner achieve today (14/24 detected, AC@1 0.50, 3 false incidents,
     # bench/README.md); raise it as they improve (issues 6 and 7: recall >= 0.95, AC@1 >= 0.90, <= 1 false an hour).
     assert day["detected"] >= 14
@@ -68,10 +75,7 @@ def test_the_shared_onlineboutique_day_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_shared_trainticket_day_end_to_end(tmp_path: Path) -> None:
-    output, doc = run_eval(tmp_path, str(SHARED_DATA / "nezha" / "tt-2023-01-29.tar.gz"))
-    (day,) = doc["days"]  # type: ignore[misc]
-    print(output)
-    assert day["faults"] == 28
+    day = shared_day(tmp_path, "tt-2023-01-29.tar.gz", 28)
     # The floor today (19/28 detected, AC@1 0.64, 1.2 false incidents an hour, bench/README.md): most of it is the
     # log flow's missing lines (17 of 24 code faults); before it 3/28 and AC@1 0.11. Raise it as detection improves.
     assert day["detected"] >= 18
