@@ -275,7 +275,10 @@ class LogArgs(_Strict):
 
 class SearchLogs(Tool[LogArgs]):
     name = "search_logs"
-    description = "Search the WARN+ log templates mined per entity (text, template id, count this window)."
+    description = (
+        "Search the log templates mined per entity (text, template id, count: this window for WARN+ templates, the "
+        "last minute for the others; a template whose lines stopped coming shows 0)."
+    )
     args_model = LogArgs
 
     def run(self, args: LogArgs) -> ToolResult:

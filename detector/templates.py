@@ -142,10 +142,15 @@ class LogTemplates:
             self._roll(self.clock.now())
 
     def snapshot(self) -> tuple[dict[int, str], dict[tuple[str, int], int], dict[tuple[str, int], str]]:
-        """Copies of (template texts, this window's counts per (entity, template), trace exemplars): what the
-        agent's tools read beside the pipeline thread."""
+        """Copies of (template texts, counts per (entity, template), trace exemplars): what the agent's tools read
+        beside the pipeline thread. A WARN-and-above template's count is this window's; the log flow's other
+        templates count their lines over its trailing window (0 for one that went missing)."""
         with self._lock:
             counts = {key: self.counts.get(key, 0) for key in {*self.counts, *self.known}}
+            if self.flow is not None:
+                for entity, learned in self.flow.learned.items():
+                    for template in learned:
+                        counts.setdefault((entity, template), self.flow.trail.get((entity, template), 0))
             return dict(self.templates), counts, dict(self.exemplars)
 
     def _roll(self, now: float) -> None:

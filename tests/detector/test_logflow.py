@@ -218,3 +218,14 @@ def test_what_the_flow_sets_aside_is_on_metrics() -> None:
     values = {s.labels["reason"]: s.value for s in family.samples}
     assert values[LOG_SKIPPED] == 15  # 20 lines offered, 5 mined (half the budget)
     assert values[FLOW["overflowed"]] == 1  # the first trace's third template was past max_keys 2
+
+
+def test_the_agent_sees_the_templates_of_lines_below_warn_and_which_went_missing() -> None:
+    clock = ManualClock(0.0)
+    mined = LogTemplates(lambda _, a: None, clock, flow=FlowSettings())
+    mined.consume_logs(info_lines(3))
+    clock.advance(10)
+    mined.tick()
+    texts, counts, _ = mined.snapshot()
+    by_text = {texts[t]: n for (e, t), n in counts.items() if e == "service:/svc"}
+    assert by_text == {"read done": 3, "check done": 3, "write done": 3, "reply done": 3}
