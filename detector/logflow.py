@@ -6,7 +6,7 @@ is never written, while the lines before it, and the requests, keep coming (on t
 code fault shows as a log template whose share of its service's lines falls from 5-60 % to nothing; Nezha mines the
 same thing as event-graph patterns per trace). Two tests find such a template, each over a trailing window
 (``trail_s``) of lines, both judged against what was learned from the lines before (exponentially forgotten by
-``half_life`` lines or traces):
+``half_life`` lines of the service, or traces through the anchor's service):
 
 - **share**: the service wrote ``n`` lines and template ``k`` had share ``p`` of its lines; ``n * p`` of them were
   expected (at least ``min_expected``) and none came. A change in the request mix moves shares too, so it needs a
@@ -79,7 +79,7 @@ class LogFlow:
         self.trace_ring: deque[tuple[Counter[Key], Counter[tuple[Key, Key]]]] = deque()
         self.n_a: dict[Key, float] = {}
         self.n_ab: dict[tuple[Key, Key], float] = {}
-        self.inflate = 1.0
+        self.inflate: dict[str, float] = {}  # entity -> its growing weight (see _finish)
         self.anchors: dict[Key, tuple[Key, float]] = {}
         self.closed = 0
         self.last: int | None = None
@@ -221,15 +221,21 @@ class LogFlow:
     # trace test
 
     def _finish(self, traces: list[set[Key]]) -> tuple[Counter[Key], Counter[tuple[Key, Key]]]:
-        """Count finished traces' keys and pairs (for the trailing window) and learn them."""
+        """Count finished traces' keys and pairs (for the trailing window) and learn them. What is learned is
+        forgotten by the traces of the anchor's own service (``half_life`` of them): a busy service's traces must
+        not wash out a quiet one's anchors, nor an idle hour forget them. Counts are stored inflated (each new trace
+        of a service weighs more than the last), so nothing needs decaying: the true count is stored / inflate."""
         s = self.settings
         has: Counter[Key] = Counter()
         both: Counter[tuple[Key, Key]] = Counter()
         for keys in traces:
-            self.inflate /= self.decay
-            weight = self.inflate
+            for entity in {entity for entity, _ in keys}:
+                self.inflate[entity] = self.inflate.get(entity, 1.0) / self.decay
+                if self.inflate[entity] > 1e200:
+                    self._renormalise(entity)
             for a in keys:
                 has[a] += 1
+                weight = self.inflate[a[0]]
                 self.n_a[a] = self.n_a.get(a, 0.0) + weight
                 for b in keys:
                     if a == b:
@@ -242,8 +248,6 @@ class LogFlow:
                         self.n_ab[pair] = weight
                     else:
                         self.refused += 1
-            if self.inflate > 1e200:
-                self._renormalise()
         return has, both
 
     def _slide_traces(self, has: Counter[Key], both: Counter[tuple[Key, Key]]) -> None:
@@ -273,38 +277,42 @@ class LogFlow:
         traces), among anchors seen in ``min_anchor`` traces or more; a template's anchor is kept while its ``q``
         stays within 0.2 of ``min_q`` (a minute of a fault in a quiet service would otherwise unlearn it)."""
         s = self.settings
-        gone = 0.01 * self.inflate  # pairs and keys that decayed below 1 % of a trace: forgotten
-        self.n_a = {k: v for k, v in self.n_a.items() if v >= gone}
-        self.n_ab = {k: v for k, v in self.n_ab.items() if v >= gone}
-        floor = s.min_anchor * self.inflate
+        inflate = self.inflate  # pairs and keys that decayed below 1 % of a trace are forgotten
+        self.n_a = {k: v for k, v in self.n_a.items() if v >= 0.01 * inflate.get(k[0], 1.0)}
+        self.n_ab = {k: v for k, v in self.n_ab.items() if v >= 0.01 * inflate.get(k[0][0], 1.0)}
         best: dict[Key, tuple[Key, float, float]] = {}
         for (a, b), n_ab in self.n_ab.items():
             n_a = self.n_a.get(a, 0.0)
-            if n_a < floor:
+            if n_a < s.min_anchor * inflate.get(a[0], 1.0):
                 continue
             q = n_ab / n_a
             if q >= s.min_q and (b not in best or (q, n_a) > best[b][1:]):
                 best[b] = (a, q, n_a)
         for b, (a, _) in self.anchors.items():  # an anchor stays while q >= min_q - 0.2: learning from the
-            if b not in best and self.n_a.get(a, 0.0) >= floor:  # fault itself must not unlearn what it breaks
-                q = self.n_ab.get((a, b), 0.0) / self.n_a[a]
+            n_a = self.n_a.get(a, 0.0)  # fault itself must not unlearn what it breaks
+            if b not in best and n_a >= s.min_anchor * inflate.get(a[0], 1.0):
+                q = self.n_ab.get((a, b), 0.0) / n_a
                 if q >= s.min_q - 0.2:
                     best[b] = (a, q, 0.0)
         self.anchors = {b: (a, q) for b, (a, q, _) in best.items()}
 
     def _forget(self, before: int) -> None:
-        for entity in [e for e, at in self.heard.items() if at < before]:
+        gone = {e for e, at in self.heard.items() if at < before}
+        if gone:
+            self.n_a = {k: v for k, v in self.n_a.items() if k[0] not in gone}
+            self.n_ab = {k: v for k, v in self.n_ab.items() if k[0][0] not in gone and k[1][0] not in gone}
+        for entity in gone:
             for template in self.learned.pop(entity, {}):
                 self.seen.pop((entity, template), None)
                 self.severe.discard((entity, template))
-            for table in (self.lines, self.heard, self.resumed, self.changed):
+            for table in (self.lines, self.heard, self.resumed, self.changed, self.inflate):
                 table.pop(entity, None)
 
-    def _renormalise(self) -> None:
-        scale = 1.0 / self.inflate
-        self.n_a = {k: v * scale for k, v in self.n_a.items() if v * scale > 1e-6}
-        self.n_ab = {k: v * scale for k, v in self.n_ab.items() if v * scale > 1e-6}
-        self.inflate = 1.0
+    def _renormalise(self, entity: str) -> None:
+        scale = 1.0 / self.inflate[entity]
+        self.n_a = {k: v * scale if k[0] == entity else v for k, v in self.n_a.items()}
+        self.n_ab = {k: v * scale if k[0][0] == entity else v for k, v in self.n_ab.items()}
+        self.inflate[entity] = 1.0
 
     @staticmethod
     def _anomaly(entity: str, template: int, expected: float, evidence: float, start: float, end: float) -> Anomaly:

@@ -254,7 +254,8 @@ class LogFlow(_Section):
     trail_s: float = Field(default=60.0, gt=0)
     """Lines and finished traces are judged over this many trailing seconds (at least one window)."""
     half_life: float = Field(default=3000.0, ge=1)
-    """Lines (share test) or traces (trace test) after which what was learned counts half."""
+    """Lines of a service (share test), or traces through it (trace test), after which what was learned from them
+    counts half: per service, so a busy one does not wash out a quiet one's, nor an idle hour forget them."""
     min_expected: float = Field(default=8.0, gt=0)
     """Share test: lines of a template expected in the trailing window (its share x its service's lines) before
     none of them is news."""

@@ -229,3 +229,17 @@ def test_the_agent_sees_the_templates_of_lines_below_warn_and_which_went_missing
     texts, counts, _ = mined.snapshot()
     by_text = {texts[t]: n for (e, t), n in counts.items() if e == "service:/svc"}
     assert by_text == {"read done": 3, "check done": 3, "write done": 3, "reply done": 3}
+
+
+def test_a_busy_service_does_not_wash_out_a_quiet_ones_anchors() -> None:
+    flow = LogFlow(FlowSettings(warmup_lines=100, min_expected=1e9))  # the trace test only
+    for number in range(40):  # 3 quiet traces a window beside 400 busy ones: 16,000 busy traces, 5 half-lives
+        window(flow, number, 3, (A, B), entity="quiet")
+        window(flow, number, 400, (X, C), entity="busy")
+        flow.close(number, number * 10.0, number * 10.0 + 10)
+    found = []
+    for number in range(40, 50):
+        window(flow, number, 3, (A,), entity="quiet")
+        window(flow, number, 400, (X, C), entity="busy")
+        found += flow.close(number, number * 10.0, number * 10.0 + 10)
+    assert {(a.entity, a.signal) for a in found} == {("quiet", f"log_missing:{B}")}
