@@ -8,8 +8,9 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    client-side latency is also evidence against what it calls, shared among its anomalous callees (the delay may be
    theirs or the network's), and only at ``client_weight`` for the caller itself. A slower network into a
    service (``net_in``: its callers' client spans outlast its server spans by more than usual) is a delay on its
-   network, or a CPU-starved caller whose client stretches every call it makes: each anomalous caller takes the
-   share of it that the share of its callees showing it says (all of them: the caller; one of six: the callee).
+   network, or a CPU-starved caller whose client stretches every call it makes: each caller that measured it (anomalous
+   or not: a gap alone opens an incident) takes the share of it that the share of its callees showing it says (all
+   of them: the caller; one of six: the callee; a single callee: half).
 2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
    caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
    A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
@@ -19,11 +20,11 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    makes its fault class ``bad_rollout``.
 
 Fault class from the winning candidate's evidence: resource signals (CPU, memory, syscalls, restarts) ->
-resource_saturation; node signals -> node_problem; errors (error ratio, error logs and templates, success rate) ->
-code_error; client-side latency or a slower network into it (``net_in``: its callers' client spans outlast its
-server spans by more than usual) without resource signals -> network_delay; only others' symptoms ->
-dependency_failure. Confidence is the candidate's share of the total score, sharpened by ``sharpness`` (reported
-against accuracy in bench/README.md).
+resource_saturation; node signals -> node_problem; errors (error ratio, error logs and templates, missing log
+lines, success rate) -> code_error; client-side latency or a slower network into it (``net_in``: its callers'
+client spans outlast its server spans by more than usual) without resource signals -> network_delay; only others'
+symptoms -> dependency_failure. Confidence is the candidate's share of the total score, sharpened by ``sharpness``
+(reported against accuracy in bench/README.md).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class GraphReasoner:
                 callees[src].add(dst)
                 callers[dst].add(src)
         for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
-            suspects = [t for t in callers.get(callee, ()) if own.get(t, 0) > 0 or t in network]
+            suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w
             for t in suspects:  # a caller whose calls to most of its callees slowed is the likelier cause
                 share = w * _starved(callees[t], network) / len(suspects)

@@ -174,10 +174,12 @@ class Incidents:
         change_lookback_s: float = 1800.0,
         min_families: int = 1,
         missing_alone: float = math.inf,
+        gap_alone: float = math.inf,
     ) -> None:
         self.topology = topology
         self.min_families = min_families
         self.missing_alone = missing_alone
+        self.gap_alone = gap_alone
         self.sink_failures = 0
         self.pending: list[Incident] = []  # not corroborated yet: told of no one, dropped after hold_s
         self.sinks = sinks or []
@@ -255,6 +257,10 @@ class Incidents:
         if any(a.score >= self.missing_alone for (_, s), a in incident.anomalies.items() if s in missing_signals):
             return True
         if any(e in missing and family(s) in ("log_errors", "log_template") for e, s in incident.anomalies):
+            return True
+        # A network delay into a service shows in nothing but the gap of its calls (its own spans do not move): a
+        # strong one (``gap_alone``) needs nothing else.
+        if any(s == "net_in" and a.score >= self.gap_alone for (_, s), a in incident.anomalies.items()):
             return True
         # A slowdown the spans show on two services (the grouping made them related: one calls the other) is
         # corroborated by the call graph itself: a slow database shows in its callers, and their callers.

@@ -205,6 +205,7 @@ class App:
             detection.incidents.reopen_s,
             min_families=detection.incidents.min_families,
             missing_alone=detection.incidents.missing_alone,
+            gap_alone=detection.incidents.gap_alone,
         )
         self.incident_store = (
             IncidentStore(config.incidents_path, failed=self.telemetry.incident_store_failures.inc)
