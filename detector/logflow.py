@@ -23,7 +23,8 @@ new version), and by the share test, one within a trail of its lines resuming af
 log only their later lines). Bounded:
 open traces (the oldest finished early past ``max_open``), templates a trace may hold (past ``max_keys`` it counts for
 nothing: which keys it kept would depend on arrival order), learned pairs (``max_pairs``; decayed ones are forgotten
-each trail), services (``max_entities``; unheard for 6 hours, forgotten); decayed templates are forgotten too.
+each trail), services (``max_entities``; unheard for 6 hours, forgotten); decayed templates, and those the miner
+evicted (their lines come back under a new id), are forgotten too.
 """
 
 from __future__ import annotations
@@ -295,6 +296,17 @@ class LogFlow:
                 if q >= s.min_q - 0.2:
                     best[b] = (a, q, 0.0)
         self.anchors = {b: (a, q) for b, (a, q, _) in best.items()}
+
+    def drop_templates(self, gone: set[int]) -> None:
+        """Forget templates the miner no longer has (it evicted them): their absence is not news."""
+        for entity, learned in self.learned.items():
+            for template in [t for t in learned if t in gone]:
+                del learned[template]
+                self.seen.pop((entity, template), None)
+                self.severe.discard((entity, template))
+        self.n_a = {k: v for k, v in self.n_a.items() if k[1] not in gone}
+        self.n_ab = {k: v for k, v in self.n_ab.items() if k[0][1] not in gone and k[1][1] not in gone}
+        self.anchors = {b: (a, q) for b, (a, q) in self.anchors.items() if b[1] not in gone and a[1] not in gone}
 
     def _forget(self, before: int) -> None:
         gone = {e for e, at in self.heard.items() if at < before}

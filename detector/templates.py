@@ -184,12 +184,25 @@ class LogTemplates:
             ring.append(self.counts.get(key, 0))
         self.counts.clear()
         if self.flow is not None:
+            self._evicted()
             anomalies.extend(self.flow.close(number, start, end))
             self._adapt()
         self._mined = 0
         self.windows += 1
         if anomalies:
             self.sink(end, anomalies)
+
+    def _evicted(self) -> None:
+        """Once the miner is full it evicts its least recently seen template, and that template's next line makes a
+        new one under a new id: the old id must not then look missing to the log flow, nor its text stay here."""
+        alive = self.miner.drain.id_to_cluster
+        if len(alive) < self.max_templates or self.windows % 6:
+            return
+        gone = [t for t in self.templates if t not in alive]
+        for template in gone:
+            del self.templates[template]
+        if gone and self.flow is not None:
+            self.flow.drop_templates(set(gone))
 
     def _adapt(self) -> None:
         """Lines below WARN may take half the mining budget: the share of traces whose lines are mined is set from

@@ -198,14 +198,14 @@ def test_lines_below_warn_are_sampled_by_trace_to_half_the_budget() -> None:
     assert mined.keep == 1024
 
 
-def info_lines(traces_n: int) -> LogBatch:
+def info_lines(traces_n: int, steps: tuple[str, ...] = ("read", "check", "write", "reply")) -> LogBatch:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
     rl.resource.attributes.add(key="service.name", value=AnyValue(string_value="svc"))
     scope = rl.scope_logs.add()
     for _ in range(traces_n):
         trace = RANDOM.getrandbits(128).to_bytes(16, "big")  # real trace ids are random: sampling by them is fair
-        for step in ("read", "check", "write", "reply"):
+        for step in steps:
             scope.log_records.add(body=AnyValue(string_value=f"{step} done"), severity_number=9, trace_id=trace)
     return LogDecoder().decode(req.SerializeToString()).batch
 
@@ -243,3 +243,17 @@ def test_a_busy_service_does_not_wash_out_a_quiet_ones_anchors() -> None:
         window(flow, number, 400, (X, C), entity="busy")
         found += flow.close(number, number * 10.0, number * 10.0 + 10)
     assert {(a.entity, a.signal) for a in found} == {("quiet", f"log_missing:{B}")}
+
+
+def test_templates_the_miner_evicted_are_forgotten_not_missing() -> None:
+    clock = ManualClock(0.0)
+    mined = LogTemplates(lambda _, a: None, clock, max_templates=2, flow=FlowSettings())
+    assert mined.flow is not None
+    for steps in (("read", "check"), ("write", "reply")):  # a miner that holds two: the second pair evicts the first
+        for _ in range(7):
+            mined.consume_logs(info_lines(2, steps))
+            clock.advance(10)
+            mined.tick()
+    texts = set(mined.templates.values())
+    assert texts == {"write done", "reply done"}
+    assert set(mined.flow.learned["service:/svc"]) == set(mined.templates)  # the first pair's ids: gone
