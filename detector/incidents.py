@@ -249,23 +249,25 @@ class Incidents:
         families = {family(s) for _, s in incident.anomalies if corroborates(s)}
         if len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families):
             return True
-        # A missing log line is judged by its chance (detector/logflow.py), not a baseline's scale: past
-        # ``missing_alone`` (-log10 of it) it needs nothing else; with error lines of the same service (a normal
-        # line gone, an error in its place: the mark of a failing code path) it needs no more.
-        missing_signals = {s for _, s in incident.anomalies if s.startswith("log_missing:")}
-        missing = {e for e, s in incident.anomalies if s in missing_signals}
-        if any(a.score >= self.missing_alone for (_, s), a in incident.anomalies.items() if s in missing_signals):
+        if any(a.score >= self._alone(s) for (_, s), a in incident.anomalies.items()):
             return True
+        # A missing log line beside error lines of the same service (a normal line gone, an error in its place: the
+        # mark of a failing code path) needs no more either.
+        missing = {e for e, s in incident.anomalies if family(s) == "log_missing"}
         if any(e in missing and family(s) in ("log_errors", "log_template") for e, s in incident.anomalies):
-            return True
-        # A network delay into a service shows in nothing but the gap of its calls (its own spans do not move): a
-        # strong one (``gap_alone``) needs nothing else.
-        if any(s == "net_in" and a.score >= self.gap_alone for (_, s), a in incident.anomalies.items()):
             return True
         # A slowdown the spans show on two services (the grouping made them related: one calls the other) is
         # corroborated by the call graph itself: a slow database shows in its callers, and their callers.
         slowed = {e for e, s in incident.anomalies if e.startswith("service:") and family(s) == "latency"}
         return len(slowed) >= 2
+
+    def _alone(self, signal: str) -> float:
+        """The score past which one anomaly of ``signal`` opens an incident by itself: a missing log line, judged by
+        its chance (detector/logflow.py; ``missing_alone`` is -log10 of it), and a callee's network gap (``net_in``:
+        a network delay into a service shows in nothing else, its own spans do not move; ``gap_alone``)."""
+        if family(signal) == "log_missing":
+            return self.missing_alone
+        return self.gap_alone if signal == "net_in" else math.inf
 
     def _tell(self, incident: Incident, change: str, skip: object = None) -> None:
         """Each sink in turn; one that raises is logged and counted, and the sinks after it are still told (a bug in

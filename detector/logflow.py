@@ -31,11 +31,31 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from rootward.detector.detector import Anomaly
 
 Key = tuple[str, int]  # (entity, template id)
+Pair = tuple[Key, Key]
+T = TypeVar("T")
+
+
+class Trailing(Generic[T]):
+    """Counts summed over the last ``windows`` windows: one Counter pushed a window."""
+
+    def __init__(self, windows: int) -> None:
+        self.windows = windows
+        self.ring: deque[Counter[T]] = deque()
+        self.sum: Counter[T] = Counter()
+
+    def push(self, counts: Counter[T]) -> None:
+        self.ring.append(counts)
+        self.sum.update(counts)
+        while len(self.ring) > self.windows:
+            self.sum.subtract(self.ring.popleft())
+            self.sum = +self.sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +83,7 @@ class LogFlow:
         self.decay = 0.5 ** (1.0 / s.half_life)
         # share test: this window's lines, the trailing windows', and what was learned (decayed by lines)
         self.now: Counter[Key] = Counter()
-        self.trail: Counter[Key] = Counter()
-        self.ring: deque[Counter[Key]] = deque()
+        self.trail: Trailing[Key] = Trailing(self.windows)
         self.learned: dict[str, dict[int, float]] = {}
         self.lines: dict[str, float] = {}
         self.seen: Counter[Key] = Counter()  # windows a template showed in
@@ -74,12 +93,11 @@ class LogFlow:
         # trace test: open traces, finished traces' keys and pairs (trailing), learned pairs (inflated counts)
         self.open: OrderedDict[int, tuple[int, set[Key] | None]] = OrderedDict()  # None: past max_keys
         self.early_has: Counter[Key] = Counter()  # traces finished early (max_open), for the next window
-        self.early_both: Counter[tuple[Key, Key]] = Counter()
-        self.has: Counter[Key] = Counter()
-        self.both: Counter[tuple[Key, Key]] = Counter()
-        self.trace_ring: deque[tuple[Counter[Key], Counter[tuple[Key, Key]]]] = deque()
+        self.early_both: Counter[Pair] = Counter()
+        self.has: Trailing[Key] = Trailing(self.windows)
+        self.both: Trailing[Pair] = Trailing(self.windows)
         self.n_a: dict[Key, float] = {}
-        self.n_ab: dict[tuple[Key, Key], float] = {}
+        self.n_ab: dict[Pair, float] = {}
         self.inflate: dict[str, float] = {}  # entity -> its growing weight (see _finish)
         self.anchors: dict[Key, tuple[Key, float]] = {}
         self.closed = 0
@@ -128,8 +146,8 @@ class LogFlow:
         came for a whole window."""
         if self.last is not None:  # windows without a line (telemetry stopped) leave the trailing sums empty
             for _ in range(min(self.windows, number - self.last - 1)):
-                self._slide(Counter())
-                self._slide_traces(Counter(), Counter())
+                for trailing in (self.trail, self.has, self.both):
+                    trailing.push(Counter())
         self.last = number
         if number % 360 == 0:  # hourly (at 10 s windows): entities unheard for 6 hours are forgotten
             self._forget(number - 6 * 360)
@@ -146,8 +164,9 @@ class LogFlow:
         has.update(self.early_has)
         both.update(self.early_both)
         self.early_has, self.early_both = Counter(), Counter()
-        self._slide(self.now)
-        self._slide_traces(has, both)
+        self.trail.push(Counter(self.now))
+        self.has.push(has)
+        self.both.push(both)
         found: dict[Key, Anomaly] = {}
         for anomaly in [*self._shares(number, start, end), *self._traces(start, end)]:
             key = (anomaly.entity, int(anomaly.signal.rpartition(":")[2]))
@@ -166,7 +185,7 @@ class LogFlow:
         for a whole trailing window (after a silence, requests already under way log only their later lines)."""
         s = self.settings
         totals: dict[str, float] = {}
-        for (entity, _), count in self.trail.items():
+        for (entity, _), count in self.trail.sum.items():
             totals[entity] = totals.get(entity, 0) + count
         anomalies = []
         for entity, n in totals.items():
@@ -180,7 +199,7 @@ class LogFlow:
                 key = (entity, template)
                 if (
                     expected >= s.min_expected
-                    and not self.trail.get(key)
+                    and not self.trail.sum.get(key)
                     and self.seen[key] >= 3
                     and key not in self.severe
                 ):
@@ -205,30 +224,20 @@ class LogFlow:
             learned[template] = learned.get(template, 0.0) + count
             self.seen[(entity, template)] += 1
         for entity in per:  # forget what decayed to nothing: template ids churn, and entities come and go
-            learned = self.learned[entity]
-            for template in [t for t, weight in learned.items() if weight < 0.01]:
-                del learned[template]
-                self.seen.pop((entity, template), None)
-                self.severe.discard((entity, template))
+            for template in [t for t, weight in self.learned[entity].items() if weight < 0.01]:
+                self._drop(entity, template)
         self.now = Counter()
-
-    def _slide(self, now: Counter[Key]) -> None:
-        self.ring.append(Counter(now))
-        self.trail.update(now)
-        while len(self.ring) > self.windows:
-            self.trail.subtract(self.ring.popleft())
-            self.trail = +self.trail
 
     # trace test
 
-    def _finish(self, traces: list[set[Key]]) -> tuple[Counter[Key], Counter[tuple[Key, Key]]]:
+    def _finish(self, traces: list[set[Key]]) -> tuple[Counter[Key], Counter[Pair]]:
         """Count finished traces' keys and pairs (for the trailing window) and learn them. What is learned is
         forgotten by the traces of the anchor's own service (``half_life`` of them): a busy service's traces must
         not wash out a quiet one's anchors, nor an idle hour forget them. Counts are stored inflated (each new trace
         of a service weighs more than the last), so nothing needs decaying: the true count is stored / inflate."""
         s = self.settings
         has: Counter[Key] = Counter()
-        both: Counter[tuple[Key, Key]] = Counter()
+        both: Counter[Pair] = Counter()
         for keys in traces:
             for entity in {entity for entity, _ in keys}:
                 self.inflate[entity] = self.inflate.get(entity, 1.0) / self.decay
@@ -251,23 +260,13 @@ class LogFlow:
                         self.refused += 1
         return has, both
 
-    def _slide_traces(self, has: Counter[Key], both: Counter[tuple[Key, Key]]) -> None:
-        self.trace_ring.append((has, both))
-        self.has.update(has)
-        self.both.update(both)
-        while len(self.trace_ring) > self.windows:
-            old_has, old_both = self.trace_ring.popleft()
-            self.has.subtract(old_has)
-            self.both.subtract(old_both)
-            self.has, self.both = +self.has, +self.both
-
     def _traces(self, start: float, end: float) -> list[Anomaly]:
         s = self.settings
         anomalies = []
         for b, (a, q) in self.anchors.items():
-            m = self.has.get(a, 0)
+            m = self.has.sum.get(a, 0)
             fresh = self.last is not None and self.last - self.changed.get(b[0], -(10**9)) < self.windows
-            if m and not self.both.get((a, b)) and b not in self.severe and not fresh:
+            if m and not self.both.sum.get((a, b)) and b not in self.severe and not fresh:
                 evidence = m * -math.log10(1.0 - min(q, 0.99))
                 if evidence >= s.min_evidence:
                     anomalies.append(self._anomaly(b[0], b[1], m * q, evidence, start, end))
@@ -301,24 +300,29 @@ class LogFlow:
         """Forget templates the miner no longer has (it evicted them): their absence is not news."""
         for entity, learned in self.learned.items():
             for template in [t for t in learned if t in gone]:
-                del learned[template]
-                self.seen.pop((entity, template), None)
-                self.severe.discard((entity, template))
-        self.n_a = {k: v for k, v in self.n_a.items() if k[1] not in gone}
-        self.n_ab = {k: v for k, v in self.n_ab.items() if k[0][1] not in gone and k[1][1] not in gone}
-        self.anchors = {b: (a, q) for b, (a, q) in self.anchors.items() if b[1] not in gone and a[1] not in gone}
+                self._drop(entity, template)
+        self._forget_pairs(lambda key: key[1] in gone)
 
     def _forget(self, before: int) -> None:
         gone = {e for e, at in self.heard.items() if at < before}
         if gone:
-            self.n_a = {k: v for k, v in self.n_a.items() if k[0] not in gone}
-            self.n_ab = {k: v for k, v in self.n_ab.items() if k[0][0] not in gone and k[1][0] not in gone}
+            self._forget_pairs(lambda key: key[0] in gone)
         for entity in gone:
-            for template in self.learned.pop(entity, {}):
-                self.seen.pop((entity, template), None)
-                self.severe.discard((entity, template))
-            for table in (self.lines, self.heard, self.resumed, self.changed, self.inflate):
+            for template in list(self.learned.get(entity, ())):
+                self._drop(entity, template)
+            for table in (self.learned, self.lines, self.heard, self.resumed, self.changed, self.inflate):
                 table.pop(entity, None)
+
+    def _drop(self, entity: str, template: int) -> None:
+        del self.learned[entity][template]
+        self.seen.pop((entity, template), None)
+        self.severe.discard((entity, template))
+
+    def _forget_pairs(self, dead: Callable[[Key], bool]) -> None:
+        """Drop what the trace test learned of (and chose as anchors) the keys ``dead`` names."""
+        self.n_a = {k: v for k, v in self.n_a.items() if not dead(k)}
+        self.n_ab = {k: v for k, v in self.n_ab.items() if not dead(k[0]) and not dead(k[1])}
+        self.anchors = {b: (a, q) for b, (a, q) in self.anchors.items() if not dead(b) and not dead(a)}
 
     def _renormalise(self, entity: str) -> None:
         scale = 1.0 / self.inflate[entity]

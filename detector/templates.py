@@ -150,7 +150,7 @@ class LogTemplates:
             if self.flow is not None:
                 for entity, learned in self.flow.learned.items():
                     for template in learned:
-                        counts.setdefault((entity, template), self.flow.trail.get((entity, template), 0))
+                        counts.setdefault((entity, template), self.flow.trail.sum.get((entity, template), 0))
             return dict(self.templates), counts, dict(self.exemplars)
 
     def _roll(self, now: float) -> None:
