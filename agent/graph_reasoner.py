@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ from rootward.agent.context import IncidentContext
 from rootward.agent.schema import Diagnosis, EntityKind, Evidence, FaultClass, Hypothesis
 
 _CLIENT = re.compile(r"client")
+_SERVER_LATENCY = ("p50", "p95", "p99")
 _NETWORK = re.compile(r"^(net_in|client_net)$")
 _RESOURCE = re.compile(r"cpu|memory|syscall|oom|restart|throttl|k8s:(OOMKilled|Evicted)", re.I)
 _NODE = re.compile(r"^nezha\.node\.|node\.|k8s:Node", re.I)
@@ -90,9 +92,12 @@ class GraphReasoner:
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         client: dict[str, float] = defaultdict(float)  # caller -> client-side evidence
         network: dict[str, float] = defaultdict(float)  # callee -> evidence of a slower network into it
+        slowed: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> evidence of slower calls
         first: dict[str, float] = {}
+        rise: dict[str, float] = {}  # service -> its server latency's rise (seconds)
+        edge_rise: dict[tuple[str, str], float] = {}  # (caller, callee) -> the rise of the caller's calls' latency
         for a in context.anomalies:
-            c = context.service(a.entity)
+            c = context.service(_owner(a.entity, a.signal))
             w = math.log1p(abs(a.score) / s.z0)
             cat = category(a.signal)
             by_category[c][cat] += w
@@ -102,10 +107,16 @@ class GraphReasoner:
             if cat == "client":
                 client[c] += w
                 own[c] += s.client_weight * w
+            elif a.signal.startswith("in:") and a.signal.endswith(".latency"):  # one caller saw it slower
+                edge = (context.service(a.signal[3:].rsplit(".", 1)[0]), c)
+                slowed[edge] += w
+                edge_rise[edge] = max(edge_rise.get(edge, 0.0), a.value - a.expected)
             elif cat == "network":  # client_net is the same gap seen from the caller: evidence, no extra weight
                 network[c] += w if a.signal == "net_in" else 0.0
             else:
                 own[c] += w
+                if a.signal in _SERVER_LATENCY:
+                    rise[c] = max(rise.get(c, 0.0), a.value - a.expected)
         callees: dict[str, set[str]] = defaultdict(set)
         callers: dict[str, set[str]] = defaultdict(set)
         for src, dst, _, _ in context.calls:
@@ -120,6 +131,10 @@ class GraphReasoner:
                 own[t] += share
                 kept -= share
             own[callee] += kept
+        for (caller, callee), w in slowed.items():  # the callee, or a starved caller slowing all its calls
+            share = w * _starved(callees[caller], {t for x, t in slowed if x == caller} | set(network))
+            own[caller] += share
+            own[callee] += w - share
         for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
             suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
             for t in suspects:
@@ -127,7 +142,8 @@ class GraphReasoner:
         candidates = sorted(own)
         if not candidates:
             return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
-        score = self._walk(candidates, callees, own)
+        explained = {c: _explained(r, [v for (x, _), v in edge_rise.items() if x == c]) for c, r in rise.items()}
+        score = self._walk(candidates, callees, own, explained)
         if first:
             earliest = min(first.values())
             for c in candidates:
@@ -158,10 +174,13 @@ class GraphReasoner:
         return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, hypotheses=hypotheses,
                          summary=summary)  # fmt: skip
 
-    def _walk(self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float]) -> dict[str, float]:
+    def _walk(
+        self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float], explained: dict[str, float]
+    ) -> dict[str, float]:
         """Personalised PageRank by power iteration (numpy; the graphs are small): from a caller to itself and its
         anomalous callees in proportion to their own evidence (a callee's network gap only as far as the share rule
-        left it to the callee); restarts in proportion to own evidence."""
+        left it to the callee), and only as far as its slower calls explain its own slowdown; restarts in proportion
+        to own evidence."""
         n = len(candidates)
         index = {c: i for i, c in enumerate(candidates)}
         restart = np.array([own[c] for c in candidates])
@@ -173,7 +192,7 @@ class GraphReasoner:
             move[i, i] = own[c]
             for t in callees.get(c, ()):
                 if t in index and t != c:
-                    move[i, index[t]] = own[t]
+                    move[i, index[t]] = own[t] * explained.get(c, 1.0)
         totals = move.sum(axis=1, keepdims=True)
         move = np.divide(move, totals, out=np.eye(n), where=totals > 0)  # nothing of its own to go by: it stays
         rank = restart.copy()
@@ -206,7 +225,23 @@ class GraphReasoner:
         return context.service(entity)
 
 
-def _starved(callees: set[str], network: dict[str, float]) -> float:
+def _owner(entity: str, signal: str) -> str:
+    """Whose evidence an anomaly is: its entity's, but a drop in an edge's rate (``in:<caller>.rate`` on the callee)
+    is the caller calling less."""
+    if signal.startswith("in:") and signal.endswith(".rate"):
+        return signal[3:].rsplit(".", 1)[0]
+    return entity
+
+
+def _explained(rise: float, calls: list[float]) -> float:
+    """How much of a service's slowdown (its server latency's rise) the slower calls it makes explain: the sum of
+    their rises over its own, at most 1; 1 when nothing is known (no rise of its own or of its calls measured)."""
+    if rise <= 0 or not calls:
+        return 1.0
+    return min(1.0, sum(calls) / rise)
+
+
+def _starved(callees: set[str], network: Collection[str]) -> float:
     """How much a slower network into its callees points at the caller: the share of its callees that show it (a
     caller with a single callee: half)."""
     if len(callees) < 2:

@@ -68,6 +68,14 @@ KUBE_RULES: dict[str, Rule] = {
 DURATION = ("duration", Rule(UP, 0.5, 0.0))
 #: Per-operation latency series (``op:<span name>.p95``, windows.py) read as the service's own p95.
 OPERATION_PREFIX = "op:"
+#: Per-edge series, on the callee: ``in:<caller>.rate`` (calls a second), ``in:<caller>.error_ratio`` and
+#: ``in:<caller>.latency`` (the caller's mean client seconds), from the calls the topology paired (detector.py).
+EDGE_PREFIX = "in:"
+EDGE_RULES: dict[str, Rule] = {
+    "rate": RULES["rate"],
+    "error_ratio": RULES["error_ratio"],
+    "latency": Rule(UP, 0.5, 0.01),
+}
 
 
 def bad_side(z: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -87,6 +95,8 @@ def rule_for(signal: str) -> Rule:
         return found
     if signal.startswith(OPERATION_PREFIX):  # the span name is the sender's: no words are read from it
         return RULES.get(signal.rsplit(".", 1)[-1], RULES["p95"])
+    if signal.startswith(EDGE_PREFIX):  # so is the caller's name
+        return EDGE_RULES.get(signal.rsplit(".", 1)[-1], DEFAULT_RULE)
     lowered = signal.lower()
     return next((rule for word, rule in (*METRIC_WORDS, DURATION) if word in lowered), DEFAULT_RULE)
 

@@ -18,14 +18,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from rootward.clock import Clock, SystemClock
-from rootward.detector.baseline import Baselines, bad_side, rule_for
+from rootward.detector.baseline import EDGE_PREFIX, Baselines, bad_side, rule_for
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
-from rootward.detector.windows import SeriesTable, Window
+from rootward.detector.windows import DELTA, SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 
 
@@ -40,6 +41,20 @@ class Anomaly:
     score: float
     start: float
     end: float
+
+
+class Call(NamedTuple):
+    """One edge's calls in one batch, as the topology paired them: ``seconds`` is what the caller saw (its client
+    spans' time; a callee's server time where the client span was not seen), ``gap`` the client-minus-server seconds
+    summed over the ``paired`` calls that had both spans."""
+
+    caller: str
+    callee: str
+    requests: int
+    errors: int
+    seconds: float
+    gap: float = 0.0
+    paired: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +131,23 @@ class Detector:
             self._roll(self.clock.now())
             self.window.add_logs(batch)
 
-    def consume_calls(self, calls: list[tuple[str, str, float, int]]) -> None:
-        """Paired calls' network gaps from the topology, (caller, callee, gap seconds summed, calls): judged as the
-        callee's ``net_in`` (a network delay at a pod shows on every call into it, and in none of its own spans) and
-        the caller's ``client_net`` (a starved caller stretches all its calls)."""
+    def consume_calls(self, calls: list[Call]) -> None:
+        """One batch's paired calls per edge, from the topology: per edge, on the callee, ``in:<caller>.rate``,
+        ``.error_ratio`` and ``.latency`` (what the caller saw: errors and delays of a callee that never shows them
+        itself, such as a database); the network gaps judged as the callee's ``net_in`` (a network delay at a pod
+        shows on every call into it, and in none of its own spans) and the caller's ``client_net`` (a starved caller
+        stretches all its calls)."""
         with self._lock:
             self._roll(self.clock.now())
-            items = [(dst, "net_in", total, n) for _, dst, total, n in calls if n]
-            items += [(src, "client_net", total, n) for src, _, total, n in calls if n]
-            self.window.add_means(items)
+            edges = [c for c in calls if c.caller and c.caller != c.callee]
+            self.window.add_calls([(c.callee, f"{EDGE_PREFIX}{c.caller}.rate", c.requests, 1) for c in edges], DELTA)
+            self.window.add_calls(
+                [(c.callee, f"{EDGE_PREFIX}{c.caller}.latency", c.seconds, c.requests) for c in edges]
+                + [(c.callee, f"{EDGE_PREFIX}{c.caller}.error_ratio", c.errors, c.requests) for c in edges]
+            )
+            gaps = [(c.callee, "net_in", c.gap, c.paired) for c in calls if c.paired]
+            gaps += [(c.caller, "client_net", c.gap, c.paired) for c in calls if c.paired]
+            self.window.add_means(gaps)
 
     def tick(self) -> None:
         """Close the open window if its time has passed."""

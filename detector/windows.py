@@ -91,7 +91,10 @@ class SeriesTable:
 #: summaries are not read yet.
 #: The Collector's kubeletstats / k8s_cluster metrics are read by name in kube_metrics.py, whose series fold as
 #: their largest value in the window (ratios, usage) or their sum (increases).
-_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL = -1, 0, 1, 2, 3, 4
+#: Per-call means (an edge's latency and error ratio) fold as the mean over the window's calls, and give no value
+#: below MIN_SPANS calls (too noisy, as a span group's quantiles).
+_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL = -1, 0, 1, 2, 3, 4, 5
+DELTA = _DELTA
 
 
 def _stream(attributes: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
@@ -299,12 +302,17 @@ class Window:
 
     def add_means(self, items: list[tuple[str, str, float, int]]) -> None:
         """(entity, signal, sum, count) of per-call values (the network gap of paired calls), folded in as means."""
+        self.add_calls(items, _GAUGE)
+
+    def add_calls(self, items: list[tuple[str, str, float, int]], mode: int = _PER_CALL) -> None:
+        """(entity, signal, sum, count) of paired calls: per-call means (``_PER_CALL``, ``_GAUGE``) or, with
+        ``_DELTA``, a count summed into a rate."""
         for entity, signal, total, count in items:
-            row = self.values_.row((entity, signal), self.table, (signal,))
-            if row < 0 or count <= 0:
+            if count <= 0:
                 continue
-            if row == len(self.value_modes):
-                self.value_modes.append(_GAUGE)
+            row = self._row(entity, signal, mode)
+            if row < 0:
+                continue
             self._grow_values(len(self.values_.series))
             self.vsum[row] += total
             self.vcount[row] += count
@@ -391,7 +399,7 @@ class Window:
         if self.values_.series:
             sid = np.array([s[0] for s in self.values_.series], np.int64)
             mode = np.array(self.value_modes, np.int8)
-            has = self.vcount > 0
+            has = np.where(mode == _PER_CALL, self.vcount >= MIN_SPANS, self.vcount > 0)
             rate = (mode == _DELTA) | (mode == _CUMULATIVE)  # a cumulative sum's points are increases by now
             value = np.where(rate, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
             value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))

@@ -21,7 +21,7 @@ from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, 
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
-from rootward.detector.detector import Detector, DetectorSettings
+from rootward.detector.detector import Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
@@ -37,6 +37,7 @@ from rootward.serving import ThreadedServer
 from rootward.slack import SlackNotifier, SlackSettings
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology.graph import USER
 from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
 from rootward.topology.merge import ReplicaMerge
@@ -273,7 +274,11 @@ class App:
         if detection.enabled:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
-                [(src, dst, d.gap_sum, d.gap_count) for (src, dst), d in deltas.items()]
+                [
+                    Call(src, dst, d.requests, d.errors, d.latency_sum + d.gap_sum, d.gap_sum, d.gap_count)
+                    for (src, dst), d in deltas.items()
+                    if src != USER.id  # a user's call into a service: its server rate and latency say it
+                ]
             )
             metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
             stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics))

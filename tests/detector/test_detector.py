@@ -15,7 +15,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from rootward.clock import ManualClock
 from rootward.detector.baseline import Baselines, rule_for
-from rootward.detector.detector import Anomaly, Detector, DetectorSettings
+from rootward.detector.detector import Anomaly, Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.windows import STREAM_TTL_WINDOWS, SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
@@ -324,7 +324,9 @@ def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_ne
     detector = Detector(lambda t, a: seen.append((t, a)), DetectorSettings(window_s=10, warmup=10), clock)
     for w in range(30):
         gap = 0.1 if w >= 25 else 0.001
-        detector.consume_calls([("service:shop/frontend", "service:shop/email", 4 * gap, 4)])
+        detector.consume_calls(
+            [Call("service:shop/frontend", "service:shop/email", 4, 0, 4 * (0.01 + gap), 4 * gap, 4)]
+        )
         clock.advance(10)
     detector.tick()
     flagged = {(a.entity, a.signal) for _, found in seen for a in found}
