@@ -37,7 +37,10 @@ FEATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def feature_of(signal: str) -> int:
-    """The column of a signal in an entity's vector, or -1 for signals outside the model."""
+    """The column of a signal in an entity's vector, or -1 for signals outside the model. An edge's signal
+    (``in:<caller>.latency``) is read by its last part: the caller's name is the sender's."""
+    if signal.startswith("in:"):
+        signal = signal.rsplit(".", 1)[-1]
     return next((i for i, (_, pattern) in enumerate(FEATURES) if pattern.search(signal)), -1)
 
 

@@ -155,3 +155,51 @@ def test_a_starved_caller_whose_every_callee_sees_a_slower_network_comes_first()
         )
     )
     assert diagnosis.services()[0] == FRONTEND
+
+
+def measured(entity: str, signal: str, value: float, expected: float, score: float) -> Anomaly:
+    return Anomaly(entity, signal, value, expected, score, 100.0, 110.0)
+
+
+SHIPPING, EMAIL, CART = "service:shop/shipping", "service:shop/email", "service:shop/cart"
+FAN_OUT: tuple[Call, ...] = (
+    (FRONTEND, CHECKOUT, 100, 0),
+    *((CHECKOUT, callee, 100, 0) for callee in (PAYMENT, SHIPPING, EMAIL, CART)),
+)
+
+
+def test_a_caller_slower_than_its_slower_calls_explain_is_the_cause() -> None:
+    """CPU contention on checkout (the shared OnlineBoutique day): its median rises 2.4 s, and its calls to two of
+    its four callees take 0.2 s longer (its client spans stretch; the others' rises were too small to flag): those
+    rises explain a sixth of its own, so the walk keeps checkout's slowdown with checkout."""
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            measured(CHECKOUT, "p50", 2.6, 0.17, 28),
+            measured(CHECKOUT, f"in:{FRONTEND}.latency", 2.6, 0.23, 20),
+            measured(PAYMENT, f"in:{CHECKOUT}.latency", 0.2, 0.009, 29),
+            measured(SHIPPING, f"in:{CHECKOUT}.latency", 0.2, 0.008, 19),
+            calls=FAN_OUT,
+        )
+    )
+    assert diagnosis.services()[0] == CHECKOUT
+
+
+def test_a_callee_whose_slower_calls_explain_its_caller_is_the_cause() -> None:
+    """A network delay into payment: checkout's calls to it take 0.3 s longer and checkout is 0.3 s slower for it,
+    shipping's calls are as usual. The slowdown flows down to payment."""
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            measured(CHECKOUT, "p50", 0.5, 0.2, 12),
+            measured(PAYMENT, f"in:{CHECKOUT}.latency", 0.31, 0.01, 25),
+            calls=FAN_OUT,
+        )
+    )
+    assert diagnosis.services()[0] == PAYMENT
+    assert diagnosis.hypotheses[0].fault_class == "network_delay"  # its own spans are not slower
+
+
+def test_an_edge_whose_calls_dropped_is_evidence_about_the_caller() -> None:
+    diagnosis = GraphReasoner().diagnose(context(measured(PAYMENT, f"in:{CHECKOUT}.rate", 0.1, 2.0, 9)))
+    (only,) = diagnosis.hypotheses
+    assert only.entity == CHECKOUT
+    assert [e.entity for e in only.evidence] == [PAYMENT]

@@ -27,6 +27,8 @@ SIGNALS = ("p95", "error_ratio", "nezha.pod.cpu.usage", "client_p95")
         pytest.param("log_errors", "errors", id="error-logs"),
         pytest.param("k8s.pod.memory.working_set", "resource", id="memory"),
         pytest.param("rate", "traffic", id="traffic"),
+        pytest.param("in:service:shop/error-pages.latency", "latency", id="edge-read-by-its-last-part"),
+        pytest.param("in:service:shop/frontend.rate", "traffic", id="edge-rate"),
     ],
 )
 def test_signals_fall_in_their_family(signal: str, feature: str) -> None:
