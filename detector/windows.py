@@ -61,6 +61,8 @@ STREAM_TTL_WINDOWS = 360
 
 #: Below this many spans in a window, ratios and quantiles of a group are not computed (too noisy).
 MIN_SPANS = 5
+#: Below this many calls on an edge in a window, its per-call means (latency, error ratio) are not computed.
+MIN_CALLS = 3
 
 
 @dataclass
@@ -399,7 +401,7 @@ class Window:
         if self.values_.series:
             sid = np.array([s[0] for s in self.values_.series], np.int64)
             mode = np.array(self.value_modes, np.int8)
-            has = np.where(mode == _PER_CALL, self.vcount >= MIN_SPANS, self.vcount > 0)
+            has = np.where(mode == _PER_CALL, self.vcount >= MIN_CALLS, self.vcount > 0)
             rate = (mode == _DELTA) | (mode == _CUMULATIVE)  # a cumulative sum's points are increases by now
             value = np.where(rate, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
             value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))

@@ -95,6 +95,19 @@ def test_the_baseline_flags_a_jump_in_the_bad_direction_only_after_warmup() -> N
     assert score[1] < 0
 
 
+def test_traffic_that_falls_by_most_of_its_rate_is_an_anomaly_and_a_halving_is_not() -> None:
+    """A drop can be at most the whole rate: the rule's relative floor (a fifth of the median) lets a fall of four
+    fifths reach z 4 (with half, as before, no drop ever could)."""
+    b = Baselines(history=20, warmup=5)
+    b.add_series([rule_for("rate"), rule_for("rate"), rule_for("in:service:shop/frontend.rate")])
+    ids = np.array([0, 1, 2])
+    for _ in range(20):
+        b.judge(ids, np.array([10.0, 10.0, 10.0]))
+    anomalous, _, score = b.judge(ids, np.array([1.0, 5.0, 0.5]))
+    assert anomalous.tolist() == [True, False, True]
+    assert score[0] < -4
+
+
 def test_small_changes_are_not_anomalies_however_quiet_the_baseline() -> None:
     b = Baselines(history=20, warmup=5)
     b.add_series([rule_for("p95")])
@@ -318,7 +331,8 @@ def test_a_counter_stream_unseen_for_an_hour_of_windows_is_forgotten() -> None:
 
 
 def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_net() -> None:
-    """Paired calls frontend -> email spend 1 ms between the spans, then 100 ms (a network delay at email)."""
+    """Paired calls frontend -> email spend 1 ms between the spans, then 100 ms (a network delay at email); four
+    calls a window are enough for an edge's mean (MIN_CALLS)."""
     clock = ManualClock(1000.0)
     seen: list[tuple[float, list[Anomaly]]] = []
     detector = Detector(lambda t, a: seen.append((t, a)), DetectorSettings(window_s=10, warmup=10), clock)
@@ -330,7 +344,11 @@ def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_ne
         clock.advance(10)
     detector.tick()
     flagged = {(a.entity, a.signal) for _, found in seen for a in found}
-    assert flagged == {("service:shop/email", "net_in"), ("service:shop/frontend", "client_net")}
+    assert flagged == {
+        ("service:shop/email", "net_in"),
+        ("service:shop/frontend", "client_net"),
+        ("service:shop/email", "in:service:shop/frontend.latency"),  # the frontend's calls to it are slower too
+    }
     (net,) = [a for _, found in seen for a in found if a.signal == "net_in"][:1]
     assert net.value == pytest.approx(0.1)
     assert net.expected == pytest.approx(0.001)
