@@ -10,11 +10,15 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    service (``net_in``: its callers' client spans outlast its server spans by more than usual) is a delay on its
    network, or a CPU-starved caller whose client stretches every call it makes: each caller that measured it (anomalous
    or not: a gap alone opens an incident) takes the share of it that the share of its callees showing it says (all
-   of them: the caller; one of six: the callee; a single callee: half).
+   of them: the caller; one of six: the callee; a single callee: half). One caller's slower calls to a callee
+   (``in:<caller>.latency`` on the callee) are shared the same way between that caller and the callee; a drop in
+   its calls (``in:<caller>.rate``) is the caller's.
 2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
    caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
    A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
-   service keeps its own.
+   service keeps its own. Where the rises are known, a caller hands down only the share of its own slowdown (its
+   server latency's rise, seconds) that the rises of its calls explain: a starved caller 2.4 s slower whose calls
+   are 0.2 s slower each keeps most of its mass.
 3. Time: the candidate whose first anomaly came first gets ``first_bonus`` (a cause precedes its effects).
 4. Changes: a rollout of the candidate shortly before the incident multiplies its score by ``change_bonus`` and
    makes its fault class ``bad_rollout``.
