@@ -29,7 +29,7 @@ class Rule:
 
 #: Rules by signal name; metric names match by their last dotted part containing a word (see :func:`rule_for`).
 RULES: dict[str, Rule] = {
-    "rate": Rule(DOWN, 0.2, 0.5),
+    "rate": Rule(DOWN, 0.15, 0.5),
     "error_ratio": Rule(UP, 0.0, 0.05),
     "p50": Rule(UP, 0.5, 0.005),
     "p95": Rule(UP, 0.5, 0.01),

@@ -26,6 +26,7 @@ from rootward.clock import Clock, SystemClock
 from rootward.detector.baseline import EDGE_PREFIX, Baselines, bad_side, rule_for
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
+from rootward.detector.silence import Silence
 from rootward.detector.windows import DELTA, SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 
@@ -69,6 +70,7 @@ class DetectorSettings:
     log_trail_s: float = 60.0
     seasonality: bool = True
     operations_per_service: int = 0
+    silence_s: float = 120.0
 
 
 class Detector:
@@ -95,6 +97,7 @@ class Detector:
         self.is_log = np.zeros(0, bool)  # per series: a log_errors series (summed over the trail)
         self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
         self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
+        self.silence = Silence(round(s.silence_s / s.window_s))  # steady rates that stopped read as 0
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
@@ -174,12 +177,14 @@ class Detector:
             self.streak = np.concatenate([self.streak, np.zeros(len(new), np.int64)])
             self.is_log = np.concatenate([self.is_log, np.array([signal == "log_errors" for _, signal in new])])
             self.trail = np.concatenate([self.trail, np.zeros((len(new), self.trail_n))])
+            self.silence.add_series([signal for _, signal in new])
             if self.multivariate is not None:
                 self.multivariate.add_series(new)
             if self.seasonal is not None:
                 self.seasonal.add_series(len(new))
         if len(ids):
             values = self._trailing_logs(number, ids, values)
+            ids, values = self.silence.fill(ids, values)
         anomalies: list[Anomaly] = []
         self.judged["windows"] += 1
         if len(ids):

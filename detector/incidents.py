@@ -29,6 +29,7 @@ import networkx as nx
 from rootward.detector.baseline import EDGE_PREFIX
 from rootward.detector.detector import Anomaly
 from rootward.detector.kube import Change
+from rootward.detector.silence import is_rate
 
 logger = logging.getLogger(__name__)
 
@@ -249,13 +250,15 @@ class Incidents:
 
     def _corroborated(self, incident: Incident) -> bool:
         """Whether a new incident has enough to open: ``min_families`` signal families, or a failure the telemetry
-        states itself (a Kubernetes failure signal, ``k8s:*``, or spans with error status): those need no
-        corroboration."""
+        states itself (a Kubernetes failure signal, ``k8s:*``, spans with error status, a steady request rate that
+        fell to nothing): those need no corroboration."""
         families = {family(s) for _, s in incident.anomalies if corroborates(s)}
         if len(families) >= self.min_families or any(f.startswith(SELF_EVIDENT) for f in families):
             return True
         if any(a.score >= self._alone(s) for (_, s), a in incident.anomalies.items()):
             return True
+        if any(is_rate(s) and a.value == 0.0 for (_, s), a in incident.anomalies.items()):
+            return True  # steady traffic that stopped (detector/silence.py): nothing else of it can show
         # A missing log line beside error lines of the same service (a normal line gone, an error in its place: the
         # mark of a failing code path) needs no more either.
         missing = {e for e, s in incident.anomalies if family(s) == "log_missing"}

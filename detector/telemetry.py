@@ -6,6 +6,7 @@ services past ``max_entities``). These are counted where they happen (``SeriesTa
 ``Multivariate.failures``); without this they would be lost silently to anyone who cannot attach a debugger.
 
     rootward_detector_dropped_total{reason}
+    rootward_detector_telemetry_gaps_total   windows in which most steady request rates stopped at once (silence.py)
 """
 
 from __future__ import annotations
@@ -52,3 +53,9 @@ class DetectorMetrics:
             for attribute, reason in FLOW.items() if flow is not None else ():
                 family.add_metric([reason], getattr(flow, attribute))
         yield family
+        yield CounterMetricFamily(
+            "rootward_detector_telemetry_gaps",
+            "Windows in which most steady request rates stopped at once: read as a gap in the telemetry (a Collector"
+            " or the network to it), not as traffic that stopped.",
+            value=self.detector.silence.telemetry_gaps,
+        )

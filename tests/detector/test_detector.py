@@ -96,16 +96,16 @@ def test_the_baseline_flags_a_jump_in_the_bad_direction_only_after_warmup() -> N
 
 
 def test_traffic_that_falls_by_most_of_its_rate_is_an_anomaly_and_a_halving_is_not() -> None:
-    """A drop can be at most the whole rate: the rule's relative floor (a fifth of the median) lets a fall of four
-    fifths reach z 4 (with half, as before, no drop ever could)."""
-    b = Baselines(history=20, warmup=5)
+    """A drop can be at most the whole rate: the rule's relative floor (0.15 of the median) lets a fall of three
+    quarters reach the default z 5 (with half, as before, no drop ever could)."""
+    b = Baselines(history=20, warmup=5, z=5.0)
     b.add_series([rule_for("rate"), rule_for("rate"), rule_for("in:service:shop/frontend.rate")])
     ids = np.array([0, 1, 2])
     for _ in range(20):
         b.judge(ids, np.array([10.0, 10.0, 10.0]))
-    anomalous, _, score = b.judge(ids, np.array([1.0, 5.0, 0.5]))
+    anomalous, _, score = b.judge(ids, np.array([2.0, 5.0, 0.0]))
     assert anomalous.tolist() == [True, False, True]
-    assert score[0] < -4
+    assert score[0] < -5
 
 
 def test_small_changes_are_not_anomalies_however_quiet_the_baseline() -> None:

@@ -214,7 +214,7 @@ def test_what_the_flow_sets_aside_is_on_metrics() -> None:
     clock = ManualClock(0.0)
     mined = LogTemplates(lambda _, a: None, clock, max_lines_per_window=10, flow=FlowSettings(max_keys=2))
     mined.consume_logs(info_lines(5))
-    (family,) = DetectorMetrics(Detector(lambda _, a: None), mined).collect()
+    family = next(DetectorMetrics(Detector(lambda _, a: None), mined).collect())
     values = {s.labels["reason"]: s.value for s in family.samples}
     assert values[LOG_SKIPPED] == 15  # 20 lines offered, 5 mined (half the budget)
     assert values[FLOW["overflowed"]] == 1  # the first trace's third template was past max_keys 2

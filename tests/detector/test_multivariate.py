@@ -107,5 +107,5 @@ def test_a_fit_that_fails_keeps_the_last_model_and_is_counted_on_metrics() -> No
     model._refit(np.zeros((0, len(FEATURES)), np.float32))  # IsolationForest refuses an empty training set
     assert model.failures == 1
     assert model.model is None
-    (family,) = DetectorMetrics(detector).collect()
+    family = next(DetectorMetrics(detector).collect())
     assert {s.labels["reason"]: s.value for s in family.samples}[MULTIVARIATE_FAILED] == 1

@@ -1,0 +1,52 @@
+"""Traffic that stopped: a rate series with no value in a window reads as 0 when it had one in every window for a
+while and the other rates go on.
+
+A window's series exist only for what was sent in it, so a service that stops serving (crashed, cut off, no longer
+routed to) leaves no value at all and its rate could never drop. Here a request rate (a service's ``rate``, an
+edge's ``in:<caller>.rate``) that had a value in each of the last ``after`` windows and has none now is given 0 for
+up to ``keep`` windows, and judged like any other value (a fall of three quarters or more of a steady rate is an
+anomaly at z 5, baseline.py). Not when most steady rates went silent at once: then the telemetry stopped (a Collector or
+the network to it), not the services, and is counted in ``telemetry_gaps``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rootward.detector.baseline import EDGE_PREFIX
+
+
+def is_rate(signal: str) -> bool:
+    return signal == "rate" or (signal.startswith(EDGE_PREFIX) and signal.endswith(".rate"))
+
+
+class Silence:
+    def __init__(self, after: int, keep: int = 30) -> None:
+        self.after, self.keep = after, keep
+        self.rate = np.zeros(0, bool)  # per series: a request rate
+        self.steady = np.zeros(0, np.int64)  # windows in a row with a value (kept while it reads as silent)
+        self.silent = np.zeros(0, np.int64)  # windows in a row read as 0
+        self.telemetry_gaps = 0
+
+    def add_series(self, signals: list[str]) -> None:
+        self.rate = np.concatenate([self.rate, np.array([is_rate(s) for s in signals], bool)])
+        self.steady = np.concatenate([self.steady, np.zeros(len(signals), np.int64)])
+        self.silent = np.concatenate([self.silent, np.zeros(len(signals), np.int64)])
+
+    def fill(self, ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The window's (series, values) with a 0 for each steady rate that has no value; bookkeeping advanced."""
+        if self.after <= 0 or not len(self.rate):
+            return ids, values
+        present = np.zeros(len(self.rate), bool)
+        present[ids] = True
+        steady = self.rate & (self.steady >= self.after)
+        quiet = steady & ~present & (self.silent < self.keep)
+        if quiet.any() and quiet.sum() * 2 > steady.sum():  # most of them at once: the telemetry, not the services
+            self.telemetry_gaps += 1
+            quiet[:] = False
+        self.silent = np.where(quiet, self.silent + 1, 0)
+        self.steady = np.where(present, self.steady + 1, np.where(quiet, self.steady, 0))
+        zeros = np.flatnonzero(quiet)
+        if not len(zeros):
+            return ids, values
+        return np.concatenate([ids, zeros]), np.concatenate([values, np.zeros(len(zeros))])
