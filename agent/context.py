@@ -73,7 +73,9 @@ class ContextBuilder:
         pods = self.service_of()
         service_of = {a.entity: pods[a.entity] for a in anomalies if a.entity in pods}
         services = {service_of.get(a.entity, a.entity) for a in anomalies}
-        calls = tuple(sorted(c for c in self.calls() if c[0] in services or c[1] in services))
+        every = list(self.calls())
+        callers = {c[0] for c in every if c[1] in services}  # and all their calls: how many of them slowed matters
+        calls = tuple(sorted(c for c in every if c[0] in services or c[1] in services or c[0] in callers))
         first_seen: dict[str, float] = {}
         for a in anomalies:
             first_seen[a.entity] = min(first_seen.get(a.entity, a.start), a.start)

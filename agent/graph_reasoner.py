@@ -107,7 +107,9 @@ class GraphReasoner:
         for a in context.anomalies:
             c = context.service(_owner(a.entity, a.signal))
             w = math.log1p(abs(a.score) / s.z0)
-            cat = category(a.signal)
+            cat = category(
+                a.signal.rsplit(".", 1)[-1] if a.signal.startswith("in:") else a.signal
+            )  # not the caller's name
             by_category[c][cat] += w
             evidence[c].append(Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected,
                                         score=a.score))  # fmt: skip

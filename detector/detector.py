@@ -13,6 +13,7 @@ every window, so a quiet pipeline still closes its windows; a replay calls it as
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -97,7 +98,7 @@ class Detector:
         self.is_log = np.zeros(0, bool)  # per series: a log_errors series (summed over the trail)
         self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
         self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
-        self.silence = Silence(round(s.silence_s / s.window_s))  # steady rates that stopped read as 0
+        self.silence = Silence(math.ceil(s.silence_s / s.window_s))  # steady rates that stopped read as 0
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
@@ -184,7 +185,7 @@ class Detector:
                 self.seasonal.add_series(len(new))
         if len(ids):
             values = self._trailing_logs(number, ids, values)
-            ids, values = self.silence.fill(ids, values)
+        ids, values = self.silence.fill(ids, values)  # an empty window too: nothing came, a telemetry gap
         anomalies: list[Anomaly] = []
         self.judged["windows"] += 1
         if len(ids):

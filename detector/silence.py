@@ -1,26 +1,31 @@
-"""Traffic that stopped: a rate series with no value in a window reads as 0 when it had one in every window for a
-while and the other rates go on.
+"""Traffic that stopped: a service's request rate with no value in a window reads as 0 when it had one in every
+window for a while and the other services' rates go on.
 
 A window's series exist only for what was sent in it, so a service that stops serving (crashed, cut off, no longer
-routed to) leaves no value at all and its rate could never drop. Here a request rate (a service's ``rate``, an
-edge's ``in:<caller>.rate``) that had a value in each of the last ``after`` windows and has none now is given 0 for
-up to ``keep`` windows, and judged like any other value (a fall of three quarters or more of a steady rate is an
-anomaly at z 5, baseline.py). Not when most steady rates went silent at once: then the telemetry stopped (a Collector or
-the network to it), not the services, and is counted in ``telemetry_gaps``.
+routed to) leaves no value at all and its rate could never drop. Here a service's ``rate`` (its server spans a second;
+a window without server spans gives none) that had a value in each of the last ``after`` windows and has none now is
+given 0 for up to ``keep`` windows, and judged like any other value: a stop is an anomaly at z 5 when the steady rate
+was 2.5 requests a second or more (the rate rule's minimum change, 0.5, is also its scale's floor, baseline.py). A 0
+opens an incident alone (incidents.py). Not when most steady rates went silent at once, or nothing came at all: then
+the telemetry stopped (a Collector or the network to it), not the services, and the window is counted in
+``telemetry_gaps``. That rule counts services, not senders: a hub whose stop silences most services downstream of it
+reads as a gap too (its callers' failing calls still show it, as ``in:<caller>.error_ratio``). Edges' rates are not
+filled: a caller that stops calling one callee is the request mix as often as a fault.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rootward.detector.baseline import EDGE_PREFIX
-
 
 def is_rate(signal: str) -> bool:
-    return signal == "rate" or (signal.startswith(EDGE_PREFIX) and signal.endswith(".rate"))
+    """A service's request rate: the series a stop is read into."""
+    return signal == "rate"
 
 
 class Silence:
+    """Per series: whether it is a rate, how many windows in a row it had a value, how many it was read as 0."""
+
     def __init__(self, after: int, keep: int = 30) -> None:
         self.after, self.keep = after, keep
         self.rate = np.zeros(0, bool)  # per series: a request rate

@@ -94,7 +94,7 @@ class SeriesTable:
 #: The Collector's kubeletstats / k8s_cluster metrics are read by name in kube_metrics.py, whose series fold as
 #: their largest value in the window (ratios, usage) or their sum (increases).
 #: Per-call means (an edge's latency and error ratio) fold as the mean over the window's calls, and give no value
-#: below MIN_SPANS calls (too noisy, as a span group's quantiles).
+#: below MIN_CALLS calls (too noisy, as a span group's quantiles).
 _SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL = -1, 0, 1, 2, 3, 4, 5
 DELTA = _DELTA
 
@@ -384,7 +384,7 @@ class Window:
                 quantiles = _quantiles(hist, (0.5, 0.95, 0.99))
                 if side == "server":
                     columns = {
-                        "rate": (count / self.seconds, np.ones(len(rows), bool)),
+                        "rate": (count / self.seconds, count > 0),  # none without server spans (silence.py)
                         "error_ratio": (errors / np.maximum(count, 1), enough),
                         "p50": (quantiles[:, 0], enough),
                         "p95": (quantiles[:, 1], enough),

@@ -339,10 +339,10 @@ class Detection(_Section):
     incident and ranked nothing better (bench/README.md), for ~20x the latency series. An operation's series counts
     as its service's latency when incidents count signal families. 20 suits a service with a few routes."""
     silence_s: float = Field(default=120.0, ge=0)
-    """A request rate (a service's ``rate``, an edge's ``in:<caller>.rate``) seen in every window for this long that
-    stops while the other rates go on reads as 0 for up to 30 windows (detector/silence.py): a service that stopped
-    serving sends nothing, so nothing else would show it. Most steady rates stopping at once is the telemetry's gap,
-    not the services', and reads as nothing. 0 turns it off."""
+    """A service's request rate seen in every window for this long that stops while the other services' go on reads
+    as 0 for up to 30 windows and opens an incident (detector/silence.py): a service that stopped serving sends
+    nothing, so nothing else would show it. Needs a steady 2.5 requests a second or more. Most steady rates stopping
+    at once is the telemetry's gap, not the services', and reads as nothing. 0 turns it off."""
     memory_near_limit: float = Field(default=0.9, gt=0, le=1)
     """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
     ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,

@@ -24,6 +24,7 @@ from rootward.detector.incidents import corroborates, family
 FRONTEND, ADMIN, CART = "service:shop/frontend", "service:shop/admin", "service:shop/cart"
 ORDERS_DB = "database:postgresql/orders-db"
 WINDOW_NS = 10 * 10**9
+NETWORK_S = 0.01
 
 
 class Shop:
@@ -83,8 +84,8 @@ def call(shop: Shop, caller: str, callee: str, t: int, seconds: float, failed: b
     server.end(end_time=t + 2000 + int(seconds * 1e9))
     if failed:
         client.set_status(Status(StatusCode.ERROR, "deadline exceeded"))
-    client.end(end_time=t + 3000 + int(seconds * 1e9))
-    outer.end(end_time=t + 4000 + int(seconds * 1e9))
+    client.end(end_time=t + 2000 + int((seconds + NETWORK_S) * 1e9))  # the caller waits for the network too
+    outer.end(end_time=t + 4000 + int((seconds + NETWORK_S) * 1e9))
 
 
 def query(shop: Shop, caller: str, t: int, seconds: float) -> None:
@@ -117,6 +118,10 @@ def test_errors_on_one_edge_open_an_incident_on_the_callee_though_its_own_spans_
             window(app, clock, shop)
         found = flagged(app)
         incidents = app.incidents.listed()
+        seen = app.detector.recent(CART, f"in:{FRONTEND}.latency", 20)
+        signals = {signal for _, signal in app.detector.table.keys}
+    assert 0.013 < float(np.median(seen)) < 0.017  # what the caller waited: the cart's ~5 ms and the network's 10
+    assert not any(s.startswith("in:service:/user") for s in signals)  # requests from outside: the server rate
     assert (CART, f"in:{FRONTEND}.error_ratio") in found
     assert (CART, f"in:{ADMIN}.error_ratio") not in found  # the other caller's calls are fine
     assert (CART, "error_ratio") not in found  # and so are the cart's own spans

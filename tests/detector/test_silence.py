@@ -33,18 +33,26 @@ def test_a_steady_rate_that_stops_reads_as_0_for_a_while_then_not() -> None:
     assert silence.telemetry_gaps == 0
 
 
-def test_a_rate_that_was_not_steady_and_latency_series_are_not_filled() -> None:
+def test_a_rate_that_was_not_steady_and_other_series_are_not_filled() -> None:
     silence = Silence(after=3)
     silence.add_series(["rate", "p95", "in:service:shop/a.rate", "in:service:shop/a.latency", "rate"])
-    assert [is_rate(s) for s in ("rate", "p95", "in:service:shop/a.rate", "in:service:shop/a.latency")] == [
-        True,
-        False,
-        True,
-        False,
-    ]
+    assert [is_rate(s) for s in ("rate", "p95", "in:service:shop/a.rate")] == [True, False, False]  # edges: the mix
     for w in range(6):  # series 0 only every other window; series 4 steady throughout
         ids = np.array([0, 1, 2, 3, 4] if w % 2 == 0 else [1, 2, 3, 4])
         assert silence.fill(ids, np.ones(len(ids)))[0].tolist() == ids.tolist()
+    for _ in range(3):  # the steady edge rate stops: not filled
+        ids, _ = silence.fill(np.array([0, 1, 3, 4]), np.ones(4))
+        assert ids.tolist() == [0, 1, 3, 4]
+
+
+def test_a_window_with_nothing_in_it_is_a_telemetry_gap() -> None:
+    silence = Silence(after=2)
+    silence.add_series(["rate", "rate"])
+    for _ in range(2):
+        silence.fill(np.array([0, 1]), np.ones(2))
+    ids, _ = silence.fill(np.zeros(0, np.int64), np.zeros(0))
+    assert ids.tolist() == []
+    assert silence.telemetry_gaps == 1
 
 
 def test_most_steady_rates_stopping_at_once_is_a_telemetry_gap() -> None:
