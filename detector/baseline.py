@@ -127,6 +127,15 @@ class Baselines:
         self.min_rel = np.concatenate([self.min_rel, np.array([r.min_rel for r in rules])])
         self.min_abs = np.concatenate([self.min_abs, np.array([r.min_abs for r in rules])])
 
+    def reset(self, ids: np.ndarray, rules: list[Rule]) -> None:
+        """Series ``ids`` start over (their indexes were given to new series) with these rules."""
+        self.values[ids] = np.nan
+        self.seen[ids] = 0
+        self.stats[ids] = np.nan
+        self.direction[ids] = [r.direction for r in rules]
+        self.min_rel[ids] = [r.min_rel for r in rules]
+        self.min_abs[ids] = [r.min_abs for r in rules]
+
     def _refresh(self, ids: np.ndarray) -> None:
         """Recompute the order statistics (median, MAD, tail quantiles; nearest rank, one partial sort each) of the
         series of ``ids`` that are due: each series every ``refresh`` of its values, staggered by its index, or when

@@ -45,6 +45,10 @@ class Anomaly:
     end: float
 
 
+#: Windows between looks for series to release (360: hourly at 10 s windows).
+_RELEASE_EVERY = 360
+
+
 class Call(NamedTuple):
     """One edge's calls in one batch, as the topology paired them: ``seconds`` is what the caller saw (its client
     spans' time; a callee's server time where the client span was not seen), ``gap`` the client-minus-server seconds
@@ -72,6 +76,7 @@ class DetectorSettings:
     seasonality: bool = True
     operations_per_service: int = 0
     silence_s: float = 120.0
+    series_ttl_s: float = 25 * 3600.0
 
 
 class Detector:
@@ -99,6 +104,7 @@ class Detector:
         self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
         self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
         self.silence = Silence(math.ceil(s.silence_s / s.window_s))  # steady rates that stopped read as 0
+        self.valued = np.zeros(0, np.int64)  # per series: the last window it had a value (or was created)
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
@@ -183,6 +189,10 @@ class Detector:
                 self.multivariate.add_series(new)
             if self.seasonal is not None:
                 self.seasonal.add_series(len(new))
+            self.valued = np.concatenate([self.valued, np.full(len(new), number, np.int64)])
+        if self.table.reused:
+            self._start_over(np.array(self.table.reused, np.int64), number)
+            self.table.reused.clear()
         if len(ids):
             values = self._trailing_logs(number, ids, values)
         ids, values = self.silence.fill(ids, values)  # an empty window too: nothing came, a telemetry gap
@@ -214,8 +224,34 @@ class Detector:
                     anomalies.append(Anomaly(entity, "multivariate", below, 0.0, largest, start, end))
             self.judged["values"] += len(ids)
             self.judged["anomalies"] += len(anomalies)
+            self.valued[ids] = number
+        if number % _RELEASE_EVERY == 0:
+            self._release(number)
         self.last_tick_s = time.perf_counter() - started
         self.sink((number + 1) * self.settings.window_s, anomalies)
+
+    def _release(self, number: int) -> None:
+        """Series without a value for ``series_ttl_s`` (a deleted pod's, a peer no longer called) give their indexes
+        to new series: pods come and go with every rollout, and the table would otherwise fill and refuse new ones.
+        A released series seen again starts over (warm-up, no seasonal profile)."""
+        ttl = math.ceil(self.settings.series_ttl_s / self.settings.window_s)
+        stale = np.flatnonzero(self.valued < number - ttl)
+        self.table.release(stale.tolist())
+
+    def _start_over(self, ids: np.ndarray, number: int) -> None:
+        """Series ``ids`` were given to new keys: their state is the new series', empty."""
+        keys = [self.table.keys[i] for i in ids.tolist()]
+        signals = [signal for _, signal in keys]
+        self.baselines.reset(ids, [rule_for(signal) for signal in signals])
+        self.streak[ids] = 0
+        self.is_log[ids] = [signal == "log_errors" for signal in signals]
+        self.trail[ids] = 0.0
+        self.silence.reset(ids, signals)
+        self.valued[ids] = number
+        if self.multivariate is not None:
+            self.multivariate.reset(ids, keys)
+        if self.seasonal is not None:
+            self.seasonal.reset(ids)
 
     def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` with each log_errors count replaced by its sum over the windows of the last ``log_trail_s`` (those

@@ -83,6 +83,13 @@ class Multivariate:
         self.series_entity = np.concatenate([self.series_entity, np.array(entity, np.int64)])
         self.series_feature = np.concatenate([self.series_feature, np.array([feature_of(s) for _, s in keys])])
 
+    def reset(self, ids: np.ndarray, keys: list[tuple[str, str]]) -> None:
+        """Series ``ids`` now belong to these keys (their indexes were given to new series)."""
+        entity = [self.entities.setdefault(e, len(self.entities)) for e, _ in keys]
+        self.names.extend(list(self.entities)[len(self.names) :])
+        self.series_entity[ids] = entity
+        self.series_feature[ids] = [feature_of(s) for _, s in keys]
+
     def observe(self, ids: np.ndarray, bad_z: np.ndarray) -> list[tuple[str, float, float]]:
         """One window: series ``ids`` with their z in the bad direction. Returns (entity, how far below the
         threshold its row scored, its largest z) for the rows the current model finds unusual."""

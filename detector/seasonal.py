@@ -37,6 +37,13 @@ class Seasonal:
         self.sums = np.concatenate([self.sums, np.zeros(n)])
         self.counts = np.concatenate([self.counts, np.zeros(n, np.int64)])
 
+    def reset(self, ids: np.ndarray) -> None:
+        """Series ``ids`` start over: no profile."""
+        self.profile[ids] = np.nan
+        self.measured[ids] = -1
+        self.sums[ids] = 0.0
+        self.counts[ids] = 0
+
     def expected(self, ids: np.ndarray, t: float) -> np.ndarray:
         """The same slot's mean in the previous period for series ``ids`` at time ``t`` (NaN where unknown)."""
         period, slot = self._where(t)

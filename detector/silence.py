@@ -38,6 +38,12 @@ class Silence:
         self.steady = np.concatenate([self.steady, np.zeros(len(signals), np.int64)])
         self.silent = np.concatenate([self.silent, np.zeros(len(signals), np.int64)])
 
+    def reset(self, ids: np.ndarray, signals: list[str]) -> None:
+        """Series ``ids`` start over as these signals."""
+        self.rate[ids] = [is_rate(s) for s in signals]
+        self.steady[ids] = 0
+        self.silent[ids] = 0
+
     def fill(self, ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The window's (series, values) with a 0 for each steady rate that has no value; bookkeeping advanced."""
         if self.after <= 0 or not len(self.rate):

@@ -7,13 +7,15 @@ services past ``max_entities``). These are counted where they happen (``SeriesTa
 
     rootward_detector_dropped_total{reason}
     rootward_detector_telemetry_gaps_total   windows in which most steady request rates stopped at once (silence.py)
+    rootward_detector_series_released_total  series forgotten after ``series_ttl_s`` without a value
+    rootward_detector_series                 series held (in use; released slots excluded)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rootward.detector.detector import Detector
 from rootward.detector.templates import LogTemplates
@@ -58,4 +60,13 @@ class DetectorMetrics:
             "Windows in which most steady request rates stopped at once: read as a gap in the telemetry (a Collector"
             " or the network to it), not as traffic that stopped.",
             value=self.detector.silence.telemetry_gaps,
+        )
+        table = self.detector.table
+        yield CounterMetricFamily(
+            "rootward_detector_series_released",
+            "Series forgotten after detection.series_ttl_s without a value; their slots go to new series.",
+            value=table.released,
+        )
+        yield GaugeMetricFamily(
+            "rootward_detector_series", "Series held, of detection.max_series.", value=len(table.index)
         )

@@ -67,24 +67,45 @@ MIN_CALLS = 3
 
 @dataclass
 class SeriesTable:
-    """Scalar series by (entity, signal) -> index; bounded."""
+    """Scalar series by (entity, signal) -> index; bounded. Indexes of released series (long unseen: a deleted pod's)
+    are given to new series first; ``reused`` lists those handed out since the owner last took the list, whose state
+    (baseline, ...) must start over."""
 
     max_series: int = 100_000
     index: dict[tuple[str, str], int] = field(default_factory=dict)
     keys: list[tuple[str, str]] = field(default_factory=list)
     refused: int = 0
+    free: list[int] = field(default_factory=list)
+    reused: list[int] = field(default_factory=list)
+    released: int = 0
 
     def get(self, entity: str, signal: str) -> int:
         """The series' index, or -1 when the table is full."""
         key = (entity, signal)
         i = self.index.get(key)
         if i is None:
-            if len(self.keys) >= self.max_series:
+            if self.free:
+                i = self.free.pop()
+                self.keys[i] = key
+                self.reused.append(i)
+            elif len(self.keys) >= self.max_series:
                 self.refused += 1
                 return -1
-            i = self.index[key] = len(self.keys)
-            self.keys.append(key)
+            else:
+                i = len(self.keys)
+                self.keys.append(key)
+            self.index[key] = i
         return i
+
+    def release(self, ids: list[int]) -> None:
+        """Forget these series: their keys are unknown from now on (a value under one starts a new series) and their
+        indexes go to the next new series."""
+        for i in ids:
+            if self.index.get(self.keys[i]) == i:
+                del self.index[self.keys[i]]
+                self.keys[i] = ("", "")
+                self.free.append(i)
+                self.released += 1
 
 
 #: How a metric folds into a window's value: gauges as their mean; sums as a rate (``<name>.rate``): delta sums

@@ -343,6 +343,11 @@ class Detection(_Section):
     as 0 for up to 30 windows and opens an incident (detector/silence.py): a service that stopped serving sends
     nothing, so nothing else would show it. Needs a steady 2.5 requests a second or more. Most steady rates stopping
     at once is the telemetry's gap, not the services', and reads as nothing. 0 turns it off."""
+    series_ttl_s: float = Field(default=25 * 3600.0, gt=0)
+    """A series with no value for this long (a deleted pod's, a peer no longer called) is forgotten and its slot
+    given to a new series: pods come and go with every rollout, and ``max_series`` would otherwise fill with the
+    dead and refuse the living. Seen again, it starts over (warm-up). A day and an hour: a nightly job's series keep
+    their baseline and yesterday's profile (``seasonality``)."""
     memory_near_limit: float = Field(default=0.9, gt=0, le=1)
     """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
     ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,

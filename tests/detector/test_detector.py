@@ -12,11 +12,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from prometheus_client import CollectorRegistry
 
 from rootward.clock import ManualClock
 from rootward.detector.baseline import Baselines, rule_for
 from rootward.detector.detector import Anomaly, Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.windows import STREAM_TTL_WINDOWS, SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import LogDecoder, MetricDecoder, TraceDecoder
@@ -352,3 +354,37 @@ def test_a_slower_network_into_a_service_is_its_net_in_and_its_callers_client_ne
     (net,) = [a for _, found in seen for a in found if a.signal == "net_in"][:1]
     assert net.value == pytest.approx(0.1)
     assert net.expected == pytest.approx(0.001)
+
+
+def test_series_unseen_for_the_ttl_give_their_slots_to_new_pods_which_start_over() -> None:
+    """Pods come and go with rollouts: with room for 1 series, a new pod's series would be refused for ever. Series
+    with no value for series_ttl_s are released (looked for hourly) and their slots reused, with an empty baseline."""
+    clock = ManualClock(0.0)
+    seen: list[Anomaly] = []
+    settings = DetectorSettings(window_s=10, warmup=3, max_series=1, series_ttl_s=600, seasonality=False)
+    detector = Detector(lambda _, found: seen.extend(found), settings, clock)
+    registry = CollectorRegistry()
+    registry.register(DetectorMetrics(detector))
+
+    def send(pod: str, value: float) -> None:
+        detector.consume_metrics(gauge(pod, "queue.depth", value))
+
+    for _ in range(20):  # the old pod's queue is deep (100)
+        send("shop-1", 100.0)
+        clock.advance(10)
+    send("shop-2", 1.0)  # no room: refused
+    clock.advance(10)
+    assert detector.table.refused == 1
+    while clock.now() < 3700:  # the old pod is gone; an hour passes: its series is released
+        clock.advance(10)
+        detector.tick()
+    for _ in range(6):  # the new pod takes its slot; its own values are its baseline, not the old pod's 100
+        send("shop-2", 1.0)
+        clock.advance(10)
+    detector.tick()
+    assert ("pod:shop/shop-2", "queue.depth") in detector.table.index
+    assert ("pod:shop/shop-1", "queue.depth") not in detector.table.index
+    assert detector.recent("pod:shop/shop-2", "queue.depth", 10) == (1.0,) * 6
+    assert not [a for a in seen if a.entity == "pod:shop/shop-2"]  # 1 against its own 1s, not against 100
+    assert registry.get_sample_value("rootward_detector_series_released_total") == 1
+    assert registry.get_sample_value("rootward_detector_series") == 1
