@@ -92,6 +92,33 @@ def test_one_family_stays_pending_and_a_second_opens_the_incident_then() -> None
     assert told == ["opened"]
 
 
+def test_a_resolved_incident_reopens_only_as_well_founded_as_a_new_one_opens() -> None:
+    """A lone family's blip within reopen_s of the end no longer reopens it (on the shared TrainTicket day, 4 of 18
+    false incidents were such reopenings); corroborated, the same incident reopens with what came since."""
+    told: list[str] = []
+
+    class Sink:
+        def incident_changed(self, incident: object, change: str) -> None:
+            told.append(change)
+
+    incidents = Incidents(Graph(), [Sink()], hold_s=60, reopen_s=600, min_families=2)
+    incidents.observe(100, [anomaly("a", "p95", 100), anomaly("b", "cpu.usage", 100)])
+    (incident,) = incidents.open
+    incidents.observe(200, [])
+    assert told == ["opened", "resolved"]
+    incidents.observe(300, [anomaly("a", "client.latency.p90", 300)])  # one family: not news enough
+    assert incidents.open == []
+    incidents.observe(400, [anomaly("b", "memory.usage", 400)])  # a new episode, and again alone
+    assert incidents.open == []
+    incidents.observe(410, [anomaly("b", "memory.usage", 410)])
+    incidents.observe(420, [anomaly("a", "p99", 420)])  # with the memory 10 s before: two families, it reopens
+    assert incidents.open == [incident]
+    assert incident.reopened == 1
+    assert ("b", "memory.usage") in incident.anomalies
+    assert ("a", "client.latency.p90") not in incident.anomalies  # that blip's episode ended with its hold
+    assert told == ["opened", "resolved", "reopened"]
+
+
 def test_a_lone_family_is_dropped_after_the_hold_but_errors_and_k8s_signals_open_at_once() -> None:
     incidents = Incidents(Graph(), [], hold_s=60, min_families=2)
     incidents.observe(100, [anomaly("a", "p95", 100)])
