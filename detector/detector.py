@@ -77,6 +77,7 @@ class DetectorSettings:
     operations_per_service: int = 0
     silence_s: float = 120.0
     series_ttl_s: float = 25 * 3600.0
+    callers_per_callee: int = 50
 
 
 class Detector:
@@ -105,6 +106,7 @@ class Detector:
         self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
         self.silence = Silence(math.ceil(s.silence_s / s.window_s))  # steady rates that stopped read as 0
         self.valued = np.zeros(0, np.int64)  # per series: the last window it had a value (or was created)
+        self.callers: dict[str, set[str]] = {}  # callee -> the callers its edge series are for
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
@@ -149,7 +151,7 @@ class Detector:
         stretches all its calls)."""
         with self._lock:
             self._roll(self.clock.now())
-            edges = [c for c in calls if c.caller and c.caller != c.callee]
+            edges = [c for c in calls if c.caller and c.caller != c.callee and self._edge(c)]
             self.window.add_calls([(c.callee, f"{EDGE_PREFIX}{c.caller}.rate", c.requests, 1) for c in edges], DELTA)
             self.window.add_calls(
                 [(c.callee, f"{EDGE_PREFIX}{c.caller}.latency", c.seconds, c.requests) for c in edges]
@@ -158,6 +160,16 @@ class Detector:
             gaps = [(c.callee, "net_in", c.gap, c.paired) for c in calls if c.paired]
             gaps += [(c.caller, "client_net", c.gap, c.paired) for c in calls if c.paired]
             self.window.add_means(gaps)
+
+    def _edge(self, call: Call) -> bool:
+        """Whether the edge gets series: the first ``callers_per_callee`` callers of a callee do (a hub called by
+        hundreds, or peers under churning addresses, would fill ``max_series``); calls of the others are counted."""
+        callers = self.callers.setdefault(call.callee, set())
+        if call.caller in callers or len(callers) < self.settings.callers_per_callee:
+            callers.add(call.caller)
+            return True
+        self.window.dropped["calls of callers past callers_per_callee"] += call.requests
+        return False
 
     def tick(self) -> None:
         """Close the open window if its time has passed."""
@@ -237,6 +249,13 @@ class Detector:
         ttl = math.ceil(self.settings.series_ttl_s / self.settings.window_s)
         stale = np.flatnonzero(self.valued < number - ttl)
         self.table.release(stale.tolist())
+        index = self.table.index
+        for callee, callers in list(self.callers.items()):  # a released edge frees its place
+            kept = {c for c in callers if (callee, f"{EDGE_PREFIX}{c}.rate") in index}
+            if kept:
+                self.callers[callee] = kept
+            else:
+                del self.callers[callee]
 
     def _start_over(self, ids: np.ndarray, number: int) -> None:
         """Series ``ids`` were given to new keys: their state is the new series', empty."""

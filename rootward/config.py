@@ -348,6 +348,10 @@ class Detection(_Section):
     given to a new series: pods come and go with every rollout, and ``max_series`` would otherwise fill with the
     dead and refuse the living. Seen again, it starts over (warm-up). A day and an hour: a nightly job's series keep
     their baseline and yesterday's profile (``seasonality``)."""
+    callers_per_callee: int = Field(default=50, ge=0)
+    """Callers of one callee whose calls get edge series (``in:<caller>.rate`` / ``.error_ratio`` / ``.latency``),
+    the first ones seen; calls of further callers still count for the callee's own series and are counted as
+    dropped (``rootward_detector_dropped_total``). Bounds what a hub called by hundreds adds to ``max_series``."""
     memory_near_limit: float = Field(default=0.9, gt=0, le=1)
     """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
     ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,

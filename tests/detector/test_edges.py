@@ -14,12 +14,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CollectorRegistry
 
 from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
-from rootward.detector.detector import Call, Detector
+from rootward.detector.detector import Call, Detector, DetectorSettings
 from rootward.detector.incidents import corroborates, family
+from rootward.detector.telemetry import DetectorMetrics
 
 FRONTEND, ADMIN, CART = "service:shop/frontend", "service:shop/admin", "service:shop/cart"
 ORDERS_DB = "database:postgresql/orders-db"
@@ -166,3 +168,19 @@ def test_an_edge_needs_enough_calls_in_a_window_and_its_signals_read_as_their_fa
     assert family(f"in:{FRONTEND}.error_ratio") == family("error_ratio") == "error"
     assert corroborates(f"in:{FRONTEND}.latency")
     assert not corroborates(f"in:{FRONTEND}.rate")
+
+
+def test_a_callees_edge_series_stop_at_callers_per_callee_and_the_rest_is_counted() -> None:
+    clock = ManualClock(0.0)
+    detector = Detector(lambda _, found: None, DetectorSettings(callers_per_callee=2), clock)
+    registry = CollectorRegistry()
+    registry.register(DetectorMetrics(detector))
+    detector.consume_calls([Call(f"service:shop/c{i}", CART, 7, 0, 0.07) for i in range(4)])
+    clock.advance(10)
+    detector.tick()
+    edges = {signal for entity, signal in detector.table.keys if entity == CART and signal.endswith(".rate")}
+    assert edges == {"in:service:shop/c0.rate", "in:service:shop/c1.rate"}
+    dropped = registry.get_sample_value(
+        "rootward_detector_dropped_total", {"reason": "calls of callers past callers_per_callee"}
+    )
+    assert dropped == 14
