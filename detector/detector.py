@@ -250,6 +250,9 @@ class Detector:
         stale = np.flatnonzero(self.valued < number - ttl)
         self.table.release(stale.tolist())
         index = self.table.index
+        held = {entity for entity, _ in index}
+        for pod in [p for p in self.window.service_of if p not in held]:  # a deleted pod's service is no news
+            del self.window.service_of[pod]
         for callee, callers in list(self.callers.items()):  # a released edge frees its place
             kept = {c for c in callers if (callee, f"{EDGE_PREFIX}{c}.rate") in index}
             if kept:

@@ -384,6 +384,7 @@ def test_series_unseen_for_the_ttl_give_their_slots_to_new_pods_which_start_over
     detector.tick()
     assert ("pod:shop/shop-2", "queue.depth") in detector.table.index
     assert ("pod:shop/shop-1", "queue.depth") not in detector.table.index
+    assert detector.service_of == {"pod:shop/shop-2": "service:/shop"}  # the deleted pod's mapping went with it
     assert detector.recent("pod:shop/shop-2", "queue.depth", 10) == (1.0,) * 6
     assert not [a for a in seen if a.entity == "pod:shop/shop-2"]  # 1 against its own 1s, not against 100
     assert registry.get_sample_value("rootward_detector_series_released_total") == 1
