@@ -227,7 +227,8 @@ class Incidents(_Section):
     hold_s: float = Field(default=120.0, gt=0)
     """An incident with no anomaly for this long resolves."""
     reopen_s: float = Field(default=120.0, ge=0)
-    """A related anomaly within this long of the resolution reopens the incident (flap damping). 120 s: a fault that
+    """Related anomalies within this long of the resolution reopen the incident (flap damping) once they are
+    corroborated as a new incident's would be (``min_families``, or a signal that opens alone). 120 s: a fault that
     flaps stays one incident, but a new fault minutes later on a related service is a new one (600 s merged faults
     8 minutes apart on the shared Nezha days)."""
     min_families: int = Field(default=2, ge=1)
