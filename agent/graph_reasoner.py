@@ -46,6 +46,7 @@ import numpy as np
 
 from rootward.agent.context import IncidentContext
 from rootward.agent.schema import Diagnosis, EntityKind, Evidence, FaultClass, Hypothesis
+from rootward.detector.baseline import edge_of
 
 _CLIENT = re.compile(r"client")
 _SERVER_LATENCY = ("p50", "p95", "p99")
@@ -107,9 +108,8 @@ class GraphReasoner:
         for a in context.anomalies:
             c = context.service(_owner(a.entity, a.signal))
             w = math.log1p(abs(a.score) / s.z0)
-            cat = category(
-                a.signal.rsplit(".", 1)[-1] if a.signal.startswith("in:") else a.signal
-            )  # not the caller's name
+            edge = edge_of(a.signal)
+            cat = category(edge[1] if edge else a.signal)  # not the caller's name
             by_category[c][cat] += w
             evidence[c].append(Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected,
                                         score=a.score))  # fmt: skip
@@ -117,10 +117,10 @@ class GraphReasoner:
             if cat == "client":
                 client[c] += w
                 own[c] += s.client_weight * w
-            elif a.signal.startswith("in:") and a.signal.endswith(".latency"):  # one caller saw it slower
-                edge = (context.service(a.signal[3:].rsplit(".", 1)[0]), c)
-                slowed[edge] += w
-                edge_rise[edge] = max(edge_rise.get(edge, 0.0), a.value - a.expected)
+            elif edge and edge[1] == "latency":  # one caller saw it slower
+                pair = (context.service(edge[0]), c)
+                slowed[pair] += w
+                edge_rise[pair] = max(edge_rise.get(pair, 0.0), a.value - a.expected)
             elif cat == "network":  # client_net is the same gap seen from the caller: evidence, no extra weight
                 network[c] += w if a.signal == "net_in" else 0.0
             else:
@@ -238,9 +238,8 @@ class GraphReasoner:
 def _owner(entity: str, signal: str) -> str:
     """Whose evidence an anomaly is: its entity's, but a drop in an edge's rate (``in:<caller>.rate`` on the callee)
     is the caller calling less."""
-    if signal.startswith("in:") and signal.endswith(".rate"):
-        return signal[3:].rsplit(".", 1)[0]
-    return entity
+    edge = edge_of(signal)
+    return edge[0] if edge and edge[1] == "rate" else entity
 
 
 def _explained(rise: float, calls: list[float]) -> float:

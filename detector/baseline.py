@@ -71,6 +71,17 @@ OPERATION_PREFIX = "op:"
 #: Per-edge series, on the callee: ``in:<caller>.rate`` (calls a second), ``in:<caller>.error_ratio`` and
 #: ``in:<caller>.latency`` (the caller's mean client seconds), from the calls the topology paired (detector.py).
 EDGE_PREFIX = "in:"
+
+
+def edge_of(signal: str) -> tuple[str, str] | None:
+    """(caller, measure) of an edge series ``in:<caller>.<measure>``, else None. The caller's name is the sender's:
+    read nothing else from it."""
+    if not signal.startswith(EDGE_PREFIX):
+        return None
+    caller, _, measure = signal[len(EDGE_PREFIX) :].rpartition(".")
+    return caller, measure
+
+
 EDGE_RULES: dict[str, Rule] = {
     "rate": RULES["rate"],
     "error_ratio": RULES["error_ratio"],
@@ -95,8 +106,8 @@ def rule_for(signal: str) -> Rule:
         return found
     if signal.startswith(OPERATION_PREFIX):  # the span name is the sender's: no words are read from it
         return RULES.get(signal.rsplit(".", 1)[-1], RULES["p95"])
-    if signal.startswith(EDGE_PREFIX):  # so is the caller's name
-        return EDGE_RULES.get(signal.rsplit(".", 1)[-1], DEFAULT_RULE)
+    if edge := edge_of(signal):  # so is the caller's name
+        return EDGE_RULES.get(edge[1], DEFAULT_RULE)
     lowered = signal.lower()
     return next((rule for word, rule in (*METRIC_WORDS, DURATION) if word in lowered), DEFAULT_RULE)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import networkx as nx
 
-from rootward.detector.baseline import EDGE_PREFIX
+from rootward.detector.baseline import edge_of
 from rootward.detector.detector import Anomaly
 from rootward.detector.kube import Change
 from rootward.detector.silence import is_rate
@@ -142,8 +142,8 @@ def family(signal: str) -> str:
         return "log_missing"
     if signal.startswith("op:"):  # one operation's latency (op:<span name>.p95) is the service's latency
         return "latency"
-    if signal.startswith(EDGE_PREFIX):  # what one caller saw of it (in:<caller>.latency) is the callee's too
-        return family(signal.rsplit(".", 1)[-1])
+    if edge := edge_of(signal):  # what one caller saw of it (in:<caller>.latency) is the callee's too
+        return family(edge[1])
     if signal in ("net_in", "client_net"):  # one measurement (a paired call's gap) seen from either end
         return "network_gap"
     if _QUALIFIERS.fullmatch("." + signal):
@@ -156,8 +156,8 @@ def corroborates(signal: str) -> bool:
     a missing log line (it opens an incident on its own when its chance is small enough, see ``missing_alone``;
     weaker, it is the request mix moving, and joined with any other family's blip it opened 3x the false incidents
     on the shared TrainTicket day), not an edge's rate (a caller that calls less: the request mix moves it)."""
-    if signal.startswith(EDGE_PREFIX):
-        return not signal.endswith(".rate")
+    if edge := edge_of(signal):
+        return edge[1] != "rate"
     return not ACTIVITY.search(signal) and not signal.startswith("log_missing:")
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rootward.detector.baseline import edge_of
+
 logger = logging.getLogger(__name__)
 
 #: Families of signals, each a column of an entity's vector, and the words that put a signal in it (first match).
@@ -39,8 +41,8 @@ FEATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
 def feature_of(signal: str) -> int:
     """The column of a signal in an entity's vector, or -1 for signals outside the model. An edge's signal
     (``in:<caller>.latency``) is read by its last part: the caller's name is the sender's."""
-    if signal.startswith("in:"):
-        signal = signal.rsplit(".", 1)[-1]
+    if edge := edge_of(signal):
+        signal = edge[1]
     return next((i for i, (_, pattern) in enumerate(FEATURES) if pattern.search(signal)), -1)
 
 

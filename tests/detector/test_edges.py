@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+from rootward.detector.baseline import edge_of
 from rootward.detector.detector import Call, Detector, DetectorSettings
 from rootward.detector.incidents import corroborates, family
 from rootward.detector.telemetry import DetectorMetrics
@@ -164,6 +165,9 @@ def test_an_edge_needs_enough_calls_in_a_window_and_its_signals_read_as_their_fa
     assert len(rates) == 40
     assert rates[0] == 2.0
     assert rates[-1] == 0.2
+    assert edge_of("in:database:postgresql/db.example.com.latency") == ("database:postgresql/db.example.com", "latency")
+    assert edge_of("in:service:shop/web.v2.rate") == ("service:shop/web.v2", "rate")
+    assert edge_of("p95") is None
     assert family(f"in:{FRONTEND}.latency") == family("p95") == "latency"
     assert family(f"in:{FRONTEND}.error_ratio") == family("error_ratio") == "error"
     assert corroborates(f"in:{FRONTEND}.latency")
