@@ -70,6 +70,8 @@ class GraphReasonerSettings:
 
 def category(signal: str) -> str:
     """client, network, node, resource, error or other."""
+    if signal.startswith("span_missing:"):  # the rest is a service's and a span's name: the sender's words
+        return "error"
     if _NETWORK.search(signal):
         return "network"
     if _CLIENT.search(signal):

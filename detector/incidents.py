@@ -138,7 +138,7 @@ def family(signal: str) -> str:
     Corroboration counts families, not series."""
     if signal.startswith("log_template:"):
         return "log_template"
-    if signal.startswith("log_missing:"):
+    if signal.startswith(("log_missing:", "span_missing:")):  # a line or a span that stopped coming
         return "log_missing"
     if signal.startswith("op:"):  # one operation's latency (op:<span name>.p95) is the service's latency
         return "latency"
@@ -158,7 +158,7 @@ def corroborates(signal: str) -> bool:
     on the shared TrainTicket day), not an edge's rate (a caller that calls less: the request mix moves it)."""
     if edge := edge_of(signal):
         return edge[1] != "rate"
-    return not ACTIVITY.search(signal) and not signal.startswith("log_missing:")
+    return not ACTIVITY.search(signal) and not signal.startswith(("log_missing:", "span_missing:"))
 
 
 class Sink(Protocol):

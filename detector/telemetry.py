@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rootward.detector.detector import Detector
+from rootward.detector.spanflow import SpanFlow
 from rootward.detector.templates import LogTemplates
 
 SERIES_REFUSED = "series past max_series"
 MULTIVARIATE_FAILED = "multivariate model fits that failed (the last model stays)"
 LOG_SKIPPED = "log lines not mined (over the miner's budget, or of traces sampled out)"
+SPANS_SKIPPED = "spans the span flow set aside (past its budget, open traces or names; their traces count for nothing)"
 FLOW = {
     "evicted": "log flow traces finished early (open traces past the limit)",
     "overflowed": "log flow traces past max_keys (judged by no one)",
@@ -34,9 +36,12 @@ FLOW = {
 class DetectorMetrics:
     """A prometheus_client collector over a :class:`Detector` (register it on a registry)."""
 
-    def __init__(self, detector: Detector, templates: LogTemplates | None = None) -> None:
+    def __init__(
+        self, detector: Detector, templates: LogTemplates | None = None, spans: SpanFlow | None = None
+    ) -> None:
         self.detector = detector
         self.templates = templates
+        self.spans = spans
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -54,6 +59,8 @@ class DetectorMetrics:
             flow = self.templates.flow
             for attribute, reason in FLOW.items() if flow is not None else ():
                 family.add_metric([reason], getattr(flow, attribute))
+        if self.spans is not None:
+            family.add_metric([SPANS_SKIPPED], self.spans.skipped)
         yield family
         yield CounterMetricFamily(
             "rootward_detector_telemetry_gaps",

@@ -27,6 +27,7 @@ from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
 from rootward.detector.logflow import FlowSettings
 from rootward.detector.multivariate import Multivariate, MultivariateSettings
+from rootward.detector.spanflow import SpanFlow
 from rootward.detector.store import IncidentStore
 from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
@@ -231,7 +232,9 @@ class App:
             self.incidents.sinks.append(self.slack)
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         settings = DetectorSettings(
-            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", "log_flow", *kube_keys})
+            **detection.model_dump(
+                exclude={"enabled", "incidents", "multivariate", "log_flow", "span_flow", *kube_keys}
+            )
         )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
@@ -239,7 +242,15 @@ class App:
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
         self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s, flow=flow_settings)
-        self.telemetry.registry.register(DetectorMetrics(self.detector, self.log_templates))
+        spans = detection.span_flow
+        self.span_flow = (
+            SpanFlow(
+                self.incidents.observe, self.clock, detection.window_s, max_spans_per_window=spans.max_spans_per_window
+            )
+            if spans.enabled
+            else None
+        )
+        self.telemetry.registry.register(DetectorMetrics(self.detector, self.log_templates, self.span_flow))
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None
         if config.agent.enabled:  # first of the sinks: the store and Slack then carry its diagnosis
@@ -283,6 +294,8 @@ class App:
             metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
             stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics))
             stages.append(self.log_templates)
+            if self.span_flow is not None:
+                stages.append(self.span_flow)
         pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
         self._ticker = Ticker(self.tick, detection.window_s) if detection.enabled else None
@@ -314,6 +327,8 @@ class App:
         """Close the windows whose time has passed (the ticker calls it; a replay calls it as its clock moves)."""
         self.detector.tick()
         self.log_templates.tick()
+        if self.span_flow is not None:
+            self.span_flow.tick()
 
     def health(self) -> dict[str, object]:
         """Liveness and readiness with their reasons."""

@@ -251,6 +251,16 @@ class Incidents(_Section):
     """Keep incidents in ``<storage.data_dir>/incidents.db`` (SQLite): open ones survive a restart."""
 
 
+class SpanFlow(_Section):
+    """Missing spans (detector/spanflow.py): the log flow's tests over the spans of sampled traces, each told under
+    the service that should have made it (its parent's): a caller that stopped calling, a step that no longer runs,
+    in code that logs nothing. Judged with the log flow's thresholds."""
+
+    enabled: bool = True
+    max_spans_per_window: int = Field(default=5000, ge=1)
+    """Spans taken a window; past it, traces are sampled by id to fit (a kept trace keeps all its spans)."""
+
+
 class LogFlow(_Section):
     """The log flow (detector/logflow.py): a log template that stopped coming while its service, and the traces it
     used to be part of, go on: the line after a failing statement. Reads every line that names a trace (sampled by
@@ -363,6 +373,7 @@ class Detection(_Section):
     incidents: Incidents = Incidents()
     multivariate: Multivariate = Multivariate()
     log_flow: LogFlow = LogFlow()
+    span_flow: SpanFlow = SpanFlow()
 
 
 class Logging(_Section):

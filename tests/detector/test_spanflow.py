@@ -1,0 +1,99 @@
+"""Missing spans (detector/spanflow.py): traces sent through the OTel SDK's OTLP span exporter into a running
+Rootward; a handler that returns early stops making a span, and the service that should have made it is named."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+from test_edges import WINDOW_NS, Shop, running, window
+
+from rootward.clock import ManualClock
+from rootward.detector.detector import Detector
+from rootward.detector.spanflow import SpanFlow
+from rootward.detector.telemetry import SPANS_SKIPPED, DetectorMetrics
+from rootward.model import SpanBatch
+from rootward.receiver import TraceDecoder
+
+RANDOM = random.Random(5)
+
+FRONTEND, ADS = "service:shop/frontend", "service:shop/ads"
+
+
+def request(shop: Shop, t: int, calls_ads: bool = True, ads_reads: bool = True) -> None:
+    """GET / at the frontend, which calls the ads service, which reads its ads (an internal span)."""
+    front = shop.tracer("frontend").start_span("GET /", kind=SpanKind.SERVER, start_time=t)
+    if calls_ads:
+        client = shop.tracer("frontend").start_span(
+            "ads.Get", context=trace.set_span_in_context(front), kind=SpanKind.CLIENT, start_time=t + 1000
+        )
+        server = shop.tracer("ads").start_span(
+            "getAds", context=trace.set_span_in_context(client), kind=SpanKind.SERVER, start_time=t + 2000
+        )
+        if ads_reads:
+            read = shop.tracer("ads").start_span(
+                "getRandomAds", context=trace.set_span_in_context(server), start_time=t + 3000
+            )
+            read.end(end_time=t + 4000)
+        server.end(end_time=t + 5000)
+        client.end(end_time=t + 6000)
+    front.end(end_time=t + 7000)
+
+
+@pytest.mark.parametrize(
+    ("fault", "entity", "signal"),
+    [
+        pytest.param(
+            {"ads_reads": False}, ADS, f"span_missing:{ADS} getRandomAds", id="a-handler-returns-before-a-step"
+        ),
+        pytest.param(
+            {"calls_ads": False}, FRONTEND, f"span_missing:{ADS} getAds", id="a-caller-stops-calling-its-callee"
+        ),
+    ],
+)
+def test_a_span_that_stopped_coming_opens_an_incident_on_the_service_that_should_make_it(
+    fault: dict[str, bool], entity: str, signal: str
+) -> None:
+    with running("frontend", "ads") as (app, clock, shop):
+        for w in range(28):
+            for i in range(20):
+                request(shop, w * WINDOW_NS + i * 10**7, **(fault if w >= 20 else {}))
+            window(app, clock, shop)
+        incidents = app.incidents.listed()
+    (incident,) = incidents
+    assert (entity, signal) in incident.anomalies
+    assert incident.anomalies[(entity, signal)].score >= 4.5  # opens alone (detection.incidents.missing_alone)
+    assert not [key for key in incident.anomalies if key[1].startswith("span_missing") and key[0] != entity]
+
+
+def single_spans(n: int) -> SpanBatch:
+    """``n`` traces of one span each, with random trace ids (real ones are random: sampling by them is fair)."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name", value=AnyValue(string_value="frontend"))
+    out = rs.scope_spans.add().spans
+    for _ in range(n):
+        out.add(trace_id=RANDOM.randbytes(16), span_id=RANDOM.randbytes(8), name="GET /")
+    return TraceDecoder().decode(req.SerializeToString()).batch
+
+
+def test_traces_are_sampled_to_the_budget_and_what_is_set_aside_is_counted() -> None:
+    clock = ManualClock(0.0)
+    flow = SpanFlow(lambda _, found: None, clock, max_spans_per_window=100)
+    flow.consume_traces(single_spans(1))  # the first window starts
+    clock.advance(10)
+    flow.consume_traces(single_spans(400))  # 400 spans into a budget of 100: 300 set aside (their traces spoiled)
+    assert flow.skipped == 300
+    registry = CollectorRegistry()
+    registry.register(DetectorMetrics(Detector(lambda _, a: None), None, flow))
+    assert registry.get_sample_value("rootward_detector_dropped_total", {"reason": SPANS_SKIPPED}) == 300
+    clock.advance(10)
+    flow.tick()
+    assert flow.keep == 1024 * 100 // 400  # the next window takes a quarter of the traces
+    flow.consume_traces(single_spans(400))
+    assert flow.skipped < 300 + 100  # ~100 of ~100 sampled taken: all whole
