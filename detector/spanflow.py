@@ -29,6 +29,8 @@ from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 SPAN_FLOW = FlowSettings(max_keys=64)
 
 Span = tuple[int, int, str, int]  # span id, parent id, entity, name id
+#: Characters of a span name kept (names are the sender's; the signal carries it).
+MAX_NAME = 200
 
 
 class SpanFlow:
@@ -77,7 +79,7 @@ class SpanFlow:
                     continue
                 self._offered += 1
                 entity = entities[resources[i]]
-                name = self._name(entity, batch.strings[names[i]]) if entity is not None else None
+                name = self._name(entity, batch.strings[names[i]][:MAX_NAME]) if entity is not None else None
                 entry = self.open.pop(trace, None)
                 held = [] if entry is None else entry[1]
                 if held is not None and (name is None or self._taken >= self.max_spans):

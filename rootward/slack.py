@@ -39,6 +39,14 @@ def _when(t: float | None) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(t)) if t is not None else "-"
 
 
+def _safe(text: str, limit: int = 200) -> str:
+    """Telemetry's words (entity ids, signal names: service and span names are the sender's) as Slack mrkdwn text:
+    ``&``, ``<`` and ``>`` escaped (so no ``<!channel>`` or link reaches a channel), backticks out, at most ``limit``
+    characters."""
+    text = text[:limit].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("`", "'")
+
+
 def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The message for an incident: fallback text and Block Kit blocks. Entity ids and signal names only: no
     secrets, no raw telemetry text."""
@@ -47,11 +55,12 @@ def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[d
     if incident.status == "open" and incident.acknowledged:
         title += " (acknowledged)"
     top = incident.candidates[:3]
-    suspects = ", ".join(f"`{c}`" for c in top) or "-"
-    text = f"{title}. Likely root cause: {', '.join(top) or 'unknown'}"
+    suspects = ", ".join(f"`{_safe(c)}`" for c in top) or "-"
+    text = f"{title}. Likely root cause: {', '.join(_safe(c) for c in top) or 'unknown'}"
     anomalies = sorted(incident.anomalies.values(), key=lambda a: -abs(a.score))[:5]
     lines = [
-        f"• `{a.entity}` {a.signal}: {a.value:.4g} (expected {a.expected:.4g}, z {a.score:+.1f})" for a in anomalies
+        f"• `{_safe(a.entity)}` {_safe(a.signal)}: {a.value:.4g} (expected {a.expected:.4g}, z {a.score:+.1f})"
+        for a in anomalies
     ]
     others = len(incident.first_seen) - len(top)
     count = len(incident.first_seen)
@@ -76,9 +85,9 @@ def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[d
     ]
     if incident.changes:
         changes = [
-            f"• {_when(c.time)} {c.kind} `{c.entity}`"
-            + (f" {c.detail}" if c.detail else "")
-            + (f" by {c.who}" if c.who else "")
+            f"• {_when(c.time)} {c.kind} `{_safe(c.entity)}`"
+            + (f" {_safe(c.detail)}" if c.detail else "")
+            + (f" by {_safe(c.who)}" if c.who else "")
             for c in incident.changes[-5:]
         ]
         blocks.insert(
@@ -141,7 +150,7 @@ class _Note:
 
 
 def _digest_line(incident: Incident) -> str:
-    return f"• {incident.id} ({incident.severity}): {', '.join(incident.candidates[:2]) or '-'}"
+    return f"• {incident.id} ({incident.severity}): {', '.join(_safe(c) for c in incident.candidates[:2]) or '-'}"
 
 
 @dataclass(frozen=True)

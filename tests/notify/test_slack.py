@@ -158,6 +158,22 @@ def test_the_message_names_the_suspects_and_anomalies_without_raw_text() -> None
     assert "2 entities affected" in rendered
 
 
+def test_telemetrys_words_cannot_mention_a_channel_or_link_anywhere() -> None:
+    """Service and span names are the sender's: a service named <!channel> or a span name with a link is text."""
+    inc = Incident("inc-9", 1000.0, 1010.0)
+    hostile = "service:shop/<!channel>"
+    inc.add(
+        Anomaly(hostile, "span_missing:service:shop/x <https://evil.example|click> `x`", 1.0, 0.0, 9.0, 1000.0, 1010.0),
+        1010.0,
+    )
+    inc.candidates = [hostile]
+    text, blocks = render(inc)
+    rendered = json.dumps(blocks) + text
+    assert "<!channel>" not in rendered
+    assert "<https://evil.example" not in rendered
+    assert "&lt;!channel&gt;" in rendered
+
+
 def test_linked_changes_are_in_the_message() -> None:
     from rootward.detector.kube import Change
 
