@@ -4,14 +4,18 @@ A fault in code that writes no log line still changes which spans a trace holds:
 makes the calls after it (a service that stopped calling another, an internal step that no longer runs). Each span
 of a sampled trace is an event keyed by its span name and service, told to a :class:`LogFlow` under the service that
 should have made it: the service of its parent span when that is another one (the caller that stopped calling is
-the suspect, not the callee it no longer calls), else its own. A trace is told once no span of it came for a whole
-window, so parents that arrive after their children (exporters send spans as they end) are known. The anomaly is
-``span_missing:<service> <span name>`` on that service, with the flow's evidence as its score; incidents judge it as
-they judge ``log_missing``.
+the suspect, not the callee it no longer calls), else its own. The anomaly is ``span_missing:<service> <span name>``
+on that service, with the flow's evidence as its score; incidents judge it as they judge ``log_missing``.
 
-Bounded: traces are sampled by id to fit ``max_spans_per_window`` (a kept trace keeps all its spans; a trace that
-lost a span to the budget counts for nothing), at most ``max_open`` traces are held and ``max_names`` span names
-known; what is set aside is counted in ``skipped``.
+Only whole traces are told: a trace is told once its root span has come (spans are sent as they end, the root last)
+and no span of it came for a whole window; one whose root has not come within ``max_age`` windows (a root outside
+the telemetry, a streaming call), one that lost a span to the budget or grew past ``max_spans_per_trace``, is told
+to no one (a partial trace would make its missing spans look missing). Spans of a trace told or dropped in the last
+``max_open`` traces are ignored.
+
+Bounded: traces are sampled by id to fit ``max_spans_per_window`` (a trace once taken keeps all its spans), at most
+``max_open`` traces are held and ``max_names`` span names known (a span of a further name is left out of every trace
+alike, so its absence is no news); what is set aside is counted in ``skipped`` (spans) and ``dropped`` (traces).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.detector import Anomaly
@@ -28,7 +33,7 @@ from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 #: The flow's settings for spans: a trace holds more span names than log templates.
 SPAN_FLOW = FlowSettings(max_keys=64)
 
-Span = tuple[int, int, str, int]  # span id, parent id, entity, name id
+Span = tuple[int, int, str | None, int | None]  # span id, parent id, entity, name id (None: not told)
 #: Characters of a span name kept (names are the sender's; the signal carries it).
 MAX_NAME = 200
 
@@ -45,18 +50,23 @@ class SpanFlow:
         max_spans_per_window: int = 5000,
         max_open: int = 20_000,
         max_names: int = 10_000,
+        max_spans_per_trace: int = 256,
+        max_age: int = 30,
     ) -> None:
         self.sink = sink
         self.clock = clock or SystemClock()
         self.window_s = window_s
         self.flow = LogFlow(settings, window_s)
         self.max_spans, self.max_open, self.max_names = max_spans_per_window, max_open, max_names
+        self.max_per_trace, self.max_age = max_spans_per_trace, max_age
         self.keep = 1024  # of 1024: the share of traces whose spans are taken (see _adapt)
         self.names: dict[tuple[str, str], int] = {}
         self.texts: dict[int, str] = {}
-        self.open: OrderedDict[int, tuple[int, list[Span] | None]] = OrderedDict()  # None: spoiled
+        self.open: OrderedDict[int, Trace] = OrderedDict()  # by the window of their last span, oldest first
+        self.done: OrderedDict[int, None] = OrderedDict()  # traces told or dropped: their late spans are ignored
         self.current: int | None = None
-        self.skipped = 0
+        self.skipped = 0  # spans set aside
+        self.dropped = 0  # traces told to no one
         self._offered = self._taken = 0
         self._lock = threading.Lock()
 
@@ -75,24 +85,29 @@ class SpanFlow:
             )
             for i in range(len(batch)):
                 trace = lo[i] or hi[i]
-                if not trace or trace & 1023 >= self.keep:
-                    continue
+                entry = self.open.pop(trace, None)
+                if entry is None and (not trace or trace & 1023 >= self.keep or trace in self.done):
+                    continue  # not sampled (a trace once taken keeps all its spans), or already told
                 self._offered += 1
+                if entry is None:
+                    entry = Trace(self.current)
                 entity = entities[resources[i]]
                 name = self._name(entity, batch.strings[names[i]][:MAX_NAME]) if entity is not None else None
-                entry = self.open.pop(trace, None)
-                held = [] if entry is None else entry[1]
-                if held is not None and (name is None or self._taken >= self.max_spans):
-                    held = None  # a trace missing a span says nothing
-                if held is not None and entity is not None and name is not None:
-                    held.append((spans[i], parents[i], entity, name))
+                if entry.spans is not None and (
+                    self._taken >= self.max_spans or len(entry.spans) >= self.max_per_trace
+                ):
+                    self.skipped += len(entry.spans) + 1
+                    entry.spans = None  # a trace missing a span says nothing
+                elif entry.spans is not None:
+                    entry.spans.append((spans[i], parents[i], entity, name))
+                    entry.rooted |= parents[i] == 0
                     self._taken += 1
                 else:
                     self.skipped += 1
-                self.open[trace] = (self.current, held)
+                entry.last = self.current
+                self.open[trace] = entry
                 if len(self.open) > self.max_open:
-                    self.open.popitem(last=False)
-                    self.skipped += 1
+                    self._retire(*self.open.popitem(last=False))
 
     def consume_metrics(self, batch: MetricBatch) -> None:
         pass
@@ -109,7 +124,7 @@ class SpanFlow:
         found = self.names.get(key)
         if found is None and len(self.names) < self.max_names:
             found = self.names[key] = len(self.names) + 1
-            self.texts[found] = f"{entity} {name}"
+            self.texts[found] = f"{entity[:MAX_NAME]} {name}"
         return found
 
     def _roll(self, now: float) -> None:
@@ -121,15 +136,14 @@ class SpanFlow:
             self.current = number
 
     def _close(self, number: int) -> None:
-        """Tell the flow the traces no span of which came in this window, then let it judge the window."""
-        while self.open and next(iter(self.open.values()))[0] < number:
-            trace, (_, held) = self.open.popitem(last=False)
-            if held is None:
-                continue
-            service = {span: entity for span, _, entity, _ in held}
-            for _, parent, entity, name in held:
-                caller = service.get(parent, entity)
-                self.flow.line(caller, name, trace, number)
+        """Tell the flow the whole traces no span of which came in this window (see the module), then let it judge
+        the window."""
+        for trace, entry in list(self.open.items()):
+            if entry.last >= number:
+                break  # the rest came later still
+            if entry.rooted or entry.spans is None or number - entry.first >= self.max_age:
+                del self.open[trace]
+                self._retire(trace, entry, number)
         start, end = number * self.window_s, (number + 1) * self.window_s
         found = []
         for a in self.flow.close(number, start, end):
@@ -139,7 +153,36 @@ class SpanFlow:
         if found:
             self.sink(end, found)
 
+    def _retire(self, trace: int, entry: Trace, number: int | None = None) -> None:
+        """Tell a whole trace to the flow (stamped with window ``number``: the flow learns its pairs at its next close;
+        stamped with the window before, it lost the OnlineBoutique adservice return, whose trace file ends a minute in),
+        or drop it; either way its late spans are ignored from now on."""
+        self.done[trace] = None
+        if len(self.done) > self.max_open:
+            self.done.popitem(last=False)
+        if entry.spans is None or not entry.rooted or number is None:
+            self.dropped += 1
+            return
+        service = {span: entity for span, _, entity, _ in entry.spans if entity is not None}
+        for _, parent, entity, name in entry.spans:
+            if entity is not None and name is not None:
+                self.flow.line(service.get(parent, entity), name, trace, number)
+
     def _adapt(self) -> None:
-        """The share of traces taken is set from the last window's offer to fit the budget."""
-        self.keep = max(1, min(1024, 1024 * self.max_spans // max(self._offered * 1024 // max(self.keep, 1), 1)))
+        """The share of traces taken is set from the last window's offer to fit 0.8 of the budget: at most doubled a
+        window, and left as it was after a window without traffic."""
+        if self._offered:
+            offered = self._offered * 1024 / max(self.keep, 1)  # the spans of all traces, had all been sampled
+            self.keep = max(1, min(1024, 2 * self.keep, int(1024 * 0.8 * self.max_spans / offered)))
         self._offered = self._taken = 0
+
+
+@dataclass(slots=True)
+class Trace:
+    """One trace's spans as they come (None once it can say nothing), the windows of its first and last span, and
+    whether its root has come."""
+
+    first: int
+    spans: list[Span] | None = field(default_factory=list)
+    last: int = 0
+    rooted: bool = False

@@ -254,7 +254,8 @@ class Incidents(_Section):
 class SpanFlow(_Section):
     """Missing spans (detector/spanflow.py): the log flow's tests over the spans of sampled traces, each told under
     the service that should have made it (its parent's): a caller that stopped calling, a step that no longer runs,
-    in code that logs nothing. Judged with the log flow's thresholds."""
+    in code that logs nothing. Judged with the log flow's default thresholds (a trace may hold 64 span names); only
+    whole traces are told (their root came)."""
 
     enabled: bool = True
     max_spans_per_window: int = Field(default=5000, ge=1)

@@ -94,6 +94,77 @@ def test_traces_are_sampled_to_the_budget_and_what_is_set_aside_is_counted() -> 
     assert registry.get_sample_value("rootward_detector_dropped_total", {"reason": SPANS_SKIPPED}) == 300
     clock.advance(10)
     flow.tick()
-    assert flow.keep == 1024 * 100 // 400  # the next window takes a quarter of the traces
+    assert flow.keep == int(1024 * 0.8 * 100 / 400)  # the next window aims at 0.8 of the budget: a fifth
+    clock.advance(10)
+    flow.tick()  # a window without traffic leaves the share as it was
+    assert flow.keep == int(1024 * 0.8 * 100 / 400)
     flow.consume_traces(single_spans(400))
-    assert flow.skipped < 300 + 100  # ~100 of ~100 sampled taken: all whole
+    assert flow.skipped == 300  # ~80 sampled, all taken
+
+
+def spans_of(*rows: tuple[int, int, int, str, str]) -> SpanBatch:
+    """Spans (trace, span, parent, service, name); parent 0: the root."""
+    req = ExportTraceServiceRequest()
+    for trace_no, span, parent, service, name in rows:
+        rs = req.resource_spans.add()
+        rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
+        rs.scope_spans.add().spans.add(
+            trace_id=trace_no.to_bytes(16, "big"),
+            span_id=span.to_bytes(8, "big"),
+            parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+            name=name,
+        )
+    return TraceDecoder().decode(req.SerializeToString()).batch
+
+
+def told(flow: SpanFlow) -> list[tuple[str, str]]:
+    """What the flow was told, as (under whom, span), recorded from now on."""
+    seen: list[tuple[str, str]] = []
+    line = flow.flow.line
+
+    def record(entity: str, template: int, trace_no: int, number: int, severe: bool = False) -> None:
+        seen.append((entity, flow.texts[template]))
+        line(entity, template, trace_no, number, severe)
+
+    flow.flow.line = record  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_trace_is_told_whole_once_its_root_came_and_its_late_spans_are_ignored() -> None:
+    clock = ManualClock(0.0)
+    flow = SpanFlow(lambda _, found: None, clock, max_age=3)
+    seen = told(flow)
+    flow.consume_traces(spans_of((7, 2, 1, "ads", "getAds")))  # the callee's span first: its caller's comes later
+    for _ in range(2):  # two windows without a span of it: not told, its root has not come
+        clock.advance(10)
+        flow.tick()
+    assert seen == []
+    flow.consume_traces(spans_of((7, 1, 0, "frontend", "GET /")))  # the root, 20 s later (a slow request)
+    for _ in range(2):  # told at the close of the first window without a span of it
+        clock.advance(10)
+        flow.tick()
+    assert sorted(seen) == [
+        ("service:/frontend", "service:/ads getAds"),
+        ("service:/frontend", "service:/frontend GET /"),
+    ]
+    flow.consume_traces(spans_of((7, 3, 2, "ads", "late")))  # a late span of a trace already told: ignored
+    flow.consume_traces(spans_of((9, 5, 4, "ads", "getAds")))  # a trace whose root never comes
+    for _ in range(4):
+        clock.advance(10)
+        flow.tick()
+    assert len(seen) == 2
+    assert flow.dropped == 1  # told to no one after max_age windows
+    assert 7 in flow.done
+
+
+def test_a_trace_taken_stays_taken_when_the_share_falls() -> None:
+    clock = ManualClock(0.0)
+    flow = SpanFlow(lambda _, found: None, clock)
+    seen = told(flow)
+    flow.consume_traces(spans_of((1023, 2, 1, "ads", "getAds")))  # low bits 1023: only taken at a share of 1024
+    flow.keep = 1  # the next window takes almost nothing new
+    flow.consume_traces(spans_of((1023, 1, 0, "frontend", "GET /")))
+    for _ in range(2):
+        clock.advance(10)
+        flow.tick()
+    assert len(seen) == 2  # whole
