@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rootward.clock import Clock, SystemClock
+from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.baseline import EDGE_PREFIX, Baselines, bad_side, rule_for
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
@@ -179,12 +179,7 @@ class Detector:
     # --- windows -----------------------------------------------------------------------------------------------------
 
     def _roll(self, now: float) -> None:
-        number = int(now // self.settings.window_s)
-        if self.current is None:
-            self.current = number
-        elif number > self.current:
-            self._close(self.current)
-            self.current = number
+        self.current = roll(self.current, now, self.settings.window_s, self._close)
 
     def _close(self, number: int) -> None:
         started = time.perf_counter()

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rootward.clock import Clock, SystemClock
+from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
 from rootward.detector.logflow import FlowSettings, LogFlow
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
@@ -128,12 +128,7 @@ class SpanFlow:
         return found
 
     def _roll(self, now: float) -> None:
-        number = int(now // self.window_s)
-        if self.current is None:
-            self.current = number
-        elif number > self.current:
-            self._close(self.current)
-            self.current = number
+        self.current = roll(self.current, now, self.window_s, self._close)
 
     def _close(self, number: int) -> None:
         """Tell the flow the whole traces no span of which came in this window (see the module), then let it judge

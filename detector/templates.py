@@ -27,7 +27,7 @@ from drain3 import TemplateMiner
 from drain3.masking import MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
 
-from rootward.clock import Clock, SystemClock
+from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
 from rootward.detector.logflow import FlowSettings, LogFlow
 from rootward.detector.windows import WARN
@@ -154,12 +154,7 @@ class LogTemplates:
             return dict(self.templates), counts, dict(self.exemplars)
 
     def _roll(self, now: float) -> None:
-        number = int(now // self.window_s)
-        if self.current is None:
-            self.current = number
-        elif number > self.current:
-            self._close(self.current)
-            self.current = number
+        self.current = roll(self.current, now, self.window_s, self._close)
 
     def _close(self, number: int) -> None:
         start, end = number * self.window_s, (number + 1) * self.window_s

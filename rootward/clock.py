@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -56,3 +57,12 @@ class ManualClock:
         """Jump to ``t`` if it is later than now (replayed time never goes backwards)."""
         with self._lock:
             self._t = max(self._t, t)
+
+
+def roll(current: int | None, now: float, window_s: float, close: Callable[[int], None]) -> int:
+    """The number of the window ``now`` falls in, after closing the open window ``current`` when ``now`` has passed it
+    (windows are ``now // window_s``; the first call only opens one)."""
+    number = int(now // window_s)
+    if current is not None and number > current:
+        close(current)
+    return number if current is None or number > current else current
