@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rootward.detector.detector import Detector
+from rootward.detector.logflow import LogFlow
 from rootward.detector.spanflow import SpanFlow
 from rootward.detector.templates import LogTemplates
 
@@ -25,12 +26,15 @@ SERIES_REFUSED = "series past max_series"
 MULTIVARIATE_FAILED = "multivariate model fits that failed (the last model stays)"
 LOG_SKIPPED = "log lines not mined (over the miner's budget, or of traces sampled out)"
 SPANS_SKIPPED = "spans the span flow set aside (past its budget, open traces or names; their traces count for nothing)"
+SPANS_DROPPED = "span flow traces told to no one (no root within max_age, past max_spans_per_trace, or spoiled)"
 FLOW = {
     "evicted": "log flow traces finished early (open traces past the limit)",
     "overflowed": "log flow traces past max_keys (judged by no one)",
     "refused": "log flow template pairs past max_pairs",
     "crowded": "log flow lines of services past max_entities",
 }
+#: The same counters of the span flow's own LogFlow.
+SPAN_FLOW = {attribute: reason.replace("log flow", "span flow", 1) for attribute, reason in FLOW.items()}
 
 
 class DetectorMetrics:
@@ -54,13 +58,17 @@ class DetectorMetrics:
             family.add_metric([reason], count)
         if self.detector.multivariate is not None:
             family.add_metric([MULTIVARIATE_FAILED], self.detector.multivariate.failures)
+        flows: list[tuple[dict[str, str], LogFlow]] = []
         if self.templates is not None:
             family.add_metric([LOG_SKIPPED], self.templates.skipped)
-            flow = self.templates.flow
-            for attribute, reason in FLOW.items() if flow is not None else ():
-                family.add_metric([reason], getattr(flow, attribute))
+            flows += [(FLOW, self.templates.flow)] if self.templates.flow is not None else []
         if self.spans is not None:
             family.add_metric([SPANS_SKIPPED], self.spans.skipped)
+            family.add_metric([SPANS_DROPPED], self.spans.dropped)
+            flows.append((SPAN_FLOW, self.spans.flow))
+        for reasons, flow in flows:
+            for attribute, reason in reasons.items():
+                family.add_metric([reason], getattr(flow, attribute))
         yield family
         yield CounterMetricFamily(
             "rootward_detector_telemetry_gaps",

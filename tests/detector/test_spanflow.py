@@ -16,7 +16,7 @@ from test_edges import WINDOW_NS, Shop, running, window
 from rootward.clock import ManualClock
 from rootward.detector.detector import Detector
 from rootward.detector.spanflow import SpanFlow
-from rootward.detector.telemetry import SPANS_SKIPPED, DetectorMetrics
+from rootward.detector.telemetry import SPAN_FLOW, SPANS_DROPPED, SPANS_SKIPPED, DetectorMetrics
 from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
 
@@ -155,6 +155,11 @@ def test_a_trace_is_told_whole_once_its_root_came_and_its_late_spans_are_ignored
     assert len(seen) == 2
     assert flow.dropped == 1  # told to no one after max_age windows
     assert 7 in flow.done
+    registry = CollectorRegistry()
+    registry.register(DetectorMetrics(Detector(lambda _, a: None), None, flow))
+    dropped = registry.get_sample_value("rootward_detector_dropped_total", {"reason": SPANS_DROPPED})
+    assert dropped == 1  # visible on /metrics, as is the span flow's own LogFlow
+    assert registry.get_sample_value("rootward_detector_dropped_total", {"reason": SPAN_FLOW["overflowed"]}) == 0
 
 
 def test_a_trace_taken_stays_taken_when_the_share_falls() -> None:
