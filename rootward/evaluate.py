@@ -25,6 +25,7 @@ from rootward.detector.incidents import Incident
 from rootward.recorded import Issues
 from rootward.replay import IN_PROCESS, InProcess, Progress, replay
 from rootward.scoring import (
+    LEAD_S,
     WINDOW_S,
     Fault,
     Opened,
@@ -99,6 +100,7 @@ class DayResult:
     fault_free_s: float
     issues: Issues
     seconds: float
+    lead_s: float = LEAD_S
 
     def as_json(self) -> dict[str, Any]:
         scores = summary(self.outcomes, self.false, self.fault_free_s)
@@ -115,6 +117,19 @@ class DayResult:
             "by_type": by_type(self.outcomes),
             "skipped": dict(self.issues.skipped),
             "replay_seconds": self.seconds,
+            "window_s": [-self.lead_s, WINDOW_S],
+            "outcomes": [
+                {
+                    "service": o.fault.service,
+                    "kind": o.fault.kind,
+                    "inject": o.fault.inject,
+                    "detected": o.detected,
+                    "rank": o.rank,
+                    "delay_s": o.delay_s,
+                    "confidence": o.confidence,
+                }
+                for o in self.outcomes
+            ],
         }
 
 
@@ -125,9 +140,13 @@ def service_name(entity: str, service_of: dict[str, str]) -> str | None:
 
 
 def evaluate_day(
-    day: nezha.Day, config: Config | None = None, on_progress: Callable[[Progress], None] | None = None
+    day: nezha.Day,
+    config: Config | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    lead_s: float = LEAD_S,
 ) -> DayResult:
-    """Replay one day in a fresh in-process Rootward and score what it opened."""
+    """Replay one day in a fresh in-process Rootward and score what it opened (``lead_s``: how long before a
+    fault's label an incident still counts as its detection)."""
     issues = Issues()
     truth = nezha.faults(day, issues)
     with InProcess(config or load_config(environ={}, overrides=IN_PROCESS)) as target:
@@ -150,11 +169,12 @@ def evaluate_day(
         day,
         truth,
         opened,
-        outcomes(truth, opened),
-        false_incidents(truth, opened),
-        fault_free_seconds(observed, truth, WINDOW_S),
+        outcomes(truth, opened, WINDOW_S, lead_s),
+        false_incidents(truth, opened, WINDOW_S, lead_s),
+        fault_free_seconds(observed, truth, WINDOW_S, lead_s),
         issues,
         stats.seconds,
+        lead_s,
     )
 
 
@@ -173,7 +193,7 @@ def overall(results: Iterable[DayResult]) -> dict[str, dict[str, Any]]:
 
 
 def evaluate(
-    paths: Iterable[Path], config: Config | None = None, echo: Callable[[str], None] = print
+    paths: Iterable[Path], config: Config | None = None, echo: Callable[[str], None] = print, lead_s: float = LEAD_S
 ) -> dict[str, Any]:
     """Every day under ``paths`` (folders or archives of the Nezha layout), scored; the stable JSON document."""
     days = [d for p in paths for d in nezha.days(p)]
@@ -193,7 +213,7 @@ def evaluate(
                 last[0] = fraction
                 echo(f"    {min(fraction, 1.0):4.0%} of the day, {sum(p.stats.sent.values()):,} items")
 
-        result = evaluate_day(day, config, progress)
+        result = evaluate_day(day, config, progress, lead_s)
         row = result.as_json()
         echo(
             f"    {row['faults']} faults, {row['detected']} detected, AC@1 {row['ac1']:.2f}, AC@3 {row['ac3']:.2f}, "

@@ -1,6 +1,6 @@
 """Scoring root-cause analysis against ground truth: what ``rootward eval`` prints and writes.
 
-Per fault, the incidents opened within ``[inject, inject + window]`` count; the first of them is the detection,
+Per fault, the incidents opened within ``[inject - lead, inject + window]`` count; the first of them is the detection,
 and its ranked root-cause services give AC@k (the true service among the first k) and Avg@5 (the mean of AC@1..5).
 A fault no incident caught is a miss at every k. Incidents opened outside every fault window are false; they are
 counted per fault-free hour of observed telemetry. The JSON keys and their meaning are a stable format (other tools
@@ -17,6 +17,12 @@ from typing import Any
 
 #: How long after an injection an incident still counts as its detection (the faults last about 3 minutes).
 WINDOW_S = 180.0
+
+#: How long before its labelled injection an incident counts as a fault's detection. A label is the time the
+#: injector's command returned: TrainTicket's faults injected through a JVM agent (return, exception) show in the
+#: service's own error logs 40-90 s before it (bench/README.md, "Fault labels"), while the CPU faults' metrics rise
+#: after it. Without a lead those incidents counted twice against the detector: a missed fault and a false incident.
+LEAD_S = 60.0
 
 FAULT_TYPES = ("cpu_contention", "cpu_consumed", "network_delay", "return", "exception")
 
@@ -53,12 +59,15 @@ class Outcome:
     confidence: float | None = None
 
 
-def outcomes(faults: Iterable[Fault], incidents: Sequence[Opened], window_s: float = WINDOW_S) -> list[Outcome]:
-    """Each fault's outcome: the first incident opened within its window is its detection."""
+def outcomes(
+    faults: Iterable[Fault], incidents: Sequence[Opened], window_s: float = WINDOW_S, lead_s: float = LEAD_S
+) -> list[Outcome]:
+    """Each fault's outcome: the first incident opened within its window is its detection (its delay is negative
+    when it opened in the lead, before the label)."""
     ordered = sorted(incidents, key=lambda i: i.time)
     result = []
     for fault in faults:
-        first = next((i for i in ordered if fault.inject <= i.time <= fault.inject + window_s), None)
+        first = next((i for i in ordered if fault.inject - lead_s <= i.time <= fault.inject + window_s), None)
         if first is None:
             result.append(Outcome(fault, False, None, None))
             continue
@@ -67,19 +76,21 @@ def outcomes(faults: Iterable[Fault], incidents: Sequence[Opened], window_s: flo
     return result
 
 
-def false_incidents(faults: Iterable[Fault], incidents: Iterable[Opened], window_s: float = WINDOW_S) -> int:
+def false_incidents(
+    faults: Iterable[Fault], incidents: Iterable[Opened], window_s: float = WINDOW_S, lead_s: float = LEAD_S
+) -> int:
     """Incidents opened outside every fault's window."""
-    windows = [(f.inject, f.inject + window_s) for f in faults]
+    windows = [(f.inject - lead_s, f.inject + window_s) for f in faults]
     return sum(not any(lo <= i.time <= hi for lo, hi in windows) for i in incidents)
 
 
 def fault_free_seconds(
-    observed: Iterable[tuple[float, float]], faults: Iterable[Fault], window_s: float = WINDOW_S
+    observed: Iterable[tuple[float, float]], faults: Iterable[Fault], window_s: float = WINDOW_S, lead_s: float = LEAD_S
 ) -> float:
     """The length of the observed intervals (merged) minus what the fault windows cover of them."""
     merged = _merge(observed)
     total = sum(hi - lo for lo, hi in merged)
-    windows = _merge((f.inject, f.inject + window_s) for f in faults)
+    windows = _merge((f.inject - lead_s, f.inject + window_s) for f in faults)
     covered = sum(max(0.0, min(hi, whi) - max(lo, wlo)) for lo, hi in merged for wlo, whi in windows)
     return total - covered
 
