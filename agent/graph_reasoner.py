@@ -3,8 +3,11 @@
 Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../shared/data/published-results):
 
 1. Evidence per candidate. Each anomaly of the incident's current episode counts for the service it belongs to
-   (a pod's anomalies for its service; nodes and peers stand for themselves) with weight log1p(|z| / ``z0``): a big
-   deviation matters more, but one huge series cannot drown the rest (BARO's robust scoring, saturated). A caller's
+   (a pod's anomalies for its service; nodes and peers stand for themselves) with weight log1p(min(|z|, ``z_cap``) /
+   ``z0``): a big deviation matters more, but one huge series cannot drown the rest (BARO's robust scoring,
+   saturated; past z 25 a deviation says no more about the cause, and a pod's client latency at z 1,000 outweighed
+   the error logs of the service that failed). The quantiles of one distribution (p50/p95/p99, a pod metric's
+   p90/p95/p99) are one piece of evidence, counted once at the largest. A caller's
    client-side latency is also evidence against what it calls, shared among its anomalous callees (the delay may be
    theirs or the network's), and only at ``client_weight`` for the caller itself. A slower network into a
    service (``net_in``: its callers' client spans outlast its server spans by more than usual) is a delay on its
@@ -12,14 +15,16 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    or not: a gap alone opens an incident) takes the share of it that the share of its callees showing it says (all
    of them: the caller; one of six: the callee; a single callee: half). One caller's slower calls to a callee
    (``in:<caller>.latency`` on the callee) are shared the same way between that caller and the callee; a drop in
-   its calls (``in:<caller>.rate``) is the caller's.
+   its calls (``in:<caller>.rate``) is the caller's. A caller whose calls to two or more callees slowed is likely
+   starved itself: what those callees hold only from its measurements does not draw its mass in the walk (below).
 2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
    caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
    A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
    service keeps its own. Where the rises are known, a caller hands down only the share of its own slowdown (its
    server latency's rise, seconds) that the rises of its calls explain: a starved caller 2.4 s slower whose calls
    are 0.2 s slower each keeps most of its mass.
-3. Time: the candidate whose first anomaly came first gets ``first_bonus`` (a cause precedes its effects).
+3. Time: the candidate whose first anomaly came first gets ``first_bonus`` (a cause precedes its effects), and one
+   whose first anomaly came later is discounted by exp(-lateness / ``late_s``): a minute later, to 0.37.
 4. Changes: a rollout of the candidate shortly before the incident multiplies its score by ``change_bonus`` and
    makes its fault class ``bad_rollout``.
 
@@ -39,7 +44,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +52,7 @@ import numpy as np
 from rootward.agent.context import IncidentContext
 from rootward.agent.schema import Diagnosis, EntityKind, Evidence, FaultClass, Hypothesis
 from rootward.detector.baseline import edge_of
+from rootward.detector.detector import Anomaly
 
 _CLIENT = re.compile(r"client")
 _SERVER_LATENCY = ("p50", "p95", "p99")
@@ -59,9 +65,11 @@ _ERROR = re.compile(r"error|exception|success|log_template|log_missing|k8s:(Cras
 @dataclass(frozen=True)
 class GraphReasonerSettings:
     z0: float = 5.0
+    z_cap: float = 25.0
     client_weight: float = 0.5
     alpha: float = 0.85
     first_bonus: float = 0.2
+    late_s: float = 60.0
     change_bonus: float = 2.0
     sharpness: float = 2.0
     unexplained: float = 0.08
@@ -107,9 +115,8 @@ class GraphReasoner:
         first: dict[str, float] = {}
         rise: dict[str, float] = {}  # service -> its server latency's rise (seconds)
         edge_rise: dict[tuple[str, str], float] = {}  # (caller, callee) -> the rise of the caller's calls' latency
-        for a in context.anomalies:
+        for a, w in zip(context.anomalies, _weights(context.anomalies, s.z0, s.z_cap), strict=True):
             c = context.service(_owner(a.entity, a.signal))
-            w = math.log1p(abs(a.score) / s.z0)
             edge = edge_of(a.signal)
             cat = category(edge[1] if edge else a.signal)  # not the caller's name
             by_category[c][cat] += w
@@ -135,6 +142,10 @@ class GraphReasoner:
             if src != dst:
                 callees[src].add(dst)
                 callers[dst].add(src)
+        # what a callee holds only from a caller's measurements of its calls to it (a gap, slower calls): when
+        # the caller's calls to more than one callee slowed, it is likely starved itself, and that evidence does not
+        # draw its mass in the walk (the caller's own slowness coming back to explain it)
+        measured: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> such evidence
         for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
             suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w
@@ -143,24 +154,32 @@ class GraphReasoner:
                 own[t] += share
                 kept -= share
             own[callee] += kept
+            for t in suspects:
+                measured[(t, callee)] += kept
         for (caller, callee), w in slowed.items():  # the callee, or a starved caller slowing all its calls
             share = w * _starved(callees[caller], {t for x, t in slowed if x == caller} | set(network))
             own[caller] += share
             own[callee] += w - share
+            measured[(caller, callee)] += w - share
         for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
             suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
             for t in suspects:
                 own[t] += w / len(suspects)
+                measured[(caller, t)] += w / len(suspects)
+        slower = {c: sum(1 for t in ts if t in network or (c, t) in slowed) for c, ts in callees.items()}
+        measured = {pair: w for pair, w in measured.items() if slower.get(pair[0], 0) >= 2}
         candidates = sorted(own)
         if not candidates:
             return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
         explained = {c: _explained(r, [v for (x, _), v in edge_rise.items() if x == c]) for c, r in rise.items()}
-        score = self._walk(candidates, callees, own, explained)
+        score = self._walk(candidates, callees, own, explained, measured)
         if first:
             earliest = min(first.values())
             for c in candidates:
                 if first.get(c) == earliest:
                     score[c] *= 1 + s.first_bonus
+                elif c in first and s.late_s > 0:
+                    score[c] *= math.exp(-(first[c] - earliest) / s.late_s)
         rolled = {self._changed_entity(ch.entity, context) for ch in context.changes}
         for c in candidates:
             if c in rolled:
@@ -187,7 +206,12 @@ class GraphReasoner:
                          summary=summary)  # fmt: skip
 
     def _walk(
-        self, candidates: list[str], callees: dict[str, set[str]], own: dict[str, float], explained: dict[str, float]
+        self,
+        candidates: list[str],
+        callees: dict[str, set[str]],
+        own: dict[str, float],
+        explained: dict[str, float],
+        measured: dict[tuple[str, str], float],
     ) -> dict[str, float]:
         """Personalised PageRank by power iteration (numpy; the graphs are small): from a caller to itself and its
         anomalous callees in proportion to their own evidence (a callee's network gap only as far as the share rule
@@ -204,7 +228,7 @@ class GraphReasoner:
             move[i, i] = own[c]
             for t in callees.get(c, ()):
                 if t in index and t != c:
-                    move[i, index[t]] = own[t] * explained.get(c, 1.0)
+                    move[i, index[t]] = max(0.0, own[t] - measured.get((c, t), 0.0)) * explained.get(c, 1.0)
         totals = move.sum(axis=1, keepdims=True)
         move = np.divide(move, totals, out=np.eye(n), where=totals > 0)  # nothing of its own to go by: it stays
         rank = restart.copy()
@@ -235,6 +259,29 @@ class GraphReasoner:
     @staticmethod
     def _changed_entity(entity: str, context: IncidentContext) -> str:
         return context.service(entity)
+
+
+_QUANTILE = re.compile(r"^(|.*[._])p\d\d$")
+
+
+def _weights(anomalies: Sequence[Anomaly], z0: float, z_cap: float) -> list[float]:
+    """Each anomaly's weight, log1p(min(|z|, z_cap) / z0); the quantiles of one distribution (an entity's
+    p50/p95/p99, a pod metric's p90/p95/p99) are one piece of evidence, counted once at the largest of them."""
+    weights = [math.log1p(min(abs(a.score), z_cap) / z0) for a in anomalies]
+    best: dict[tuple[str, str], int] = {}
+    for i, a in enumerate(anomalies):
+        m = _QUANTILE.match(a.signal)
+        if m is None:
+            continue
+        key = (a.entity, m.group(1))
+        j = best.get(key)
+        if j is None or weights[i] > weights[j]:
+            best[key] = i
+    keep = set(best.values())
+    return [
+        w if i in keep or _QUANTILE.match(a.signal) is None else 0.0
+        for i, (a, w) in enumerate(zip(anomalies, weights, strict=True))
+    ]
 
 
 def _owner(entity: str, signal: str) -> str:

@@ -16,12 +16,17 @@ class GraphReasoner(_Section):
 
     z0: float = Field(default=5.0, gt=0)
     """An anomaly weighs log1p(|z| / z0): the detector's threshold, so a just-anomalous series weighs ~0.7."""
+    z_cap: float = Field(default=25.0, gt=0)
+    """|z| beyond this weighs no more (a pod metric at z 1,000 says no more about the cause than at z 25)."""
     client_weight: float = Field(default=0.5, ge=0, le=1)
     """What a caller's own client-side latency counts for the caller itself (the rest goes to its callees)."""
     alpha: float = Field(default=0.85, gt=0, lt=1)
     """Personalised PageRank: the chance to follow a call rather than restart at the evidence."""
     first_bonus: float = Field(default=0.2, ge=0)
     """Extra score (fraction) for the candidate whose first anomaly came first."""
+    late_s: float = Field(default=60.0, ge=0)
+    """A candidate whose first anomaly came later than the first is discounted by exp(-lateness / late_s); 0: no
+    discount."""
     change_bonus: float = Field(default=2.0, ge=1)
     """Score factor for a candidate with a rollout linked to the incident."""
     sharpness: float = Field(default=2.0, gt=0)

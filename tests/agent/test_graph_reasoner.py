@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import networkx as nx
 import pytest
@@ -240,3 +241,67 @@ def test_the_context_holds_all_the_calls_of_the_incidents_callers() -> None:
     first = GraphReasoner().diagnose(ctx).hypotheses[0]
     assert first.entity == PAYMENT
     assert first.confidence > 0.8
+
+
+def test_the_quantiles_of_one_distribution_count_once_and_a_huge_z_is_capped() -> None:
+    from rootward.agent.graph_reasoner import _weights
+
+    pod = "pod:shop/train-1"
+    weights = _weights(
+        [
+            anomaly(pod, "nezha.pod.client.latency.p90", 760),
+            anomaly(pod, "nezha.pod.client.latency.p99", 990),
+            anomaly(pod, "nezha.pod.client.latency.p95", 900),
+            anomaly(PAYMENT, "p95", 10),
+            anomaly(PAYMENT, "p99", 12),
+            anomaly(PAYMENT, "log_missing:12", 5),
+        ],
+        z0=5.0,
+        z_cap=25.0,
+    )
+    capped = pytest.approx(math.log1p(25 / 5))
+    assert weights[:3] == [capped, 0.0, 0.0]  # one of the three, at the cap (the largest are all capped alike)
+    assert weights[3:] == [0.0, pytest.approx(math.log1p(12 / 5)), pytest.approx(math.log1p(5 / 5))]
+
+
+def test_a_callee_whose_evidence_comes_a_minute_later_does_not_take_its_callers_errors() -> None:
+    """A return fault in basic (the shared TrainTicket day): its new error template and error lines come first; a
+    minute later the pod of train, which basic calls, reports its calls 28 s slow. basic is the cause."""
+    basic, train = "service:tt/basic", "service:tt/train"
+    train_pod = "pod:tt/train-1"
+    calls: tuple[Call, ...] = ((basic, train, 100, 0), (basic, PAYMENT, 100, 0))
+    ctx = IncidentContext(
+        "inc-1",
+        200.0,
+        90.0,
+        (
+            anomaly(basic, "log_template:215", 8, t=90),
+            anomaly(basic, "log_errors", 17, t=140),
+            anomaly(train_pod, "nezha.pod.client.latency.p99", 990, t=150),
+            anomaly(train_pod, "nezha.pod.client.latency.p95", 900, t=150),
+            anomaly(train_pod, "nezha.pod.client.latency.p90", 760, t=150),
+        ),
+        {train_pod: train},
+        calls,
+    )
+    assert GraphReasoner().diagnose(ctx).services()[0] == basic
+
+
+def test_a_starved_caller_keeps_its_mass_from_callees_that_hold_only_its_own_measurements() -> None:
+    """CPU contention on food: two of its four callees see its calls arrive later (net_in), and its callers see
+    the same of food. What the callees hold came from food's calls: it does not pull food's mass down to them."""
+    food, train, station, travel, delivery = (f"service:tt/{n}" for n in ("food", "train", "station", "travel", "d"))
+    calls: tuple[Call, ...] = (
+        (FRONTEND, food, 100, 0),
+        *((food, callee, 100, 0) for callee in (train, station, travel, delivery)),
+    )
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(food, "net_in", 18, t=90),
+            anomaly(food, "client_net", 22),
+            anomaly(train, "net_in", 35),
+            anomaly(station, "net_in", 16),
+            calls=calls,
+        )
+    )
+    assert diagnosis.services()[0] == food
