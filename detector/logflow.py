@@ -30,16 +30,36 @@ evicted (their lines come back under a new id), are forgotten too.
 from __future__ import annotations
 
 import math
+import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import numpy as np
 
 from rootward.detector.detector import Anomaly
 
 Key = tuple[str, int]  # (entity, template id)
 Pair = tuple[Key, Key]
 T = TypeVar("T")
+
+#: The key of the traces' sampling hash, odd and drawn per process: a sender cannot choose trace ids that are always
+#: sampled (with ``id & 1023`` as the bucket, ids ending in ten zero bits were, and could take the whole budget).
+_SALT = secrets.randbits(64) | 1
+_MASK = (1 << 64) - 1
+
+
+def bucket(trace: int) -> int:
+    """A trace id's sampling bucket, 0..1023: the top ten bits of ``trace * key mod 2**64`` (multiplicative hashing;
+    every bit of the id moves them). Lines and spans are sampled by trace with ``bucket(trace) < keep``."""
+    return ((trace * _SALT) & _MASK) >> 54
+
+
+def buckets(traces: np.ndarray) -> np.ndarray:
+    """:func:`bucket` of a uint64 array (numpy's uint64 product wraps mod 2**64)."""
+    with np.errstate(over="ignore"):
+        return (traces.astype(np.uint64) * np.uint64(_SALT)) >> np.uint64(54)
 
 
 class Trailing(Generic[T]):

@@ -13,7 +13,8 @@ the telemetry, a streaming call), one that lost a span to the budget or grew pas
 to no one (a partial trace would make its missing spans look missing). Spans of a trace told or dropped in the last
 ``max_open`` traces are ignored.
 
-Bounded: traces are sampled by id to fit ``max_spans_per_window`` (a trace once taken keeps all its spans), at most
+Bounded: traces are sampled by a keyed hash of their id (:func:`~rootward.detector.logflow.bucket`) to fit
+``max_spans_per_window`` (a trace once taken keeps all its spans), at most
 ``max_open`` traces are held and ``max_names`` span names known (a span of a further name is left out of every trace
 alike, so its absence is no news); what is set aside is counted in ``skipped`` (spans) and ``dropped`` (traces).
 """
@@ -25,9 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
-from rootward.detector.logflow import FlowSettings, LogFlow
+from rootward.detector.logflow import FlowSettings, LogFlow, buckets
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
 #: The flow's settings for spans: a trace holds more span names than log templates.
@@ -76,18 +79,22 @@ class SpanFlow:
             if self.current is None or not len(batch):
                 return
             entities = [entity_of(r) for r in batch.resources]
-            hi, lo = batch.trace_id[:, 0].tolist(), batch.trace_id[:, 1].tolist()
+            ids = np.where(batch.trace_id[:, 1] != 0, batch.trace_id[:, 1], batch.trace_id[:, 0])
+            chosen = (ids != 0) & (buckets(ids) < self.keep)  # sampled by trace (a keyed hash of its id)
+            if self.open:  # a trace once taken keeps all its spans, though the share fell since
+                chosen |= np.isin(ids, np.fromiter(self.open, np.uint64, len(self.open)))
+            rows = np.flatnonzero(chosen)
+            traces = ids[rows].tolist()
             spans, parents, names, resources = (
-                batch.span_id.tolist(),
-                batch.parent_id.tolist(),
-                batch.name.tolist(),
-                batch.resource.tolist(),
+                batch.span_id[rows].tolist(),
+                batch.parent_id[rows].tolist(),
+                batch.name[rows].tolist(),
+                batch.resource[rows].tolist(),
             )
-            for i in range(len(batch)):
-                trace = lo[i] or hi[i]
+            for i, trace in enumerate(traces):
                 entry = self.open.pop(trace, None)
-                if entry is None and (not trace or trace & 1023 >= self.keep or trace in self.done):
-                    continue  # not sampled (a trace once taken keeps all its spans), or already told
+                if entry is None and trace in self.done:
+                    continue  # already told
                 self._offered += 1
                 if entry is None:
                     entry = Trace(self.current)

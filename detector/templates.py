@@ -29,7 +29,7 @@ from drain3.template_miner_config import TemplateMinerConfig
 
 from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
-from rootward.detector.logflow import FlowSettings, LogFlow
+from rootward.detector.logflow import FlowSettings, LogFlow, bucket
 from rootward.detector.windows import WARN
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
@@ -112,7 +112,7 @@ class LogTemplates:
                     continue
                 hi, lo = batch.trace_id[i].tolist()
                 trace, warn = lo or hi, bool(severe[i])
-                sampled = trace & 1023 < self.keep  # the log flow's lines are sampled by trace: all or none
+                sampled = bucket(trace) < self.keep  # the log flow's lines are sampled by trace: all or none
                 if not warn:
                     self._offered += 1
                     if not sampled or self._mined_info >= self.max_lines // 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from test_edges import WINDOW_NS, Shop, running, window
 
 from rootward.clock import ManualClock
+from rootward.detector import logflow
 from rootward.detector.detector import Detector
 from rootward.detector.spanflow import SpanFlow
 from rootward.detector.telemetry import SPAN_FLOW, SPANS_DROPPED, SPANS_SKIPPED, DetectorMetrics
@@ -166,10 +168,25 @@ def test_a_trace_taken_stays_taken_when_the_share_falls() -> None:
     clock = ManualClock(0.0)
     flow = SpanFlow(lambda _, found: None, clock)
     seen = told(flow)
-    flow.consume_traces(spans_of((1023, 2, 1, "ads", "getAds")))  # low bits 1023: only taken at a share of 1024
+    flow.consume_traces(spans_of((1023, 2, 1, "ads", "getAds")))  # taken: the share is whole
     flow.keep = 1  # the next window takes almost nothing new
     flow.consume_traces(spans_of((1023, 1, 0, "frontend", "GET /")))
     for _ in range(2):
         clock.advance(10)
         flow.tick()
     assert len(seen) == 2  # whole
+
+
+def test_traces_are_sampled_by_a_keyed_hash_not_by_their_low_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``id & 1023`` as the bucket, a sender choosing ids that end in ten zero bits had every trace taken and
+    could fill the budget; the bucket is now a keyed hash of the whole id (a fixed key here, random per process)."""
+    monkeypatch.setattr(logflow, "_SALT", 0x9E3779B97F4A7C15)
+    chosen = np.arange(1, 4097, dtype=np.uint64) * np.uint64(1024)  # all with low bits 0
+    share = float((logflow.buckets(chosen) < 256).mean())
+    assert 0.2 <= share <= 0.3  # a quarter, like any ids
+    assert [logflow.bucket(int(t)) for t in chosen[:50]] == logflow.buckets(chosen[:50]).tolist()
+    clock = ManualClock(0.0)
+    flow = SpanFlow(lambda _, found: None, clock, max_spans_per_window=1000)
+    flow.keep = 256
+    flow.consume_traces(spans_of(*((int(t), 1, 0, "frontend", "GET /") for t in chosen[:400])))
+    assert 60 <= len(flow.open) <= 140  # about a quarter of the 400 traces
