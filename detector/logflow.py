@@ -44,22 +44,26 @@ Key = tuple[str, int]  # (entity, template id)
 Pair = tuple[Key, Key]
 T = TypeVar("T")
 
-#: The key of the traces' sampling hash, odd and drawn per process: a sender cannot choose trace ids that are always
-#: sampled (with ``id & 1023`` as the bucket, ids ending in ten zero bits were, and could take the whole budget).
-_SALT = secrets.randbits(64) | 1
 _MASK = (1 << 64) - 1
 
 
-def bucket(trace: int) -> int:
+def sampling_key(key: int | None = None) -> int:
+    """The key of the traces' sampling hash: odd, ``key`` or drawn at random. Random, a sender cannot choose trace
+    ids that are always sampled (with ``id & 1023`` as the bucket, ids ending in ten zero bits were, and could take
+    the whole budget); a fixed one makes a replay sample the same traces each run."""
+    return (secrets.randbits(64) if key is None else key) & _MASK | 1
+
+
+def bucket(trace: int, key: int) -> int:
     """A trace id's sampling bucket, 0..1023: the top ten bits of ``trace * key mod 2**64`` (multiplicative hashing;
-    every bit of the id moves them). Lines and spans are sampled by trace with ``bucket(trace) < keep``."""
-    return ((trace * _SALT) & _MASK) >> 54
+    every bit of the id moves them). Lines and spans are sampled by trace with ``bucket(trace, key) < keep``."""
+    return ((trace * key) & _MASK) >> 54
 
 
-def buckets(traces: np.ndarray) -> np.ndarray:
+def buckets(traces: np.ndarray, key: int) -> np.ndarray:
     """:func:`bucket` of a uint64 array (numpy's uint64 product wraps mod 2**64)."""
     with np.errstate(over="ignore"):
-        return (traces.astype(np.uint64) * np.uint64(_SALT)) >> np.uint64(54)
+        return (traces.astype(np.uint64) * np.uint64(key)) >> np.uint64(54)
 
 
 class Trailing(Generic[T]):

@@ -30,7 +30,7 @@ import numpy as np
 
 from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
-from rootward.detector.logflow import FlowSettings, LogFlow, buckets
+from rootward.detector.logflow import FlowSettings, LogFlow, buckets, sampling_key
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
 #: The flow's settings for spans: a trace holds more span names than log templates.
@@ -55,6 +55,7 @@ class SpanFlow:
         max_names: int = 10_000,
         max_spans_per_trace: int = 256,
         max_age: int = 30,
+        key: int | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock or SystemClock()
@@ -63,6 +64,7 @@ class SpanFlow:
         self.max_spans, self.max_open, self.max_names = max_spans_per_window, max_open, max_names
         self.max_per_trace, self.max_age = max_spans_per_trace, max_age
         self.keep = 1024  # of 1024: the share of traces whose spans are taken (see _adapt)
+        self.key = sampling_key(key)  # the traces' sampling hash (detector/logflow.py)
         self.names: dict[tuple[str, str], int] = {}
         self.texts: dict[int, str] = {}
         self.open: OrderedDict[int, Trace] = OrderedDict()  # by the window of their last span, oldest first
@@ -80,7 +82,7 @@ class SpanFlow:
                 return
             entities = [entity_of(r) for r in batch.resources]
             ids = np.where(batch.trace_id[:, 1] != 0, batch.trace_id[:, 1], batch.trace_id[:, 0])
-            chosen = (ids != 0) & (buckets(ids) < self.keep)  # sampled by trace (a keyed hash of its id)
+            chosen = (ids != 0) & (buckets(ids, self.key) < self.keep)  # sampled by trace (a keyed hash of its id)
             if self.open:  # a trace once taken keeps all its spans, though the share fell since
                 chosen |= np.isin(ids, np.fromiter(self.open, np.uint64, len(self.open)))
             rows = np.flatnonzero(chosen)

@@ -29,7 +29,7 @@ from drain3.template_miner_config import TemplateMinerConfig
 
 from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
-from rootward.detector.logflow import FlowSettings, LogFlow, bucket
+from rootward.detector.logflow import FlowSettings, LogFlow, bucket, sampling_key
 from rootward.detector.windows import WARN
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
@@ -72,8 +72,10 @@ class LogTemplates:
         max_lines_per_window: int = 5000,
         max_templates: int = 2000,
         flow: FlowSettings | None = None,
+        key: int | None = None,
     ) -> None:
         self.sink = sink
+        self.key = sampling_key(key)  # the traces' sampling hash (detector/logflow.py)
         self.clock = clock or SystemClock()
         self.window_s, self.warmup_windows, self.history = window_s, warmup_windows, history
         self.surge_factor, self.min_count = surge_factor, min_count
@@ -112,7 +114,7 @@ class LogTemplates:
                     continue
                 hi, lo = batch.trace_id[i].tolist()
                 trace, warn = lo or hi, bool(severe[i])
-                sampled = bucket(trace) < self.keep  # the log flow's lines are sampled by trace: all or none
+                sampled = bucket(trace, self.key) < self.keep  # the log flow's lines are sampled by trace: all or none
                 if not warn:
                     self._offered += 1
                     if not sampled or self._mined_info >= self.max_lines // 2:

@@ -231,21 +231,27 @@ class App:
         if self.slack.configured:
             self.incidents.sinks.append(self.slack)
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
+        flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
         settings = DetectorSettings(
-            **detection.model_dump(
-                exclude={"enabled", "incidents", "multivariate", "log_flow", "span_flow", *kube_keys}
-            )
+            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", *flows, *kube_keys})
         )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
         self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
-        self.log_templates = LogTemplates(self.incidents.observe, self.clock, detection.window_s, flow=flow_settings)
+        key = detection.sampling_key
+        self.log_templates = LogTemplates(
+            self.incidents.observe, self.clock, detection.window_s, flow=flow_settings, key=key
+        )
         spans = detection.span_flow
         self.span_flow = (
             SpanFlow(
-                self.incidents.observe, self.clock, detection.window_s, max_spans_per_window=spans.max_spans_per_window
+                self.incidents.observe,
+                self.clock,
+                detection.window_s,
+                max_spans_per_window=spans.max_spans_per_window,
+                key=key,
             )
             if spans.enabled
             else None

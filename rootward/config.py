@@ -360,6 +360,10 @@ class Detection(_Section):
     given to a new series: pods come and go with every rollout, and ``max_series`` would otherwise fill with the
     dead and refuse the living. Seen again, it starts over (warm-up). A day and an hour: a nightly job's series keep
     their baseline and yesterday's profile (``seasonality``)."""
+    sampling_key: int | None = Field(default=None, ge=1, lt=2**64)
+    """The key of the hash that samples traces for the log and span flows when they are more than their budgets.
+    Unset (the default), a random one per process: a sender cannot choose trace ids that are always sampled. Set it
+    only to make a replay reproducible (in-process replays and ``rootward eval`` do)."""
     callers_per_callee: int = Field(default=50, ge=0)
     """Callers of one callee whose calls get edge series (``in:<caller>.rate`` / ``.error_ratio`` / ``.latency``),
     the first ones seen; calls of further callers still count for the callee's own series and are counted as
@@ -449,6 +453,8 @@ LOCAL_PORTS = tuple(
 )
 #: ``--set`` strings for a Rootward that writes nothing to disk: no topology history, no incident store.
 NOTHING_ON_DISK = ("topology.history.enabled=false", "detection.incidents.store=false")
+#: A fixed sampling key: the same replay samples the same traces (the default key is random per process).
+REPRODUCIBLE = ("detection.sampling_key=11400714819323198485",)
 
 
 def load_config(

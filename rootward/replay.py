@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from rootward import nezha, nezha_stream
 from rootward.app import App
 from rootward.clock import ManualClock
-from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, Config, load_config
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, REPRODUCIBLE, Config, load_config
 from rootward.errors import RootwardError
 from rootward.model import Consumer
 from rootward.receiver.queue import Signal
@@ -53,9 +53,9 @@ _METHODS: dict[Signal, tuple[str, Any]] = {
 }
 _RETRIED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED)
-#: Settings of the in-process App: free local ports, and no files left behind (the history off). ``--set`` and a
-#: configuration file can change everything else (windows, TTLs, limits).
-IN_PROCESS = (*LOCAL_PORTS, *NOTHING_ON_DISK)
+#: Settings of the in-process App: free local ports, no files left behind (the history off), the same traces sampled
+#: each run. ``--set`` and a configuration file can change everything else (windows, TTLs, limits).
+IN_PROCESS = (*LOCAL_PORTS, *NOTHING_ON_DISK, *REPRODUCIBLE)
 
 
 class ReplayError(RootwardError):

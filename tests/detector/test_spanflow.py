@@ -177,16 +177,19 @@ def test_a_trace_taken_stays_taken_when_the_share_falls() -> None:
     assert len(seen) == 2  # whole
 
 
-def test_traces_are_sampled_by_a_keyed_hash_not_by_their_low_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_traces_are_sampled_by_a_keyed_hash_not_by_their_low_bits() -> None:
     """With ``id & 1023`` as the bucket, a sender choosing ids that end in ten zero bits had every trace taken and
-    could fill the budget; the bucket is now a keyed hash of the whole id (a fixed key here, random per process)."""
-    monkeypatch.setattr(logflow, "_SALT", 0x9E3779B97F4A7C15)
+    could fill the budget; the bucket is now a keyed hash of the whole id (a fixed key here; by default a random one)."""
+    key = 0x9E3779B97F4A7C15
     chosen = np.arange(1, 4097, dtype=np.uint64) * np.uint64(1024)  # all with low bits 0
-    share = float((logflow.buckets(chosen) < 256).mean())
+    share = float((logflow.buckets(chosen, key) < 256).mean())
     assert 0.2 <= share <= 0.3  # a quarter, like any ids
-    assert [logflow.bucket(int(t)) for t in chosen[:50]] == logflow.buckets(chosen[:50]).tolist()
+    assert [logflow.bucket(int(t), key) for t in chosen[:50]] == logflow.buckets(chosen[:50], key).tolist()
+    assert logflow.sampling_key(key) == key
+    assert logflow.sampling_key(2) == 3  # odd
+    assert logflow.sampling_key() != logflow.sampling_key()  # drawn per flow unless given
     clock = ManualClock(0.0)
-    flow = SpanFlow(lambda _, found: None, clock, max_spans_per_window=1000)
+    flow = SpanFlow(lambda _, found: None, clock, max_spans_per_window=1000, key=key)
     flow.keep = 256
     flow.consume_traces(spans_of(*((int(t), 1, 0, "frontend", "GET /") for t in chosen[:400])))
     assert 60 <= len(flow.open) <= 140  # about a quarter of the 400 traces
