@@ -1,6 +1,6 @@
 """Read-only investigation tools for the LLM reasoner (agent/llm.py), over what Rootward already holds in the process:
-the topology graph (with the Kubernetes objects the Collector sent), the detector's series, the mined log templates
-and the incident's context. Nothing here calls the Kubernetes API or any other network.
+the topology graph (with the Kubernetes objects the Collector sent), the detector's series, the mined log templates,
+the spans the span flow learned, and the incident's context. Nothing here calls the Kubernetes API or any other network.
 
 One class per tool, each with a pydantic argument model whose JSON schema is the OpenAI tool definition; the model's
 arguments are validated against it like any untrusted input. Every call returns a :class:`ToolResult` envelope
@@ -25,6 +25,7 @@ from rootward.topology import queries
 
 if TYPE_CHECKING:
     from rootward.detector.detector import Detector
+    from rootward.detector.spanflow import SpanFlow
     from rootward.detector.templates import LogTemplates
     from rootward.topology import TopologyGraph
 
@@ -73,6 +74,7 @@ class Sources:
     topology: TopologyGraph | None = None
     detector: Detector | None = None
     templates: LogTemplates | None = None
+    span_flow: SpanFlow | None = None
 
 
 @dataclass
@@ -315,6 +317,28 @@ class TraceExemplars(Tool[EntityArgs]):
         return ok({"exemplars": found}) if found else no_data("no trace exemplars for this entity")
 
 
+class SpanNames(Tool[EntityArgs]):
+    name = "span_names"
+    description = (
+        "The spans a service makes and the calls it makes to others, as the span flow learned them from sampled "
+        "traces: '<span's service> <span name>', its usual share of them, and how many came over the trailing "
+        "window (0: stopped coming while the service's other spans went on; a span_missing anomaly names it)."
+    )
+    args_model = EntityArgs
+
+    def run(self, args: EntityArgs) -> ToolResult:
+        if (bad := self.ws.check(args.entity)) is not None:
+            return bad
+        flow = self.ws.sources.span_flow
+        if flow is None:
+            return no_data("the span flow is off in this process")
+        rows = flow.snapshot().get(args.entity)
+        if not rows:
+            return no_data("no spans learned for this entity (none sampled, or not a service)")
+        spans = [{"span": text, "usual_share": share, "trailing": count} for text, share, count in rows[:30]]
+        return ok({"trail_s": flow.flow.settings.trail_s, "spans": spans})
+
+
 class PodArgs(_Strict):
     pod: str = Field(min_length=1, max_length=300, description="A pod entity id, pod:<namespace>/<name>")
 
@@ -348,7 +372,8 @@ class DescribePod(Tool[PodArgs]):
 
 #: The tools there are, listed explicitly (nothing the model says adds one).
 TOOLS: tuple[type[Tool[Any]], ...] = (
-    MetricHistory, Subgraph, EntityDetails, KubernetesEvents, RecentChanges, SearchLogs, TraceExemplars, DescribePod,
+    MetricHistory, Subgraph, EntityDetails, KubernetesEvents, RecentChanges, SearchLogs, TraceExemplars, SpanNames,
+    DescribePod,
 )  # fmt: skip
 
 

@@ -128,6 +128,21 @@ class SpanFlow:
         with self._lock:
             self._roll(self.clock.now())
 
+    def snapshot(self) -> dict[str, list[tuple[str, float, int]]]:
+        """Per entity, the spans the flow learned under it, most usual first: ``(<span's service> <span name>, its
+        usual share of the spans told under the entity, how many came over the trailing window (0: stopped))``.
+        What the agent's ``span_names`` tool reads beside the pipeline thread."""
+        with self._lock:
+            flow = self.flow
+            found = {}
+            for entity, learned in flow.learned.items():
+                total = flow.lines.get(entity, 0.0) or 1.0
+                found[entity] = [
+                    (self.texts.get(name, "?"), round(weight / total, 4), flow.trail.sum.get((entity, name), 0))
+                    for name, weight in sorted(learned.items(), key=lambda kv: -kv[1])
+                ]
+            return found
+
     def _name(self, entity: str, name: str) -> int | None:
         key = (entity, name)
         found = self.names.get(key)

@@ -148,7 +148,7 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     )
     redaction = llm.redaction
     redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))
-    sources = Sources(app.topology, app.detector, app.log_templates)
+    sources = Sources(app.topology, app.detector, app.log_templates, app.span_flow)
     failed = app.telemetry.llm_fallbacks.labels
     return LLMReasoner(settings, fallback, sources, redactor, failed=lambda reason: failed(reason).inc())
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 from conftest import CART, CART_POD, DEPLOYMENT, FRONTEND, INJECTED
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from rootward.agent import IncidentContext
 from rootward.agent.tools import TOOLS, Sources, ToolResult, Workspace, toolbox
+from rootward.clock import ManualClock
+from rootward.detector.spanflow import SpanFlow
+from rootward.model import SpanBatch
+from rootward.receiver import TraceDecoder
 
 
 def test_every_tool_is_defined_by_its_argument_models_schema(sources: Sources, context: IncidentContext) -> None:
@@ -53,3 +59,49 @@ def test_a_tool_result_is_bounded_and_says_so() -> None:
         "status": "no_data",
         "error": "nothing",
     }
+
+
+def test_span_names_show_what_the_span_flow_learned_and_what_stopped(context: IncidentContext) -> None:
+    """frontend's traces call cart's GetCart and then, for a while, no longer: the tool shows the call under
+    frontend (the caller that stopped calling), its usual share, and 0 over the trailing window."""
+    clock = ManualClock(1000.0)
+    flow = SpanFlow(lambda _, found: None, clock)
+    trace = 1
+    for window in range(40):
+        rows: list[tuple[int, int, int, str, str]] = []
+        for _ in range(5):
+            rows.append((trace, 1, 0, "frontend", "GET /cart"))
+            if window < 30:
+                rows.append((trace, 2, 1, "cart", "GetCart"))
+            trace += 1
+        flow.consume_traces(span_batch(rows))
+        clock.advance(10)
+        flow.tick()
+    sources = Sources(None, None, None, flow)
+    _, found = toolbox(Workspace.of(context, sources))["span_names"].invoke(json.dumps({"entity": FRONTEND}))
+    assert found.status == "ok"
+    spans = {row["span"]: row for row in found.data["spans"]}
+    assert set(spans) == {f"{FRONTEND} GET /cart", f"{CART} GetCart"}
+    assert spans[f"{CART} GetCart"]["trailing"] == 0  # stopped
+    assert spans[f"{CART} GetCart"]["usual_share"] > 0.1
+    assert spans[f"{FRONTEND} GET /cart"]["trailing"] > 0
+    _, outside = toolbox(Workspace.of(context, sources))["span_names"].invoke(json.dumps({"entity": "service:x/y"}))
+    assert outside.status == "error"  # outside the incident's scope
+    _, off = toolbox(Workspace.of(context, Sources()))["span_names"].invoke(json.dumps({"entity": FRONTEND}))
+    assert off.status == "no_data"
+
+
+def span_batch(rows: list[tuple[int, int, int, str, str]]) -> SpanBatch:
+    """Spans (trace, span, parent, service, name) of namespace shop, through the real decoder; parent 0: the root."""
+    req = ExportTraceServiceRequest()
+    for trace_no, span, parent, service, name in rows:
+        rs = req.resource_spans.add()
+        for key, value in (("service.name", service), ("service.namespace", "shop")):
+            rs.resource.attributes.add(key=key, value=AnyValue(string_value=value))
+        rs.scope_spans.add().spans.add(
+            trace_id=trace_no.to_bytes(16, "big"),
+            span_id=(trace_no * 10 + span).to_bytes(8, "big"),
+            parent_span_id=(trace_no * 10 + parent).to_bytes(8, "big") if parent else b"",
+            name=name,
+        )
+    return TraceDecoder().decode(req.SerializeToString()).batch
