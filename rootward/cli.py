@@ -456,6 +456,9 @@ def eval_nezha(
         json_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     rows = read_published(published) if published is not None else _shared_published()
     click.echo(table(doc["overall"], rows))
+    for day in doc["days"]:
+        for line in _not_first(day):
+            click.echo(line)
     for system, scores in doc["overall"].items():
         delay = scores["mean_delay_s"]
         click.echo(
@@ -464,6 +467,24 @@ def eval_nezha(
             f"{scores['false_incidents']} false incidents"
             + (f" ({scores['false_per_hour']:.1f} per fault-free hour)" if scores["false_per_hour"] is not None else "")
         )
+
+
+def _not_first(day: dict[str, Any]) -> list[str]:
+    """A line per fault the day's incidents missed or did not rank first: what to look at next."""
+    import time
+
+    lines = []
+    for o in day["outcomes"]:
+        if o["rank"] == 1:
+            continue
+        when = time.strftime("%H:%M:%S", time.gmtime(o["inject"]))
+        if not o["detected"]:
+            what = "missed"
+        else:
+            ranked = f"ranked {o['rank']}" if o["rank"] else "not named"
+            what = f"detected at {o['delay_s']:+.0f} s, {ranked}"
+        lines.append(f"  {day['system']} {day['day']} {when} {o['kind']} on {o['service']}: {what}")
+    return lines
 
 
 def _shared_published() -> list[Any]:

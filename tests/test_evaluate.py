@@ -50,6 +50,7 @@ def test_the_json_document_has_the_stable_shape(tmp_path: Path) -> None:
     assert set(overall) == {"ob", "tt"}
     assert set(overall["ob"]) >= SCORE_KEYS | {"calibration"}
     assert "Rootward" in output
+    assert "ob 2022-08-22 04:10:00 return on frontend: missed" in output  # each fault not ranked first, a line
 
 
 def test_no_nezha_data_is_a_clear_error(tmp_path: Path) -> None:
