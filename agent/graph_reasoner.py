@@ -15,8 +15,9 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    or not: a gap alone opens an incident) takes the share of it that the share of its callees showing it says (all
    of them: the caller; one of six: the callee; a single callee: half). One caller's slower calls to a callee
    (``in:<caller>.latency`` on the callee) are shared the same way between that caller and the callee; a drop in
-   its calls (``in:<caller>.rate``) is the caller's. A caller whose calls to two or more callees slowed is likely
-   starved itself: what those callees hold only from its measurements does not draw its mass in the walk (below).
+   its calls (``in:<caller>.rate``) is the caller's. A caller whose calls to half or more of its callees (two of
+   them at least) slowed is likely starved itself: what those callees hold only from its measurements does not draw
+   its mass in the walk (below).
 2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
    caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
    A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
@@ -24,7 +25,8 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    server latency's rise, seconds) that the rises of its calls explain: a starved caller 2.4 s slower whose calls
    are 0.2 s slower each keeps most of its mass.
 3. Time: the candidate whose first anomaly came first gets ``first_bonus`` (a cause precedes its effects), and one
-   whose first anomaly came later is discounted by exp(-lateness / ``late_s``): a minute later, to 0.37.
+   whose first evidence came later (its own anomaly, or its share of another's) is discounted by
+   exp(-lateness / ``late_s``): a minute later, to 0.37.
 4. Changes: a rollout of the candidate shortly before the incident multiplies its score by ``change_bonus`` and
    makes its fault class ``bad_rollout``.
 
@@ -143,31 +145,39 @@ class GraphReasoner:
                 callees[src].add(dst)
                 callers[dst].add(src)
         # what a callee holds only from a caller's measurements of its calls to it (a gap, slower calls): when
-        # the caller's calls to more than one callee slowed, it is likely starved itself, and that evidence does not
-        # draw its mass in the walk (the caller's own slowness coming back to explain it)
+        # the caller's calls to half or more of its callees slowed, it is likely starved itself, and that evidence
+        # does not draw its mass in the walk (the caller's own slowness coming back to explain it)
         measured: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> such evidence
+        onset = dict(first)  # candidate -> the first evidence about it, its own or a share of another's
+
+        def share_of(to: str, w: float, source: str) -> None:
+            own[to] += w
+            if source in first:
+                onset[to] = min(onset.get(to, math.inf), first[source])
+
         for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
             suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w
             for t in suspects:  # a caller whose calls to most of its callees slowed is the likelier cause
                 share = w * _starved(callees[t], network) / len(suspects)
-                own[t] += share
+                share_of(t, share, callee)
                 kept -= share
             own[callee] += kept
             for t in suspects:
                 measured[(t, callee)] += kept
         for (caller, callee), w in slowed.items():  # the callee, or a starved caller slowing all its calls
             share = w * _starved(callees[caller], {t for x, t in slowed if x == caller} | set(network))
-            own[caller] += share
+            share_of(caller, share, callee)
             own[callee] += w - share
             measured[(caller, callee)] += w - share
         for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
             suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
             for t in suspects:
-                own[t] += w / len(suspects)
+                share_of(t, w / len(suspects), caller)
                 measured[(caller, t)] += w / len(suspects)
-        slower = {c: sum(1 for t in ts if t in network or (c, t) in slowed) for c, ts in callees.items()}
-        measured = {pair: w for pair, w in measured.items() if slower.get(pair[0], 0) >= 2}
+        slower = {c: {t for t in ts if t in network or (c, t) in slowed} for c, ts in callees.items()}
+        starved = {c for c, ts in slower.items() if len(ts) >= 2 and _starved(callees[c], ts) >= 0.5}
+        measured = {pair: w for pair, w in measured.items() if pair[0] in starved}
         candidates = sorted(own)
         if not candidates:
             return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
@@ -178,8 +188,8 @@ class GraphReasoner:
             for c in candidates:
                 if first.get(c) == earliest:
                     score[c] *= 1 + s.first_bonus
-                elif c in first and s.late_s > 0:
-                    score[c] *= math.exp(-(first[c] - earliest) / s.late_s)
+                elif c in onset and s.late_s > 0:  # a share of a later anomaly is as late as the anomaly
+                    score[c] *= math.exp(-max(0.0, onset[c] - earliest) / s.late_s)
         rolled = {self._changed_entity(ch.entity, context) for ch in context.changes}
         for c in candidates:
             if c in rolled:

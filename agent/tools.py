@@ -322,7 +322,8 @@ class SpanNames(Tool[EntityArgs]):
     description = (
         "The spans a service makes and the calls it makes to others, as the span flow learned them from sampled "
         "traces: '<span's service> <span name>', its usual share of them, and how many came over the trailing "
-        "window (0: stopped coming while the service's other spans went on; a span_missing anomaly names it)."
+        "window (0: stopped coming while the service's other spans went on; a span_missing anomaly names it), "
+        "stopped ones first; 'sampled' is the share of traces sampled now."
     )
     args_model = EntityArgs
 
@@ -332,11 +333,12 @@ class SpanNames(Tool[EntityArgs]):
         flow = self.ws.sources.span_flow
         if flow is None:
             return no_data("the span flow is off in this process")
-        rows = flow.snapshot().get(args.entity)
+        rows = flow.snapshot(args.entity)
         if not rows:
             return no_data("no spans learned for this entity (none sampled, or not a service)")
         spans = [{"span": text, "usual_share": share, "trailing": count} for text, share, count in rows[:30]]
-        return ok({"trail_s": flow.flow.settings.trail_s, "spans": spans})
+        # the share of traces sampled now: below 1, a 0 may be a span of traces not sampled
+        return ok({"trail_s": flow.flow.settings.trail_s, "sampled": flow.keep / 1024, "spans": spans})
 
 
 class PodArgs(_Strict):

@@ -47,11 +47,15 @@ T = TypeVar("T")
 _MASK = (1 << 64) - 1
 
 
-def sampling_key(key: int | None = None) -> int:
-    """The key of the traces' sampling hash: odd, ``key`` or drawn at random. Random, a sender cannot choose trace
-    ids that are always sampled (with ``id & 1023`` as the bucket, ids ending in ten zero bits were, and could take
-    the whole budget); a fixed one makes a replay sample the same traces each run."""
-    return (secrets.randbits(64) if key is None else key) & _MASK | 1
+def sampling_key(seed: int | None = None) -> int:
+    """The key of the traces' sampling hash: an odd 64-bit multiplier mixed from ``seed`` (splitmix64, so a small or
+    even seed makes as good a key as any), or from a random one. Random, a sender cannot choose trace ids that are
+    always sampled (with ``id & 1023`` as the bucket, ids ending in ten zero bits were, and could take the whole
+    budget); a fixed seed makes a replay sample the same traces each run."""
+    z = ((secrets.randbits(64) if seed is None else seed) + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) | 1
 
 
 def bucket(trace: int, key: int) -> int:

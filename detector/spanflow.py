@@ -64,7 +64,7 @@ class SpanFlow:
         self.max_spans, self.max_open, self.max_names = max_spans_per_window, max_open, max_names
         self.max_per_trace, self.max_age = max_spans_per_trace, max_age
         self.keep = 1024  # of 1024: the share of traces whose spans are taken (see _adapt)
-        self.key = sampling_key(key)  # the traces' sampling hash (detector/logflow.py)
+        self.key = (sampling_key() if key is None else key) | 1  # the traces' sampling hash (detector/logflow.py)
         self.names: dict[tuple[str, str], int] = {}
         self.texts: dict[int, str] = {}
         self.open: OrderedDict[int, Trace] = OrderedDict()  # by the window of their last span, oldest first
@@ -82,9 +82,12 @@ class SpanFlow:
                 return
             entities = [entity_of(r) for r in batch.resources]
             ids = np.where(batch.trace_id[:, 1] != 0, batch.trace_id[:, 1], batch.trace_id[:, 0])
-            chosen = (ids != 0) & (buckets(ids, self.key) < self.keep)  # sampled by trace (a keyed hash of its id)
-            if self.open:  # a trace once taken keeps all its spans, though the share fell since
-                chosen |= np.isin(ids, np.fromiter(self.open, np.uint64, len(self.open)))
+            chosen = ids != 0
+            if self.keep < 1024:  # sampled by trace (a keyed hash of its id)
+                chosen &= buckets(ids, self.key) < self.keep
+                rest = np.flatnonzero(~chosen & (ids != 0))
+                if self.open and len(rest):  # a trace once taken keeps all its spans, though the share fell since
+                    chosen[rest] = [t in self.open for t in ids[rest].tolist()]
             rows = np.flatnonzero(chosen)
             traces = ids[rows].tolist()
             spans, parents, names, resources = (
@@ -128,20 +131,19 @@ class SpanFlow:
         with self._lock:
             self._roll(self.clock.now())
 
-    def snapshot(self) -> dict[str, list[tuple[str, float, int]]]:
-        """Per entity, the spans the flow learned under it, most usual first: ``(<span's service> <span name>, its
-        usual share of the spans told under the entity, how many came over the trailing window (0: stopped))``.
-        What the agent's ``span_names`` tool reads beside the pipeline thread."""
+    def snapshot(self, entity: str) -> list[tuple[str, float, int]]:
+        """The spans the flow learned under ``entity``: ``(<span's service> <span name>, its usual share of the
+        spans told under the entity, how many came over the trailing window)``, those that stopped (0) first, then
+        the most usual. What the agent's ``span_names`` tool reads beside the pipeline thread."""
         with self._lock:
             flow = self.flow
-            found = {}
-            for entity, learned in flow.learned.items():
-                total = flow.lines.get(entity, 0.0) or 1.0
-                found[entity] = [
-                    (self.texts.get(name, "?"), round(weight / total, 4), flow.trail.sum.get((entity, name), 0))
-                    for name, weight in sorted(learned.items(), key=lambda kv: -kv[1])
-                ]
-            return found
+            learned = flow.learned.get(entity, {})
+            total = flow.lines.get(entity, 0.0) or 1.0
+            rows = [
+                (self.texts.get(name, "?"), round(weight / total, 4), flow.trail.sum.get((entity, name), 0))
+                for name, weight in learned.items()
+            ]
+        return sorted(rows, key=lambda row: (row[2] > 0, -row[1]))
 
     def _name(self, entity: str, name: str) -> int | None:
         key = (entity, name)

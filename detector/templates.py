@@ -75,7 +75,7 @@ class LogTemplates:
         key: int | None = None,
     ) -> None:
         self.sink = sink
-        self.key = sampling_key(key)  # the traces' sampling hash (detector/logflow.py)
+        self.key = (sampling_key() if key is None else key) | 1  # the traces' sampling hash (detector/logflow.py)
         self.clock = clock or SystemClock()
         self.window_s, self.warmup_windows, self.history = window_s, warmup_windows, history
         self.surge_factor, self.min_count = surge_factor, min_count

@@ -25,7 +25,7 @@ from rootward.detector.detector import Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
-from rootward.detector.logflow import FlowSettings
+from rootward.detector.logflow import FlowSettings, sampling_key
 from rootward.detector.multivariate import Multivariate, MultivariateSettings
 from rootward.detector.spanflow import SpanFlow
 from rootward.detector.store import IncidentStore
@@ -240,7 +240,7 @@ class App:
         self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
-        key = detection.sampling_key
+        key = sampling_key(detection.sampling_key)  # one for both flows: they sample the same traces
         self.log_templates = LogTemplates(
             self.incidents.observe, self.clock, detection.window_s, flow=flow_settings, key=key
         )

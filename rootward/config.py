@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, StrictInt, ValidationError, model_validator
 
 from rootward.config_acting import (
     Actions,
@@ -360,10 +360,11 @@ class Detection(_Section):
     given to a new series: pods come and go with every rollout, and ``max_series`` would otherwise fill with the
     dead and refuse the living. Seen again, it starts over (warm-up). A day and an hour: a nightly job's series keep
     their baseline and yesterday's profile (``seasonality``)."""
-    sampling_key: int | None = Field(default=None, ge=1, lt=2**64)
-    """The key of the hash that samples traces for the log and span flows when they are more than their budgets.
+    sampling_key: StrictInt | None = Field(default=None, ge=0, lt=2**64)
+    """The seed of the hash that samples traces for the log and span flows when they are more than their budgets.
     Unset (the default), a random one per process: a sender cannot choose trace ids that are always sampled. Set it
-    only to make a replay reproducible (in-process replays and ``rootward eval`` do)."""
+    only to make a replay reproducible: in-process replays and ``rootward eval`` set one (change it with ``--set``,
+    which comes after their settings)."""
     callers_per_callee: int = Field(default=50, ge=0)
     """Callers of one callee whose calls get edge series (``in:<caller>.rate`` / ``.error_ratio`` / ``.latency``),
     the first ones seen; calls of further callers still count for the callee's own series and are counted as

@@ -117,7 +117,7 @@ class DayResult:
             "by_type": by_type(self.outcomes),
             "skipped": dict(self.issues.skipped),
             "replay_seconds": self.seconds,
-            "window_s": [-self.lead_s, WINDOW_S],
+            "window_s": [0.0 - self.lead_s, WINDOW_S],
             "outcomes": [
                 {
                     "service": o.fault.service,

@@ -18,7 +18,8 @@ from typing import Any
 #: How long after an injection an incident still counts as its detection (the faults last about 3 minutes).
 WINDOW_S = 180.0
 
-#: How long before its labelled injection an incident counts as a fault's detection. A label is the time the
+#: How long before its labelled injection an incident counts as a fault's detection in ``rootward eval`` (the
+#: functions here take it as ``lead_s``, 0 unless given). A label is the time the
 #: injector's command returned: TrainTicket's faults injected through a JVM agent (return, exception) show in the
 #: service's own error logs 40-90 s before it (bench/README.md, "Fault labels"), while the CPU faults' metrics rise
 #: after it. Without a lead those incidents counted twice against the detector: a missed fault and a false incident.
@@ -60,24 +61,31 @@ class Outcome:
 
 
 def outcomes(
-    faults: Iterable[Fault], incidents: Sequence[Opened], window_s: float = WINDOW_S, lead_s: float = LEAD_S
+    faults: Iterable[Fault], incidents: Sequence[Opened], window_s: float = WINDOW_S, lead_s: float = 0.0
 ) -> list[Outcome]:
     """Each fault's outcome: the first incident opened within its window is its detection (its delay is negative
-    when it opened in the lead, before the label)."""
+    when it opened in the lead, before the label). An incident detects one fault at most: the earliest labelled
+    whose window holds it."""
     ordered = sorted(incidents, key=lambda i: i.time)
-    result = []
-    for fault in faults:
-        first = next((i for i in ordered if fault.inject - lead_s <= i.time <= fault.inject + window_s), None)
-        if first is None:
-            result.append(Outcome(fault, False, None, None))
+    listed = list(faults)
+    used: set[int] = set()
+    result: dict[int, Outcome] = {}
+    for k in sorted(range(len(listed)), key=lambda k: listed[k].inject):
+        fault = listed[k]
+        lo, hi = fault.inject - lead_s, fault.inject + window_s
+        found = next((n for n, i in enumerate(ordered) if n not in used and lo <= i.time <= hi), None)
+        if found is None:
+            result[k] = Outcome(fault, False, None, None)
             continue
+        used.add(found)
+        first = ordered[found]
         rank = first.ranked.index(fault.service) + 1 if fault.service in first.ranked else None
-        result.append(Outcome(fault, True, rank, first.time - fault.inject, first.confidence))
-    return result
+        result[k] = Outcome(fault, True, rank, first.time - fault.inject, first.confidence)
+    return [result[k] for k in range(len(listed))]
 
 
 def false_incidents(
-    faults: Iterable[Fault], incidents: Iterable[Opened], window_s: float = WINDOW_S, lead_s: float = LEAD_S
+    faults: Iterable[Fault], incidents: Iterable[Opened], window_s: float = WINDOW_S, lead_s: float = 0.0
 ) -> int:
     """Incidents opened outside every fault's window."""
     windows = [(f.inject - lead_s, f.inject + window_s) for f in faults]
@@ -85,7 +93,7 @@ def false_incidents(
 
 
 def fault_free_seconds(
-    observed: Iterable[tuple[float, float]], faults: Iterable[Fault], window_s: float = WINDOW_S, lead_s: float = LEAD_S
+    observed: Iterable[tuple[float, float]], faults: Iterable[Fault], window_s: float = WINDOW_S, lead_s: float = 0.0
 ) -> float:
     """The length of the observed intervals (merged) minus what the fault windows cover of them."""
     merged = _merge(observed)
@@ -113,7 +121,7 @@ def summary(results: Sequence[Outcome], false: int = 0, fault_free_s: float = 0.
     def ac(k: int) -> float:
         return sum(r.rank is not None and r.rank <= k for r in results) / n if n else 0.0
 
-    delays = [r.delay_s for r in results if r.delay_s is not None]
+    delays = [max(0.0, r.delay_s) for r in results if r.delay_s is not None]  # one in the lead: 0, not early
     return {
         "faults": n,
         "detected": sum(r.detected for r in results),

@@ -54,6 +54,11 @@ def test_environment_takes_yaml_values_such_as_lists() -> None:
             id="port-out-of-range",
         ),
         pytest.param(
+            "detection:\n  sampling_key: true\n",
+            "rootward.yaml: detection.sampling_key: Input should be a valid integer (got True)",
+            id="a-bool-is-no-sampling-seed",
+        ),
+        pytest.param(
             "receiver:\n  limits: {max_attributes: lots}\n",
             "rootward.yaml: receiver.limits.max_attributes: Input should be a valid integer",
             id="not-a-number",

@@ -49,9 +49,9 @@ def test_the_summary_is_the_hand_worked_arithmetic() -> None:
     results = outcomes(FAULTS, INCIDENTS)
     false = false_incidents(FAULTS, INCIDENTS)
     assert false == 2
-    # observed 0..5000 s; the windows (60 s lead + 180 s) cover 4 x 240 s of it
+    # observed 0..5000 s; the windows cover 4 x 180 s of it
     free = fault_free_seconds([(0.0, 2500.0), (2400.0, 5000.0)], FAULTS)
-    assert free == pytest.approx(5000 - 4 * 240)
+    assert free == pytest.approx(5000 - 4 * 180)
     s = summary(results, false, free)
     assert s["faults"] == 4
     assert s["detected"] == 3
@@ -59,7 +59,7 @@ def test_the_summary_is_the_hand_worked_arithmetic() -> None:
     assert (s["ac1"], s["ac3"], s["ac5"]) == (0.25, 0.5, 0.5)
     assert s["avg5"] == pytest.approx((0.25 + 0.25 + 0.5 + 0.5 + 0.5) / 5)
     assert s["mean_delay_s"] == pytest.approx(100 / 3)
-    assert s["false_per_hour"] == pytest.approx(2 / ((5000 - 960) / 3600))
+    assert s["false_per_hour"] == pytest.approx(2 / ((5000 - 720) / 3600))
 
 
 def test_scores_split_by_fault_type() -> None:
@@ -107,9 +107,18 @@ def test_reliability_bins_the_top_confidence_against_being_right() -> None:
 def test_an_incident_in_the_lead_before_the_label_detects_the_fault_and_is_not_false() -> None:
     faults = [Fault("tt", "2023-01-29", 1000.0, "basic", "return")]
     early = [Opened(950.0, ("basic",))]  # 50 s before the label: the fault's own errors came first
-    assert [(r.detected, r.rank, r.delay_s) for r in outcomes(faults, early)] == [(True, 1, -50.0)]
-    assert false_incidents(faults, early) == 0
-    # scored against the labels as they are, the same incident is a miss and a false incident
-    assert [r.detected for r in outcomes(faults, early, lead_s=0)] == [False]
-    assert false_incidents(faults, early, lead_s=0) == 1
-    assert fault_free_seconds([(0.0, 2000.0)], faults) == pytest.approx(2000 - 240)
+    found = outcomes(faults, early, lead_s=60)
+    assert [(r.detected, r.rank, r.delay_s) for r in found] == [(True, 1, -50.0)]
+    assert summary(found)["mean_delay_s"] == 0.0  # early is not faster than at once
+    assert false_incidents(faults, early, lead_s=60) == 0
+    assert fault_free_seconds([(0.0, 2000.0)], faults, lead_s=60) == pytest.approx(2000 - 240)
+    # scored against the labels as they are (the functions' default), it is a miss and a false incident
+    assert [r.detected for r in outcomes(faults, early)] == [False]
+    assert false_incidents(faults, early) == 1
+
+
+def test_an_incident_detects_one_fault_at_most() -> None:
+    """Two labels 200 s apart: the incident at 1170 s is in both windows (with the lead) and detects the first."""
+    faults = [Fault("tt", "d", 1200.0, "b", "exception"), Fault("tt", "d", 1000.0, "b", "return")]
+    found = outcomes(faults, [Opened(1170.0, ("b",))], lead_s=60)
+    assert [(r.fault.kind, r.detected) for r in found] == [("exception", False), ("return", True)]

@@ -305,3 +305,37 @@ def test_a_starved_caller_keeps_its_mass_from_callees_that_hold_only_its_own_mea
         )
     )
     assert diagnosis.services()[0] == food
+
+
+def test_a_share_of_a_later_anomaly_is_as_late_as_the_anomaly() -> None:
+    """A caller with no anomaly of its own that takes a share of its callee's later network gap is discounted for
+    lateness like the callee, not left undiscounted above it."""
+    c, p, f, x = (f"service:shop/{n}" for n in ("c", "p", "f", "x"))
+    ctx = IncidentContext(
+        "inc-1",
+        300.0,
+        60.0,
+        (anomaly(x, "log_template:3", 8, t=60), anomaly(p, "net_in", 20, t=200)),
+        {},
+        ((c, p, 100, 0), (f, x, 100, 0)),
+    )
+    ranked = GraphReasoner().diagnose(ctx).services()
+    assert ranked[0] == x
+    assert ranked.index(p) < ranked.index(c)
+
+
+def test_two_slowed_callees_of_ten_do_not_make_their_caller_starved() -> None:
+    """A network fault on the node of two of a gateway's ten callees: their gaps are theirs, and the gateway's
+    slowdown still flows down to them."""
+    front, b, c = "service:shop/front", "service:shop/b", "service:shop/c"
+    calls: tuple[Call, ...] = tuple((front, t, 100, 0) for t in (b, c, *(f"service:shop/o{i}" for i in range(8))))
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(front, "p95", 9),
+            anomaly(front, "client_p95", 9),
+            anomaly(b, "net_in", 20),
+            anomaly(c, "net_in", 20),
+            calls=calls,
+        )
+    )
+    assert diagnosis.services()[0] in (b, c)

@@ -80,6 +80,8 @@ def test_span_names_show_what_the_span_flow_learned_and_what_stopped(context: In
     sources = Sources(None, None, None, flow)
     _, found = toolbox(Workspace.of(context, sources))["span_names"].invoke(json.dumps({"entity": FRONTEND}))
     assert found.status == "ok"
+    assert found.data["sampled"] == 1.0
+    assert found.data["spans"][0]["span"] == f"{CART} GetCart"  # what stopped comes first
     spans = {row["span"]: row for row in found.data["spans"]}
     assert set(spans) == {f"{FRONTEND} GET /cart", f"{CART} GetCart"}
     assert spans[f"{CART} GetCart"]["trailing"] == 0  # stopped
