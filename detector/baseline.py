@@ -123,6 +123,7 @@ class Baselines:
         self.refresh = refresh
         self.stats = np.full((0, 4), np.nan)  # per full series: median, MAD, low and high tail quantiles
         self.values = np.full((0, history), np.nan)
+        self.kept = np.ones((0, history), bool)  # whether each value counts for the baseline (see learn)
         self.seen = np.zeros(0, np.int64)  # values written per series (the ring position is seen % history)
         self.direction = np.zeros(0, np.int8)
         self.min_rel = np.zeros(0)
@@ -132,6 +133,7 @@ class Baselines:
         """Append series with these rules (series indexes are assigned in order by the caller's table)."""
         n = len(rules)
         self.values = np.concatenate([self.values, np.full((n, self.history), np.nan)])
+        self.kept = np.concatenate([self.kept, np.ones((n, self.history), bool)])
         self.seen = np.concatenate([self.seen, np.zeros(n, np.int64)])
         self.stats = np.concatenate([self.stats, np.full((n, 4), np.nan)])
         self.direction = np.concatenate([self.direction, np.array([r.direction for r in rules], np.int8)])
@@ -141,6 +143,7 @@ class Baselines:
     def reset(self, ids: np.ndarray, rules: list[Rule]) -> None:
         """Series ``ids`` start over (their indexes were given to new series) with these rules."""
         self.values[ids] = np.nan
+        self.kept[ids] = True
         self.seen[ids] = 0
         self.stats[ids] = np.nan
         self.direction[ids] = [r.direction for r in rules]
@@ -155,14 +158,25 @@ class Baselines:
         due = ids[((self.seen[ids] + ids) % self.refresh == 0) | np.isnan(self.stats[ids, 0])]
         if not len(due):
             return
-        n = self.history
-        p = self.values[due]
         qs = (1 - self.tail_q, 0.5, self.tail_q) if self.tail_q > 0.5 else (0.5, 0.5, 0.5)
-        ranks = [round(q * (n - 1)) for q in qs]
-        part = np.partition(p, sorted(set(ranks)), axis=1)
-        median = part[:, ranks[1]]
-        mad = np.partition(np.abs(p - median[:, None]), n // 2, axis=1)[:, n // 2]
-        self.stats[due] = np.stack([median, mad, part[:, ranks[0]], part[:, ranks[2]]], axis=1)
+        whole = self.kept[due].all(axis=1)
+        if whole.any():  # the usual case: one partial sort per statistic
+            n = self.history
+            p = self.values[due[whole]]
+            ranks = [round(q * (n - 1)) for q in qs]
+            part = np.partition(p, sorted(set(ranks)), axis=1)
+            median = part[:, ranks[1]]
+            mad = np.partition(np.abs(p - median[:, None]), n // 2, axis=1)[:, n // 2]
+            self.stats[due[whole]] = np.stack([median, mad, part[:, ranks[0]], part[:, ranks[2]]], axis=1)
+        if not whole.all():  # some values left out: nearest ranks among the kept ones (NaN sorts last)
+            rows = due[~whole]
+            p = np.where(self.kept[rows], self.values[rows], np.nan)
+            count = np.maximum(self.kept[rows].sum(axis=1), 1)
+            at = np.arange(len(rows))
+            ordered = np.sort(p, axis=1)
+            low, median, high = (ordered[at, np.round(q * (count - 1)).astype(np.int64)] for q in qs)
+            mad = np.sort(np.abs(p - median[:, None]), axis=1)[at, count // 2]
+            self.stats[rows] = np.stack([median, mad, low, high], axis=1)
 
     def __len__(self) -> int:
         return len(self.seen)
@@ -174,8 +188,8 @@ class Baselines:
         positions = np.arange(seen - n, seen) % self.history
         return tuple(float(v) for v in self.values[i, positions])
 
-    def judge(self, ids: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Judge values ``x`` of series ``ids`` against their baselines, then add them to the history.
+    def judge(self, ids: np.ndarray, x: np.ndarray, learn: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Judge values ``x`` of series ``ids`` against their baselines, then (``learn``) add them to the history.
 
         Returns (anomalous mask, expected values (medians; NaN while warming up), scores (signed z))."""
         warm = self.seen[ids] >= self.warmup
@@ -192,7 +206,7 @@ class Baselines:
             median[full], mad[full], lo[full], hi[full] = stats.T
         partial = warm & ~full
         if partial.any():
-            p = self.values[ids[partial]]
+            p = np.where(self.kept[ids[partial]], self.values[ids[partial]], np.nan)
             q = np.nanquantile(p, qs, axis=1)
             median[partial] = q[len(qs) // 2]
             mad[partial] = np.nanmedian(np.abs(p - median[partial, None]), axis=1)
@@ -214,7 +228,14 @@ class Baselines:
         bad = bad_side(score, direction)
         big_enough = (np.abs(delta) >= self.min_rel[ids] * np.abs(median)) & (np.abs(delta) >= self.min_abs[ids])
         anomalous = warm & (bad >= self.z) & big_enough
+        if learn:
+            self.learn(ids, x)
+        return anomalous, np.where(warm, median, np.nan), score
+
+    def learn(self, ids: np.ndarray, x: np.ndarray, kept: np.ndarray | None = None) -> None:
+        """Add values ``x`` of series ``ids`` to their histories; those not ``kept`` are shown (:meth:`recent`) but
+        left out of the baseline's statistics."""
         position = self.seen[ids] % self.history
         self.values[ids, position] = x
+        self.kept[ids, position] = True if kept is None else kept
         self.seen[ids] += 1
-        return anomalous, np.where(warm, median, np.nan), score

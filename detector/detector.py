@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -78,6 +78,7 @@ class DetectorSettings:
     silence_s: float = 120.0
     series_ttl_s: float = 25 * 3600.0
     callers_per_callee: int = 50
+    learn_after_s: float = 300.0
 
 
 class Detector:
@@ -92,6 +93,8 @@ class Detector:
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.multivariate = multivariate
+        #: the series in open incidents (Incidents.open_series), whose anomalous values stay out of the baselines
+        self.holding: Callable[[], Collection[tuple[str, str]]] | None = None
         self.seasonal = Seasonal() if self.settings.seasonality else None
         self.clock = clock or SystemClock()
         self.sink = sink
@@ -100,6 +103,7 @@ class Detector:
         s = self.settings
         self.baselines = Baselines(s.history, s.warmup, s.z, s.tail_q)
         self.streak = np.zeros(0, np.int64)
+        self.onset = np.zeros(0, np.int64)  # per series: the window its current run of anomalous values began in
         self.trail_n = max(1, round(s.log_trail_s / s.window_s))
         self.is_log = np.zeros(0, bool)  # per series: a log_errors series (summed over the trail)
         self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
@@ -189,6 +193,7 @@ class Detector:
             new = self.table.keys[len(self.baselines) :]
             self.baselines.add_series([rule_for(signal) for _, signal in new])
             self.streak = np.concatenate([self.streak, np.zeros(len(new), np.int64)])
+            self.onset = np.concatenate([self.onset, np.zeros(len(new), np.int64)])
             self.is_log = np.concatenate([self.is_log, np.array([signal == "log_errors" for _, signal in new])])
             self.trail = np.concatenate([self.trail, np.zeros((len(new), self.trail_n))])
             self.silence.add_series([signal for _, signal in new])
@@ -208,7 +213,7 @@ class Detector:
         if len(ids):
             finite = np.isfinite(values)
             ids, values = ids[finite], values[finite]
-            anomalous, expected, score = self.baselines.judge(ids, values)
+            anomalous, expected, score = self.baselines.judge(ids, values, learn=False)
             start = number * self.settings.window_s
             end = start + self.settings.window_s
             direction = self.baselines.direction[ids]
@@ -219,6 +224,10 @@ class Detector:
                 usual = ~anomalous  # a fault's values must not become tomorrow's "same hour yesterday"
                 self.seasonal.observe(ids[usual], values[usual], start)
             self.streak[ids] = np.where(anomalous, self.streak[ids] + 1, 0)
+            self.onset[ids] = np.where(self.streak[ids] == 1, number, self.onset[ids])
+            # a fault's values stay out of the baseline, or the next fault on the service hides in the tail they
+            # leave; an anomaly lasting learn_after_s is a new level (or a daily batch), and is learned
+            self.baselines.learn(ids, values, self._kept(ids, anomalous, number))
             confirmed = np.flatnonzero(anomalous & (self.streak[ids] >= self.settings.confirm))
             keys = self.table.keys
             for i in confirmed.tolist():
@@ -236,6 +245,22 @@ class Detector:
             self._release(number)
         self.last_tick_s = time.perf_counter() - started
         self.sink((number + 1) * self.settings.window_s, anomalies)
+
+    def _kept(self, ids: np.ndarray, anomalous: np.ndarray, number: int) -> np.ndarray:
+        """Which of this window's values count for their baselines: all but the anomalous values of series in an
+        open incident, until they have been anomalous ``learn_after_s`` without a break (a new level, or a daily
+        batch, is learned then). A fault's values would otherwise widen the baseline's tail for ``history`` windows,
+        and the next fault on the same service would hide in it; a burst that opens no incident is learned at once
+        (a series' own heavy tail)."""
+        kept = np.ones(len(ids), bool)
+        if self.holding is None or not anomalous.any():
+            return kept
+        held = self.holding()
+        after = math.ceil(self.settings.learn_after_s / self.settings.window_s)
+        keys = self.table.keys
+        for i in np.flatnonzero(anomalous & (number - self.onset[ids] < after)).tolist():
+            kept[i] = keys[int(ids[i])] not in held
+        return kept
 
     def _release(self, number: int) -> None:
         """Series without a value for ``series_ttl_s`` (a deleted pod's, a peer no longer called) give their indexes

@@ -307,6 +307,12 @@ class Incidents:
         """The incidents' lock, to read an incident while the pipeline may change it (``with incidents.held():``)."""
         return self._lock
 
+    def open_series(self) -> set[tuple[str, str]]:
+        """The (entity, signal) series of the open incidents' anomalies: what the detector keeps out of their
+        baselines while they last (see ``learn_after_s``)."""
+        with self._lock:
+            return {key for incident in self.open for key in incident.anomalies}
+
     def retell(self, incident: Incident, skip: object = None) -> None:
         """Tell the sinks (but ``skip``) that an incident was updated outside the pipeline: a diagnosis that came
         later than the change it answers (the LLM reasoner runs on a worker thread)."""

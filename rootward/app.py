@@ -238,6 +238,7 @@ class App:
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
         self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
+        self.detector.holding = self.incidents.open_series
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
         key = sampling_key(detection.sampling_key)  # one for both flows: they sample the same traces

@@ -369,6 +369,11 @@ class Detection(_Section):
     """Callers of one callee whose calls get edge series (``in:<caller>.rate`` / ``.error_ratio`` / ``.latency``),
     the first ones seen; calls of further callers still count for the callee's own series and are counted as
     dropped (``rootward_detector_dropped_total``). Bounds what a hub called by hundreds adds to ``max_series``."""
+    learn_after_s: float = Field(default=300.0, ge=0)
+    """An anomalous value is left out of its series' baseline (still shown in its history) until the series has been
+    anomalous this long without a break; then it is a new level, or a daily batch the seasonal profile should
+    learn, and is learned. A fault's values would otherwise widen the baseline's tail for ``history`` windows, and
+    the next fault on the same service would hide in it. 0: every value is learned."""
     memory_near_limit: float = Field(default=0.9, gt=0, le=1)
     """A container's memory working set at this fraction of its limit or more (kubeletstats with k8s_cluster's
     ``k8s.container.memory_limit``, or ``*.memory_limit_utilization``) is a known failure signal,
