@@ -19,6 +19,7 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from run import merge
 
 from rootward.clock import ManualClock
 from rootward.detector.logflow import FlowSettings
@@ -81,9 +82,7 @@ def main() -> None:
         "logflow_skipped": templates.skipped,
     }
     print(json.dumps(results, indent=1))
-    path = Path(__file__).with_name("results.json")
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**merged, **results}, indent=1, sort_keys=True) + "\n")
+    merge(Path(__file__).with_name("results.json"), results)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from run import merge
 
 from rootward.clock import ManualClock
 from rootward.detector.spanflow import SpanFlow
@@ -64,9 +65,7 @@ def main() -> None:
         "spanflow_decode_ms_10k_spans": round(decode, 1),
     }
     print(json.dumps(results, indent=1))
-    path = Path(__file__).with_name("results.json")
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**merged, **results}, indent=1, sort_keys=True) + "\n")
+    merge(Path(__file__).with_name("results.json"), results)
 
 
 if __name__ == "__main__":
