@@ -121,6 +121,11 @@ class Detector:
         """pod entity -> its service entity, as the resources told."""
         return self.window.service_of
 
+    def held(self) -> threading.RLock:
+        """The detector's lock (``with detector.held():``). Taken before the incidents' lock, never after it: a
+        closing window holds it while its sink folds anomalies into incidents."""
+        return self._lock
+
     def recent(self, entity: str, signal: str, n: int) -> tuple[float, ...]:
         """The last ``n`` values of a series, oldest first (empty for an unknown series): an incident's series
         window for the agent."""

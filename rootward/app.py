@@ -1,7 +1,10 @@
 """The composition root: builds the components from a :class:`~rootward.config.Config` and wires them together.
 
-The receiver feeds a :class:`FanOut` of the stages: a :class:`ReceivedSummary` and the topology graph today;
-detection plugs in here as a further consumer when it lands (issue 6). With the topology history on, ``start``
+The receiver feeds a :class:`FanOut` of the stages: a :class:`ReceivedSummary`, the topology graph (and the
+gateway's merge), and with detection on the detector (the topology hands it the calls it pairs), the Kubernetes
+signals, the log-template miner and the span flow; their anomalies go to the incidents, whose sinks are the store,
+Slack, the diagnoser and the acting loop. Locks are taken detector first, incidents second (a closing window's sink
+holds both). With the topology history on, ``start``
 restores the graph from its last checkpoint before the receiver takes data, a background thread ages the graph
 out and checkpoints it, and ``shutdown`` writes a final checkpoint after the receiver drained.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -151,6 +155,15 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     sources = Sources(app.topology, app.detector, app.log_templates, app.span_flow)
     failed = app.telemetry.llm_fallbacks.labels
     return LLMReasoner(settings, fallback, sources, redactor, failed=lambda reason: failed(reason).inc())
+
+
+@contextmanager
+def _locked(*locks: AbstractContextManager[object]) -> Iterator[None]:
+    """Hold ``locks``, taken in the order given."""
+    with ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        yield
 
 
 class Ticker:
@@ -325,7 +338,10 @@ class App:
         if llm and self.llm is None:
             raise LookupError("no LLM reasoner is configured (agent.llm.enabled)")
         reasoner = None if self.llm is None else self.llm if llm else self.llm.fallback
-        return self.diagnoser.rediagnose(incident, reasoner, self.incidents.held())
+        # the context is built holding the detector's lock, then the incidents' (the pipeline's order: a closing
+        # window's sink folds its anomalies into incidents); the other way round, this thread and the pipeline could
+        # each wait for the other. The reasoning runs outside both.
+        return self.diagnoser.rediagnose(incident, reasoner, _locked(self.detector.held(), self.incidents.held()))
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

@@ -157,3 +157,23 @@ def test_the_llm_section_is_off_by_default_and_checks_its_patterns() -> None:
     assert "sk-secret-value" not in str(refused.value)
     shown = json.dumps(load_config(environ={"ROOTWARD_AGENT__LLM__API_KEY": "sk-secret-value"}).model_dump(mode="json"))
     assert "sk-secret-value" not in shown
+
+
+def test_a_diagnosis_on_demand_takes_the_locks_in_the_pipelines_order(app: App) -> None:
+    """A closing window holds the detector's lock while its sink takes the incidents'; a diagnosis on demand
+    (``POST .../diagnose``) must take them in that order. Held the other way round, it kept the incidents locked
+    while it waited for a series window, and the pipeline, holding the detector's lock, waited for the incidents."""
+    import threading
+
+    incident = open_incident(app)
+    waiting = threading.Event()
+    with app.detector.held():  # the pipeline, closing a window
+        worker = threading.Thread(target=lambda: (waiting.set(), app.diagnose(incident.id, llm=False)), daemon=True)
+        worker.start()
+        waiting.wait(5)
+        time.sleep(0.2)  # the diagnosis is under way, waiting for the detector's lock
+        free = app.incidents.held().acquire(timeout=2)  # the sink's next step: the incidents' lock
+        assert free, "the diagnosis held the incidents' lock while it waited for the detector's"
+        app.incidents.held().release()
+    worker.join(10)
+    assert not worker.is_alive()
