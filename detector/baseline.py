@@ -124,6 +124,7 @@ class Baselines:
         self.stats = np.full((0, 4), np.nan)  # per full series: median, MAD, low and high tail quantiles
         self.values = np.full((0, history), np.nan)
         self.kept = np.ones((0, history), bool)  # whether each value counts for the baseline (see learn)
+        self.left_out = np.zeros(0, np.int64)  # per series: values in its ring that do not count
         self.seen = np.zeros(0, np.int64)  # values written per series (the ring position is seen % history)
         self.direction = np.zeros(0, np.int8)
         self.min_rel = np.zeros(0)
@@ -134,6 +135,7 @@ class Baselines:
         n = len(rules)
         self.values = np.concatenate([self.values, np.full((n, self.history), np.nan)])
         self.kept = np.concatenate([self.kept, np.ones((n, self.history), bool)])
+        self.left_out = np.concatenate([self.left_out, np.zeros(n, np.int64)])
         self.seen = np.concatenate([self.seen, np.zeros(n, np.int64)])
         self.stats = np.concatenate([self.stats, np.full((n, 4), np.nan)])
         self.direction = np.concatenate([self.direction, np.array([r.direction for r in rules], np.int8)])
@@ -144,6 +146,7 @@ class Baselines:
         """Series ``ids`` start over (their indexes were given to new series) with these rules."""
         self.values[ids] = np.nan
         self.kept[ids] = True
+        self.left_out[ids] = 0
         self.seen[ids] = 0
         self.stats[ids] = np.nan
         self.direction[ids] = [r.direction for r in rules]
@@ -220,7 +223,7 @@ class Baselines:
             up, down = (hi - median) / k, (median - lo) / k
             tail = np.where(direction0 > 0, up, np.where(direction0 < 0, down, np.maximum(up, down)))
             # only once the tail is more than the last value or two: ~2 / (1 - q) values (40 at q = 0.95)
-            known = self.seen[ids] >= 2 / (1 - self.tail_q)
+            known = np.minimum(self.seen[ids], self.history) - self.left_out[ids] >= 2 / (1 - self.tail_q)
             spread.append(np.where(known, tail, 0.0))
         scale = np.maximum.reduce(spread)
         score = np.where(warm, delta / scale, 0.0)
@@ -236,6 +239,9 @@ class Baselines:
         """Add values ``x`` of series ``ids`` to their histories; those not ``kept`` are shown (:meth:`recent`) but
         left out of the baseline's statistics."""
         position = self.seen[ids] % self.history
+        new = np.ones(len(ids), bool) if kept is None else kept
+        replaced = (self.seen[ids] >= self.history) & ~self.kept[ids, position]  # a left-out value leaves the ring
+        self.left_out[ids] += (~new).astype(np.int64) - replaced
         self.values[ids, position] = x
-        self.kept[ids, position] = True if kept is None else kept
+        self.kept[ids, position] = new
         self.seen[ids] += 1

@@ -90,6 +90,7 @@ class Detector:
         settings: DetectorSettings | None = None,
         clock: Clock | None = None,
         multivariate: Multivariate | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.multivariate = multivariate
@@ -114,7 +115,10 @@ class Detector:
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
-        self._lock = threading.RLock()  # re-entered when a sink (the agent) reads series windows
+        # re-entered when a sink (the agent) reads series windows. The App gives the incidents the same lock: a
+        # closing window folds anomalies into incidents holding it, and an incident's sinks, told on any thread
+        # (the log miner's, the Kubernetes signals'), read series windows; two locks would be taken in both orders
+        self._lock = lock or threading.RLock()
 
     @property
     def service_of(self) -> dict[str, str]:
@@ -122,8 +126,7 @@ class Detector:
         return self.window.service_of
 
     def held(self) -> threading.RLock:
-        """The detector's lock (``with detector.held():``). Taken before the incidents' lock, never after it: a
-        closing window holds it while its sink folds anomalies into incidents."""
+        """The detector's lock (``with detector.held():``); in the App, the incidents' too."""
         return self._lock
 
     def recent(self, entity: str, signal: str, n: int) -> tuple[float, ...]:
@@ -212,11 +215,13 @@ class Detector:
             self.table.reused.clear()
         if len(ids):
             values = self._trailing_logs(number, ids, values)
+        sent = len(ids)
         ids, values = self.silence.fill(ids, values)  # an empty window too: nothing came, a telemetry gap
         anomalies: list[Anomaly] = []
         self.judged["windows"] += 1
         if len(ids):
             finite = np.isfinite(values)
+            filled = (np.arange(len(ids)) >= sent)[finite]  # the silence's zeros: judged, never learned
             ids, values = ids[finite], values[finite]
             anomalous, expected, score = self.baselines.judge(ids, values, learn=False)
             start = number * self.settings.window_s
@@ -228,11 +233,13 @@ class Detector:
                 self.judged["explained"] += int(explained.sum())
                 usual = ~anomalous  # a fault's values must not become tomorrow's "same hour yesterday"
                 self.seasonal.observe(ids[usual], values[usual], start)
-            self.streak[ids] = np.where(anomalous, self.streak[ids] + 1, 0)
+            after = math.ceil(self.settings.learn_after_s / self.settings.window_s)
+            fresh = number - self.valued[ids] <= max(after, 1)  # a longer gap in a series' values ends its run
+            self.streak[ids] = np.where(anomalous, np.where(fresh, self.streak[ids] + 1, 1), 0)
             self.onset[ids] = np.where(self.streak[ids] == 1, number, self.onset[ids])
             # a fault's values stay out of the baseline, or the next fault on the service hides in the tail they
-            # leave; an anomaly lasting learn_after_s is a new level (or a daily batch), and is learned
-            self.baselines.learn(ids, values, self._kept(ids, anomalous, number))
+            # leave; an anomaly lasting learn_after_s is a new level, and is learned
+            self.baselines.learn(ids, values, self._kept(ids, anomalous, number, after) & ~filled)
             confirmed = np.flatnonzero(anomalous & (self.streak[ids] >= self.settings.confirm))
             keys = self.table.keys
             for i in confirmed.tolist():
@@ -251,17 +258,16 @@ class Detector:
         self.last_tick_s = time.perf_counter() - started
         self.sink((number + 1) * self.settings.window_s, anomalies)
 
-    def _kept(self, ids: np.ndarray, anomalous: np.ndarray, number: int) -> np.ndarray:
+    def _kept(self, ids: np.ndarray, anomalous: np.ndarray, number: int, after: int) -> np.ndarray:
         """Which of this window's values count for their baselines: all but the anomalous values of series in an
-        open incident, until they have been anomalous ``learn_after_s`` without a break (a new level, or a daily
-        batch, is learned then). A fault's values would otherwise widen the baseline's tail for ``history`` windows,
+        open incident, until they have been anomalous ``learn_after_s`` without a break (a new level is learned
+        then). A fault's values would otherwise widen the baseline's tail for ``history`` windows,
         and the next fault on the same service would hide in it; a burst that opens no incident is learned at once
         (a series' own heavy tail)."""
         kept = np.ones(len(ids), bool)
         if self.holding is None or not anomalous.any():
             return kept
         held = self.holding()
-        after = math.ceil(self.settings.learn_after_s / self.settings.window_s)
         keys = self.table.keys
         for i in np.flatnonzero(anomalous & (number - self.onset[ids] < after)).tolist():
             kept[i] = keys[int(ids[i])] not in held

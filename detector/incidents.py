@@ -183,6 +183,7 @@ class Incidents:
         min_families: int = 1,
         missing_alone: float = math.inf,
         gap_alone: float = math.inf,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.topology = topology
         self.min_families = min_families
@@ -200,7 +201,7 @@ class Incidents:
         self.change_lookback_s = change_lookback_s
         counter = itertools.count(1)
         self._id = ids or (lambda t: f"inc-{int(t)}-{next(counter)}")
-        self._lock = threading.RLock()
+        self._lock = lock or threading.RLock()  # the App shares one with the detector (see Detector's lock)
 
     def observe(self, now: float, anomalies: list[Anomaly]) -> None:
         """Fold a window's anomalies in (the detector's sink), then resolve what went quiet."""

@@ -3,10 +3,11 @@
 The receiver feeds a :class:`FanOut` of the stages: a :class:`ReceivedSummary`, the topology graph (and the
 gateway's merge), and with detection on the detector (the topology hands it the calls it pairs), the Kubernetes
 signals, the log-template miner and the span flow; their anomalies go to the incidents, whose sinks are the store,
-Slack, the diagnoser and the acting loop. Locks are taken detector first, incidents second (a closing window's sink
-holds both). With the topology history on, ``start``
-restores the graph from its last checkpoint before the receiver takes data, a background thread ages the graph
-out and checkpoints it, and ``shutdown`` writes a final checkpoint after the receiver drained.
+Slack, the diagnoser and the acting loop. The detector and the incidents share one lock: a closing window's sink
+takes the incidents under the detector's lock, and an incident's sinks read series windows under the incidents'.
+With the topology history on, ``start`` restores the graph from its last checkpoint before the receiver takes data,
+a background thread ages the graph out and checkpoints it, and ``shutdown`` writes a final checkpoint after the
+receiver drained.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -157,15 +157,6 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     return LLMReasoner(settings, fallback, sources, redactor, failed=lambda reason: failed(reason).inc())
 
 
-@contextmanager
-def _locked(*locks: AbstractContextManager[object]) -> Iterator[None]:
-    """Hold ``locks``, taken in the order given."""
-    with ExitStack() as stack:
-        for lock in locks:
-            stack.enter_context(lock)
-        yield
-
-
 class Ticker:
     """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
     when no telemetry arrives)."""
@@ -213,6 +204,7 @@ class App:
         # With a history, /metrics serves the servicegraph counters as of the last checkpoint: see history.py.
         self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
         detection = config.detection
+        shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(
             self.topology,
             [IncidentLog()],
@@ -221,6 +213,7 @@ class App:
             min_families=detection.incidents.min_families,
             missing_alone=detection.incidents.missing_alone,
             gap_alone=detection.incidents.gap_alone,
+            lock=shared,
         )
         self.incident_store = (
             IncidentStore(config.incidents_path, failed=self.telemetry.incident_store_failures.inc)
@@ -250,7 +243,7 @@ class App:
         )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
-        self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate)
+        self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate, lock=shared)
         self.detector.holding = self.incidents.open_series
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
@@ -338,10 +331,10 @@ class App:
         if llm and self.llm is None:
             raise LookupError("no LLM reasoner is configured (agent.llm.enabled)")
         reasoner = None if self.llm is None else self.llm if llm else self.llm.fallback
-        # the context is built holding the detector's lock, then the incidents' (the pipeline's order: a closing
-        # window's sink folds its anomalies into incidents); the other way round, this thread and the pipeline could
-        # each wait for the other. The reasoning runs outside both.
-        return self.diagnoser.rediagnose(incident, reasoner, _locked(self.detector.held(), self.incidents.held()))
+        # the context is built holding the incidents' lock, which is the detector's too (one lock: a closing
+        # window's sink takes the incidents under the detector's, a context reads series windows under the
+        # incidents'); the reasoning runs outside it
+        return self.diagnoser.rediagnose(incident, reasoner, self.incidents.held())
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

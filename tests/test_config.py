@@ -54,6 +54,11 @@ def test_environment_takes_yaml_values_such_as_lists() -> None:
             id="port-out-of-range",
         ),
         pytest.param(
+            "detection:\n  learn_after_s: 5000\n",
+            "detection.learn_after_s (5000) must be at most half of history x window_s (1200 s)",
+            id="learning-later-than-half-the-history",
+        ),
+        pytest.param(
             "detection:\n  sampling_key: true\n",
             "rootward.yaml: detection.sampling_key: Input should be a valid integer (got True)",
             id="a-bool-is-no-sampling-seed",

@@ -435,3 +435,47 @@ def test_anomalous_values_of_a_series_in_an_open_incident_stay_out_of_its_baseli
     # 22-25 left out; from 26, 60 s into the anomaly, learned (a level that lasts is the new normal)
     assert np.flatnonzero(~kept).tolist() == [22, 23, 24, 25]
     assert detector.recent("pod:shop/shop-1", "queue.depth", 40)[25] == pytest.approx(5.0, abs=0.1)
+
+
+def test_a_gap_in_a_series_values_ends_its_anomalous_run() -> None:
+    """A second fault after the series sent nothing for longer than learn_after_s starts a new run: it is left out
+    of the baseline like the first, not learned as if the first had never ended."""
+    clock = ManualClock(0.0)
+    held: set[tuple[str, str]] = set()
+    settings = DetectorSettings(window_s=10, warmup=5, history=60, seasonality=False, learn_after_s=60)
+    detector = Detector(lambda _, found: held.update((a.entity, a.signal) for a in found), settings, clock)
+    detector.holding = lambda: held
+    rng = np.random.default_rng(2)
+    for w in range(60):
+        if 23 <= w < 40:  # nothing sent: the pod is gone for a while
+            clock.advance(10)
+            continue
+        level = 5.0 if 20 <= w < 23 or 40 <= w < 46 else 1.0
+        detector.consume_metrics(gauge("shop-1", "queue.depth", level + rng.normal(0, 0.02)))
+        clock.advance(10)
+    detector.tick()
+    i = detector.table.index[("pod:shop/shop-1", "queue.depth")]
+    values = detector.baselines.values[i]
+    left_out = values[~detector.baselines.kept[i]]
+    # the first fault: its third value (the second confirmed it and put the series in the incident); the second
+    # fault, its series still in the incident: all six (learned at once had its run gone on from the first)
+    assert len(left_out) == 1 + 6
+    assert (left_out > 4).all()
+    assert detector.baselines.left_out[i] == 7
+
+
+def test_the_silences_zeros_are_judged_but_never_learned() -> None:
+    """A stopped service's rate reads as 0 while the others go on: a 0 is not a value its baseline should hold."""
+    clock = ManualClock(0.0)
+    settings = DetectorSettings(window_s=10, warmup=5, history=60, seasonality=False, silence_s=50)
+    detector = Detector(lambda _, found: None, settings, clock)
+    for w in range(40):
+        for service in ("frontend", "cart") if w < 30 else ("frontend",):
+            detector.consume_traces(spans(service, [0.01] * 40))
+        clock.advance(10)
+    detector.tick()
+    i = detector.table.index[("service:shop/cart", "rate")]
+    zeros = detector.baselines.values[i][~detector.baselines.kept[i]]
+    assert len(zeros) >= 5
+    assert (zeros == 0).all()
+    assert detector.recent("service:shop/cart", "rate", 3) == (0.0, 0.0, 0.0)  # shown
