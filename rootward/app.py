@@ -214,6 +214,7 @@ class App:
             missing_alone=detection.incidents.missing_alone,
             gap_alone=detection.incidents.gap_alone,
             lock=shared,
+            grow_s=detection.incidents.grow_s,
         )
         self.incident_store = (
             IncidentStore(config.incidents_path, failed=self.telemetry.incident_store_failures.inc)

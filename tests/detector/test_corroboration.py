@@ -184,3 +184,26 @@ def test_a_missing_line_opens_alone_when_its_chance_is_small_and_beside_its_serv
     assert len(incidents.open) == 1
     incidents.observe(300, [missing("z", 300, 4.0), anomaly("z", "log_errors", 300)])  # gone, errors instead
     assert [set(i.first_seen) for i in incidents.open] == [{"z"}]  # (the first one resolved meanwhile)
+
+
+class Chain(Graph):
+    def __init__(self) -> None:
+        self.g = nx.DiGraph([("a", "b"), ("a", "e")])
+
+
+def test_an_old_incident_takes_no_new_entities_and_a_neighbour_failing_later_opens_its_own() -> None:
+    """An incident kept open by a lasting anomaly (a pod's memory near its limit, one anomaly a minute) swallowed
+    its neighbours' later faults: on the shared Nezha days, 4 faults were updates of an old incident, never told."""
+    incidents = Incidents(Chain(), [], hold_s=120, min_families=2, grow_s=300)
+    incidents.observe(100, [anomaly("a", "p95", 100), anomaly("a", "cpu.usage", 100)])
+    (old,) = incidents.open
+    incidents.observe(160, [anomaly("b", "p95", 160)])  # young: its neighbour joins it
+    assert "b" in old.first_seen
+    for t in range(220, 700, 60):  # a's memory stays high: the incident stays open
+        incidents.observe(t, [anomaly("a", "memory.usage", t)])
+    incidents.observe(700, [anomaly("e", "p95", 700), anomaly("e", "error_ratio", 700)])  # 10 minutes on
+    assert "e" not in old.first_seen
+    (new,) = [i for i in incidents.open if i is not old]
+    assert set(new.first_seen) == {"e"}
+    incidents.observe(710, [anomaly("b", "error_ratio", 710)])  # the old incident's own entities still update it
+    assert ("b", "error_ratio") in old.anomalies
