@@ -191,6 +191,7 @@ class Incidents:
         self.missing_alone = missing_alone
         self.gap_alone = gap_alone
         self.grow_s = grow_s
+        self.episodes: dict[str, float] = {}  # reopened incident id -> when its current episode began
         self.sink_failures = 0
         self.pending: list[Incident] = []  # not corroborated yet: told of no one, dropped after hold_s
         self.reopening: dict[str, Incident] = {}  # resolved id -> what came since, until it is corroborated too
@@ -243,6 +244,7 @@ class Incidents:
                     reopened.add(a, now)
                 reopened.status, reopened.resolved = "open", None
                 reopened.reopened += 1
+                self.episodes[reopened.id] = now
                 self.open.append(reopened)
                 changed[incident.id] = (reopened, "reopened")
                 continue
@@ -260,6 +262,7 @@ class Incidents:
             if incident.updated <= now - self.hold_s:
                 self.open.remove(incident)
                 incident.status, incident.resolved = "resolved", now
+                self.episodes.pop(incident.id, None)
                 self.resolved.append(incident)
                 changed[incident.id] = (incident, "resolved")
         for incident, change in changed.values():
@@ -365,6 +368,7 @@ class Incidents:
             if incident is not None and incident.status == "open":
                 self.open.remove(incident)
                 incident.status, incident.resolved = "resolved", now
+                self.episodes.pop(incident.id, None)
                 self.resolved.append(incident)
                 self._tell(incident, "resolved")
             return incident
@@ -409,7 +413,7 @@ class Incidents:
             recent = incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s
             if recent and entity in incident.first_seen:  # its own entity again, within what would reopen it alone
                 return incident
-            if incident.opened < now - self.grow_s and incident.status == "open":
+            if self.episodes.get(incident.id, incident.opened) < now - self.grow_s and incident.status == "open":
                 continue  # an old incident takes no new entities: a neighbour that fails now is news of its own
             if any(self.topology.related(entity, other) for other in incident.active(since)):
                 return incident
