@@ -415,14 +415,20 @@ def test_values_left_out_of_a_baseline_are_shown_but_do_not_move_it() -> None:
     assert learned.judge(one, np.array([0.6]))[0].tolist() == [False]
 
 
-def test_anomalous_values_of_a_series_in_an_open_incident_stay_out_of_its_baseline_for_a_while() -> None:
-    """A fault's values widen the baseline's tail for the whole history, and the next fault on the service hides in
-    it; a series in an open incident keeps them out, until the anomaly has lasted learn_after_s (a new level)."""
-    clock = ManualClock(0.0)
+def held_detector(clock: ManualClock) -> Detector:
+    """A detector whose every reported series stays in an "open incident" (its holding), learn_after_s 60."""
     held: set[tuple[str, str]] = set()
     settings = DetectorSettings(window_s=10, warmup=5, history=60, seasonality=False, learn_after_s=60)
     detector = Detector(lambda _, found: held.update((a.entity, a.signal) for a in found), settings, clock)
     detector.holding = lambda: held
+    return detector
+
+
+def test_anomalous_values_of_a_series_in_an_open_incident_stay_out_of_its_baseline_for_a_while() -> None:
+    """A fault's values widen the baseline's tail for the whole history, and the next fault on the service hides in
+    it; a series in an open incident keeps them out, until the anomaly has lasted learn_after_s (a new level)."""
+    clock = ManualClock(0.0)
+    detector = held_detector(clock)
     rng = np.random.default_rng(1)
     for w in range(40):
         level = 5.0 if 20 <= w < 30 else 1.0  # a fault lasting 100 s
@@ -441,10 +447,7 @@ def test_a_gap_in_a_series_values_ends_its_anomalous_run() -> None:
     """A second fault after the series sent nothing for longer than learn_after_s starts a new run: it is left out
     of the baseline like the first, not learned as if the first had never ended."""
     clock = ManualClock(0.0)
-    held: set[tuple[str, str]] = set()
-    settings = DetectorSettings(window_s=10, warmup=5, history=60, seasonality=False, learn_after_s=60)
-    detector = Detector(lambda _, found: held.update((a.entity, a.signal) for a in found), settings, clock)
-    detector.holding = lambda: held
+    detector = held_detector(clock)
     rng = np.random.default_rng(2)
     for w in range(60):
         if 23 <= w < 40:  # nothing sent: the pod is gone for a while
