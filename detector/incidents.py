@@ -191,7 +191,6 @@ class Incidents:
         self.missing_alone = missing_alone
         self.gap_alone = gap_alone
         self.grow_s = grow_s
-        self.episodes: dict[str, float] = {}  # reopened incident id -> when its current episode began
         self.sink_failures = 0
         self.pending: list[Incident] = []  # not corroborated yet: told of no one, dropped after hold_s
         self.reopening: dict[str, Incident] = {}  # resolved id -> what came since, until it is corroborated too
@@ -217,7 +216,7 @@ class Incidents:
         live = {i.id for i in self.resolved}  # a new episode not corroborated within the hold is dropped, as pending
         self.reopening = {k: v for k, v in self.reopening.items() if k in live and v.updated > now - self.hold_s}
         for anomaly in anomalies:
-            incident = self._related(anomaly.entity, self.open, now)
+            incident = self._related(anomaly.entity, self.open, now, grow=True)
             change = "updated"
             if incident is None and (incident := self._related(anomaly.entity, self.pending, now)):
                 change = "pending"
@@ -244,7 +243,6 @@ class Incidents:
                     reopened.add(a, now)
                 reopened.status, reopened.resolved = "open", None
                 reopened.reopened += 1
-                self.episodes[reopened.id] = now
                 self.open.append(reopened)
                 changed[incident.id] = (reopened, "reopened")
                 continue
@@ -262,7 +260,6 @@ class Incidents:
             if incident.updated <= now - self.hold_s:
                 self.open.remove(incident)
                 incident.status, incident.resolved = "resolved", now
-                self.episodes.pop(incident.id, None)
                 self.resolved.append(incident)
                 changed[incident.id] = (incident, "resolved")
         for incident, change in changed.values():
@@ -368,7 +365,6 @@ class Incidents:
             if incident is not None and incident.status == "open":
                 self.open.remove(incident)
                 incident.status, incident.resolved = "resolved", now
-                self.episodes.pop(incident.id, None)
                 self.resolved.append(incident)
                 self._tell(incident, "resolved")
             return incident
@@ -392,28 +388,30 @@ class Incidents:
                 linked = True
         return linked
 
-    def _related(self, entity: str, incidents: list[Incident], now: float) -> Incident | None:
-        """The most recent incident holding ``entity``, or with an entity related to it. For an open or pending
-        incident only what is wrong now counts: ``entity`` itself if it was seen within ``hold_s + reopen_s`` (as
-        if it were alone: resolved, then reopened), its neighbours among the entities anomalous within ``hold_s``.
-        An incident that grew by everything it ever held gathered 77 entities over 25 minutes on the shared
-        TrainTicket day, was a neighbour of every service and swallowed the next faults. An open incident older than
-        ``grow_s`` takes no new entities: its own go on updating it, and a neighbour whose anomalies start now makes
-        an incident of its own (a cascade shows within minutes; on the shared Nezha days, incidents kept open by a
-        lasting anomaly, a pod's memory near its limit or a service's errors that never stopped, swallowed 4 later
-        faults of their neighbours and of their own services' other signals). A resolved incident
-        reopens through any of its entities (within ``reopen_s``; by its entities at the end only, one OnlineBoutique
-        fault was missed), once what came since is corroborated as a new incident would be (``reopening``)."""
-        for incident in reversed(incidents):  # the most recent first
+    def _related(self, entity: str, incidents: list[Incident], now: float, grow: bool = False) -> Incident | None:
+        """The incident ``entity`` belongs to: the most recent holding it, else the most recent with an entity related
+        to it. For an open or pending incident only what is wrong now counts: ``entity`` itself if it was seen within
+        ``hold_s + reopen_s`` (as if it were alone: resolved, then reopened), its neighbours among the entities
+        anomalous within ``hold_s``. An incident that grew by everything it ever held gathered 77 entities over 25
+        minutes on the shared TrainTicket day, was a neighbour of every service and swallowed the next faults. With
+        ``grow`` (open incidents), one opened more than ``grow_s`` ago takes no new entities: its own (seen within
+        ``hold_s + reopen_s``) go on updating it, and a neighbour whose anomalies start now makes an incident of its
+        own (a cascade shows within minutes; on the shared Nezha days, incidents kept open by a lasting anomaly, a
+        pod's memory near its limit or a service's errors that never stopped, swallowed 4 later faults next to them).
+        A resolved incident reopens through any of its entities (within ``reopen_s``; by its entities at the end
+        only, one OnlineBoutique fault was missed), once what came since is corroborated as a new incident would be
+        (``reopening``)."""
+        since = now - self.hold_s
+        for incident in reversed(incidents):  # its own first: a lasting anomaly stays with the incident it is in
+            own = incident.resolved is None and entity in incident.first_seen
+            if own and incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s:
+                return incident
+        for incident in reversed(incidents):  # then the most recent it is related to
             if incident.resolved is not None:
                 if any(self.topology.related(entity, other) for other in incident.first_seen):
                     return incident
                 continue
-            since = now - self.hold_s
-            recent = incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s
-            if recent and entity in incident.first_seen:  # its own entity again, within what would reopen it alone
-                return incident
-            if self.episodes.get(incident.id, incident.opened) < now - self.grow_s and incident.status == "open":
+            if grow and incident.opened < now - self.grow_s:
                 continue  # an old incident takes no new entities: a neighbour that fails now is news of its own
             if any(self.topology.related(entity, other) for other in incident.active(since)):
                 return incident

@@ -249,7 +249,8 @@ class Incidents(_Section):
     Set it high to need corroboration."""
     grow_s: float = Field(default=300.0, gt=0)
     """An open incident takes new entities (related ones whose anomalies start) for this long after it opened; later
-    its own entities still update it, and a neighbour that fails makes an incident of its own. An incident kept open
+    its own entities (seen within ``hold_s + reopen_s``) still update it, and a neighbour that fails makes an
+    incident of its own. An incident kept open
     by a lasting anomaly (a pod's memory near its limit, errors that never stop) otherwise swallows the next fault
     next to it: on the shared Nezha days 300 found 4 faults more, with no more false incidents."""
     store: bool = True

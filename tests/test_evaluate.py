@@ -88,7 +88,9 @@ def test_the_shared_trainticket_day_end_to_end(tmp_path: Path) -> None:
     # log flow's missing lines; before it 3/28 and AC@1 0.11. Raise it as detection improves. Scored with the 60 s
     # lead before each label (JVM-agent faults show before their labels).
     assert day["detected"] >= 24
-    assert day["ac1"] >= 0.60  # above MicroRank (15.56 %) and Nezha without logs (42.22 %), published TT AS@1
+    # lowered from 0.64 by a grouping fix (bench/README.md); above MicroRank (15.56 %) and Nezha without logs
+    # (42.22 %), published TT AS@1
+    assert day["ac1"] >= 0.60
     assert day["false_per_hour"] <= 0.7
     code = day["by_type"]
     assert code["exception"]["detected"] + code["return"]["detected"] >= 20

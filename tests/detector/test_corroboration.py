@@ -207,15 +207,18 @@ def test_an_old_incident_takes_no_new_entities_and_a_neighbour_failing_later_ope
     assert set(new.first_seen) == {"e"}
     incidents.observe(710, [anomaly("b", "error_ratio", 710)])  # the old incident's own entities still update it
     assert ("b", "error_ratio") in old.anomalies
+    incidents.observe(760, [anomaly("a", "memory.usage", 760)])  # the lasting anomaly stays where it is
+    assert ("a", "memory.usage") in old.anomalies
+    assert set(new.first_seen) == {"e"}
 
 
-def test_a_reopened_incident_takes_new_entities_for_grow_s_from_its_reopening() -> None:
-    incidents = Incidents(Chain(), [], hold_s=120, reopen_s=600, min_families=2, grow_s=300)
-    incidents.observe(100, [anomaly("a", "p95", 100), anomaly("a", "cpu.usage", 100)])
-    (incident,) = incidents.open
-    incidents.observe(300, [])  # quiet for the hold: resolved
+def test_a_pending_incident_is_never_too_old_to_be_corroborated() -> None:
+    """grow_s is about open incidents: a lone family kept pending by a recurring anomaly still opens with a
+    neighbour's second family."""
+    incidents = Incidents(Chain(), [], hold_s=120, min_families=2, grow_s=300)
+    for t in range(100, 520, 60):
+        incidents.observe(t, [anomaly("a", "memory.usage", t)])
     assert incidents.open == []
-    incidents.observe(500, [anomaly("a", "p95", 500), anomaly("a", "error_ratio", 500)])  # a new episode: reopened
-    assert incidents.open == [incident]
-    incidents.observe(560, [anomaly("e", "p95", 560), anomaly("e", "error_ratio", 560)])  # 460 s after it opened
-    assert "e" in incident.first_seen  # but 60 s into its episode: the neighbour joins it
+    incidents.observe(520, [anomaly("b", "p95", 520)])
+    (incident,) = incidents.open
+    assert set(incident.first_seen) == {"a", "b"}
