@@ -222,3 +222,19 @@ def test_a_pending_incident_is_never_too_old_to_be_corroborated() -> None:
     incidents.observe(520, [anomaly("b", "p95", 520)])
     (incident,) = incidents.open
     assert set(incident.first_seen) == {"a", "b"}
+
+
+def test_an_entity_quiet_in_an_old_incident_for_long_starts_afresh_beside_it() -> None:
+    """An old incident's entity that was last anomalous more than hold_s + reopen_s ago is not what keeps the incident
+    open: its new anomalies make an incident of their own (OnlineBoutique's currencyservice network delay, while its
+    CPU fault's incident stayed open on its pod's memory)."""
+    incidents = Incidents(Chain(), [], hold_s=120, reopen_s=120, min_families=2, grow_s=300)
+    incidents.observe(100, [anomaly("a", "p95", 100), anomaly("a", "cpu.usage", 100)])
+    incidents.observe(110, [anomaly("b", "p95", 110)])
+    (old,) = incidents.open
+    for t in range(160, 700, 60):  # only a keeps it open
+        incidents.observe(t, [anomaly("a", "memory.usage", t)])
+    incidents.observe(700, [anomaly("b", "p95", 700), anomaly("b", "error_ratio", 700)])  # b: last seen at 110
+    (new,) = [i for i in incidents.open if i is not old]
+    assert set(new.first_seen) == {"b"}
+    assert "b" in old.first_seen  # still listed in the old one: an entity can be in two open incidents
