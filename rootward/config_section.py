@@ -1,4 +1,4 @@
-"""The base of every configuration section (rootward/config.py, rootward/config_acting.py): unknown keys are
+"""The base of every configuration section (rootward/config.py and its config_*.py parts): unknown keys are
 errors, sections are immutable once loaded, and each field's docstring is its documentation."""
 
 from __future__ import annotations
