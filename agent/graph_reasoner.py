@@ -148,6 +148,7 @@ class GraphReasoner:
         # the caller's calls to half or more of its callees slowed, it is likely starved itself, and that evidence
         # does not draw its mass in the walk (the caller's own slowness coming back to explain it)
         measured: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> such evidence
+        slower = {c: {t for t in ts if t in network or (c, t) in slowed} for c, ts in callees.items()}
         onset = dict(first)  # candidate -> the first evidence about it, its own or a share of another's
 
         def share_of(to: str, w: float, source: str) -> None:
@@ -166,7 +167,7 @@ class GraphReasoner:
             for t in suspects:
                 measured[(t, callee)] += kept
         for (caller, callee), w in slowed.items():  # the callee, or a starved caller slowing all its calls
-            share = w * _starved(callees[caller], {t for x, t in slowed if x == caller} | set(network))
+            share = w * _starved(callees[caller], slower.get(caller, set()))
             share_of(caller, share, callee)
             own[callee] += w - share
             measured[(caller, callee)] += w - share
@@ -175,7 +176,6 @@ class GraphReasoner:
             for t in suspects:
                 share_of(t, w / len(suspects), caller)
                 measured[(caller, t)] += w / len(suspects)
-        slower = {c: {t for t in ts if t in network or (c, t) in slowed} for c, ts in callees.items()}
         starved = {c for c, ts in slower.items() if len(ts) >= 2 and _starved(callees[c], ts) >= 0.5}
         measured = {pair: w for pair, w in measured.items() if pair[0] in starved}
         candidates = sorted(own)

@@ -106,6 +106,7 @@ class Detector:
         self.streak = np.zeros(0, np.int64)
         self.onset = np.zeros(0, np.int64)  # per series: the window its current run of anomalous values began in
         self.trail_n = max(1, round(s.log_trail_s / s.window_s))
+        self.learn_after_n = math.ceil(s.learn_after_s / s.window_s)  # windows an incident's anomaly stays unlearned
         self.is_log = np.zeros(0, bool)  # per series: a log_errors series (summed over the trail)
         self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
         self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
@@ -233,7 +234,7 @@ class Detector:
                 self.judged["explained"] += int(explained.sum())
                 usual = ~anomalous  # a fault's values must not become tomorrow's "same hour yesterday"
                 self.seasonal.observe(ids[usual], values[usual], start)
-            after = math.ceil(self.settings.learn_after_s / self.settings.window_s)
+            after = self.learn_after_n
             fresh = number - self.valued[ids] <= max(after, 1)  # a longer gap in a series' values ends its run
             self.streak[ids] = np.where(anomalous, np.where(fresh, self.streak[ids] + 1, 1), 0)
             self.onset[ids] = np.where(self.streak[ids] == 1, number, self.onset[ids])
@@ -261,9 +262,9 @@ class Detector:
     def _kept(self, ids: np.ndarray, anomalous: np.ndarray, number: int, after: int) -> np.ndarray:
         """Which of this window's values count for their baselines: all but the anomalous values of series in an
         open incident, until they have been anomalous ``learn_after_s`` without a break (a new level is learned
-        then). A fault's values would otherwise widen the baseline's tail for ``history`` windows,
-        and the next fault on the same service would hide in it; a burst that opens no incident is learned at once
-        (a series' own heavy tail)."""
+        then). A fault's values would otherwise widen the baseline's tail for ``history`` windows, and the next
+        fault on the same service would hide in it; a burst that opens no incident is learned at once (a series' own
+        heavy tail)."""
         kept = np.ones(len(ids), bool)
         if self.holding is None or not anomalous.any():
             return kept
