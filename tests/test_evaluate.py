@@ -94,3 +94,10 @@ def test_the_shared_trainticket_day_end_to_end(tmp_path: Path) -> None:
     assert day["false_per_hour"] <= 0.7
     code = day["by_type"]
     assert code["exception"]["detected"] + code["return"]["detected"] >= 20
+
+
+def test_a_negative_lead_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", "nezha", str(tmp_path), "--lead", "-1"])
+    assert result.exit_code == 2
+    assert "--lead" in result.output
+    assert "-1" in result.output
