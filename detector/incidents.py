@@ -172,6 +172,8 @@ class Sink(Protocol):
 class Incidents:
     """The open and recently resolved incidents, fed one closed window's anomalies at a time."""
 
+    join_passes = 4  # a window's anomalies join incidents through at most this many hops of each other
+
     def __init__(
         self,
         topology: Topology,
@@ -215,23 +217,22 @@ class Incidents:
         self.resolved = [i for i in self.resolved if i.resolved is not None and i.resolved > now - self.reopen_s]
         live = {i.id for i in self.resolved}  # a new episode not corroborated within the hold is dropped, as pending
         self.reopening = {k: v for k, v in self.reopening.items() if k in live and v.updated > now - self.hold_s}
-        for anomaly in anomalies:
-            incident = self._related(anomaly.entity, self.open, now, grow=True)
-            change = "updated"
-            if incident is None and (incident := self._related(anomaly.entity, self.pending, now)):
-                change = "pending"
-            elif incident is None:
-                resolved = self._related(anomaly.entity, self.resolved, now)
-                if resolved is not None:  # a new episode: it reopens once corroborated, as a new incident opens
-                    incident = self.reopening.setdefault(resolved.id, Incident(resolved.id, now, now))
-                    change = "pending"
-                else:
-                    incident = Incident(self._id(anomaly.start), now, now)
-                    self.pending.append(incident)
-                    change = "pending"
+        # Anomalies that join an incident go first, pass after pass (one that joined makes its neighbours related):
+        # a window's anomalies come in no causal order, and a callee's gap seen before its caller's slowness would
+        # otherwise open an incident of its own beside the caller's (TrainTicket's verification-code CPU fault).
+        remaining = list(anomalies)
+        for _ in range(self.join_passes):
+            left = [a for a in remaining if not self._join(a, now, changed)]
+            if len(left) == len(remaining):
+                break
+            remaining = left
+        for anomaly in remaining:
+            if self._join(anomaly, now, changed):
+                continue
+            incident = Incident(self._id(anomaly.start), now, now)
+            self.pending.append(incident)
             incident.add(anomaly, now)
-            previous = changed.get(incident.id)
-            changed[incident.id] = (incident, previous[1] if previous else change)
+            changed[incident.id] = (incident, "pending")
         for incident, change in list(changed.values()):
             if change != "pending" or not self._corroborated(incident):
                 continue
@@ -264,6 +265,24 @@ class Incidents:
                 changed[incident.id] = (incident, "resolved")
         for incident, change in changed.values():
             self._tell(incident, change)
+
+    def _join(self, anomaly: Anomaly, now: float, changed: dict[str, tuple[Incident, str]]) -> bool:
+        """Add ``anomaly`` to the incident it belongs to, if any: an open one, else a pending one, else a new episode
+        of a resolved one (it reopens once corroborated, as a new incident opens)."""
+        incident = self._related(anomaly.entity, self.open, now, grow=True)
+        change = "updated"
+        if incident is None and (incident := self._related(anomaly.entity, self.pending, now)):
+            change = "pending"
+        elif incident is None:
+            resolved = self._related(anomaly.entity, self.resolved, now)
+            if resolved is None:
+                return False
+            incident = self.reopening.setdefault(resolved.id, Incident(resolved.id, now, now))
+            change = "pending"
+        incident.add(anomaly, now)
+        previous = changed.get(incident.id)
+        changed[incident.id] = (incident, previous[1] if previous else change)
+        return True
 
     def _corroborated(self, incident: Incident) -> bool:
         """Whether a new incident has enough to open: ``min_families`` signal families, or a failure the telemetry

@@ -218,10 +218,22 @@ def test_an_incident_grows_by_what_is_wrong_now_not_by_all_it_ever_held() -> Non
     incidents.observe(100, [anomaly("a", 100), anomaly("b", 100)])
     for t in range(110, 200, 10):
         incidents.observe(t, [anomaly("b", t)])
-    incidents.observe(200, [anomaly("x", 200), anomaly("y", 200), anomaly("a", 200)])
+    incidents.observe(200, [anomaly("x", 200), anomaly("y", 200)])
+    incidents.observe(210, [anomaly("a", 210)])
     first, second = incidents.open
     assert set(first.first_seen) == {"a", "b", "y"}  # a itself is still its own; y is next to b
     assert set(second.first_seen) == {"x"}
+
+
+def test_a_windows_anomalies_join_an_incident_whatever_their_order() -> None:
+    """The callee's gap comes first in the window, its caller's slowness (next to the open incident) second: both
+    join the open incident, rather than the callee opening one of its own beside it."""
+    topo = Graph([("gateway", "auth"), ("auth", "verify")], {})
+    incidents = Incidents(topo, [], hold_s=60)
+    incidents.observe(100, [anomaly("gateway", 100)])
+    incidents.observe(110, [anomaly("verify", 110), anomaly("auth", 110)])
+    (incident,) = incidents.open + incidents.pending
+    assert set(incident.first_seen) == {"gateway", "auth", "verify"}
 
 
 def test_an_incident_resolves_after_the_hold_and_a_recurrence_reopens_it() -> None:
