@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -51,16 +51,15 @@ _RELEASE_EVERY = 360
 
 class Call(NamedTuple):
     """One edge's calls in one batch, as the topology paired them: ``seconds`` is what the caller saw (its client
-    spans' time; a callee's server time where the client span was not seen), ``gap`` the client-minus-server seconds
-    summed over the ``paired`` calls that had both spans."""
+    spans' time; a callee's server time where the client span was not seen), ``gaps`` the client-minus-server
+    seconds of each call that had both spans."""
 
     caller: str
     callee: str
     requests: int
     errors: int
     seconds: float
-    gap: float = 0.0
-    paired: int = 0
+    gaps: Sequence[float] | np.ndarray = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +169,9 @@ class Detector:
                 [(c.callee, f"{EDGE_PREFIX}{c.caller}.latency", c.seconds, c.requests) for c in edges]
                 + [(c.callee, f"{EDGE_PREFIX}{c.caller}.error_ratio", c.errors, c.requests) for c in edges]
             )
-            gaps = [(c.callee, "net_in", c.gap, c.paired) for c in calls if c.paired]
-            gaps += [(c.caller, "client_net", c.gap, c.paired) for c in calls if c.paired]
-            self.window.add_means(gaps)
+            gaps = [(c.callee, "net_in", c.gaps) for c in calls if len(c.gaps)]
+            gaps += [(c.caller, "client_net", c.gaps) for c in calls if len(c.gaps)]
+            self.window.add_gaps(gaps)
 
     def _edge(self, call: Call) -> bool:
         """Whether the edge gets series: the first ``callers_per_callee`` callers of a callee do (a hub called by

@@ -20,7 +20,7 @@ bounded (``max_series``); groups past it are refused and counted.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,7 +116,7 @@ class SeriesTable:
 #: their largest value in the window (ratios, usage) or their sum (increases).
 #: Per-call means (an edge's latency and error ratio) fold as the mean over the window's calls, and give no value
 #: below MIN_CALLS calls (too noisy, as a span group's quantiles).
-_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL = -1, 0, 1, 2, 3, 4, 5
+_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL, _TRIMMED = -1, 0, 1, 2, 3, 4, 5, 6
 DELTA = _DELTA
 
 
@@ -323,9 +323,16 @@ class Window:
         self.vcount += np.bincount(group, minlength=n)
         np.maximum.at(self.vmax, group, value)
 
-    def add_means(self, items: list[tuple[str, str, float, int]]) -> None:
-        """(entity, signal, sum, count) of per-call values (the network gap of paired calls), folded in as means."""
-        self.add_calls(items, _GAUGE)
+    def add_gaps(self, items: list[tuple[str, str, Sequence[float] | np.ndarray]]) -> None:
+        """(entity, signal, each call's seconds) of the network gaps of paired calls. A window's value is their mean
+        without its slowest call when it has others: a delay on a pod's network, or a starved caller, stretches many
+        calls, while one slow call in a quiet window (a connection set up, a retransmit: TrainTicket's gateway shows
+        a 0.22 s gap on about one call in twenty) moved the mean of three tenfold and opened incidents alone."""
+        if not items:
+            return
+        rows = [self._row(entity, signal, _TRIMMED) for entity, signal, _ in items]
+        group = np.concatenate([np.full(len(g), r, np.int64) for r, (_, _, g) in zip(rows, items, strict=True)])
+        self._fold_values(group, np.concatenate([np.asarray(g, np.float64) for _, _, g in items]))
 
     def add_calls(self, items: list[tuple[str, str, float, int]], mode: int = _PER_CALL) -> None:
         """(entity, signal, sum, count) of paired calls: per-call means (``_PER_CALL``, ``_GAUGE``) or, with
@@ -426,6 +433,8 @@ class Window:
             rate = (mode == _DELTA) | (mode == _CUMULATIVE)  # a cumulative sum's points are increases by now
             value = np.where(rate, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
             value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))
+            trimmed = (self.vsum - self.vmax) / np.maximum(self.vcount - 1, 1)
+            value = np.where((mode == _TRIMMED) & (self.vcount >= 2), trimmed, value)
             ids.append(sid[has])
             vals.append(value[has])
         if self.logs.series:

@@ -300,7 +300,7 @@ class App:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
                 [
-                    Call(src, dst, d.requests, d.errors, d.latency_sum + d.gap_sum, d.gap_sum, d.gap_count)
+                    Call(src, dst, d.requests, d.errors, d.latency_sum + d.gap_sum, d.gaps)
                     for (src, dst), d in deltas.items()
                     if src != USER.id  # a user's call into a service: its server rate and latency say it
                 ]

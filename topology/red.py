@@ -26,6 +26,7 @@ class EdgeDelta:
     buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_S) + 1, np.int64))
     gap_sum: float = 0.0  # seconds of client-minus-server duration over the paired calls
     gap_count: int = 0  # calls whose client and server spans were both seen
+    gaps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each paired call's gap, in seconds
 
     def add(self, seconds: float, error: bool) -> None:
         self.requests += 1
@@ -68,11 +69,13 @@ class Calls:
         bucket = np.searchsorted(_BOUNDS, seconds, side="left")
         histograms = np.bincount(edge * width + bucket, minlength=k * width).reshape(k, width)
         paired = np.isfinite(client)
-        gaps = np.bincount(edge[paired], weights=np.maximum(client[paired] - seconds[paired], 0.0), minlength=k)
+        gap = np.maximum(client[paired] - seconds[paired], 0.0)
+        gaps = np.bincount(edge[paired], weights=gap, minlength=k)
         gap_counts = np.bincount(edge[paired], minlength=k)
+        each = np.split(gap[np.argsort(edge[paired], kind="stable")], np.cumsum(gap_counts)[:-1]) if k else []
         return {
-            (names[code >> 32], names[code & 0xFFFFFFFF]): EdgeDelta(r, int(e), s, h, g, n)
-            for code, r, e, s, h, g, n in zip(
+            (names[code >> 32], names[code & 0xFFFFFFFF]): EdgeDelta(r, int(e), s, h, g, n, c)
+            for code, r, e, s, h, g, n, c in zip(
                 edges.tolist(),
                 requests.tolist(),
                 errors.tolist(),
@@ -80,6 +83,7 @@ class Calls:
                 histograms,
                 gaps.tolist(),
                 gap_counts.tolist(),
+                each,
                 strict=True,
             )
         }

@@ -3,6 +3,7 @@ spans without kinds, virtual peers, limits."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
 from google.protobuf import json_format
@@ -15,6 +16,7 @@ from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
 from rootward.receiver.otlp_json import hex_ids_to_base64
 from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology.red import Calls
 
 from shared_data import SHARED_DATA
 
@@ -266,6 +268,20 @@ def test_paired_calls_tell_their_network_gap_to_the_calls_sink(server_first: boo
     ((requests, gap, paired),) = [d[("service:/frontend", "service:/cart")] for d in told if d]
     assert (requests, paired) == (1, 1)
     assert gap == pytest.approx(0.018)
+
+
+def test_each_paired_calls_gap_goes_with_its_edge() -> None:
+    """Calls of two edges interleaved in a batch: each edge gets its own calls' gaps (the detector takes their
+    median), and only those of calls whose client span was seen."""
+    calls = Calls()
+    src, dst = np.array([0, 1, 0, 1, 0]), np.array([2, 2, 2, 2, 2])
+    seconds = np.array([0.01, 0.02, 0.01, 0.02, 0.01])
+    client = np.array([0.011, 0.05, np.nan, 0.07, 0.013])
+    calls.add(src, dst, seconds, np.zeros(5), client)
+    deltas = calls.reduce(["a", "b", "c"])
+    assert deltas[("a", "c")].gaps == pytest.approx([0.001, 0.003])
+    assert deltas[("b", "c")].gaps == pytest.approx([0.03, 0.05])
+    assert (deltas[("a", "c")].gap_count, deltas[("a", "c")].requests) == (2, 3)
 
 
 def test_root_spans_and_virtual_peers_have_no_network_gap() -> None:
