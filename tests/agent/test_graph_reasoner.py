@@ -339,3 +339,16 @@ def test_two_slowed_callees_of_ten_do_not_make_their_caller_starved() -> None:
         )
     )
     assert diagnosis.services()[0] in (b, c)
+
+
+def test_three_slowed_callees_of_seven_make_their_caller_starved() -> None:
+    """OnlineBoutique's frontend under a CPU fault: its own p50 rose, and the gaps of its calls to 3 of its 7 callees
+    (no other caller's): three networks slowing at once is no likelier than one starved caller."""
+    front = "service:shop/frontend"
+    slowed = [f"service:shop/{n}" for n in ("ads", "checkout", "recommendation")]
+    others = [f"service:shop/o{i}" for i in range(4)]
+    calls: tuple[Call, ...] = tuple((front, t, 100, 0) for t in (*slowed, *others))
+    diagnosis = GraphReasoner().diagnose(
+        context(anomaly(front, "p50", 5), *(anomaly(t, "net_in", 12) for t in slowed), calls=calls)
+    )
+    assert diagnosis.services()[0] == front
