@@ -28,7 +28,7 @@ from rootward.detector.baseline import EDGE_PREFIX, Baselines, bad_side, rule_fo
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
 from rootward.detector.silence import Silence
-from rootward.detector.windows import DELTA, SeriesTable, Window
+from rootward.detector.windows import SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 
 
@@ -164,7 +164,7 @@ class Detector:
         with self._lock:
             self._roll(self.clock.now())
             edges = [c for c in calls if c.caller and c.caller != c.callee and self._edge(c)]
-            self.window.add_calls([(c.callee, f"{EDGE_PREFIX}{c.caller}.rate", c.requests, 1) for c in edges], DELTA)
+            self.window.add_rates([(c.callee, f"{EDGE_PREFIX}{c.caller}.rate", c.requests, 1) for c in edges])
             self.window.add_calls(
                 [(c.callee, f"{EDGE_PREFIX}{c.caller}.latency", c.seconds, c.requests) for c in edges]
                 + [(c.callee, f"{EDGE_PREFIX}{c.caller}.error_ratio", c.errors, c.requests) for c in edges]
@@ -198,18 +198,21 @@ class Detector:
         ids, values = self.window.values()
         self.window.clear()
         if len(self.table.keys) > len(self.baselines):
-            new = self.table.keys[len(self.baselines) :]
+            first = len(self.baselines)
+            new = self.table.keys[first:]
             self.baselines.add_series([rule_for(signal) for _, signal in new])
-            self.streak = np.concatenate([self.streak, np.zeros(len(new), np.int64)])
-            self.onset = np.concatenate([self.onset, np.zeros(len(new), np.int64)])
-            self.is_log = np.concatenate([self.is_log, np.array([signal == "log_errors" for _, signal in new])])
-            self.trail = np.concatenate([self.trail, np.zeros((len(new), self.trail_n))])
             self.silence.add_series([signal for _, signal in new])
             if self.multivariate is not None:
                 self.multivariate.add_series(new)
             if self.seasonal is not None:
                 self.seasonal.add_series(len(new))
-            self.valued = np.concatenate([self.valued, np.full(len(new), number, np.int64)])
+            grow = len(new)
+            self.streak, self.onset, self.valued = (
+                np.concatenate([a, np.zeros(grow, np.int64)]) for a in (self.streak, self.onset, self.valued)
+            )
+            self.is_log = np.concatenate([self.is_log, np.zeros(grow, bool)])
+            self.trail = np.concatenate([self.trail, np.zeros((grow, self.trail_n))])
+            self._fresh(np.arange(first, first + grow), number)
         if self.table.reused:
             self._start_over(np.array(self.table.reused, np.int64), number)
             self.table.reused.clear()
@@ -296,15 +299,21 @@ class Detector:
         keys = [self.table.keys[i] for i in ids.tolist()]
         signals = [signal for _, signal in keys]
         self.baselines.reset(ids, [rule_for(signal) for signal in signals])
-        self.streak[ids] = 0
-        self.is_log[ids] = [signal == "log_errors" for signal in signals]
-        self.trail[ids] = 0.0
         self.silence.reset(ids, signals)
-        self.valued[ids] = number
         if self.multivariate is not None:
             self.multivariate.reset(ids, keys)
         if self.seasonal is not None:
             self.seasonal.reset(ids)
+        self._fresh(ids, number)
+
+    def _fresh(self, ids: np.ndarray, number: int) -> None:
+        """The detector's own state of new series ``ids`` (created, or given to new keys): no run, no trail, valued
+        now (their time-to-live counts from here)."""
+        self.streak[ids] = 0
+        self.onset[ids] = 0
+        self.is_log[ids] = [self.table.keys[i][1] == "log_errors" for i in ids.tolist()]
+        self.trail[ids] = 0.0
+        self.valued[ids] = number
 
     def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` with each log_errors count replaced by its sum over the windows of the last ``log_trail_s`` (those

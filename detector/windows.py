@@ -117,7 +117,6 @@ class SeriesTable:
 #: Per-call means (an edge's latency and error ratio) fold as the mean over the window's calls, and give no value
 #: below MIN_CALLS calls (too noisy, as a span group's quantiles).
 _SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL, _TRIMMED = -1, 0, 1, 2, 3, 4, 5, 6
-DELTA = _DELTA
 
 
 def _stream(attributes: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
@@ -334,9 +333,13 @@ class Window:
         group = np.concatenate([np.full(len(g), r, np.int64) for r, (_, _, g) in zip(rows, items, strict=True)])
         self._fold_values(group, np.concatenate([np.asarray(g, np.float64) for _, _, g in items]))
 
+    def add_rates(self, items: list[tuple[str, str, float, int]]) -> None:
+        """(entity, signal, count, 1) of paired calls, summed into a rate (calls a second)."""
+        self.add_calls(items, _DELTA)
+
     def add_calls(self, items: list[tuple[str, str, float, int]], mode: int = _PER_CALL) -> None:
-        """(entity, signal, sum, count) of paired calls: per-call means (``_PER_CALL``, ``_GAUGE``) or, with
-        ``_DELTA``, a count summed into a rate."""
+        """(entity, signal, sum, count) of paired calls: per-call means (``_PER_CALL``) or, with ``_DELTA``, a count
+        summed into a rate."""
         for entity, signal, total, count in items:
             if count <= 0:
                 continue
