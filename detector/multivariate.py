@@ -5,7 +5,7 @@ unlike anything the entity did before, are an anomaly too (``multivariate`` on t
 The vector of an entity in a window has one number per family in :data:`FEATURES`: the largest robust z, in the
 direction that means trouble, of its series of that family (0 when none has a value). Using z-scores makes entities
 comparable, so one model serves them all, and the per-tick cost is one ``score_samples`` call over the window's
-entities, whatever the number of spans.
+entities with a family at ``min_z`` or more (no other can be reported), whatever the number of spans.
 
 The model is fitted off the hot path: every ``refit_windows`` windows a background thread fits a new forest on the
 rows kept so far (a ring of ``history_rows``) and swaps it in with its threshold (the ``quantile`` of the training
@@ -112,10 +112,16 @@ class Multivariate:
             model, threshold = self.model, self.threshold
         if model is None:
             return []
-        scores = model.score_samples(vectors)
         largest = vectors.max(axis=1)
-        hit = np.flatnonzero((scores < threshold) & (largest >= self.settings.min_z))
-        return [(self.names[present[i]], float(threshold - scores[i]), float(largest[i])) for i in hit.tolist()]
+        strong = np.flatnonzero(largest >= self.settings.min_z)  # no other row can be reported: none is scored
+        if not len(strong):
+            return []
+        scores = model.score_samples(vectors[strong])
+        return [
+            (self.names[present[i]], float(threshold - score), float(largest[i]))
+            for i, score in zip(strong.tolist(), scores.tolist(), strict=True)
+            if score < threshold
+        ]
 
     def _keep(self, vectors: np.ndarray) -> None:
         s = self.settings

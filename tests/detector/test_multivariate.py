@@ -74,6 +74,31 @@ def test_several_deviations_under_the_threshold_together_are_a_multivariate_anom
     assert joint.score >= 3.0
 
 
+def test_only_rows_with_a_family_at_min_z_are_scored_and_they_score_as_among_all() -> None:
+    """The per-tick cost is the rows that could be reported: a row whose every family is under ``min_z`` is never
+    reported, so it is not scored; the others' scores do not depend on what else is scored."""
+    model = Multivariate(MultivariateSettings(min_rows=200, refit_windows=1, background=False, min_z=3.0))
+    model.add_series([(f"e{i}", s) for i in range(300) for s in ("p95", "rate")])
+    rng = np.random.default_rng(5)
+    ids = np.arange(600)
+    model.observe(ids, np.abs(rng.normal(0, 1, 600)))  # the fit: the usual rows
+    z = np.abs(rng.normal(0, 1, 600))
+    z[:40] = rng.uniform(3.0, 9.0, 40)  # e0..e19 with a family at 3 or more
+    scored: list[int] = []
+    forest = model.model
+    model.model = type(
+        "Counting", (), {"score_samples": lambda _, x: scored.append(len(x)) or forest.score_samples(x)}
+    )()
+    found = model.observe(ids, z)
+    vectors = np.zeros((300, len(FEATURES)), np.float32)
+    vectors[:, [feature_of("p95"), feature_of("rate")]] = z.reshape(300, 2)
+    every = forest.score_samples(vectors)
+    expected = {f"e{i}" for i in np.flatnonzero((every < model.threshold) & (vectors.max(axis=1) >= 3.0)).tolist()}
+    assert scored == [int((vectors.max(axis=1) >= 3.0).sum())]
+    assert {entity for entity, _, _ in found} == expected
+    assert expected  # the strong rows are unusual to a forest fitted on quiet ones
+
+
 def test_the_model_is_fitted_on_a_thread_of_its_own() -> None:
     d, _, values, _ = detector(background=True)
     fitted_on: list[str] = []
