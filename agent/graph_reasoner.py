@@ -133,7 +133,8 @@ class GraphReasoner:
                 slowed[pair] += w
                 edge_rise[pair] = max(edge_rise.get(pair, 0.0), a.value - a.expected)
             elif cat == "network":  # client_net is the same gap seen from the caller: evidence, no extra weight
-                network[c] += w if a.signal == "net_in" else 0.0
+                if a.signal == "net_in":
+                    network[c] += w
             else:
                 own[c] += w
                 if a.signal in _SERVER_LATENCY:
@@ -149,6 +150,7 @@ class GraphReasoner:
         # does not draw its mass in the walk (the caller's own slowness coming back to explain it)
         measured: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> such evidence
         slower = {c: {t for t in ts if t in network or (c, t) in slowed} for c, ts in callees.items()}
+        risen = {c for c, r in rise.items() if r > 0}  # services whose own server latency rose
         onset = dict(first)  # candidate -> the first evidence about it, its own or a share of another's
 
         def share_of(to: str, w: float, source: str) -> None:
@@ -160,14 +162,14 @@ class GraphReasoner:
             suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w
             for t in suspects:  # a caller whose calls to most of its callees slowed is the likelier cause
-                share = w * _starved(callees[t], network) / len(suspects)
+                share = w * _starved(callees[t], network, t in risen) / len(suspects)
                 share_of(t, share, callee)
                 kept -= share
             own[callee] += kept
             for t in suspects:
                 measured[(t, callee)] += kept
         for (caller, callee), w in slowed.items():  # the callee, or a starved caller slowing all its calls
-            share = w * _starved(callees[caller], slower.get(caller, set()))
+            share = w * _starved(callees[caller], slower.get(caller, set()), caller in risen)
             share_of(caller, share, callee)
             own[callee] += w - share
             measured[(caller, callee)] += w - share
@@ -176,7 +178,7 @@ class GraphReasoner:
             for t in suspects:
                 share_of(t, w / len(suspects), caller)
                 measured[(caller, t)] += w / len(suspects)
-        starved = {c for c, ts in slower.items() if len(ts) >= 2 and _starved(callees[c], ts) >= 0.5}
+        starved = {c for c, ts in slower.items() if len(ts) >= 2 and _starved(callees[c], ts, c in risen) >= 0.5}
         measured = {pair: w for pair, w in measured.items() if pair[0] in starved}
         candidates = sorted(own)
         if not candidates:
@@ -309,15 +311,16 @@ def _explained(rise: float, calls: list[float]) -> float:
     return min(1.0, sum(calls) / rise)
 
 
-def _starved(callees: set[str], network: Collection[str]) -> float:
+def _starved(callees: set[str], network: Collection[str], slower_itself: bool = False) -> float:
     """How much a slower network into its callees points at the caller: the share of its callees that show it (a
-    caller with a single callee: half), and at least half when three or more do: three callees' networks slowing at
-    once is no likelier than their one caller starved (OnlineBoutique's frontend under a CPU fault: 3 of its 7
-    callees' gaps rose), where two may share a node with a network fault."""
+    caller with a single callee: half), and at least half when three or more do and the caller's own server latency
+    rose too: three callees' networks slowing at once is no likelier than their one caller starved (OnlineBoutique's
+    frontend under a CPU fault: 3 of its 7 callees' gaps rose, and its p50), where two may share a node with a
+    network fault, and a caller that did not slow may just be measuring three callees on such a node."""
     if len(callees) < 2:
         return 0.5
     slowed = sum(1 for t in callees if t in network)
-    return max(slowed / len(callees), 0.5 if slowed >= 3 else 0.0)
+    return max(slowed / len(callees), 0.5 if slowed >= 3 and slower_itself else 0.0)
 
 
 def _falsifiers(entity: str, fault: FaultClass) -> list[str]:

@@ -6,7 +6,10 @@ of its service) updates it; otherwise it reopens a related incident resolved les
 damping: a flapping fault stays one incident), or opens a new one. Both need the same corroboration (what came since
 the end must be enough to open an incident: a lone blip within ``reopen_s`` reopened 4 of the 18 false incidents on the
 shared TrainTicket day). An open incident with no anomaly for ``hold_s`` resolves. Users acknowledge and silence;
-silencing keeps the incident updating but mutes its notifications.
+silencing keeps the incident updating but mutes its notifications. A window's anomalies come in no causal order, so
+each entity's are placed together, those that join an open incident first, then those that join a pending incident
+or a resolved one's new episode, each pass after pass (an entity that joined makes its neighbours related), and only
+then do the rest open incidents of their own.
 
 Each incident ranks its entities as root-cause candidates, "root-most" first: an entity that needs none of the
 incident's other entities (what it calls, its pods, the pods behind a peer) comes first, then the entities more of
@@ -217,21 +220,27 @@ class Incidents:
         self.resolved = [i for i in self.resolved if i.resolved is not None and i.resolved > now - self.reopen_s]
         live = {i.id for i in self.resolved}  # a new episode not corroborated within the hold is dropped, as pending
         self.reopening = {k: v for k, v in self.reopening.items() if k in live and v.updated > now - self.hold_s}
-        # Anomalies that join an incident go first, pass after pass (one that joined makes its neighbours related):
-        # a window's anomalies come in no causal order, and a callee's gap seen before its caller's slowness would
-        # otherwise open an incident of its own beside the caller's (TrainTicket's verification-code CPU fault).
-        remaining = list(anomalies)
-        for _ in range(self.join_passes):
-            left = [a for a in remaining if not self._join(a, now, changed)]
-            if len(left) == len(remaining):
-                break
-            remaining = left
-        for anomaly in remaining:
-            if self._join(anomaly, now, changed):
+        # Entities that join an incident go first, open incidents before the others, pass after pass (one that
+        # joined makes its neighbours related): a window's anomalies come in no causal order, and a callee's gap seen
+        # before its caller's slowness would otherwise open an incident of its own beside the caller's (TrainTicket's
+        # verification-code CPU fault). An entity's anomalies of a window go together.
+        groups: dict[str, list[Anomaly]] = {}
+        for anomaly in anomalies:
+            groups.setdefault(anomaly.entity, []).append(anomaly)
+        remaining = list(groups)
+        for opened in (True, False):
+            for _ in range(self.join_passes):
+                left = [e for e in remaining if not self._join(groups[e], opened, now, changed)]
+                if len(left) == len(remaining):
+                    break
+                remaining = left
+        for entity in remaining:
+            if self._join(groups[entity], False, now, changed):  # next to one opened just before it
                 continue
-            incident = Incident(self._id(anomaly.start), now, now)
+            incident = Incident(self._id(groups[entity][0].start), now, now)
             self.pending.append(incident)
-            incident.add(anomaly, now)
+            for anomaly in groups[entity]:
+                incident.add(anomaly, now)
             changed[incident.id] = (incident, "pending")
         for incident, change in list(changed.values()):
             if change != "pending" or not self._corroborated(incident):
@@ -266,20 +275,24 @@ class Incidents:
         for incident, change in changed.values():
             self._tell(incident, change)
 
-    def _join(self, anomaly: Anomaly, now: float, changed: dict[str, tuple[Incident, str]]) -> bool:
-        """Add ``anomaly`` to the incident it belongs to, if any: an open one, else a pending one, else a new episode
-        of a resolved one (it reopens once corroborated, as a new incident opens)."""
-        incident = self._related(anomaly.entity, self.open, now, grow=True)
-        change = "updated"
-        if incident is None and (incident := self._related(anomaly.entity, self.pending, now)):
-            change = "pending"
-        elif incident is None:
-            resolved = self._related(anomaly.entity, self.resolved, now)
+    def _join(
+        self, anomalies: list[Anomaly], opened: bool, now: float, changed: dict[str, tuple[Incident, str]]
+    ) -> bool:
+        """Add one entity's ``anomalies`` to the incident they belong to, if any: with ``opened``, an open one; else a
+        pending one or a resolved one's new episode (it reopens once corroborated, as a new incident opens)."""
+        entity = anomalies[0].entity
+        change = "updated" if opened else "pending"
+        if opened:
+            incident = self._related(entity, self.open, now, grow=True)
+        elif (incident := self._related(entity, [*self.pending, *self.reopening.values()], now)) is None:
+            resolved = self._related(entity, self.resolved, now)
             if resolved is None:
                 return False
             incident = self.reopening.setdefault(resolved.id, Incident(resolved.id, now, now))
-            change = "pending"
-        incident.add(anomaly, now)
+        if incident is None:
+            return False
+        for anomaly in anomalies:
+            incident.add(anomaly, now)
         previous = changed.get(incident.id)
         changed[incident.id] = (incident, previous[1] if previous else change)
         return True

@@ -115,7 +115,9 @@ class SeriesTable:
 #: The Collector's kubeletstats / k8s_cluster metrics are read by name in kube_metrics.py, whose series fold as
 #: their largest value in the window (ratios, usage) or their sum (increases).
 #: Per-call means (an edge's latency and error ratio) fold as the mean over the window's calls, and give no value
-#: below MIN_CALLS calls (too noisy, as a span group's quantiles).
+#: below MIN_CALLS calls (too noisy, as a span group's quantiles). Network gaps (``net_in``, ``client_net``) fold
+#: as the mean of the window's calls without its slowest, when it has two or more (``add_gaps``); a lone call's gap
+#: is the window's value (an anomaly needs ``confirm`` windows in a row).
 _SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL, _TRIMMED = -1, 0, 1, 2, 3, 4, 5, 6
 
 

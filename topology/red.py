@@ -14,6 +14,8 @@ import numpy as np
 #: Latency histogram bounds in seconds: the servicegraph connector's defaults, so its Grafana panels apply.
 LATENCY_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0)
 _BOUNDS = np.array(LATENCY_BUCKETS_S)
+_NO_GAPS = np.zeros(0)  # an edge without paired calls (shared, read-only)
+_NO_GAPS.flags.writeable = False
 
 
 @dataclass
@@ -72,7 +74,9 @@ class Calls:
         gap = np.maximum(client[paired] - seconds[paired], 0.0)
         gaps = np.bincount(edge[paired], weights=gap, minlength=k)
         gap_counts = np.bincount(edge[paired], minlength=k)
-        each = np.split(gap[np.argsort(edge[paired], kind="stable")], np.cumsum(gap_counts)[:-1]) if k else []
+        by_edge = gap[np.argsort(edge[paired], kind="stable")]
+        ends = np.cumsum(gap_counts).tolist()
+        each = [by_edge[end - n : end] if n else _NO_GAPS for end, n in zip(ends, gap_counts.tolist(), strict=True)]
         return {
             (names[code >> 32], names[code & 0xFFFFFFFF]): EdgeDelta(r, int(e), s, h, g, n, c)
             for code, r, e, s, h, g, n, c in zip(

@@ -352,3 +352,15 @@ def test_three_slowed_callees_of_seven_make_their_caller_starved() -> None:
         context(anomaly(front, "p50", 5), *(anomaly(t, "net_in", 12) for t in slowed), calls=calls)
     )
     assert diagnosis.services()[0] == front
+
+
+def test_three_slowed_callees_of_ten_under_a_caller_that_did_not_slow_are_theirs() -> None:
+    """A node's network fault under 3 of a gateway's 10 callees: their gaps, and the same gaps seen from the gateway's
+    side (client_net), but the gateway's own latency did not rise: the callees are named, not the gateway."""
+    front = "service:shop/front"
+    slowed = [f"service:shop/{n}" for n in ("a", "b", "c")]
+    calls: tuple[Call, ...] = tuple((front, t, 100, 0) for t in (*slowed, *(f"service:shop/o{i}" for i in range(7))))
+    diagnosis = GraphReasoner().diagnose(
+        context(anomaly(front, "client_net", 12), *(anomaly(t, "net_in", 12) for t in slowed), calls=calls)
+    )
+    assert diagnosis.services()[0] in slowed

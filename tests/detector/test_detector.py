@@ -225,15 +225,47 @@ def test_an_incident_grows_by_what_is_wrong_now_not_by_all_it_ever_held() -> Non
     assert set(second.first_seen) == {"x"}
 
 
-def test_a_windows_anomalies_join_an_incident_whatever_their_order() -> None:
-    """The callee's gap comes first in the window, its caller's slowness (next to the open incident) second: both
-    join the open incident, rather than the callee opening one of its own beside it."""
+def test_a_fault_next_to_an_entity_wrong_again_in_the_same_window_joins_its_incident() -> None:
+    """As above, but a is anomalous again in the window x fails in: a is what is wrong now, and x next to it joins."""
+    topo = Graph([("x", "a"), ("a", "b"), ("b", "y")], {})
+    incidents = Incidents(topo, [], hold_s=60)
+    incidents.observe(100, [anomaly("a", 100), anomaly("b", 100)])
+    for t in range(110, 200, 10):
+        incidents.observe(t, [anomaly("b", t)])
+    incidents.observe(200, [anomaly("x", 200), anomaly("y", 200), anomaly("a", 200)])
+    (incident,) = incidents.open
+    assert set(incident.first_seen) == {"a", "b", "x", "y"}
+
+
+@pytest.mark.parametrize("callee_first", [True, False], ids=["callee-first", "caller-first"])
+def test_a_windows_anomalies_join_the_incident_next_to_them_in_either_order(callee_first: bool) -> None:
+    """The callee's gap and its caller's slowness (next to the open incident) in one window: both join the open
+    incident, rather than the callee, when it comes first, opening one of its own beside it."""
     topo = Graph([("gateway", "auth"), ("auth", "verify")], {})
     incidents = Incidents(topo, [], hold_s=60)
     incidents.observe(100, [anomaly("gateway", 100)])
-    incidents.observe(110, [anomaly("verify", 110), anomaly("auth", 110)])
+    window = [anomaly("verify", 110), anomaly("auth", 110)]
+    incidents.observe(110, window if callee_first else window[::-1])
     (incident,) = incidents.open + incidents.pending
     assert set(incident.first_seen) == {"gateway", "auth", "verify"}
+
+
+@pytest.mark.parametrize("near_first", [True, False], ids=["near-first", "far-first"])
+def test_a_neighbour_of_a_resolved_incidents_new_episode_joins_it_in_either_order(near_first: bool) -> None:
+    """y is next to the resolved incident's r, x only next to y: in one window, both make its new episode, which
+    reopens it, rather than x opening an incident of its own."""
+    topo = Graph([("r", "y"), ("y", "x")], {})
+    incidents = Incidents(topo, [], hold_s=60, reopen_s=600)
+    incidents.observe(100, [anomaly("r", 100)])
+    incidents.observe(200, [])
+    (resolved,) = incidents.resolved
+    window = [anomaly("y", 300), anomaly("x", 300)]
+    incidents.observe(300, window if near_first else window[::-1])
+    (incident,) = incidents.open
+    assert incident.id == resolved.id
+    assert incident.reopened == 1
+    assert {"x", "y"} <= set(incident.first_seen)
+    assert not incidents.pending
 
 
 def test_an_incident_resolves_after_the_hold_and_a_recurrence_reopens_it() -> None:

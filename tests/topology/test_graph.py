@@ -271,8 +271,8 @@ def test_paired_calls_tell_their_network_gap_to_the_calls_sink(server_first: boo
 
 
 def test_each_paired_calls_gap_goes_with_its_edge() -> None:
-    """Calls of two edges interleaved in a batch: each edge gets its own calls' gaps (the detector takes their
-    median), and only those of calls whose client span was seen."""
+    """Calls of two edges interleaved in a batch: each edge gets its own calls' gaps (the detector's window
+    leaves out the slowest), and only those of calls whose client span was seen."""
     calls = Calls()
     src, dst = np.array([0, 1, 0, 1, 0]), np.array([2, 2, 2, 2, 2])
     seconds = np.array([0.01, 0.02, 0.01, 0.02, 0.01])
