@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))  # the helper modules beside this file, also for t
 import actions_bench  # noqa: E402
 import decode_bench  # noqa: E402
 import detector_bench  # noqa: E402
+import incidents_bench  # noqa: E402
 import server_bench  # noqa: E402
 import soak  # noqa: E402
 import topology_bench  # noqa: E402
@@ -149,6 +150,10 @@ def measure(quick: bool, soak_seconds: float) -> tuple[dict[str, float], dict[st
     notes["detector_window_ms_10k_series"] = (
         f"fold + values, {w.series:,} series (spans, histograms, kubeletstats); its metrics decode {w.decode_ms:.0f} ms"
     )
+
+    print("incidents: a storm of 1,200 anomalies in one window ...", flush=True)
+    results["incidents_storm_ms"] = incidents_bench.run(rounds=3 if quick else 5)
+    notes["incidents_storm_ms"] = "1,200 services' anomalies on a real TopologyGraph, 301 incidents after it"
 
     print(f"soak: 10k spans/s for {soak_seconds:g} s, pacer -> rotel -> rootward serve ...", flush=True)
     k = soak.run(soak_seconds)

@@ -26,6 +26,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -51,6 +52,12 @@ class Topology(Protocol):
 
     def depends_on(self, a: str, b: str) -> bool:
         """Whether ``a`` needs ``b`` directly: calls it, or is its service (b a pod), or is backed by it."""
+        ...
+
+    def neighbourhood(self, entity: str) -> tuple[AbstractSet[str], AbstractSet[str]]:
+        """(what ``entity`` is: itself and, for a pod, its services; what it touches: those and their neighbours).
+        ``related(a, b)`` holds exactly when b's first set meets a's second: incidents test many entities against
+        many this way, one lookup each, not one per pair."""
         ...
 
 
@@ -209,6 +216,8 @@ class Incidents:
         counter = itertools.count(1)
         self._id = ids or (lambda t: f"inc-{int(t)}-{next(counter)}")
         self._lock = lock or threading.RLock()  # the App shares one with the detector (see Detector's lock)
+        self._hoods: dict[str, tuple[AbstractSet[str], AbstractSet[str]]] = {}  # for one window (_hood)
+        self._covers: dict[int, set[str]] = {}  # id(incident) -> for one window (_cover)
 
     def observe(self, now: float, anomalies: list[Anomaly]) -> None:
         """Fold a window's anomalies in (the detector's sink), then resolve what went quiet."""
@@ -216,6 +225,8 @@ class Incidents:
             self._observe(now, anomalies)
 
     def _observe(self, now: float, anomalies: list[Anomaly]) -> None:
+        self._hoods.clear()  # the graph may have changed since the last window
+        self._covers.clear()
         changed: dict[str, tuple[Incident, str]] = {}
         self.resolved = [i for i in self.resolved if i.resolved is not None and i.resolved > now - self.reopen_s]
         live = {i.id for i in self.resolved}  # a new episode not corroborated within the hold is dropped, as pending
@@ -293,6 +304,8 @@ class Incidents:
             return False
         for anomaly in anomalies:
             incident.add(anomaly, now)
+        if (cover := self._covers.get(id(incident))) is not None:
+            cover |= self._hood(entity)[0]
         previous = changed.get(incident.id)
         changed[incident.id] = (incident, previous[1] if previous else change)
         return True
@@ -438,22 +451,42 @@ class Incidents:
             own = incident.resolved is None and entity in incident.first_seen
             if own and incident.last_seen.get(entity, incident.updated) >= since - self.reopen_s:
                 return incident
+        near = self._hood(entity)[1]
         for incident in reversed(incidents):  # then the most recent it is related to
-            if incident.resolved is not None:
-                if any(self.topology.related(entity, other) for other in incident.first_seen):
-                    return incident
-                continue
-            if grow and incident.opened < now - self.grow_s:
+            if incident.resolved is None and grow and incident.opened < now - self.grow_s:
                 continue  # an old incident takes no new entities: a neighbour that fails now is news of its own
-            if any(self.topology.related(entity, other) for other in incident.active(since)):
+            if not self._cover(incident, since).isdisjoint(near):
                 return incident
         return None
 
+    def _hood(self, entity: str) -> tuple[AbstractSet[str], AbstractSet[str]]:
+        """The topology's neighbourhood of ``entity``, asked once a window (``_hoods`` is cleared as each begins)."""
+        hood = self._hoods.get(entity)
+        if hood is None:
+            hood = self._hoods[entity] = self.topology.neighbourhood(entity)
+        return hood
+
+    def _cover(self, incident: Incident, since: float) -> set[str]:
+        """What an entity must touch to be related to ``incident``: the union of what its entities are (a resolved
+        incident's every entity, an open or pending one's anomalous within the hold). Built once a window and grown as
+        entities join it (``_join``), so a lookup costs one entity's neighbourhood, not one test per entity held."""
+        cover = self._covers.get(id(incident))
+        if cover is None:
+            held = incident.first_seen if incident.resolved is not None else incident.active(since)
+            cover = self._covers[id(incident)] = set().union(*(self._hood(e)[0] for e in held))
+        return cover
+
     def _rank(self, incident: Incident) -> list[str]:
         entities = list(incident.first_seen)
+        holders: dict[str, list[str]] = {}  # what an entity is (its neighbourhood's first set) -> the entities it is
+        for e in entities:
+            for x in self._hood(e)[0]:
+                holders.setdefault(x, []).append(e)
         needs: nx.DiGraph[str] = nx.DiGraph()
         needs.add_nodes_from(entities)
-        needs.add_edges_from((a, b) for a in entities for b in entities if a != b and self.topology.depends_on(a, b))
+        for a in entities:  # a needs only entities related to it: those are tested, not every pair
+            near = {b for x in self._hood(a)[1] for b in holders.get(x, ())}
+            needs.add_edges_from((a, b) for b in near if b != a and self.topology.depends_on(a, b))
         leaf = {e: needs.out_degree(e) == 0 for e in entities}
         dependents = {e: len(nx.ancestors(needs, e)) for e in entities}
         return sorted(

@@ -515,6 +515,19 @@ class TopologyGraph:
                 return True
             return any(g.has_edge(x, y) or g.has_edge(y, x) for x in mine if x in g for y in theirs if y in g)
 
+    def neighbourhood(self, entity: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(the entity and, for a pod or workload, its pods' services; those and every node one hop from them, in
+        either direction): :meth:`related` is ``b``'s first set meeting ``a``'s second, answered from two lookups."""
+        with self._lock:
+            g = self.graph
+            own = self._services_of(entity)
+            near = set(own)
+            for x in own:
+                if x in g:
+                    near.update(g.predecessors(x))
+                    near.update(g.successors(x))
+            return frozenset(own), frozenset(near)
+
     def depends_on(self, a: str, b: str) -> bool:
         """Whether ``a`` needs ``b`` directly: calls it (or its service, for a pod), is the service of pod ``b``, or
         is a peer backed by pod ``b``."""

@@ -88,6 +88,9 @@ class Graph:
     def depends_on(self, a: str, b: str) -> bool:
         return self.g.has_edge(a, b)
 
+    def neighbourhood(self, entity: str) -> tuple[set[str], set[str]]:
+        return {entity}, {entity, *(nx.all_neighbors(self.g, entity) if entity in self.g else ())}
+
 
 def test_the_diagnoser_stores_the_latest_diagnosis_on_the_incident() -> None:
     builder = ContextBuilder(lambda: CALLS)

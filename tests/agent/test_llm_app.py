@@ -145,6 +145,9 @@ class _NoGraph:
     def depends_on(self, a: str, b: str) -> bool:
         return False
 
+    def neighbourhood(self, entity: str) -> tuple[set[str], set[str]]:
+        return {entity}, {entity}
+
 
 def test_the_llm_section_is_off_by_default_and_checks_its_patterns() -> None:
     config = load_config(environ={})

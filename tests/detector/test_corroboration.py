@@ -70,6 +70,9 @@ class Graph:
     def depends_on(self, a: str, b: str) -> bool:
         return self.g.has_edge(a, b)
 
+    def neighbourhood(self, entity: str) -> tuple[set[str], set[str]]:
+        return {entity}, {entity, *(nx.all_neighbors(self.g, entity) if entity in self.g else ())}
+
 
 def anomaly(entity: str, signal: str, t: float) -> Anomaly:
     return Anomaly(entity, signal, 1.0, 0.1, 8.0, t - 10, t)

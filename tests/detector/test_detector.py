@@ -177,6 +177,10 @@ class Graph:
     def depends_on(self, a: str, b: str) -> bool:
         return self.g.has_edge(a, b) or self.pods.get(b) == a or self.g.has_edge(a, self.pods.get(b, b))
 
+    def neighbourhood(self, entity: str) -> tuple[set[str], set[str]]:
+        e = self.pods.get(entity, entity)
+        return {e}, {e, *(nx.all_neighbors(self.g, e) if e in self.g else ())}
+
 
 class Recorder:
     def __init__(self) -> None:

@@ -19,6 +19,9 @@ class Flat:
     def depends_on(self, a: str, b: str) -> bool:
         return False
 
+    def neighbourhood(self, entity: str) -> tuple[set[str], set[str]]:
+        return {entity}, {entity}
+
 
 def anomaly(entity: str, t: float) -> Anomaly:
     return Anomaly(entity, "p95", 1.0, 0.1, 7.5, t - 10, t)

@@ -3,6 +3,7 @@ spans without kinds, virtual peers, limits."""
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 import pytest
 import yaml
@@ -295,3 +296,38 @@ def test_root_spans_and_virtual_peers_have_no_network_gap() -> None:
     graph.flush()
     assert told
     assert all(count == 0 for _, _, count in told)
+
+
+def test_neighbourhoods_answer_related_for_every_pair() -> None:
+    """Incidents test many entities against many through neighbourhoods (one lookup each); on a random graph of
+    services, pods, ReplicaSets, workloads, nodes and peers, b's own set meets a's near set exactly when
+    ``related(a, b)``."""
+    rng = np.random.default_rng(11)
+    g: nx.MultiDiGraph[str] = nx.MultiDiGraph()
+    services = [f"service:shop/s{i}" for i in range(8)]
+    kinds = {s: "service" for s in services}
+    kinds |= {f"pod:shop/p{i}": "pod" for i in range(12)}
+    kinds |= {f"replicaset:shop/r{i}": "replicaset" for i in range(4)}
+    kinds |= {f"workload:shop/w{i}": "workload" for i in range(3)}
+    kinds |= {"node:n1": "node", "peer:redis:6379": "peer"}
+    for node, kind in kinds.items():
+        g.add_node(node, kind=kind, last_seen=0.0)
+    pods = [n for n, k in kinds.items() if k == "pod"]
+    for pod in pods:
+        g.add_edge(pod, str(rng.choice(services)), key="instance_of", kind="instance_of", last_seen=0.0)
+        g.add_edge(pod, f"replicaset:shop/r{rng.integers(4)}", key="owned_by", kind="owned_by", last_seen=0.0)
+        g.add_edge(pod, "node:n1", key="runs_on", kind="runs_on", last_seen=0.0)
+    for r in range(4):
+        g.add_edge(f"replicaset:shop/r{r}", f"workload:shop/w{r % 3}", key="owned_by", kind="owned_by", last_seen=0.0)
+    for _ in range(10):
+        a, b = rng.choice(services, 2, replace=False)
+        g.add_edge(str(a), str(b), key="calls", kind="calls", last_seen=0.0)
+    g.add_edge("peer:redis:6379", pods[0], key="backed_by", kind="backed_by", last_seen=0.0)
+    g.add_edge(services[1], "peer:redis:6379", key="calls", kind="calls", last_seen=0.0)
+    graph = TopologyGraph()
+    graph.restore(g)
+    entities = [*kinds, "service:shop/unknown"]
+    hoods = {e: graph.neighbourhood(e) for e in entities}
+    for a in entities:
+        for b in entities:
+            assert graph.related(a, b) == (not hoods[b][0].isdisjoint(hoods[a][1])), (a, b)
