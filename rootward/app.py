@@ -359,8 +359,10 @@ class App:
             "queue_capacity": capacity,
         }
 
-    def start(self) -> None:
-        """Restore the graph (with the history on), then start the receiver, the API and the upkeep thread.
+    def start(self, upkeep_thread: bool = True) -> None:
+        """Restore the graph (with the history on), then start the receiver, the API and the upkeep thread (without
+        ``upkeep_thread``, the caller runs the graph's upkeep on the App's clock: an in-process replay, see
+        :meth:`Maintenance.upkeep_at`).
 
         Raises:
             StorageError: the topology history cannot be opened (the message names the file and what to do).
@@ -394,7 +396,8 @@ class App:
             if self.history is not None:
                 self.history.close()
             raise
-        self.maintenance.start()
+        if upkeep_thread:
+            self.maintenance.start()
         if self.exporter is not None:
             self.exporter.start()
         if self._ticker is not None:

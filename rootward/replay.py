@@ -237,7 +237,7 @@ class InProcess:
         self.sink: DrainingSink | None = None
 
     def __enter__(self) -> InProcess:
-        self.app.start()
+        self.app.start(upkeep_thread=False)  # the sink runs the graph's upkeep on replayed time
         try:
             grpc_sink = GrpcSink(f"127.0.0.1:{self.app.receiver.grpc.port}", token=self._token())
         except Exception:
@@ -257,7 +257,8 @@ class InProcess:
 
 
 class DrainingSink:
-    """A sink that, after each request, waits until the App's pipeline has consumed it."""
+    """A sink that, after each request, waits until the App's pipeline has consumed it, then runs the graph's upkeep
+    when it is due on the App's clock (replayed time): a replay's outcome must not depend on how fast it ran."""
 
     def __init__(self, sink: GrpcSink, app: App) -> None:
         self.inner = sink
@@ -266,6 +267,7 @@ class DrainingSink:
     def export(self, signal: Signal, payload: bytes, items: int) -> Sent:
         sent = self.inner.export(signal, payload, items)
         self.app.receiver.queue.wait_idle()
+        self.app.maintenance.upkeep_at(self.app.clock.now())
         return sent
 
     def close(self) -> None:

@@ -31,6 +31,18 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
+        self._last: float | None = None  # when upkeep_at last ran a round
+
+    def upkeep_at(self, now: float) -> None:
+        """Run a round once ``interval_s`` of ``now`` (the App's clock) has passed since the last: an in-process
+        replay's upkeep, on replayed time. The thread's rounds come every ``interval_s`` of wall time, so in a replay
+        they fell at a different replayed time in every run (edges aged out earlier or later), and the shared
+        TrainTicket day's incidents changed with the machine's load."""
+        if self._last is None:
+            self._last = now
+        elif now - self._last >= self.interval_s:
+            self._last = now
+            self.run_once()
 
     def start(self) -> None:
         if self._thread is not None or self._finished:

@@ -16,7 +16,9 @@ from rootward.clock import ManualClock
 from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
 from rootward.receiver.otlp_json import hex_ids_to_base64
+from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology.maintenance import Maintenance
 from rootward.topology.red import Calls
 
 from shared_data import SHARED_DATA
@@ -331,3 +333,21 @@ def test_neighbourhoods_answer_related_for_every_pair() -> None:
     for a in entities:
         for b in entities:
             assert graph.related(a, b) == (not hoods[b][0].isdisjoint(hoods[a][1])), (a, b)
+
+
+def test_upkeep_on_the_apps_clock_runs_when_its_interval_of_that_clock_has_passed() -> None:
+    """An in-process replay runs the graph's upkeep on replayed time (the same rounds however fast it runs): a round
+    once ``interval_s`` of the App's clock has passed since the last, whatever the wall time."""
+    clock = ManualClock(1000.0)
+    graph = TopologyGraph(TopologyLimits(ttl_s=100.0), clock=clock)
+    g: nx.MultiDiGraph[str] = nx.MultiDiGraph()
+    g.add_node("service:shop/old", kind="service", last_seen=900.0)  # past the TTL from the start
+    graph.restore(g)
+    upkeep = Maintenance(graph, None, 30.0, Telemetry())
+    upkeep.upkeep_at(clock.now())  # the first sight starts the count
+    clock.advance(29)
+    upkeep.upkeep_at(clock.now())
+    assert "service:shop/old" in graph.graph  # no round yet: 29 s of replayed time, however long they took
+    clock.advance(1)
+    upkeep.upkeep_at(clock.now())
+    assert "service:shop/old" not in graph.graph  # a round at 30 s: aged out
