@@ -117,8 +117,18 @@ class GraphReasoner:
         first: dict[str, float] = {}
         rise: dict[str, float] = {}  # service -> its server latency's rise (seconds)
         edge_rise: dict[tuple[str, str], float] = {}  # (caller, callee) -> the rise of the caller's calls' latency
+        stopped = _stopped_callers(context)
         for a, w in zip(context.anomalies, _weights(context.anomalies, s.z0, s.z_cap), strict=True):
             c = context.service(_owner(a.entity, a.signal))
+            if c in stopped and _absent(a.signal):  # its lines and spans stopped as its callers stopped calling it
+                sources = stopped[c]
+                for caller in sources:
+                    own[caller] += w / len(sources)
+                    by_category[caller][category(a.signal)] += w / len(sources)
+                    first[caller] = min(first.get(caller, a.start), a.start)
+                    evidence[caller].append(Evidence(entity=a.entity, signal=a.signal, value=a.value,
+                                                     expected=a.expected, score=a.score))  # fmt: skip
+                continue
             edge = edge_of(a.signal)
             cat = category(edge[1] if edge else a.signal)  # not the caller's name
             by_category[c][cat] += w
@@ -301,6 +311,39 @@ def _owner(entity: str, signal: str) -> str:
     is the caller calling less."""
     edge = edge_of(signal)
     return edge[0] if edge and edge[1] == "rate" else entity
+
+
+def _absent(signal: str) -> bool:
+    """A usual log line or span that stopped coming."""
+    return signal.startswith(("span_missing:", "log_missing:"))
+
+
+def _stopped_callers(context: IncidentContext) -> dict[str, list[str]]:
+    """Services whose calls stopped coming, with the callers that stopped making them: a caller's ``span_missing``
+    naming a span of another service (``span_missing:<service> <name>`` on the caller). What such a service stopped
+    logging and tracing is no fault of its own: nobody asked (TrainTicket's ts-basic-service return: ts-travel2-service
+    failed, stopped calling ts-seat-service, which stopped calling ts-order-other-service; the missing lines and spans
+    of seat and order-other named order-other first), and its weight goes to where the silence began: the callers that
+    stopped, or their callers when they were silenced too."""
+    stopped: dict[str, set[str]] = {}
+    for a in context.anomalies:
+        if a.signal.startswith("span_missing:"):
+            callee = context.service(a.signal.removeprefix("span_missing:").split(" ", 1)[0])
+            caller = context.service(a.entity)
+            if callee != caller:
+                stopped.setdefault(callee, set()).add(caller)
+
+    def sources(service: str, seen: frozenset[str]) -> set[str]:
+        """Where the silence began: the callers that stopped, or theirs when they were not called either."""
+        found: set[str] = set()
+        for caller in stopped[service]:
+            if caller in stopped and caller not in seen:
+                found |= sources(caller, seen | {caller})
+            else:
+                found.add(caller)
+        return found
+
+    return {callee: sorted(sources(callee, frozenset({callee}))) for callee in stopped}
 
 
 def _explained(rise: float, calls: list[float]) -> float:

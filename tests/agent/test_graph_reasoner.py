@@ -367,3 +367,27 @@ def test_three_slowed_callees_of_ten_under_a_caller_that_did_not_slow_are_theirs
         context(anomaly(front, "client_net", 12), *(anomaly(t, "net_in", 12) for t in slowed), calls=calls)
     )
     assert diagnosis.services()[0] in slowed
+
+
+def test_what_a_service_stopped_logging_and_tracing_because_nobody_called_it_is_its_callers() -> None:
+    """Shaped on ts-basic-service's return on TrainTicket: travel2 stops calling seat, which stops calling order-other.
+    Seat's and order-other's usual lines and spans stop (strong: they come in every trace), basic logs a few errors
+    40 s later. The services that merely went quiet are not named: the silence began at travel2, named first with
+    their silence as its evidence (the real day's basic is then second, its errors later than travel2's)."""
+    travel2, seat, other, basic = (f"service:ts/{n}" for n in ("travel2", "seat", "order-other", "basic"))
+    calls: tuple[Call, ...] = ((travel2, basic, 100, 0), (travel2, seat, 100, 0), (seat, other, 100, 0))
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(travel2, f"span_missing:{seat} /api/v1/seatservice/seats", 10),
+            anomaly(seat, f"span_missing:{other} /api/v1/orderOtherService", 7),
+            anomaly(seat, "log_missing:42", 6),
+            anomaly(other, f"span_missing:{other} OrderOtherRepository.find", 7),
+            anomaly(other, "log_missing:56", 6),
+            anomaly(basic, "log_errors", 6, t=140),
+            calls=calls,
+        )
+    )
+    assert diagnosis.services() == [travel2, basic]
+    first = diagnosis.hypotheses[0]
+    assert first.fault_class == "code_error"
+    assert {(e.entity, e.signal) for e in first.evidence} >= {(other, "log_missing:56"), (seat, "log_missing:42")}
