@@ -215,13 +215,18 @@ def test_unrelated_anomalies_open_separate_incidents() -> None:
     assert len(incidents.open) == 2
 
 
-def test_an_incident_grows_by_what_is_wrong_now_not_by_all_it_ever_held() -> None:
-    """a went quiet a while ago and b still flaps: a fault next to a is a new incident, one next to b joins."""
-    topo = Graph([("x", "a"), ("a", "b"), ("b", "y")], {})
-    incidents = Incidents(topo, [], hold_s=60)
+def a_quiet_b_flapping() -> Incidents:
+    """x - a - b - y; an incident of a and b since 100, a quiet since, b anomalous every window up to 190."""
+    incidents = Incidents(Graph([("x", "a"), ("a", "b"), ("b", "y")], {}), [], hold_s=60)
     incidents.observe(100, [anomaly("a", 100), anomaly("b", 100)])
     for t in range(110, 200, 10):
         incidents.observe(t, [anomaly("b", t)])
+    return incidents
+
+
+def test_an_incident_grows_by_what_is_wrong_now_not_by_all_it_ever_held() -> None:
+    """a went quiet a while ago and b still flaps: a fault next to a is a new incident, one next to b joins."""
+    incidents = a_quiet_b_flapping()
     incidents.observe(200, [anomaly("x", 200), anomaly("y", 200)])
     incidents.observe(210, [anomaly("a", 210)])
     first, second = incidents.open
@@ -231,11 +236,7 @@ def test_an_incident_grows_by_what_is_wrong_now_not_by_all_it_ever_held() -> Non
 
 def test_a_fault_next_to_an_entity_wrong_again_in_the_same_window_joins_its_incident() -> None:
     """As above, but a is anomalous again in the window x fails in: a is what is wrong now, and x next to it joins."""
-    topo = Graph([("x", "a"), ("a", "b"), ("b", "y")], {})
-    incidents = Incidents(topo, [], hold_s=60)
-    incidents.observe(100, [anomaly("a", 100), anomaly("b", 100)])
-    for t in range(110, 200, 10):
-        incidents.observe(t, [anomaly("b", t)])
+    incidents = a_quiet_b_flapping()
     incidents.observe(200, [anomaly("x", 200), anomaly("y", 200), anomaly("a", 200)])
     (incident,) = incidents.open
     assert set(incident.first_seen) == {"a", "b", "x", "y"}
