@@ -324,23 +324,42 @@ def _stopped_callers(context: IncidentContext) -> dict[str, list[str]]:
     logging and tracing is no fault of its own: nobody asked (TrainTicket's ts-basic-service return: ts-travel2-service
     failed, stopped calling ts-seat-service, which stopped calling ts-order-other-service; the missing lines and spans
     of seat and order-other named order-other first), and its weight goes to where the silence began: the callers that
-    stopped, or their callers when they were silenced too."""
+    stopped, or their callers when they were silenced too. Not when anything says it was called and did not answer (a
+    hung callee's spans are missing too): evidence of its own other than missing lines and spans, its callers' slower
+    or failing calls to it (``in:<caller>.latency`` / ``.error_ratio``), a slower network into it, or a caller's
+    client latency or failing requests (``error_ratio``: its calls may have timed out)."""
+    entities = {context.service(a.entity) for a in context.anomalies}
+    entities |= {context.service(e) for src, dst, _, _ in context.calls for e in (src, dst)}
     stopped: dict[str, set[str]] = {}
     for a in context.anomalies:
         if a.signal.startswith("span_missing:"):
-            callee = context.service(a.signal.removeprefix("span_missing:").split(" ", 1)[0])
+            text = a.signal.removeprefix("span_missing:")  # "<service> <span name>": both may hold spaces
+            named = max((e for e in entities if text.startswith(f"{e} ")), key=len, default=None)
             caller = context.service(a.entity)
-            if callee != caller:
-                stopped.setdefault(callee, set()).add(caller)
+            if named is not None and named != caller:
+                stopped.setdefault(named, set()).add(caller)
+    answered = set()  # callees something says were called and did not answer
+    for a in context.anomalies:
+        owner = context.service(a.entity)
+        edge = edge_of(a.signal)
+        if not _absent(a.signal) and (edge is None or edge[1] != "rate"):
+            answered.add(owner)  # its own evidence, or a caller's slower or failing calls to it (on it, in:<caller>.*)
+        if category(a.signal) == "client" or a.signal == "error_ratio":  # its calls were slow or failed
+            answered.update(t for t, callers in stopped.items() if owner in callers)
+    stopped = {callee: callers for callee, callers in stopped.items() if callee not in answered}
+    memo: dict[str, set[str]] = {}
 
     def sources(service: str, seen: frozenset[str]) -> set[str]:
         """Where the silence began: the callers that stopped, or theirs when they were not called either."""
+        if service in memo:
+            return memo[service]
         found: set[str] = set()
         for caller in stopped[service]:
             if caller in stopped and caller not in seen:
                 found |= sources(caller, seen | {caller})
             else:
                 found.add(caller)
+        memo[service] = found
         return found
 
     return {callee: sorted(sources(callee, frozenset({callee}))) for callee in stopped}

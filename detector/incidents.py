@@ -57,7 +57,8 @@ class Topology(Protocol):
     def neighbourhood(self, entity: str) -> tuple[AbstractSet[str], AbstractSet[str]]:
         """(what ``entity`` is: itself and, for a pod, its services; what it touches: those and their neighbours).
         ``related(a, b)`` holds exactly when b's first set meets a's second: incidents test many entities against
-        many this way, one lookup each, not one per pair."""
+        many this way, one lookup each, not one per pair. ``depends_on(a, b)`` implies ``related(a, b)`` (the
+        ranking tests only related pairs)."""
         ...
 
 
@@ -217,7 +218,7 @@ class Incidents:
         self._id = ids or (lambda t: f"inc-{int(t)}-{next(counter)}")
         self._lock = lock or threading.RLock()  # the App shares one with the detector (see Detector's lock)
         self._hoods: dict[str, tuple[AbstractSet[str], AbstractSet[str]]] = {}  # for one window (_hood)
-        self._covers: dict[int, set[str]] = {}  # id(incident) -> for one window (_cover)
+        self._covers: dict[int, tuple[Incident, set[str]]] = {}  # id(incident) -> it, its cover, a window (_cover)
 
     def observe(self, now: float, anomalies: list[Anomaly]) -> None:
         """Fold a window's anomalies in (the detector's sink), then resolve what went quiet."""
@@ -304,8 +305,10 @@ class Incidents:
             return False
         for anomaly in anomalies:
             incident.add(anomaly, now)
-        if (cover := self._covers.get(id(incident))) is not None:
-            cover |= self._hood(entity)[0]
+        if any(e not in incident.last_seen for e in incident.first_seen):
+            self._covers.pop(id(incident), None)  # restored: its entities count as seen when it was updated, now
+        elif (kept := self._covers.get(id(incident))) is not None:
+            kept[1].update(self._hood(entity)[0])
         previous = changed.get(incident.id)
         changed[incident.id] = (incident, previous[1] if previous else change)
         return True
@@ -470,11 +473,11 @@ class Incidents:
         """What an entity must touch to be related to ``incident``: the union of what its entities are (a resolved
         incident's every entity, an open or pending one's anomalous within the hold). Built once a window and grown as
         entities join it (``_join``), so a lookup costs one entity's neighbourhood, not one test per entity held."""
-        cover = self._covers.get(id(incident))
-        if cover is None:
+        kept = self._covers.get(id(incident))
+        if kept is None or kept[0] is not incident:
             held = incident.first_seen if incident.resolved is not None else incident.active(since)
-            cover = self._covers[id(incident)] = set().union(*(self._hood(e)[0] for e in held))
-        return cover
+            kept = self._covers[id(incident)] = (incident, set().union(*(self._hood(e)[0] for e in held)))
+        return kept[1]
 
     def _rank(self, incident: Incident) -> list[str]:
         entities = list(incident.first_seen)

@@ -51,11 +51,15 @@ class Maintenance:
         self._thread.start()
 
     def shutdown(self) -> None:
-        """Stop the thread, then write a final checkpoint (once, and only when it was started)."""
+        """Stop the thread, then write a final checkpoint (once, and only when the upkeep ran: the thread was
+        started, or ``upkeep_at`` was called)."""
         self._stop.set()
+        ran = self._last is not None
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            ran = True
+        if ran and not self._finished:
             self.checkpoint(prune=False)
         self._finished = True
 

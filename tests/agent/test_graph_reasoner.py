@@ -391,3 +391,18 @@ def test_what_a_service_stopped_logging_and_tracing_because_nobody_called_it_is_
     first = diagnosis.hypotheses[0]
     assert first.fault_class == "code_error"
     assert {(e.entity, e.signal) for e in first.evidence} >= {(other, "log_missing:56"), (seat, "log_missing:42")}
+
+
+@pytest.mark.parametrize("caller_shows", ["client_p95", "error_ratio"])
+def test_a_hung_callees_silence_stays_its_own(caller_shows: str) -> None:
+    """Payment hangs: its spans and lines stop, checkout's calls to it are missing their server side and time out
+    (slower, or failing). The silence is payment's, not checkout having stopped calling."""
+    diagnosis = GraphReasoner().diagnose(
+        context(
+            anomaly(CHECKOUT, f"span_missing:{PAYMENT} /charge", 10),
+            anomaly(PAYMENT, "log_missing:7", 8),
+            anomaly(PAYMENT, f"span_missing:{PAYMENT} db.query", 8),
+            anomaly(CHECKOUT, caller_shows, 12),
+        )
+    )
+    assert diagnosis.services()[0] == PAYMENT

@@ -544,3 +544,16 @@ def test_the_silences_zeros_are_judged_but_never_learned() -> None:
     assert len(zeros) >= 5
     assert (zeros == 0).all()
     assert detector.recent("service:shop/cart", "rate", 3) == (0.0, 0.0, 0.0)  # shown
+
+
+def test_a_restored_incident_is_related_through_every_entity_once_one_of_them_is_back() -> None:
+    """An incident restored from the store has no per-entity times: its entities count as seen when it was last
+    updated. Once a comes back (updating it), b counts as anomalous now too, and c next to b joins in that window."""
+    incidents = Incidents(Graph([("c", "b")], {}), [], hold_s=60, reopen_s=600)
+    restored = Incident("inc-r", 0, 900)
+    restored.first_seen, restored.peak = {"a": 0, "b": 0}, {"a": 1.0, "b": 1.0}
+    incidents.restore([restored])
+    incidents.observe(1000, [anomaly("c", 1000, "error_ratio"), anomaly("a", 1000, "error_ratio")])
+    (incident,) = incidents.open
+    assert incident.id == "inc-r"
+    assert set(incident.first_seen) == {"a", "b", "c"}

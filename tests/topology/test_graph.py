@@ -3,6 +3,8 @@ spans without kinds, virtual peers, limits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from rootward.receiver import TraceDecoder
 from rootward.receiver.otlp_json import hex_ids_to_base64
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
 from rootward.topology.red import Calls
 
@@ -303,7 +306,7 @@ def test_root_spans_and_virtual_peers_have_no_network_gap() -> None:
 def test_neighbourhoods_answer_related_for_every_pair() -> None:
     """Incidents test many entities against many through neighbourhoods (one lookup each); on a random graph of
     services, pods, ReplicaSets, workloads, nodes and peers, b's own set meets a's near set exactly when
-    ``related(a, b)``."""
+    ``related(a, b)``, and ``depends_on`` holds only for related pairs."""
     rng = np.random.default_rng(11)
     g: nx.MultiDiGraph[str] = nx.MultiDiGraph()
     services = [f"service:shop/s{i}" for i in range(8)]
@@ -333,6 +336,7 @@ def test_neighbourhoods_answer_related_for_every_pair() -> None:
     for a in entities:
         for b in entities:
             assert graph.related(a, b) == (not hoods[b][0].isdisjoint(hoods[a][1])), (a, b)
+            assert graph.related(a, b) or not graph.depends_on(a, b), (a, b)  # incidents rank related pairs only
 
 
 def test_upkeep_on_the_apps_clock_runs_when_its_interval_of_that_clock_has_passed() -> None:
@@ -351,3 +355,21 @@ def test_upkeep_on_the_apps_clock_runs_when_its_interval_of_that_clock_has_passe
     clock.advance(1)
     upkeep.upkeep_at(clock.now())
     assert "service:shop/old" not in graph.graph  # a round at 30 s: aged out
+
+
+def test_upkeep_on_the_apps_clock_writes_the_final_checkpoint_at_shutdown(tmp_path: Path) -> None:
+    """A replay with the history on (``rootward replay --set topology.history.enabled=true``) runs no upkeep thread;
+    its shutdown still writes the last checkpoint, so what came after the last round is kept."""
+    clock = ManualClock(1000.0)
+    graph = TopologyGraph(clock=clock)
+    history = History(tmp_path / "history.db", clock)
+    history.open()
+    upkeep = Maintenance(graph, history, 30.0, Telemetry())
+    upkeep.upkeep_at(clock.now())
+    clock.advance(31)
+    upkeep.upkeep_at(clock.now())  # a round: one checkpoint
+    clock.advance(5)
+    upkeep.shutdown()
+    upkeep.shutdown()  # once
+    assert [t for t, *_ in history.checkpoints()] == [1031.0, 1036.0]
+    history.close()
