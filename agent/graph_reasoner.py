@@ -113,6 +113,7 @@ class GraphReasoner:
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         client: dict[str, float] = defaultdict(float)  # caller -> client-side evidence
         network: dict[str, float] = defaultdict(float)  # callee -> evidence of a slower network into it
+        client_gap: dict[str, float] = defaultdict(float)  # caller -> its calls' gaps, seen from its side
         slowed: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> evidence of slower calls
         first: dict[str, float] = {}
         rise: dict[str, float] = {}  # service -> its server latency's rise (seconds)
@@ -145,6 +146,8 @@ class GraphReasoner:
             elif cat == "network":  # client_net is the same gap seen from the caller: evidence, no extra weight
                 if a.signal == "net_in":
                     network[c] += w
+                else:
+                    client_gap[c] += w
             else:
                 own[c] += w
                 if a.signal in _SERVER_LATENCY:
@@ -168,6 +171,9 @@ class GraphReasoner:
             if source in first:
                 onset[to] = min(onset.get(to, math.inf), first[source])
 
+        for caller, w in client_gap.items():  # the gap on its calls with none of its callees' showing it: its own
+            if not any(t in network for t in callees.get(caller, ())):  # (a starved caller, or its node's network)
+                share_of(caller, w, caller)
         for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
             suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w

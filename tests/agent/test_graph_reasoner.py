@@ -406,3 +406,13 @@ def test_a_hung_callees_silence_stays_its_own(caller_shows: str) -> None:
         )
     )
     assert diagnosis.services()[0] == PAYMENT
+
+
+def test_a_callers_gap_that_no_callee_shows_is_its_own() -> None:
+    """TrainTicket's ts-preserve-service under a CPU fault: the gaps on its calls rose (client_net) and no callee's
+    net_in did, so no callee's network explains them: the caller is a candidate of its own (starved, or its node's
+    network). With the callee's gap too, it is the callee's network first, as before."""
+    alone = GraphReasoner().diagnose(context(anomaly(CHECKOUT, "client_net", 12)))
+    assert alone.services() == [CHECKOUT]
+    both = GraphReasoner().diagnose(context(anomaly(CHECKOUT, "client_net", 12), anomaly(PAYMENT, "net_in", 12)))
+    assert both.services()[0] == PAYMENT
