@@ -16,8 +16,11 @@ Ideas taken from the published methods (Nezha, MicroRank, MicroRCA, BARO; ../sha
    of them: the caller; one of six: the callee; a single callee: half). One caller's slower calls to a callee
    (``in:<caller>.latency`` on the callee) are shared the same way between that caller and the callee; a drop in
    its calls (``in:<caller>.rate``) is the caller's. A caller whose calls to half or more of its callees (two of
-   them at least) slowed is likely starved itself: what those callees hold only from its measurements does not draw
-   its mass in the walk (below).
+   them at least, or three whatever their number when its own latency rose) slowed is likely starved itself: what
+   those callees hold only from its measurements does not draw its mass in the walk (below). The gaps of a caller's
+   calls seen from its side (``client_net``) are its callees' network when a callee's ``net_in`` shows them, else
+   its own (starved, or its node's network). What a service stopped logging and tracing because its callers stopped
+   calling it is theirs (``_stopped_callers``).
 2. Propagation (MicroRCA/MicroRank's personalised PageRank): a random walk over the call graph that moves from a
    caller to its callees in proportion to their own evidence, and restarts at candidates in proportion to theirs.
    A symptom that only propagated up from a callee hands its mass down to the callee; the upstream-most anomalous
@@ -143,7 +146,7 @@ class GraphReasoner:
                 pair = (context.service(edge[0]), c)
                 slowed[pair] += w
                 edge_rise[pair] = max(edge_rise.get(pair, 0.0), a.value - a.expected)
-            elif cat == "network":  # client_net is the same gap seen from the caller: evidence, no extra weight
+            elif cat == "network":  # client_net is the same gap seen from the caller: the callees' (below)
                 if a.signal == "net_in":
                     network[c] += w
                 else:
@@ -173,7 +176,7 @@ class GraphReasoner:
 
         for caller, w in client_gap.items():  # the gap on its calls with none of its callees' showing it: its own
             if not any(t in network for t in callees.get(caller, ())):  # (a starved caller, or its node's network)
-                share_of(caller, w, caller)
+                own[caller] += w
         for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
             suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w
@@ -274,7 +277,7 @@ class GraphReasoner:
         if not categories:
             return "dependency_failure"
         top = max(categories, key=lambda k: categories[k])
-        if categories.get("resource", 0) > 0 and top in ("resource", "other", "client"):
+        if categories.get("resource", 0) > 0 and top in ("resource", "other", "client", "network"):
             return "resource_saturation"
         return {  # type: ignore[return-value]
             "node": "node_problem",

@@ -416,3 +416,13 @@ def test_a_callers_gap_that_no_callee_shows_is_its_own() -> None:
     assert alone.services() == [CHECKOUT]
     both = GraphReasoner().diagnose(context(anomaly(CHECKOUT, "client_net", 12), anomaly(PAYMENT, "net_in", 12)))
     assert both.services()[0] == PAYMENT
+
+
+def test_a_starved_callers_gaps_beside_its_cpu_make_a_resource_saturation() -> None:
+    """The gaps on its calls (client_net) outweigh its pod's CPU, yet with resource evidence the class is resource
+    saturation, not a network delay (the module's rule: network_delay without resource signals)."""
+    diagnosis = GraphReasoner().diagnose(
+        context(anomaly(CHECKOUT, "client_net", 12), anomaly(CHECKOUT, "k8s.pod.cpu.usage", 7))
+    )
+    first = diagnosis.hypotheses[0]
+    assert (first.entity, first.fault_class) == (CHECKOUT, "resource_saturation")
