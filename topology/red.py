@@ -27,8 +27,12 @@ class EdgeDelta:
     latency_sum: float = 0.0
     buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_S) + 1, np.int64))
     gap_sum: float = 0.0  # seconds of client-minus-server duration over the paired calls
-    gap_count: int = 0  # calls whose client and server spans were both seen
-    gaps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each paired call's gap, in seconds
+    gaps: np.ndarray = field(default_factory=lambda: _NO_GAPS)  # each paired call's gap, in seconds
+
+    @property
+    def gap_count(self) -> int:
+        """Calls whose client and server spans were both seen."""
+        return len(self.gaps)
 
     def add(self, seconds: float, error: bool) -> None:
         self.requests += 1
@@ -78,15 +82,14 @@ class Calls:
         ends = np.cumsum(gap_counts).tolist()
         each = [by_edge[end - n : end] if n else _NO_GAPS for end, n in zip(ends, gap_counts.tolist(), strict=True)]
         return {
-            (names[code >> 32], names[code & 0xFFFFFFFF]): EdgeDelta(r, int(e), s, h, g, n, c)
-            for code, r, e, s, h, g, n, c in zip(
+            (names[code >> 32], names[code & 0xFFFFFFFF]): EdgeDelta(r, int(e), s, h, g, c)
+            for code, r, e, s, h, g, c in zip(
                 edges.tolist(),
                 requests.tolist(),
                 errors.tolist(),
                 sums.tolist(),
                 histograms,
                 gaps.tolist(),
-                gap_counts.tolist(),
                 each,
                 strict=True,
             )
