@@ -124,20 +124,19 @@ class GraphReasoner:
         stopped = _stopped_callers(context)
         for a, w in zip(context.anomalies, _weights(context.anomalies, s.z0, s.z_cap), strict=True):
             c = context.service(_owner(a.entity, a.signal))
+            found = Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected, score=a.score)
             if c in stopped and _absent(a.signal):  # its lines and spans stopped as its callers stopped calling it
                 sources = stopped[c]
                 for caller in sources:
                     own[caller] += w / len(sources)
                     by_category[caller][category(a.signal)] += w / len(sources)
                     first[caller] = min(first.get(caller, a.start), a.start)
-                    evidence[caller].append(Evidence(entity=a.entity, signal=a.signal, value=a.value,
-                                                     expected=a.expected, score=a.score))  # fmt: skip
+                    evidence[caller].append(found)
                 continue
             edge = edge_of(a.signal)
             cat = category(edge[1] if edge else a.signal)  # not the caller's name
             by_category[c][cat] += w
-            evidence[c].append(Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected,
-                                        score=a.score))  # fmt: skip
+            evidence[c].append(found)
             first[c] = min(first.get(c, a.start), a.start)
             if cat == "client":
                 client[c] += w
