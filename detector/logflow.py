@@ -12,9 +12,12 @@ same thing as event-graph patterns per trace). Two tests find such a template, e
   expected (at least ``min_expected``) and none came. A change in the request mix moves shares too, so it needs a
   large expectation.
 - **trace**: in past traces, whenever template ``a`` (of any service) was in a trace, ``k`` was too, in a share
-  ``q`` of them (at least ``min_q``). Now ``m`` traces had ``a`` and none had ``k``: the chance of that is
-  ``(1 - q) ** m``; its ``-log10`` is the evidence, at least ``min_evidence``. The request still happens (``a`` is
-  its anchor), only the path through ``k`` is gone; a change in the request mix removes ``a`` too, and says nothing.
+  ``q`` of them (at least ``min_q``). Now the last ``m`` traces with ``a`` (since a window last had one with both,
+  within the trail) had no ``k``: the chance of that is ``(1 - q) ** m``; its ``-log10`` is the evidence, at least
+  ``min_evidence``. The request still happens (``a`` is its anchor), only the path through ``k`` is gone; a change
+  in the request mix removes ``a`` too, and says nothing. Counting from the last trace with both, not over a whole
+  trail without one, a fault shows within seconds of its first traces, not a trail after the last good one (a trace
+  file that ends 30 s into a fault showed nothing).
 
 Either makes an anomaly ``log_missing:<template>`` on the template's service (value 0, the expected count, the
 evidence as score). A trace counts once no line of it came for a whole window. Not judged: WARN-and-above templates
@@ -292,37 +295,53 @@ class LogFlow:
         s = self.settings
         anomalies = []
         for b, (a, q) in self.anchors.items():
-            m = self.has.sum.get(a, 0)
+            m = self._since_both(a, b)
             fresh = self.last is not None and self.last - self.changed.get(b[0], -(10**9)) < self.windows
-            if m and not self.both.sum.get((a, b)) and b not in self.severe and not fresh:
+            if m and b not in self.severe and not fresh:
                 evidence = m * -math.log10(1.0 - min(q, 0.99))
                 if evidence >= s.min_evidence:
                     anomalies.append(self._anomaly(b[0], b[1], m * q, evidence, start, end))
         return anomalies
 
+    def _since_both(self, a: Key, b: Key) -> int:
+        """The traces with ``a`` in the trailing windows since the last that had a trace with both (a window's
+        traces finish in no known order: one with both ends the run, whatever else the window had)."""
+        pair = (a, b)
+        if not self.both.sum.get(pair):
+            return self.has.sum.get(a, 0)
+        m = 0
+        for has, both in zip(reversed(self.has.ring), reversed(self.both.ring), strict=True):
+            if both.get(pair):
+                return m
+            m += has.get(a, 0)
+        return m
+
     def _choose_anchors(self) -> None:
-        """For each template, the template it most reliably comes with in a trace (highest ``q``, then the most
-        traces), among anchors seen in ``min_anchor`` traces or more; a template's anchor is kept while its ``q``
-        stays within 0.2 of ``min_q`` (a minute of a fault in a quiet service would otherwise unlearn it)."""
+        """For each template, the template it most reliably comes with in a trace (highest ``q``, then the greatest
+        key: a tie is settled neither by the order pairs were first stored in, which follows set iteration and so
+        the process's string hashing, nor by stored counts, inflated per service and not comparable across
+        services), among anchors seen in ``min_anchor`` traces or more; a
+        template's anchor is kept while its ``q`` stays within 0.2 of ``min_q`` (a minute of a fault in a quiet
+        service would otherwise unlearn it)."""
         s = self.settings
         inflate = self.inflate  # pairs and keys that decayed below 1 % of a trace are forgotten
         self.n_a = {k: v for k, v in self.n_a.items() if v >= 0.01 * inflate.get(k[0], 1.0)}
         self.n_ab = {k: v for k, v in self.n_ab.items() if v >= 0.01 * inflate.get(k[0][0], 1.0)}
-        best: dict[Key, tuple[Key, float, float]] = {}
+        best: dict[Key, tuple[Key, float]] = {}
         for (a, b), n_ab in self.n_ab.items():
             n_a = self.n_a.get(a, 0.0)
             if n_a < s.min_anchor * inflate.get(a[0], 1.0):
                 continue
             q = n_ab / n_a
-            if q >= s.min_q and (b not in best or (q, n_a) > best[b][1:]):
-                best[b] = (a, q, n_a)
+            if q >= s.min_q and (b not in best or (q, a) > best[b][::-1]):
+                best[b] = (a, q)
         for b, (a, _) in self.anchors.items():  # an anchor stays while q >= min_q - 0.2: learning from the
             n_a = self.n_a.get(a, 0.0)  # fault itself must not unlearn what it breaks
             if b not in best and n_a >= s.min_anchor * inflate.get(a[0], 1.0):
                 q = self.n_ab.get((a, b), 0.0) / n_a
                 if q >= s.min_q - 0.2:
-                    best[b] = (a, q, 0.0)
-        self.anchors = {b: (a, q) for b, (a, q, _) in best.items()}
+                    best[b] = (a, q)
+        self.anchors = best
 
     def drop_templates(self, gone: set[int]) -> None:
         """Forget templates the miner no longer has (it evicted them): their absence is not news."""

@@ -359,10 +359,10 @@ class App:
             "queue_capacity": capacity,
         }
 
-    def start(self, upkeep_thread: bool = True) -> None:
-        """Restore the graph (with the history on), then start the receiver, the API and the upkeep thread (without
-        ``upkeep_thread``, the caller runs the graph's upkeep on the App's clock: an in-process replay, see
-        :meth:`Maintenance.upkeep_at`).
+    def start(self, timers: bool = True) -> None:
+        """Restore the graph (with the history on), then start the receiver, the API, and the threads that run the
+        graph's upkeep and close the detection windows on wall time (without ``timers``, the caller does both on the
+        App's clock: an in-process replay, see :class:`~rootward.replay.InProcess`).
 
         Raises:
             StorageError: the topology history cannot be opened (the message names the file and what to do).
@@ -396,11 +396,11 @@ class App:
             if self.history is not None:
                 self.history.close()
             raise
-        if upkeep_thread:
+        if timers:
             self.maintenance.start()
         if self.exporter is not None:
             self.exporter.start()
-        if self._ticker is not None:
+        if self._ticker is not None and timers:
             self._ticker.start()
         logger.info(
             "rootward ready: OTLP gRPC :%d, OTLP HTTP :%d, API :%d",

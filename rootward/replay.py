@@ -8,10 +8,10 @@ Every request goes out as OTLP through a real gRPC client (:class:`GrpcSink`: a 
 TraceService / MetricsService / LogsService ``Export`` methods with serialized requests, a bearer token when
 given, and the retries a Collector's exporter makes: RESOURCE_EXHAUSTED and UNAVAILABLE are retried after the
 server's RetryInfo delay, or with backoff). The receiver is a running server, or an in-process
-:class:`~rootward.app.App` on free local ports (:class:`InProcess`) whose clock is a
-:class:`~rootward.clock.ManualClock`: :func:`replay` sets it to each request's event time before sending it, and
-the sink waits for the pipeline queue to drain after it, so windows and TTLs see replayed time, not the speed of
-the replay.
+:class:`~rootward.app.App` on free local ports (:class:`InProcess`) whose clock is a :class:`ReplayClock`:
+:func:`replay` sets it to each request's event time before sending it (closing each detection window it passes, as
+a live App's ticker would), and the sink waits for the pipeline queue to drain after it, so windows and TTLs see
+replayed time, not the speed of the replay.
 
 Time: kept (the events' own timestamps), or shifted so that the first event is now. Pacing: as fast as possible,
 or ``speed`` times real time (each request waits until its event time, scaled, has passed since the first).
@@ -20,6 +20,7 @@ or ``speed`` times real time (each request waits until its event time, scaled, h
 from __future__ import annotations
 
 import heapq
+import math
 import tarfile
 import time
 from collections import Counter
@@ -219,9 +220,46 @@ class GrpcSink:
         self.channel.close()
 
 
+class ReplayClock(ManualClock):
+    """A ManualClock that, set across window boundaries, stops at each and calls ``on_window`` there: the windows
+    close one at a time as replayed time passes them, as a live App's ticker closes them, however far apart the
+    requests are (set once to the far side of a silence, the open window closed late and the ones between not at
+    all; a trace flow lost the traces of a trace file's last seconds with them). The first set (the first request's
+    jump to replayed time) stops nowhere. An error in ``on_window`` ends the replay: a live ticker logs it and goes
+    on, but a replay that skipped a window would score something that never runs live."""
+
+    def __init__(self, window_s: float, start: float = 0.0) -> None:
+        super().__init__(start)
+        self.window_s = window_s
+        self.on_window: Callable[[], None] | None = None
+        self._started = False
+
+    def set(self, t: float) -> None:
+        if self.on_window is not None and self._started:
+            k = math.floor(self.now() / self.window_s) + 1
+            while (boundary := self._boundary(k)) <= t:
+                super().set(boundary)
+                self.on_window()
+                k += 1
+        self._started = True
+        super().set(t)
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not go backwards")
+        self.set(self.now() + seconds)
+
+    def _boundary(self, k: int) -> float:
+        """The start of window ``k``: the least float whose window number (``t // window_s``) is ``k``."""
+        t = k * self.window_s
+        while t // self.window_s < k:
+            t = math.nextafter(t, math.inf)
+        return t
+
+
 class InProcess:
-    """A Rootward App on free local ports, on a ManualClock at replayed time, and a sink to its OTLP/gRPC port
-    that waits for the pipeline queue to drain after each request. A context manager::
+    """A Rootward App on free local ports, on a ReplayClock at replayed time (each window passed is closed), and a
+    sink to its OTLP/gRPC port that waits for the pipeline queue to drain after each request. A context manager::
 
         with InProcess() as target:
             stats = replay(source.requests, target.sink, clock=target.clock)
@@ -232,12 +270,13 @@ class InProcess:
 
     def __init__(self, config: Config | None = None, consumer: Consumer | None = None) -> None:
         self.config = config or load_config(environ={}, overrides=IN_PROCESS)
-        self.clock = ManualClock(0.0)  # the first request moves it to the replayed time
+        self.clock = ReplayClock(self.config.detection.window_s)  # the first request moves it to replayed time
         self.app = App(self.config, self.clock, consumer)
+        self.clock.on_window = self.app.tick
         self.sink: DrainingSink | None = None
 
     def __enter__(self) -> InProcess:
-        self.app.start(upkeep_thread=False)  # the sink runs the graph's upkeep on replayed time
+        self.app.start(timers=False)  # windows close as the clock passes them, the sink runs the graph's upkeep
         try:
             grpc_sink = GrpcSink(f"127.0.0.1:{self.app.receiver.grpc.port}", token=self._token())
         except Exception:
@@ -339,7 +378,7 @@ def replay(
 
     ``clock`` (in-process) is set to each request's event time before it is sent. ``speed`` paces the replay
     (None: as fast as possible). ``shift_to_now`` moves every timestamp so that the first event is now.
-    ``on_progress`` is called after each request with the replayed time (an evaluation ticks its detector there).
+    ``on_progress`` is called after each request with the replayed time.
 
     Raises:
         ReplayError: the receiver refuses everything (unreachable, unauthenticated).

@@ -26,7 +26,7 @@ from rootward.cli import main
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import LogDecoder, MetricDecoder, Receiver, TraceDecoder
 from rootward.recorded import Request, proto_signal
-from rootward.replay import GrpcSink, InProcess, Progress, ReplayError, open_source, replay
+from rootward.replay import GrpcSink, InProcess, Progress, ReplayClock, ReplayError, open_source, replay
 from rootward.testing import RecordingConsumer, running_receiver
 
 from nezha_days import CART, OB_T0, ob_day
@@ -248,6 +248,45 @@ def test_in_process_the_pipeline_runs_at_replayed_time(tmp_path: Path) -> None:
     assert calls[("service:/frontend", "service:/cartservice")] == 1
     assert calls[("service:/frontend", "service:/currencyservice")] == 1
     assert summary.items == {"traces": 8, "logs": 1, "metrics": 2}
+
+
+def test_a_replay_clock_closes_every_window_it_passes_as_a_live_ticker_would() -> None:
+    """Set across a silence, the clock stops at each window boundary and ticks there: the open window closes at
+    its end (not at the far side of the silence) and each empty window between closes too."""
+    clock = ReplayClock(10.0)
+    ticks: list[float] = []
+    clock.on_window = lambda: ticks.append(clock.now())
+    clock.set(1_000.0)  # the first request's jump off 0: no windows stepped
+    clock.set(1_004.0)
+    clock.set(1_041.5)
+    clock.set(1_041.0)  # replayed time never goes backwards
+    assert ticks == [1_010.0, 1_020.0, 1_030.0, 1_040.0]
+    assert clock.now() == 1_041.5
+
+
+def test_a_replay_clock_stops_in_every_window_whatever_its_length() -> None:
+    """Boundaries of a window that is no exact binary fraction (3.3 s) still fall in the window they start."""
+    clock = ReplayClock(3.3)
+    numbers: list[int] = []
+    clock.on_window = lambda: numbers.append(int(clock.now() // 3.3))
+    clock.set(1_700_000_000.0)
+    first = int(1_700_000_000.0 // 3.3)
+    clock.set(1_700_000_000.0 + 3.3 * 1_000)
+    assert numbers[:2] == [first + 1, first + 2]
+    assert numbers == list(range(first + 1, first + 1 + len(numbers)))
+    assert len(numbers) in (999, 1_000)
+
+
+def test_in_process_every_window_between_two_requests_closes() -> None:
+    """Two requests 35 s apart: the three windows they span close at their ends (the App's ticker is off in-process,
+    and the first window closed at the second request alone, the others never, before the ReplayClock)."""
+    with InProcess() as target:
+        assert target.sink is not None
+        requests = [Request("traces", recorded()[0], 2, T + n * 35 * 10**9) for n in (0, 1)]
+        replay(requests, target.sink, clock=target.clock)
+        assert target.app.detector.judged["windows"] == 3
+        target.clock.advance(10.0)  # advancing closes windows too
+        assert target.app.detector.judged["windows"] == 4
 
 
 # --- the command line -----------------------------------------------------------------------------------------------

@@ -53,9 +53,9 @@ def test_a_line_that_stops_while_its_requests_go_on_is_missing() -> None:
     found = run(flow, range(30, 40), 5, (A, C))  # B stopped: the line after a failing statement
     assert {(a.entity, a.signal) for a in found} == {("svc", f"log_missing:{B}")}
     first = found[0]
-    assert first.value == 0.0
-    assert first.expected > 8
+    assert (first.value, first.start, first.expected) == (0.0, 310.0, 5.0)  # the trace test, from five traces
     assert first.score >= 6
+    assert max(a.expected for a in found) > 8  # the share test, once a trail of lines had no B
     back = run(flow, range(40, 50), 5, (A, B, C))  # B is back: clear once its first traces have finished
     assert [a.start for a in back] == [400.0]
 
@@ -70,6 +70,16 @@ def test_the_trace_test_alone_finds_it_and_keeps_its_anchor_a_while_into_the_fau
     assert found[0].start <= 370
     assert found[-1].start - found[0].start >= 100
     assert run(flow, range(60, 70), 5, (A, C)) == []  # learned: (A, C) is how this service works now
+
+
+def test_the_trace_test_counts_from_the_last_trace_that_had_both() -> None:
+    """Five traces of A without B right after good ones are enough: the trailing window need not be clear of B."""
+    flow = LogFlow(FlowSettings(warmup_lines=100, min_expected=1e9))  # the share test off
+    run(flow, range(30), 5, (A, B, C))
+    found = run(flow, range(30, 32), 5, (A, C))  # window 30's traces finish (and are judged) at the next close
+    assert [(a.signal, a.start, a.expected) for a in found] == [(f"log_missing:{B}", 310.0, 5.0)]
+    assert run(flow, range(32, 34), 5, (A, B, C))[0].start == 320.0  # until the first trace with both finishes
+    assert run(flow, range(34, 36), 5, (A, B, C)) == []
 
 
 def test_a_request_type_that_stops_altogether_says_nothing_to_the_trace_test() -> None:
