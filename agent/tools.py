@@ -67,6 +67,9 @@ def error(why: str) -> ToolResult:
     return ToolResult(status="error", error=why)
 
 
+S = TypeVar("S")
+
+
 @dataclass(frozen=True)
 class Sources:
     """What the tools read; any may be missing (then its tools answer ``no_data``)."""
@@ -104,14 +107,19 @@ class Workspace:
             return None
         return error(f"{entity!r} is outside this incident's scope; entities in scope: {sorted(self.scope)[:40]}")
 
+    def reach(self, entity: str | None, source: S | None, off: str) -> S | ToolResult:
+        """``source``, to answer about ``entity`` (None: the whole incident); instead the envelope a tool returns as
+        it is: an error for an entity outside the scope, ``no_data(off)`` when the source is off in this process."""
+        if entity is not None and (bad := self.check(entity)) is not None:
+            return bad
+        return no_data(off) if source is None else source
+
     def query(self, entity: str, read: Callable[[Any], dict[str, Any]]) -> ToolResult:
         """``read(graph)`` for an entity in scope and in the graph, without the edges' latency histograms (bulky,
         and their sums and counts say enough)."""
-        if (bad := self.check(entity)) is not None:
-            return bad
-        topology = self.sources.topology
-        if topology is None:
-            return no_data("no topology in this process")
+        topology = self.reach(entity, self.sources.topology, "no topology in this process")
+        if isinstance(topology, ToolResult):
+            return topology
         with topology.read() as g:
             if entity not in g:
                 return no_data("the entity is not in the graph (aged out or never seen)")
@@ -284,11 +292,9 @@ class SearchLogs(Tool[LogArgs]):
     args_model = LogArgs
 
     def run(self, args: LogArgs) -> ToolResult:
-        if args.entity is not None and (bad := self.ws.check(args.entity)) is not None:
-            return bad
-        mined = self.ws.sources.templates
-        if mined is None:
-            return no_data("log templates are not mined in this process")
+        mined = self.ws.reach(args.entity, self.ws.sources.templates, "log templates are not mined in this process")
+        if isinstance(mined, ToolResult):
+            return mined
         needle = args.text.lower()
         texts, counts, exemplars = mined.snapshot()
         keys = sorted(k for k in {*counts, *exemplars} if k[0] in self.ws.scope)
@@ -306,11 +312,9 @@ class TraceExemplars(Tool[EntityArgs]):
     args_model = EntityArgs
 
     def run(self, args: EntityArgs) -> ToolResult:
-        if (bad := self.ws.check(args.entity)) is not None:
-            return bad
-        mined = self.ws.sources.templates
-        if mined is None:
-            return no_data("no trace exemplars in this process")
+        mined = self.ws.reach(args.entity, self.ws.sources.templates, "no trace exemplars in this process")
+        if isinstance(mined, ToolResult):
+            return mined
         exemplars = mined.snapshot()[2]
         found = [{"template": t, "trace_id": tid} for (e, t), tid in sorted(exemplars.items()) if e == args.entity]
         found = found[:20]
@@ -328,11 +332,9 @@ class SpanNames(Tool[EntityArgs]):
     args_model = EntityArgs
 
     def run(self, args: EntityArgs) -> ToolResult:
-        if (bad := self.ws.check(args.entity)) is not None:
-            return bad
-        flow = self.ws.sources.span_flow
-        if flow is None:
-            return no_data("the span flow is off in this process")
+        flow = self.ws.reach(args.entity, self.ws.sources.span_flow, "the span flow is off in this process")
+        if isinstance(flow, ToolResult):
+            return flow
         rows = flow.snapshot(args.entity)
         if not rows:
             return no_data("no spans learned for this entity (none sampled, or not a service)")
@@ -353,11 +355,9 @@ class DescribePod(Tool[PodArgs]):
     def run(self, args: PodArgs) -> ToolResult:
         if not args.pod.startswith("pod:"):
             return error("pod must be a pod entity id, pod:<namespace>/<name>")
-        if (bad := self.ws.check(args.pod)) is not None:
-            return bad
-        topology = self.ws.sources.topology
-        if topology is None:
-            return no_data("no topology in this process")
+        topology = self.ws.reach(args.pod, self.ws.sources.topology, "no topology in this process")
+        if isinstance(topology, ToolResult):
+            return topology
         with topology.read() as g:
             known = topology.cluster.pods.get(args.pod)
             node = dict(g.nodes[args.pod]) if args.pod in g else None
