@@ -50,7 +50,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -111,49 +111,8 @@ class GraphReasoner:
 
     def diagnose(self, context: IncidentContext) -> Diagnosis:
         s = self.settings
-        own: dict[str, float] = defaultdict(float)  # candidate -> evidence of its own
-        by_category: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        evidence: dict[str, list[Evidence]] = defaultdict(list)
-        client: dict[str, float] = defaultdict(float)  # caller -> client-side evidence
-        network: dict[str, float] = defaultdict(float)  # callee -> evidence of a slower network into it
-        client_gap: dict[str, float] = defaultdict(float)  # caller -> its calls' gaps, seen from its side
-        slowed: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> evidence of slower calls
-        first: dict[str, float] = {}
-        rise: dict[str, float] = {}  # service -> its server latency's rise (seconds)
-        edge_rise: dict[tuple[str, str], float] = {}  # (caller, callee) -> the rise of the caller's calls' latency
-        stopped = _stopped_callers(context)
-        for a, w in zip(context.anomalies, _weights(context.anomalies, s.z0, s.z_cap), strict=True):
-            c = context.service(_owner(a.entity, a.signal))
-            found = Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected, score=a.score)
-            if c in stopped and _absent(a.signal):  # its lines and spans stopped as its callers stopped calling it
-                sources = stopped[c]
-                for caller in sources:
-                    own[caller] += w / len(sources)
-                    by_category[caller][category(a.signal)] += w / len(sources)
-                    first[caller] = min(first.get(caller, a.start), a.start)
-                    evidence[caller].append(found)
-                continue
-            edge = edge_of(a.signal)
-            cat = category(edge[1] if edge else a.signal)  # not the caller's name
-            by_category[c][cat] += w
-            evidence[c].append(found)
-            first[c] = min(first.get(c, a.start), a.start)
-            if cat == "client":
-                client[c] += w
-                own[c] += s.client_weight * w
-            elif edge and edge[1] == "latency":  # one caller saw it slower
-                pair = (context.service(edge[0]), c)
-                slowed[pair] += w
-                edge_rise[pair] = max(edge_rise.get(pair, 0.0), a.value - a.expected)
-            elif cat == "network":  # client_net is the same gap seen from the caller: the callees' (below)
-                if a.signal == "net_in":
-                    network[c] += w
-                else:
-                    client_gap[c] += w
-            else:
-                own[c] += w
-                if a.signal in _SERVER_LATENCY:
-                    rise[c] = max(rise.get(c, 0.0), a.value - a.expected)
+        g = _gather(context, s)
+        own, first, rise = g.own, g.first, g.rise
         callees: dict[str, set[str]] = defaultdict(set)
         callers: dict[str, set[str]] = defaultdict(set)
         for src, dst, _, _ in context.calls:
@@ -164,7 +123,7 @@ class GraphReasoner:
         # the caller's calls to half or more of its callees slowed, it is likely starved itself, and that evidence
         # does not draw its mass in the walk (the caller's own slowness coming back to explain it)
         measured: dict[tuple[str, str], float] = defaultdict(float)  # (caller, callee) -> such evidence
-        slower = {c: {t for t in ts if t in network or (c, t) in slowed} for c, ts in callees.items()}
+        slower = {c: {t for t in ts if t in g.network or (c, t) in g.slowed} for c, ts in callees.items()}
         risen = {c for c, r in rise.items() if r > 0}  # services whose own server latency rose
         onset = dict(first)  # candidate -> the first evidence about it, its own or a share of another's
 
@@ -173,25 +132,25 @@ class GraphReasoner:
             if source in first:
                 onset[to] = min(onset.get(to, math.inf), first[source])
 
-        for caller, w in client_gap.items():  # the gap on its calls with none of its callees' showing it: its own
-            if not any(t in network for t in callees.get(caller, ())):  # (a starved caller, or its node's network)
+        for caller, w in g.client_gap.items():  # the gap on its calls with none of its callees' showing it: its own
+            if not any(t in g.network for t in callees.get(caller, ())):  # (a starved caller, or its node's network)
                 own[caller] += w
-        for callee, w in network.items():  # longer between the spans: the callee's network, or a starved caller
+        for callee, w in g.network.items():  # longer between the spans: the callee's network, or a starved caller
             suspects = sorted(callers.get(callee, ()))  # who measured the gap: each may be the one too slow
             kept = w
             for t in suspects:  # a caller whose calls to most of its callees slowed is the likelier cause
-                share = w * _starved(callees[t], network, t in risen) / len(suspects)
+                share = w * _starved(callees[t], g.network, t in risen) / len(suspects)
                 share_of(t, share, callee)
                 kept -= share
             own[callee] += kept
             for t in suspects:
                 measured[(t, callee)] += kept
-        for (caller, callee), w in slowed.items():  # the callee, or a starved caller slowing all its calls
+        for (caller, callee), w in g.slowed.items():  # the callee, or a starved caller slowing all its calls
             share = w * _starved(callees[caller], slower.get(caller, set()), caller in risen)
             share_of(caller, share, callee)
             own[callee] += w - share
             measured[(caller, callee)] += w - share
-        for caller, w in client.items():  # a caller's slow calls: evidence against its anomalous callees
+        for caller, w in g.client.items():  # a caller's slow calls: evidence against its anomalous callees
             suspects = [t for t in callees.get(caller, ()) if own.get(t, 0) > 0]
             for t in suspects:
                 share_of(t, w / len(suspects), caller)
@@ -201,7 +160,7 @@ class GraphReasoner:
         candidates = sorted(own)
         if not candidates:
             return Diagnosis(incident=context.incident, reasoner=self.name, at=context.at, summary="no anomalies")
-        explained = {c: _explained(r, [v for (x, _), v in edge_rise.items() if x == c]) for c, r in rise.items()}
+        explained = {c: _explained(r, [v for (x, _), v in g.edge_rise.items() if x == c]) for c, r in rise.items()}
         score = self._walk(candidates, callees, own, explained, measured)
         if first:
             earliest = min(first.values())
@@ -219,14 +178,14 @@ class GraphReasoner:
         total = sum(weights) or 1.0
         hypotheses = []
         for c, w in zip(ranked, weights, strict=True):
-            fault = "bad_rollout" if c in rolled else self._fault_class(by_category[c], own[c])
+            fault = "bad_rollout" if c in rolled else self._fault_class(g.by_category[c], own[c])
             hypotheses.append(
                 Hypothesis(
                     entity=c,
                     kind=kind_of(c),
                     fault_class=fault,
                     confidence=round(min(1.0, w / total) * (1 - s.unexplained), 4),
-                    evidence=sorted(evidence[c], key=lambda e: -abs(e.score))[:20],
+                    evidence=sorted(g.evidence[c], key=lambda e: -abs(e.score))[:20],
                     falsified_by=_falsifiers(c, fault),
                 )
             )
@@ -292,6 +251,60 @@ class GraphReasoner:
 
 
 _QUANTILE = re.compile(r"^(|.*[._])p\d\d$")
+
+
+@dataclass
+class _Gathered:
+    """Each anomaly's evidence, placed: on its own candidate, or where the sharing rules (diagnose) take it from."""
+
+    own: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # candidate -> its own evidence
+    by_category: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    evidence: dict[str, list[Evidence]] = field(default_factory=lambda: defaultdict(list))
+    client: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # caller -> client-side evidence
+    network: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # callee -> slower network into it
+    client_gap: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # caller -> its calls' gaps
+    slowed: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))  # (caller, callee)
+    first: dict[str, float] = field(default_factory=dict)  # candidate -> its first anomaly's start
+    rise: dict[str, float] = field(default_factory=dict)  # service -> its server latency's rise (seconds)
+    edge_rise: dict[tuple[str, str], float] = field(default_factory=dict)  # (caller, callee) -> its calls' rise
+
+
+def _gather(context: IncidentContext, s: GraphReasonerSettings) -> _Gathered:
+    g = _Gathered()
+    stopped = _stopped_callers(context)
+    for a, w in zip(context.anomalies, _weights(context.anomalies, s.z0, s.z_cap), strict=True):
+        c = context.service(_owner(a.entity, a.signal))
+        found = Evidence(entity=a.entity, signal=a.signal, value=a.value, expected=a.expected, score=a.score)
+        if c in stopped and _absent(a.signal):  # its lines and spans stopped as its callers stopped calling it
+            sources = stopped[c]
+            for caller in sources:
+                g.own[caller] += w / len(sources)
+                g.by_category[caller][category(a.signal)] += w / len(sources)
+                g.first[caller] = min(g.first.get(caller, a.start), a.start)
+                g.evidence[caller].append(found)
+            continue
+        edge = edge_of(a.signal)
+        cat = category(edge[1] if edge else a.signal)  # not the caller's name
+        g.by_category[c][cat] += w
+        g.evidence[c].append(found)
+        g.first[c] = min(g.first.get(c, a.start), a.start)
+        if cat == "client":
+            g.client[c] += w
+            g.own[c] += s.client_weight * w
+        elif edge and edge[1] == "latency":  # one caller saw it slower
+            pair = (context.service(edge[0]), c)
+            g.slowed[pair] += w
+            g.edge_rise[pair] = max(g.edge_rise.get(pair, 0.0), a.value - a.expected)
+        elif cat == "network":  # client_net is the same gap seen from the caller: the callees' (diagnose)
+            if a.signal == "net_in":
+                g.network[c] += w
+            else:
+                g.client_gap[c] += w
+        else:
+            g.own[c] += w
+            if a.signal in _SERVER_LATENCY:
+                g.rise[c] = max(g.rise.get(c, 0.0), a.value - a.expected)
+    return g
 
 
 def _weights(anomalies: Sequence[Anomaly], z0: float, z_cap: float) -> list[float]:
