@@ -15,9 +15,10 @@ same thing as event-graph patterns per trace). Two tests find such a template, e
   ``q`` of them (at least ``min_q``). Now the last ``m`` traces with ``a`` (since a window last had one with both,
   within the trail) had no ``k``: the chance of that is ``(1 - q) ** m``; its ``-log10`` is the evidence, at least
   ``min_evidence``. The request still happens (``a`` is its anchor), only the path through ``k`` is gone; a change
-  in the request mix removes ``a`` too, and says nothing. Counting from the last trace with both, not over a whole
-  trail without one, a fault shows within seconds of its first traces, not a trail after the last good one (a trace
-  file that ends 30 s into a fault showed nothing).
+  in the request mix removes ``a`` too, and says nothing. Anchors are chosen again in the first window of each trail
+  on the clock (window number // trail windows), whenever the flow began. Counting from the last trace with both,
+  not over a whole trail without one, a fault shows within seconds of its first traces, not a trail after the last
+  good one (a trace file that ends 30 s into a fault showed nothing).
 
 Either makes an anomaly ``log_missing:<template>`` on the template's service (value 0, the expected count, the
 evidence as score). A trace counts once no line of it came for a whole window. Not judged: WARN-and-above templates
@@ -131,7 +132,7 @@ class LogFlow:
         self.n_ab: dict[Pair, float] = {}
         self.inflate: dict[str, float] = {}  # entity -> its growing weight (see _finish)
         self.anchors: dict[Key, tuple[Key, float]] = {}
-        self.closed = 0
+        self.chosen: int | None = None  # the window anchors were last chosen in
         self.last: int | None = None
         self.changed: dict[str, int] = {}  # entity -> the last window a template below WARN was first seen in
         self.evicted = 0  # open traces finished early (max_open)
@@ -204,8 +205,8 @@ class LogFlow:
             if key not in found or anomaly.score > found[key].score:
                 found[key] = anomaly
         self._learn_shares()
-        self.closed += 1
-        if self.closed % self.windows == 0:
+        if self.chosen is None or number // self.windows != self.chosen // self.windows:  # a trail's first window on
+            self.chosen = number  # the clock: when anchors are chosen again does not hang on when the flow began
             self._choose_anchors()
         return list(found.values())
 

@@ -82,6 +82,18 @@ def test_the_trace_test_counts_from_the_last_trace_that_had_both() -> None:
     assert run(flow, range(34, 36), 5, (A, B, C)) == []
 
 
+def test_anchors_are_chosen_in_the_first_window_of_each_trail_on_the_clock() -> None:
+    """Whenever the flow began (window 3 here), anchors are chosen again in windows 6, 12, ... (trail: 6 windows)."""
+    flow = LogFlow(FlowSettings(warmup_lines=100, min_expected=1e9))
+    run(flow, range(3, 12), 5, (A, B))
+    assert flow.chosen == 6
+    run(flow, range(12, 13), 5, (A, B))
+    assert flow.chosen == 12
+    assert flow.anchors[("svc", B)][0] == ("svc", A)
+    run(flow, range(20, 21), 5, (A, B))  # after a silence: the trail's first window the flow saw
+    assert flow.chosen == 20
+
+
 def test_a_request_type_that_stops_altogether_says_nothing_to_the_trace_test() -> None:
     flow = LogFlow(FlowSettings(warmup_lines=100, min_expected=1e9))  # the share test off: traces only
     for number in range(30):
