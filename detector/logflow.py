@@ -180,9 +180,9 @@ class LogFlow:
             for _ in range(min(self.windows, number - self.last - 1)):
                 for trailing in (self.trail, self.has, self.both):
                     trailing.push(Counter())
+        if self.last is not None and number // 360 != self.last // 360:  # hourly (at 10 s windows), even across a
+            self._forget(number - 6 * 360)  # silence: entities unheard for 6 hours are forgotten
         self.last = number
-        if number % 360 == 0:  # hourly (at 10 s windows): entities unheard for 6 hours are forgotten
-            self._forget(number - 6 * 360)
         for entity in {entity for entity, _ in self.now}:
             if number - self.heard.get(entity, -(10**9)) > self.windows:
                 self.resumed[entity] = number

@@ -5,8 +5,7 @@ Each day runs in its own in-process Rootward (rootward/replay.py: a real gRPC cl
 App's clock following the replayed time): receiver -> topology -> detector -> incidents. Nothing about the faults
 reaches the pipeline: the fault list is read for scoring only. The detector learns its baselines from what the
 stream has shown, the fault-free ``construct_data`` minutes included (they are replayed in time order with the rest).
-The in-process replay closes each detection window as replayed time passes it (rootward/replay.py ReplayClock), and
-the App is ticked after each request too: the first tick opens every stage's first window at the first request.
+The in-process replay closes each detection window as replayed time passes it (rootward/replay.py ReplayClock).
 
 An incident's ranked root-cause services are its candidates as they stood ``RANK_AFTER_S`` after it opened (what a
 responder would have read by then), pods read as their services, peers (databases, hosts) left out. Until the
@@ -156,12 +155,7 @@ def evaluate_day(
         app.incidents.sinks.append(rankings)
         assert target.sink is not None
 
-        def tick(progress: Progress) -> None:
-            app.tick()
-            if on_progress is not None:
-                on_progress(progress)
-
-        stats = replay(nezha_stream.day_requests(day, issues), target.sink, clock=target.clock, on_progress=tick)
+        stats = replay(nezha_stream.day_requests(day, issues), target.sink, clock=target.clock, on_progress=on_progress)
         target.clock.advance(2 * app.config.detection.window_s)  # the last windows close
     opened = rankings.opened()
     observed = [(stats.first_ns / 1e9, stats.last_ns / 1e9)] if stats.first_ns else []

@@ -94,6 +94,19 @@ def test_anchors_are_chosen_in_the_first_window_of_each_trail_on_the_clock() -> 
     assert flow.chosen == 20
 
 
+def test_a_service_unheard_for_six_hours_is_forgotten_even_across_a_silence() -> None:
+    """Forgetting runs when an hour (360 windows) turns on the clock, also when the window it turns in never closed."""
+    flow = LogFlow(FlowSettings(warmup_lines=100, min_expected=1e9))
+    run(flow, range(40), 5, (A, B))
+    flow.line("other", X, 0, 2_000)  # another service keeps the flow closing windows; svc falls silent
+    flow.close(2_000, 20_000.0, 20_010.0)
+    assert "svc" in flow.lines  # heard 1,960 windows ago: under 6 hours (2,160)
+    flow.line("other", X, 0, 2_521)
+    flow.close(2_521, 25_210.0, 25_220.0)  # the hour turned at 2,520, a window that never closed
+    assert "svc" not in flow.lines
+    assert not flow.anchors
+
+
 def test_a_request_type_that_stops_altogether_says_nothing_to_the_trace_test() -> None:
     flow = LogFlow(FlowSettings(warmup_lines=100, min_expected=1e9))  # the share test off: traces only
     for number in range(30):
