@@ -43,20 +43,19 @@ from rootward.model import (
     Resource,
     SpanBatch,
 )
+from rootward.topology import relations
 from rootward.topology.entities import Entity, Peer, ResourceView, service, span_peers, view
 from rootward.topology.k8s import WORKLOAD_KINDS, ClusterIndex, k8s_object, workload_id
 from rootward.topology.pairing import Pending, span_keys
 from rootward.topology.queries import whole
 from rootward.topology.red import Calls, EdgeDelta
+from rootward.topology.relations import MAX_BACKING_PODS
 
 #: The caller of root server spans: whoever is not instrumented (users, browsers, jobs), as the connector's "user".
 USER = service("user", virtual=True)
 
 #: Container names a pod entity keeps (senders choose them).
 MAX_CONTAINERS = 32
-
-#: ``backed_by`` edges a virtual peer gets at most (the pods of its Service, in name order).
-MAX_BACKING_PODS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,88 +484,29 @@ class TopologyGraph:
         with self._lock:
             return {**whole(self.graph), "pending_spans": self._pending_count(), "refused": dict(self.refused)}
 
-    # --- what incidents ask (the detector's Topology protocol) ---------------------------------------------------
-
-    def _services_of(self, entity: str) -> set[str]:
-        """The entity itself, and for a pod (or a workload's pods) the services it is an instance of."""
-        g = self.graph
-        found = {entity}
-        if entity not in g:
-            return found
-        pods = [entity] if g.nodes[entity]["kind"] == "pod" else []
-        if g.nodes[entity]["kind"] == "workload":  # its pods, directly or through its ReplicaSets
-            owned = [u for u, _, k in g.in_edges(entity, keys=True) if k == "owned_by"]
-            owned += [u for o in owned for u, _, k in g.in_edges(o, keys=True) if k == "owned_by"]
-            pods = [o for o in owned if g.nodes[o]["kind"] == "pod"][:MAX_BACKING_PODS]
-            found |= set(pods)
-        for pod in pods:
-            found |= {v for _, v, k in g.out_edges(pod, keys=True) if k == "instance_of"}
-        return found
+    # --- what incidents and actions ask (topology/relations.py; the detector's Topology protocol) -----------------
 
     def related(self, a: str, b: str) -> bool:
-        """Whether two entities are the same, a pod and its service, or one hop apart over ``calls``,
-        ``instance_of`` or ``backed_by`` (either direction, pods read as their services)."""
-        if a == b:
-            return True
         with self._lock:
-            g = self.graph
-            mine, theirs = self._services_of(a), self._services_of(b)
-            if mine & theirs:
-                return True
-            return any(g.has_edge(x, y) or g.has_edge(y, x) for x in mine if x in g for y in theirs if y in g)
+            return relations.related(self.graph, a, b)
 
     def neighbourhood(self, entity: str) -> tuple[frozenset[str], frozenset[str]]:
-        """(the entity and, for a pod or workload, its pods' services; those and every node one hop from them, in
-        either direction): :meth:`related` is ``b``'s first set meeting ``a``'s second, answered from two lookups."""
         with self._lock:
-            g = self.graph
-            own = self._services_of(entity)
-            near = set(own)
-            for x in own:
-                if x in g:
-                    near.update(g.predecessors(x))
-                    near.update(g.successors(x))
-            return frozenset(own), frozenset(near)
+            return relations.neighbourhood(self.graph, entity)
 
     def depends_on(self, a: str, b: str) -> bool:
-        """Whether ``a`` needs ``b`` directly: calls it (or its service, for a pod), is the service of pod ``b``, or
-        is a peer backed by pod ``b``."""
         with self._lock:
-            g = self.graph
-            if a not in g:
-                return False
-            for target in self._services_of(b):
-                if target in g and any(k in ("calls", "backed_by") for k in g.get_edge_data(a, target, default={})):
-                    return True
-            return b in g and g.has_edge(b, a, "instance_of")
-
-    def _pods(self, entity: str) -> list[str]:
-        g = self.graph
-        if entity not in g:
-            return []
-        if g.nodes[entity]["kind"] == "pod":
-            return [entity]
-        return sorted(u for u, _, k in g.in_edges(entity, keys=True) if k == "instance_of")
+            return relations.depends_on(self.graph, a, b)
 
     def a_pod_of(self, entity: str) -> str | None:
         """A pod entity id of a service (the first by name), or the pod itself."""
         with self._lock:
-            pods = self._pods(entity)
+            pods = relations.pods(self.graph, entity)
             return pods[0] if pods else None
 
     def workload_of(self, entity: str) -> tuple[str, str, str] | None:
-        """(namespace, Deployment | StatefulSet, name) running a service's or a pod's pods (through ReplicaSets),
-        or None when the graph does not know one."""
         with self._lock:
-            g = self.graph
-            for pod in self._pods(entity):
-                owners = [v for _, v, k in g.out_edges(pod, keys=True) if k == "owned_by"]
-                owners += [v for o in owners for _, v, k in g.out_edges(o, keys=True) if k == "owned_by"]
-                for owner in owners:
-                    ns, kind, name = owner.removeprefix("workload:").split("/", 2)
-                    if kind in ("deployment", "statefulset"):
-                        return ns, "Deployment" if kind == "deployment" else "StatefulSet", name
-            return None
+            return relations.workload_of(self.graph, entity)
 
     def calls(self) -> list[tuple[str, str, int, int]]:
         """(source, target, requests, errors) of every call edge, sorted."""
