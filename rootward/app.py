@@ -362,7 +362,7 @@ class App:
     def start(self, timers: bool = True) -> None:
         """Restore the graph (with the history on), then start the receiver, the API, and the threads that run the
         graph's upkeep and close the detection windows on wall time (without ``timers``, the caller does both on the
-        App's clock: an in-process replay, see :class:`~rootward.replay.InProcess`).
+        App's clock: an in-process replay, see :class:`~rootward.replay_sinks.InProcess`).
 
         Raises:
             StorageError: the topology history cannot be opened (the message names the file and what to do).

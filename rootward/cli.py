@@ -282,7 +282,8 @@ def replay_command(
       rootward replay dump.proto --endpoint localhost:4317 --speed 60
       rootward replay dump.jsonl --endpoint rootward.example:4317 --token "$TOKEN" --keep-time --as-fast-as-possible
     """
-    from rootward.replay import IN_PROCESS, ReplayError, options, run
+    from rootward.replay import options, run
+    from rootward.replay_sinks import IN_PROCESS, ReplayError
 
     if endpoint is not None and (config_path is not None or overrides):
         raise click.UsageError("--config and --set configure the in-process Rootward; not with --endpoint")
@@ -442,7 +443,7 @@ def eval_nezha(
     import json
 
     from rootward.evaluate import evaluate
-    from rootward.replay import IN_PROCESS
+    from rootward.replay_sinks import IN_PROCESS
     from rootward.scoring import published as read_published
     from rootward.scoring import table
 

@@ -1,11 +1,11 @@
 """``rootward eval nezha``: replay each Nezha day through the whole pipeline and score the incidents it opens
 against the day's ground truth (rootward/scoring.py), beside the published results.
 
-Each day runs in its own in-process Rootward (rootward/replay.py: a real gRPC client into the receiver, the
-App's clock following the replayed time): receiver -> topology -> detector -> incidents. Nothing about the faults
+Each day runs in its own in-process Rootward (rootward/replay_sinks.py: a real gRPC client into the receiver,
+the App's clock following the replayed time): receiver -> topology -> detector -> incidents. Nothing about the faults
 reaches the pipeline: the fault list is read for scoring only. The detector learns its baselines from what the
 stream has shown, the fault-free ``construct_data`` minutes included (they are replayed in time order with the rest).
-The in-process replay closes each detection window as replayed time passes it (rootward/replay.py ReplayClock).
+The in-process replay closes each detection window as replayed time passes it (rootward/replay_sinks.py ReplayClock).
 
 An incident's ranked root-cause services are its candidates as they stood ``RANK_AFTER_S`` after it opened (what a
 responder would have read by then), pods read as their services, peers (databases, hosts) left out. Until the
@@ -23,7 +23,8 @@ from rootward import nezha, nezha_stream
 from rootward.config import Config, load_config
 from rootward.detector.incidents import Incident
 from rootward.recorded import Issues
-from rootward.replay import IN_PROCESS, InProcess, Progress, replay
+from rootward.replay import Progress, replay
+from rootward.replay_sinks import IN_PROCESS, InProcess
 from rootward.scoring import (
     LEAD_S,
     WINDOW_S,

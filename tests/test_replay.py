@@ -26,7 +26,8 @@ from rootward.cli import main
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import LogDecoder, MetricDecoder, Receiver, TraceDecoder
 from rootward.recorded import Request, proto_signal
-from rootward.replay import GrpcSink, InProcess, Progress, ReplayClock, ReplayError, open_source, replay
+from rootward.replay import Progress, open_source, replay
+from rootward.replay_sinks import GrpcSink, InProcess, ReplayClock, ReplayError
 from rootward.testing import RecordingConsumer, running_receiver
 
 from nezha_days import CART, OB_T0, ob_day
