@@ -263,6 +263,11 @@ def test_a_replay_clock_closes_every_window_it_passes_as_a_live_ticker_would() -
     clock.set(1_041.0)  # replayed time never goes backwards
     assert ticks == [1_010.0, 1_020.0, 1_030.0, 1_040.0]
     assert clock.now() == 1_041.5
+    clock.advance(9.0)  # advancing steps across windows too
+    assert ticks[-1] == 1_050.0
+    with pytest.raises(ValueError, match="does not go backwards"):
+        clock.advance(-1.0)
+    assert clock.now() == 1_050.5
 
 
 def test_a_replay_clock_stops_in_every_window_whatever_its_length() -> None:
