@@ -70,10 +70,12 @@ def build_api(
     approvals: ApprovalSettings | None = None,
     diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
     stored_trace: Callable[[str], Any] | None = None,
+    series: Callable[[str, str, int], tuple[float, ...]] | None = None,
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
     topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``;
-    ``diagnose(incident id, llm)`` re-diagnoses one (it raises LookupError when the LLM is asked for and missing)."""
+    ``diagnose(incident id, llm)`` re-diagnoses one (it raises LookupError when the LLM is asked for and missing);
+    ``series(entity, signal, n)`` gives a series' last ``n`` values for an incident's page."""
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(SPEC)
@@ -140,7 +142,9 @@ def build_api(
             Route("/api/v1/diff", diff),
             Route("/api/v1/openapi.json", openapi),
             *(
-                _incident_routes(incidents, clock or SystemClock(), diagnose, _tokens(approvals), stored_trace)
+                _incident_routes(
+                    incidents, clock or SystemClock(), diagnose, _tokens(approvals), stored_trace, topology, series
+                )
                 if incidents is not None
                 else []
             ),
@@ -167,8 +171,12 @@ def _incident_routes(
     diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
     tokens: Mapping[str, str] | None = None,
     stored_trace: Callable[[str], Any] | None = None,
+    topology: TopologyGraph | None = None,
+    series: Callable[[str, str, int], tuple[float, ...]] | None = None,
 ) -> list[Route]:
-    """``GET /api/v1/incidents?status=open|resolved&limit=50&offset=0``, ``GET /api/v1/incidents/{id}``, and
+    """``GET /api/v1/incidents?status=open|resolved&limit=50&offset=0``,
+    ``GET /api/v1/incidents/{id}?depth=1&window=30`` (with the subgraph around its entities and each anomalous
+    series' last ``window`` values), and
     ``POST /api/v1/incidents/{id}/acknowledge``, ``/silence?for_s=3600``, ``/resolve``; the diagnosis, the
     reasoning trace, and a new diagnosis on request. The POSTs are writes (rootward/auth.py: an operator token, or a
     loopback client when none is configured)."""
@@ -213,14 +221,29 @@ def _incident_routes(
         if isinstance(limit, Response) or isinstance(offset, Response):
             return limit if isinstance(limit, Response) else offset  # type: ignore[return-value]
         found = incidents.listed(status)
-        page = [i.as_json() for i in found[offset : offset + limit]]
+        with incidents.held():  # the pipeline thread updates them
+            page = [i.as_json() for i in found[offset : offset + limit]]
         return JSONResponse({"total": len(found), "incidents": page})
 
     async def one(request: Request) -> Response:
         incident = incidents.get(request.path_params["id"])
         if incident is None:
             return JSONResponse({"message": f"no incident {request.path_params['id']!r}"}, status_code=404)
-        return JSONResponse(incident.as_json())
+        p = request.query_params
+        depth, window = _bounded_int(p, "depth", 1, 0, 3), _bounded_int(p, "window", 30, 1, 360)
+        if isinstance(depth, Response) or isinstance(window, Response):
+            return depth if isinstance(depth, Response) else window  # type: ignore[return-value]
+        with incidents.held():  # the pipeline thread updates it
+            body = incident.as_json()
+            entities = list(incident.first_seen)
+            strongest = sorted(incident.anomalies.values(), key=lambda a: -abs(a.score))[:MAX_SERIES]
+        if topology is not None:
+            with topology.read() as g:
+                body["subgraph"] = queries.incident_subgraph(g, entities, depth)
+        if series is not None:
+            found = [(a.entity, a.signal, series(a.entity, a.signal, window)) for a in strongest]
+            body["series"] = [{"entity": e, "signal": s, "values": list(v)} for e, s, v in found if v]
+        return JSONResponse(body)
 
     async def act(request: Request) -> Response:
         if isinstance(who := writer(tokens, request), Response):
@@ -252,6 +275,10 @@ def _incident_routes(
         Route("/api/v1/incidents/{id}/diagnose", again, methods=["POST"]),
         Route("/api/v1/incidents/{id}/{action}", act, methods=["POST"]),
     ]
+
+
+#: The most series an incident's page returns.
+MAX_SERIES = 100
 
 
 def _bounded_int(params: QueryParams, name: str, default: int, low: int, high: int) -> int | Response:

@@ -319,6 +319,7 @@ class App:
             self.acting.executor if self.acting is not None else None, config.policies.approvals,
             self.diagnose if self.diagnoser is not None else None,
             self.incident_store.trace if self.incident_store is not None else None,
+            self.detector.recent if detection.enabled else None,
         )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
 

@@ -91,7 +91,14 @@ SPEC: dict[str, Any] = {
             {"description": "{total, incidents: [...]}"},
         ),
         "/api/v1/incidents/{id}": _get(
-            "One incident: candidates, entities, anomalies", [_INCIDENT_ID], {"description": "the incident"}
+            "One incident: candidates, entities, anomalies, the subgraph around its entities (depth hops, at most 200 "
+            "entities) and each anomalous series' last values (window of them, the strongest 100 series)",
+            [
+                _INCIDENT_ID,
+                {"name": "depth", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 3}},
+                {"name": "window", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 360}},
+            ],
+            {"description": "the incident with subgraph {entities, edges, unknown, truncated} and series"},
         ),
         "/api/v1/incidents/{id}/diagnosis": _get(
             "Its latest diagnosis: ranked hypotheses with confidence and evidence (404 before the first)",

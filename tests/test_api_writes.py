@@ -140,3 +140,35 @@ def test_a_resolved_incidents_trace_is_served_from_the_store(tmp_path: Path) -> 
         assert httpx.get(f"{base}/trace", timeout=10).json() == {"outcome": "answered", "steps": []}
     finally:
         app.shutdown()
+
+
+def test_silence_resolve_and_paging_through_the_api() -> None:
+    """Silence mutes notifications until now + for_s (the incident keeps updating); resolve closes an open one by
+    hand; the listing pages newest first with limit and offset and filters by status."""
+    app = serving("detection.incidents.hold_s=3600")
+    try:
+        app.incidents.observe(200.0, [Anomaly("service:bank/ledger", "error_ratio", 0.5, 0.0, 9.0, 190.0, 200.0)])
+        payment, ledger = sorted(app.incidents.listed(), key=lambda i: i.opened)
+        api = httpx.Client(base_url=f"http://127.0.0.1:{app.api.port}/api/v1", timeout=10)
+        with api:
+            now = app.clock.now()
+            silenced = api.post(f"/incidents/{payment.id}/silence", params={"for_s": 600}).json()
+            assert now + 600 <= silenced["silenced_until"] <= app.clock.now() + 600
+            assert api.post(f"/incidents/{payment.id}/silence", params={"for_s": 0}).status_code == 400
+            assert api.post(f"/incidents/{payment.id}/silence", params={"for_s": "soon"}).status_code == 400
+            assert api.post(f"/incidents/{ledger.id}/resolve").json()["status"] == "resolved"
+            assert [i["id"] for i in api.get("/incidents", params={"status": "open"}).json()["incidents"]] == [
+                payment.id
+            ]
+            assert [i["id"] for i in api.get("/incidents", params={"status": "resolved"}).json()["incidents"]] == [
+                ledger.id
+            ]
+            first = api.get("/incidents", params={"limit": 1}).json()
+            second = api.get("/incidents", params={"limit": 1, "offset": 1}).json()
+            assert first["total"] == second["total"] == 2
+            assert [first["incidents"][0]["id"], second["incidents"][0]["id"]] == [ledger.id, payment.id]
+            assert api.get("/incidents", params={"offset": 2}).json()["incidents"] == []
+            assert api.get("/incidents", params={"offset": -1}).status_code == 400
+            assert api.post(f"/incidents/{payment.id}/snooze").status_code == 404
+    finally:
+        app.shutdown()

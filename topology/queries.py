@@ -127,6 +127,31 @@ def subgraph(
     return {"root": entity_id, "depth": depth, "direction": direction, **_payload(g, seen, kinds)}
 
 
+#: The most entities an incident's subgraph holds: the incident's own first, then their neighbours by id.
+MAX_INCIDENT_ENTITIES = 200
+
+
+def incident_subgraph(
+    g: Graph, entities: Iterable[str], depth: int = 1, limit: int = MAX_INCIDENT_ENTITIES
+) -> dict[str, Any]:
+    """The incident's entities that the graph knows and what lies within ``depth`` hops of them (either direction,
+    every edge kind), at most ``limit`` entities (``truncated`` says when more were near); ``unknown`` lists the
+    incident's entities the graph does not hold (aged out, or never seen in a trace)."""
+    wanted = sorted(set(entities))
+    known = [e for e in wanted if e in g]
+    near: set[str] = set()
+    for e in known:
+        near |= _around(g, e, depth, "both", EDGE_KINDS)
+    rest = sorted(near - set(known))
+    keep = (known + rest)[:limit]
+    return {
+        "depth": depth,
+        **_payload(g, keep, EDGE_KINDS),
+        "unknown": [e for e in wanted if e not in g],
+        "truncated": len(known) + len(rest) > limit,
+    }
+
+
 def _check_hops(depth: int, direction: str) -> None:
     if not 0 <= depth <= 10:
         raise QueryError(f"depth must be between 0 and 10, not {depth}")

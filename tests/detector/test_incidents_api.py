@@ -84,6 +84,16 @@ def check(api: httpx.Client, window: Callable[[bool], None]) -> None:
         assert incident["candidates"][0] == "service:shop/payment"
         assert incident["severity"] == "critical"
         assert {a["signal"] for a in incident["anomalies"]} >= {"error_ratio"}
+        one = api.get(f"/incidents/{incident['id']}").json()
+        near = {e["id"] for e in one["subgraph"]["entities"]}
+        assert {"service:shop/payment", "service:shop/checkout"} <= near  # payment and its caller, one hop
+        assert {"source": "service:shop/checkout", "target": "service:shop/payment"}.items() <= next(
+            e for e in one["subgraph"]["edges"] if e["target"] == "service:shop/payment" and e["kind"] == "calls"
+        ).items()
+        (errors,) = [s for s in one["series"] if (s["entity"], s["signal"]) == ("service:shop/payment", "error_ratio")]
+        assert len(errors["values"]) >= 10
+        assert errors["values"][-1] > 0.5 > errors["values"][0]
+        assert api.get(f"/incidents/{incident['id']}", params={"depth": 9}).status_code == 400
         acked = api.post(f"/incidents/{incident['id']}/acknowledge").json()
         assert acked["acknowledged"] is True
         for _ in range(10):  # payment recovers; its error logs leave the trailing minute, then past the 30 s hold

@@ -140,3 +140,28 @@ def test_topology_command_prints_the_call_edges_of_a_running_server(api: httpx.C
     down = CliRunner().invoke(main, ["topology", "--api", "http://127.0.0.1:9"])
     assert down.exit_code == 1
     assert "cannot reach Rootward at http://127.0.0.1:9" in down.output
+
+
+def test_an_incidents_subgraph_keeps_its_own_entities_first_and_says_what_it_left_out() -> None:
+    import networkx as nx
+
+    from rootward.topology.queries import incident_subgraph
+
+    g: nx.MultiDiGraph[str] = nx.MultiDiGraph()
+    g.add_edge("service:a", "service:b", key="calls")
+    for n in range(5):
+        g.add_edge(f"service:caller{n}", "service:b", key="calls")
+    g.add_edge("service:z", "service:y", key="calls")
+    data = incident_subgraph(g, ["service:b", "service:gone"], depth=1, limit=4)
+    assert [e["id"] for e in data["entities"]] == ["service:a", "service:b", "service:caller0", "service:caller1"]
+    assert data["unknown"] == ["service:gone"]
+    assert data["truncated"] is True
+    assert {(e["source"], e["target"]) for e in data["edges"]} == {
+        ("service:a", "service:b"),
+        ("service:caller0", "service:b"),
+        ("service:caller1", "service:b"),
+    }
+    assert [e["id"] for e in incident_subgraph(g, ["service:b"], limit=1)["entities"]] == ["service:b"]
+    whole = incident_subgraph(g, ["service:b"], depth=0)
+    assert [e["id"] for e in whole["entities"]] == ["service:b"]
+    assert whole["truncated"] is False
