@@ -48,6 +48,7 @@ from rootward.topology.maintenance import Maintenance
 from rootward.topology.merge import ReplicaMerge
 from rootward.topology.metrics import ServiceGraphMetrics
 from rootward.topology.queries import format_time
+from rootward.tracing import tracer_provider
 
 if TYPE_CHECKING:
     from rootward.acting import Acting
@@ -154,7 +155,9 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))
     sources = Sources(app.topology, app.detector, app.log_templates, app.span_flow)
     failed = app.telemetry.llm_fallbacks.labels
-    return LLMReasoner(settings, fallback, sources, redactor, failed=lambda reason: failed(reason).inc())
+    return LLMReasoner(
+        settings, fallback, sources, redactor, app.tracer_provider, failed=lambda reason: failed(reason).inc()
+    )
 
 
 class Ticker:
@@ -190,6 +193,7 @@ class App:
         self.config = config
         self.clock = clock or SystemClock()
         self.telemetry = Telemetry()
+        self.tracer_provider = tracer_provider(config.traces)  # Rootward's own spans (the LLM reasoner's), or None
         self.summary = ReceivedSummary()
         topo = config.topology
         limits = TopologyLimits(**topo.model_dump(exclude={"history", "export"}))
@@ -419,6 +423,8 @@ class App:
             self.acting.shutdown()
         if self.diagnoser is not None:
             self.diagnoser.close()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # sends what the batch holds
         if self.incident_store is not None:
             self.incident_store.close()
         self.topology.flush()

@@ -20,6 +20,7 @@ from rootward.detector.detector import Anomaly
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.store import IncidentStore
 from rootward.errors import ConfigError
+from rootward.model import SpanBatch
 
 POD = "pod:shop/cart-1"
 ANSWER = {
@@ -194,3 +195,61 @@ def test_the_detector_and_the_incidents_share_one_lock_so_no_thread_waits_on_ano
     assert errors == []
     incident = app.incidents.listed("open")[0]
     assert app.diagnose(incident.id, llm=False) is not None
+
+
+class Spans:
+    """A pipeline that keeps the spans' (service, name, gen_ai.operation.name) it is sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, str]] = []
+
+    def consume_traces(self, batch: SpanBatch) -> None:
+        for row in range(len(batch)):
+            resource = batch.resources[batch.resource[row]]
+            self.seen.append((resource.get("service.name"), batch.strings[batch.name[row]]))
+
+    def consume_metrics(self, batch: object) -> None:
+        pass
+
+    def consume_logs(self, batch: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_the_agents_genai_spans_are_sent_over_otlp_when_traces_endpoint_is_set(llm: ScriptedLLM, protocol: str) -> None:
+    """Another Rootward's receiver stands in for the node's Collector: the spans of one LLM diagnosis reach it,
+    a chat span per model call and an execute_tool span per tool call, under service.name rootward."""
+    spans = Spans()
+    collector = App(load_config(environ={}, overrides=local()), consumer=spans)
+    collector.start()
+    port = collector.receiver.http.port if protocol != "grpc" else collector.receiver.grpc.port
+    endpoint = f"http://127.0.0.1:{port}" if protocol != "grpc" else f"127.0.0.1:{port}"
+    config = load_config(
+        environ={},
+        overrides=local(
+            "agent.llm.enabled=true",
+            f"agent.llm.base_url={llm.base_url}",
+            "agent.llm.model=scripted-model",
+            "agent.llm.max_retries=0",
+            f"traces.endpoint={endpoint}",
+            f"traces.protocol={protocol}",
+        ),
+    )
+    app = App(config)
+    app.start()
+    try:
+        llm.add(tool_calls(("kubernetes_events", {"entity": POD})), answer(ANSWER))
+        open_incident(app)
+    finally:
+        app.shutdown()  # flushes the batch
+    try:
+        collector.receiver.queue.wait_idle()
+        assert ("rootward", "chat scripted-model") in spans.seen
+        assert ("rootward", "execute_tool kubernetes_events") in spans.seen
+        assert {service for service, _ in spans.seen} == {"rootward"}
+    finally:
+        collector.shutdown()
+
+
+def test_without_a_traces_endpoint_no_provider_is_made() -> None:
+    assert App(load_config(environ={}, overrides=local())).tracer_provider is None
