@@ -214,6 +214,8 @@ class _Investigation:
             answer = _parse(content)
         except BadAnswer as e:
             self.trace.error_step(step, "invalid_answer", str(e))
+            if self._tokens() >= self.s.max_tokens:  # the repair turn is the one call past max_steps, not past this
+                raise BadAnswer(f"{e} (no tokens left for a repair turn)") from None
             self.trace.failure = f"invalid answer, repaired: {e}"
             self._say({"role": "user", "content": f"Your answer was not valid: {e}. Reply with only the JSON "
                        "object matching the schema, nothing else."})  # fmt: skip

@@ -76,7 +76,8 @@ class LLM(_Section):
     """Least pipeline time between two LLM investigations of an open incident (each costs tokens); a new episode,
     opened or reopened, is investigated at once."""
     max_steps: int = Field(default=6, ge=1, le=30)
-    """Model calls in one investigation; on the last no tools are offered, so the model must answer."""
+    """Model calls in one investigation; on the last no tools are offered, so the model must answer. An invalid
+    answer gets one repair turn past these, while ``max_tokens`` has some left."""
     max_tokens: int = Field(default=60_000, ge=1000)
     """Input plus output tokens over one investigation; once spent, the next call is the last."""
     max_output_tokens: int = Field(default=2000, ge=100)

@@ -7,9 +7,9 @@ reaches the pipeline: the fault list is read for scoring only. The detector lear
 stream has shown, the fault-free ``construct_data`` minutes included (they are replayed in time order with the rest).
 The in-process replay closes each detection window as replayed time passes it (rootward/replay_sinks.py ReplayClock).
 
-An incident's ranked root-cause services are its candidates as they stood ``RANK_AFTER_S`` after it opened (what a
-responder would have read by then), pods read as their services, peers (databases, hosts) left out. Until the
-agent's reasoner lands (issue 7) this is the detector's root-most-first ordering.
+An incident's ranked root-cause services are its diagnosis' hypotheses (the detector's root-most-first candidates
+before the first diagnosis) as they stood ``RANK_AFTER_S`` after it opened (what a responder would have read by
+then), pods read as their services, peers (databases, hosts) left out.
 """
 
 from __future__ import annotations

@@ -125,6 +125,18 @@ def test_an_invalid_answer_gets_one_repair_turn(llm: ScriptedLLM, reasoner: Buil
     assert trace["failure"].startswith("invalid answer, repaired")
 
 
+def test_no_repair_turn_once_the_token_budget_is_spent(
+    llm: ScriptedLLM, reasoner: Build, context: IncidentContext
+) -> None:
+    llm.add(answer("The root cause is probably cart.", usage=(5000, 100)), answer(GOOD))
+    diagnosis, trace = reasoner(max_tokens=5000).investigate(context)
+    assert diagnosis.reasoner == "graph"
+    assert diagnosis.fallback is not None
+    assert "no tokens left for a repair turn" in diagnosis.fallback
+    assert trace["outcome"] == "fallback"
+    assert len(llm.requests) == 1
+
+
 @pytest.mark.parametrize(
     "second",
     [
