@@ -8,8 +8,8 @@ it is logged and counted, and the incident keeps its last diagnosis.
 
 A slow reasoner (the LLM's, seconds to minutes) runs ``background``: the pipeline thread only builds the context
 and queues it; a worker thread diagnoses, stores the diagnosis and its reasoning trace (``incident.trace``) on the
-incident and calls ``published(incident)``, which the app wires to tell the sinks after this one (the store, Slack,
-the responder) as an update. A full queue is counted in ``dropped``; the incident keeps its last diagnosis.
+incident and calls ``published(incident)``, as ``rootward diagnose`` does; the app wires it to tell the sinks after
+this one (the store, Slack, the responder) of an open incident's, and to store a resolved one's. A full queue is counted in ``dropped``; the incident keeps its last diagnosis.
 """
 
 from __future__ import annotations
@@ -106,8 +106,7 @@ class Diagnoser:
             context = self.contexts.build(incident, incident.updated, episode)
         diagnosis, trace = self._reason(reasoner or self.reasoner, context)
         self._store(incident, diagnosis, trace)
-        if incident.status == "open":
-            self.published(incident)
+        self.published(incident)
         return diagnosis
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -152,8 +151,7 @@ class Diagnoser:
                 incident, context = item
                 try:
                     self._store(incident, *self._reason(self.reasoner, context))
-                    if incident.status == "open":
-                        self.published(incident)
+                    self.published(incident)
                 except Exception:  # the loop boundary: a bug is logged and counted, the worker goes on
                     self.failures += 1
                     self.last.pop(incident.id, None)  # the next change tries again

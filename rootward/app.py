@@ -275,8 +275,8 @@ class App:
             self.diagnoser = _diagnoser(config, self.topology, self.detector)
             if config.agent.llm.enabled:  # on a worker thread; the sinks after it hear of its diagnoses as updates
                 self.llm = _llm_reasoner(self, self.diagnoser.reasoner)
-                self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.llm.min_interval_s, True,
-                                           lambda i: self.incidents.retell(i, skip=self.diagnoser))  # fmt: skip
+                self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.llm.min_interval_s, True)
+            self.diagnoser.published = self._published
             self.incidents.sinks.insert(0, self.diagnoser)
         # Gateway mode: every Rootward merges the call edges replicas send it; replicas other than the aggregator
         # send theirs (rootward/gateway.py) and do not act: only the aggregator holds the whole graph that blast
@@ -341,6 +341,15 @@ class App:
         # window's sink takes the incidents under the detector's, a context reads series windows under the
         # incidents'); the reasoning runs outside it
         return self.diagnoser.rediagnose(incident, reasoner, self.incidents.held())
+
+    def _published(self, incident: Incident) -> None:
+        """A diagnosis made outside the pipeline's change (the LLM's worker, ``rootward diagnose``): the sinks after
+        the diagnoser hear of an open incident's; a resolved incident's is only stored (no Slack update, no action
+        for what is over)."""
+        if incident.status == "open":
+            self.incidents.retell(incident, skip=self.diagnoser)
+        elif self.incident_store is not None:
+            self.incident_store.incident_changed(incident, "updated")
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

@@ -121,6 +121,41 @@ def test_without_an_llm_the_api_refuses_llm_diagnoses_and_has_no_trace() -> None
         app.shutdown()
 
 
+def test_a_resolved_incidents_new_diagnosis_is_stored_and_survives_a_restart(llm: ScriptedLLM, tmp_path: Path) -> None:
+    """``rootward diagnose --llm`` on a resolved incident: stored (memory no longer holds its trace), not told to
+    Slack or the responder; a restarted App serves it from the store."""
+    sets = [
+        *LOCAL_PORTS,
+        "topology.history.enabled=false",
+        f"storage.data_dir={tmp_path}",
+        "agent.llm.enabled=true",
+        f"agent.llm.base_url={llm.base_url}",
+        "agent.llm.model=scripted-model",
+        "agent.llm.max_retries=0",
+    ]
+    app = App(load_config(environ={}, overrides=sets))
+    app.start()
+    try:
+        incident = open_incident(app)  # nothing scripted: the graph answers
+        assert app.incidents.resolve(incident.id, time.time()) is incident
+        told: list[str] = []
+        app.incidents.sinks.append(type("Sink", (), {"incident_changed": lambda _, i, change: told.append(change)})())
+        llm.add(answer(ANSWER))
+        api = f"http://127.0.0.1:{app.api.port}/api/v1/incidents/{incident.id}"
+        assert httpx.post(f"{api}/diagnose", params={"llm": "true"}, timeout=30).json()["reasoner"] == "llm"
+        assert told == []
+    finally:
+        app.shutdown()
+    again = App(load_config(environ={}, overrides=sets))
+    again.start()
+    try:
+        api = f"http://127.0.0.1:{again.api.port}/api/v1/incidents/{incident.id}"
+        assert httpx.get(f"{api}/diagnosis").json()["reasoner"] == "llm"
+        assert httpx.get(f"{api}/trace").json()["outcome"] == "answered"
+    finally:
+        again.shutdown()
+
+
 def test_the_trace_is_stored_with_the_incident_and_loaded_back(tmp_path: Path) -> None:
     incident = Incident("inc-7", 100.0, 110.0)
     incident.diagnosis = {"incident": "inc-7", "reasoner": "llm", "at": 110.0, "hypotheses": [], "summary": ""}
