@@ -9,7 +9,8 @@ it is logged and counted, and the incident keeps its last diagnosis.
 A slow reasoner (the LLM's, seconds to minutes) runs ``background``: the pipeline thread only builds the context
 and queues it; a worker thread diagnoses, stores the diagnosis and its reasoning trace (``incident.trace``) on the
 incident and calls ``published(incident)``, as ``rootward diagnose`` does; the app wires it to tell the sinks after
-this one (the store, Slack, the responder) of an open incident's, and to store a resolved one's. A full queue is counted in ``dropped``; the incident keeps its last diagnosis.
+this one (the store, Slack, the responder) of an open incident's, and to store a resolved one's. A full queue is
+counted in ``dropped``; the incident keeps its last diagnosis.
 """
 
 from __future__ import annotations
