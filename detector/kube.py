@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rootward.clock import Clock, SystemClock
@@ -226,4 +227,20 @@ class KubeSignals:
             entity = f"{resource.removesuffix('s')}:{ns}/{name}"
         user = obj.get("user")
         who = str(user.get("username", "")) if isinstance(user, Mapping) else ""
-        self.changed(Change(now, entity, verb, str(ref.get("subresource") or ""), who))
+        self.changed(Change(_entry_time(obj, now), entity, verb, str(ref.get("subresource") or ""), who))
+
+
+def _entry_time(obj: Mapping[str, Any], now: float) -> float:
+    """When the API server completed an audited request (``stageTimestamp``, else ``requestReceivedTimestamp``):
+    a log pipeline's delay, or a replayed file, must not move the change. ``now`` when neither parses, or for a time
+    ahead of ``now`` (a skewed clock must not put a change after the incident it would explain)."""
+    for key in ("stageTimestamp", "requestReceivedTimestamp"):
+        raw = obj.get(key)
+        if isinstance(raw, str):
+            try:
+                at = datetime.fromisoformat(raw)
+            except ValueError:
+                continue
+            if at.tzinfo is not None:
+                return min(at.timestamp(), now)
+    return now

@@ -16,7 +16,7 @@ COLLECTOR = OTEL_CONFIG / "collector"
 DEPLOY = OTEL_CONFIG / "deploy"
 BASE = DEPLOY / "base"
 GATEWAY = DEPLOY / "gateway"
-COLLECTOR_CONFIGS = ["agent.yaml", "cluster.yaml", "gateway.yaml"]
+COLLECTOR_CONFIGS = ["agent.yaml", "cluster.yaml", "gateway.yaml", "audit.yaml"]
 
 Doc = dict[str, Any]
 

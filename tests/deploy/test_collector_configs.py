@@ -155,7 +155,7 @@ def _grpc_target(docs: list[Doc], host: str, port: int) -> None:
     assert port == DEFAULTS.receiver.grpc.port
 
 
-@pytest.mark.parametrize("name", ["agent.yaml", "cluster.yaml"])
+@pytest.mark.parametrize("name", ["agent.yaml", "cluster.yaml", "audit.yaml"])
 def test_the_node_collectors_export_to_the_node_local_rootward_service(name: str) -> None:
     config = load_yaml(COLLECTOR / name)
     exporter = config["exporters"]["otlp/rootward"]
@@ -374,3 +374,40 @@ def test_the_readme_snippet_is_the_agents_exporter() -> None:
     exporter = snippet["exporters"]["otlp/rootward"]
     assert exporter["endpoint"] == agent["endpoint"]
     assert exporter["tls"] == agent["tls"]
+
+
+def test_the_audit_pipeline_runs_on_the_real_collector_and_writes_become_changes(app: App, tmp_path: Path) -> None:
+    """API audit log lines (one JSON event a line, as the API server writes them) through audit.yaml's filelog
+    receiver: the write becomes a change with who and the entry's own time; the read is not one."""
+    config = load_yaml(COLLECTOR / "audit.yaml")
+    part = _supported_part(config, "logs", _binary_components())
+    assert list(part["receivers"]) == ["filelog/audit"]
+    root = tmp_path / "control-plane"
+    filelog = part["receivers"]["filelog/audit"]
+    filelog["include"] = [str(root) + p for p in filelog["include"]]
+    filelog["start_at"] = "beginning"
+    event = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "stage": "ResponseComplete",
+        "verb": "patch",
+        "user": {"username": "alice@example.com"},
+        "objectRef": {"resource": "deployments", "namespace": "shop", "name": "cart", "apiGroup": "apps"},
+        "requestReceivedTimestamp": "2025-01-01T00:00:00.000000Z",
+        "stageTimestamp": "2025-01-01T00:00:00.250000Z",
+    }
+    lines = [event, {**event, "verb": "get"}]
+    log = root / "var/log/kubernetes/audit/audit.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    url = f"http://127.0.0.1:{app.receiver.http.port}"
+    part["exporters"] = {"otlphttp/rootward": _as_otlphttp(config["exporters"]["otlp/rootward"], url)}
+    part["service"]["pipelines"]["logs"]["exporters"] = ["otlphttp/rootward"]
+
+    with running_otelcol(tmp_path, yaml.safe_dump(part)) as otelcol:
+        arrived = wait_until(lambda: _accepted_logs(app) >= 2, timeout=30)
+        assert arrived, f"accepted {_accepted_logs(app)} log records\n{otelcol.describe()}"
+    app.receiver.queue.wait_idle()
+    changes = [(c.time, c.entity, c.kind, c.who) for c in app.incidents.recent_changes]
+    assert changes == [(1735689600.25, "workload:shop/deployment/cart", "patch", "alice@example.com")]

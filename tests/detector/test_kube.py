@@ -84,8 +84,17 @@ def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> 
     }
     read = {**audit, "verb": "get"}
     kube.consume_logs(log_bodies(audit, read, "plain text line", {"kind": "ConfigMap"}))
+    stamped = {**audit, "requestReceivedTimestamp": "1970-01-01T00:01:01.000000Z"}  # the time the request came
+    stamped_later = {**stamped, "stageTimestamp": "1970-01-01T00:01:10.250000Z"}  # and completed: this one counts
+    skewed = {**audit, "stageTimestamp": "1970-01-01T01:00:00Z"}  # ahead of now: now
+    unreadable = {**audit, "stageTimestamp": "yesterday", "requestReceivedTimestamp": "1970-01-01T00:01:00"}  # naive
+    kube.consume_logs(log_bodies(stamped, stamped_later, skewed, unreadable))
     assert sink.changes == [
         Change(100.0, "workload:shop/deployment/cart", "rollout", "revision 4"),
+        Change(100.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),
+        Change(61.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),
+        Change(70.25, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),
+        Change(100.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),
         Change(100.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),
     ]
     assert sink.anomalies == []
