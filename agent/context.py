@@ -4,7 +4,8 @@
   strongest first, at most ``max_anomalies``;
 - each anomalous series' recent values (its window: the last ``window`` values of its own cadence, oldest first);
 - which service each pod belongs to, and the call subgraph around the incident's services (their callers and
-  callees, with requests and errors);
+  callees, with requests and errors), at most ``max_calls`` edges: the incident's own services' first, the busiest
+  first;
 - the changes (rollouts, API writes) the detector linked to the incident.
 
 Log text stays out: log-template anomalies name templates by id (detector/templates.py), as Slack sees them.
@@ -58,11 +59,13 @@ class ContextBuilder:
         max_anomalies: int = 50,
         window: int = 30,
         lookback_s: float = 60.0,
+        max_calls: int = 500,
     ) -> None:
         self.calls = calls
         self.detector = detector
         self.service_of = service_of or (lambda: detector.service_of if detector is not None else {})
         self.max_anomalies, self.window, self.lookback_s = max_anomalies, window, lookback_s
+        self.max_calls = max_calls
 
     def build(self, incident: Incident, now: float, episode_start: float | None = None) -> IncidentContext:
         start = incident.opened if episode_start is None else episode_start
@@ -75,7 +78,9 @@ class ContextBuilder:
         services = {service_of.get(a.entity, a.entity) for a in anomalies}
         every = list(self.calls())
         callers = {c[0] for c in every if c[1] in services}  # and all their calls: how many of them slowed matters
-        calls = tuple(sorted(c for c in every if c[0] in services or c[1] in services or c[0] in callers))
+        near = [c for c in every if c[0] in services or c[1] in services or c[0] in callers]
+        near.sort(key=lambda c: (c[0] not in services and c[1] not in services, -c[2], c))  # own first, busiest first
+        calls = tuple(sorted(near[: self.max_calls]))
         first_seen: dict[str, float] = {}
         for a in anomalies:
             first_seen[a.entity] = min(first_seen.get(a.entity, a.start), a.start)

@@ -134,7 +134,9 @@ class IncidentLog:
 def _diagnoser(config: Config, topology: TopologyGraph, detector: Detector) -> Diagnoser:
     """The agent's sink: the graph reasoner over contexts of the detector's series and the topology's calls."""
     agent = config.agent
-    contexts = ContextBuilder(topology.calls, detector, None, agent.max_anomalies, agent.window, agent.lookback_s)
+    contexts = ContextBuilder(
+        topology.calls, detector, None, agent.max_anomalies, agent.window, agent.lookback_s, agent.max_calls
+    )
     reasoner = GraphReasoner(GraphReasonerSettings(**agent.graph.model_dump()))
     return Diagnoser(reasoner, contexts, agent.min_interval_s)
 

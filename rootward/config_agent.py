@@ -116,6 +116,8 @@ class Agent(_Section):
     """Anomalies of an incident a context holds (the strongest)."""
     window: int = Field(default=30, gt=0)
     """Past values of each anomalous series in the context."""
+    max_calls: int = Field(default=500, gt=0)
+    """Call edges a context holds: those of the incident's services first, the busiest first (a hub's callers)."""
     lookback_s: float = Field(default=60.0, ge=0)
     """Anomalies this long before the incident's current episode (opened or reopened) still count."""
     min_interval_s: float = Field(default=10.0, ge=0)

@@ -131,6 +131,19 @@ def test_the_context_keeps_the_current_episode_and_bounds_its_size() -> None:
     assert ctx.anomalies[0].score == 85
 
 
+def test_the_context_bounds_a_hubs_calls_keeping_the_incidents_own_and_the_busiest() -> None:
+    """Payment is called by 1,000 services, each of which also calls 2 others: 3,000 edges, 600 kept."""
+    calls = [(f"service:shop/c{i}", PAYMENT, i, 0) for i in range(1000)]
+    calls += [(f"service:shop/c{i}", f"service:shop/x{i}-{j}", 10**6, 0) for i in range(1000) for j in range(2)]
+    incident = Incident("inc-1", 100, 110)
+    incident.add(anomaly(PAYMENT, "p95", 9, t=100), 110)
+    ctx = ContextBuilder(lambda: calls, max_calls=600).build(incident, 110)
+    assert len(ctx.calls) == 600
+    assert all(callee == PAYMENT for _, callee, _, _ in ctx.calls)  # the incident's own edges before busier others
+    assert min(requests for _, _, requests, _ in ctx.calls) == 400  # the busiest 600 of them
+    assert list(ctx.calls) == sorted(ctx.calls)
+
+
 def test_a_slower_network_into_a_service_makes_it_the_first_network_delay_suspect() -> None:
     """Checkout's calls to payment spend longer between the spans (payment's net_in, checkout's client_net), and
     checkout and frontend are slower for it: payment, whose own spans are not slower, comes first."""
