@@ -240,6 +240,7 @@ class App:
                 max_per_minute=slack.max_per_minute,
             ),
             lambda outcome: self.telemetry.slack_messages.labels(outcome).inc(),
+            links=self.topology.calls_among,
         )
         if self.slack.configured:
             self.incidents.sinks.append(self.slack)

@@ -47,9 +47,16 @@ def _safe(text: str, limit: int = 200) -> str:
     return text.replace("`", "'")
 
 
-def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+#: Calls between an incident's entities a message names (the rest are counted).
+MAX_LINKS = 6
+
+
+def render(
+    incident: Incident, page_url: str | None = None, links: list[tuple[str, str]] | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """The message for an incident: fallback text and Block Kit blocks. Entity ids and signal names only: no
-    secrets, no raw telemetry text."""
+    secrets, no raw telemetry text. ``links``: the calls between its entities' services (how the affected part of
+    the graph connects, in words)."""
     state = "resolved" if incident.status == "resolved" else incident.severity
     title = f"{_EMOJI[state]} Incident {incident.id}: {incident.status}"
     if incident.status == "open" and incident.acknowledged:
@@ -67,6 +74,10 @@ def render(incident: Incident, page_url: str | None = None) -> tuple[str, list[d
     affected = f"{count} {'entity' if count == 1 else 'entities'} affected" + (
         f" ({others} more)" if others > 0 else ""
     )
+    if links:
+        named = [f"`{_safe(u)}` calls `{_safe(v)}`" for u, v in links[:MAX_LINKS]]
+        more = len(links) - len(named)
+        affected += ": " + ", ".join(named) + (f", and {more} more {'call' if more == 1 else 'calls'}" if more else "")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Likely root cause:* {suspects}\n{affected}"}},
@@ -174,10 +185,13 @@ class SlackNotifier:
         settings: SlackSettings,
         counts: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        links: Callable[[list[str]], list[tuple[str, str]]] | None = None,
     ) -> None:
+        """``links(entities)``: the calls between the services of an incident's entities (the topology's)."""
         self.settings = settings
         self.counts = counts or (lambda outcome: None)
         self.clock = clock
+        self.links = links
         handlers = [
             RateLimitErrorRetryHandler(max_retry_count=settings.retries),
             ServerErrorRetryHandler(max_retry_count=settings.retries),
@@ -211,7 +225,8 @@ class SlackNotifier:
             return
         if self.webhook is not None and self.web is None and change == "updated":
             return  # a webhook cannot edit; updates would be new messages each window
-        text, blocks = render(incident, self.settings.page_url)  # now: the incident changes while it waits
+        links = self.links(list(incident.first_seen)) if self.links is not None else None
+        text, blocks = render(incident, self.settings.page_url, links)  # now: the incident changes while it waits
         note = _Note(incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident))
         try:
             self._queue.put_nowait(note)

@@ -498,6 +498,10 @@ class TopologyGraph:
         with self._lock:
             return relations.depends_on(self.graph, a, b)
 
+    def calls_among(self, entities: Iterable[str]) -> list[tuple[str, str]]:
+        with self._lock:
+            return relations.calls_among(self.graph, entities)
+
     def a_pod_of(self, entity: str) -> str | None:
         """A pod entity id of a service (the first by name), or the pod itself."""
         with self._lock:

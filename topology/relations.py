@@ -5,6 +5,8 @@ them. Functions of the networkx graph; :class:`~rootward.topology.graph.Topology
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import networkx as nx
 
 #: ``backed_by`` edges a virtual peer gets at most (the pods of its Service, in name order); a workload's pods read
@@ -26,6 +28,21 @@ def services_of(g: nx.MultiDiGraph[str], entity: str) -> set[str]:
     for pod in pods:
         found |= {v for _, v, k in g.out_edges(pod, keys=True) if k == "instance_of"}
     return found
+
+
+def calls_among(g: nx.MultiDiGraph[str], entities: Iterable[str]) -> list[tuple[str, str]]:
+    """The call edges (caller, callee) between the services the entities stand for (pods read as their services),
+    sorted: how an incident's entities connect."""
+    services: set[str] = set()
+    for entity in entities:
+        services |= services_of(g, entity)
+    return sorted(
+        (u, v)
+        for u in services
+        if u in g
+        for _, v, k in g.out_edges(u, keys=True)
+        if k == "calls" and v in services and v != u
+    )
 
 
 def related(g: nx.MultiDiGraph[str], a: str, b: str) -> bool:

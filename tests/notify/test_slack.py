@@ -158,6 +158,14 @@ def test_the_message_names_the_suspects_and_anomalies_without_raw_text() -> None
     assert "2 entities affected" in rendered
 
 
+def test_the_message_says_how_the_affected_services_connect() -> None:
+    _, blocks = render(incident(), links=[("service:shop/checkout", "service:shop/payment")])
+    assert "2 entities affected: `service:shop/checkout` calls `service:shop/payment`" in json.dumps(blocks)
+    many = [(f"service:shop/c{i}", "service:shop/payment") for i in range(9)]
+    _, blocks = render(incident(), links=many)
+    assert "`service:shop/c5` calls `service:shop/payment`, and 3 more calls" in json.dumps(blocks)
+
+
 def test_telemetrys_words_cannot_mention_a_channel_or_link_anywhere() -> None:
     """Service and span names are the sender's: a service named <!channel> or a span name with a link is text."""
     inc = Incident("inc-9", 1000.0, 1010.0)

@@ -240,6 +240,8 @@ def test_related_and_depends_on_answer_for_incidents() -> None:
     assert graph.depends_on("service:/frontend", "pod:shop/cart-1")  # through its service
     assert graph.depends_on("service:/cart", "pod:shop/cart-1")  # a service needs its pods
     assert not graph.depends_on("service:/cart", "service:/frontend")
+    assert graph.calls_among(["pod:shop/cart-1", "service:/frontend"]) == [("service:/frontend", "service:/cart")]
+    assert graph.calls_among(["service:/cart", "pod:shop/unknown"]) == []
 
 
 def test_containers_are_an_attribute_of_their_pod() -> None:
