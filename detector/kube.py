@@ -2,8 +2,9 @@
 
 - Events (the k8sobjects receiver, ``events`` in watch mode; core/v1 or events.k8s.io/v1) whose reason is a known
   failure (OOMKilling, BackOff, Unhealthy, FailedScheduling, Evicted, node pressure, image pulls, FailedMount) and
-  Pod objects whose containers were OOMKilled or wait in CrashLoopBackOff / ImagePullBackOff become anomalies on
-  the pod or node, with signal ``k8s:<reason>``, at once.
+  Pod objects whose containers were OOMKilled or wait in CrashLoopBackOff / ImagePullBackOff, or whose init
+  container has run ``pending_s`` without finishing (``k8s:InitContainerStuck``), become anomalies on the pod or
+  node, with signal ``k8s:<reason>``, at once.
 - Metrics of the Collector's k8s_cluster and kubeletstats receivers that state a failure (memory near its limit, a
   container restart, a Failed or long Pending pod, a node not Ready or under pressure; kube_metrics.py reads them)
   become anomalies the same way, ``k8s:MemoryNearLimit``, ``k8s:ContainerRestarted``, ``k8s:PodFailed``,
@@ -182,7 +183,25 @@ class KubeSignals:
                 if isinstance(waiting, Mapping) and waiting.get("reason") in WAITING_REASONS:
                     reason = str(waiting["reason"])
                     found.add("ImagePullBackOff" if reason == "ErrImagePull" else reason)
+        if status.get("phase") == "Pending" and self._init_stuck(status.get("initContainerStatuses"), now):
+            found.add("InitContainerStuck")
         return [Anomaly(f"pod:{ns}/{name}", f"k8s:{s}", 1.0, 0.0, SCORE, now, now) for s in sorted(found)]
+
+    def _init_stuck(self, statuses: object, now: float) -> bool:
+        """An init container of a Pending pod running for ``pending_s`` or longer (a migration that hangs, a
+        dependency it waits for that never comes): the pod never starts, and no event says so. Seen when the pod
+        object comes again (the cluster Collector pulls every object every 10 minutes)."""
+        for c in statuses if isinstance(statuses, (list, tuple)) else []:
+            running = _mapping(_mapping(_mapping(c).get("state")).get("running"))
+            started = running.get("startedAt")
+            if isinstance(started, str):
+                try:
+                    at = datetime.fromisoformat(started)
+                except ValueError:
+                    continue
+                if at.tzinfo is not None and now - at.timestamp() >= self.metrics.pending_s:
+                    return True
+        return False
 
     def _replicaset(self, obj: Mapping[str, Any], now: float) -> None:
         ns, _ = _meta(obj)

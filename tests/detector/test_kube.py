@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
@@ -14,7 +15,7 @@ from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.detector.detector import Anomaly
-from rootward.detector.kube import Change, KubeSignals
+from rootward.detector.kube import FAILURE_REASONS, Change, KubeSignals
 
 from k8s_bodies import log_bodies
 
@@ -68,6 +69,32 @@ def test_failure_events_and_pod_states_become_anomalies_at_once() -> None:
         ("pod:shop/cart-2", "k8s:OOMKilled", 1.0),
         ("pod:shop/cart-3", "k8s:ImagePullBackOff", 1.0),
     }
+
+
+@pytest.mark.parametrize(("reason", "signal"), sorted(FAILURE_REASONS.items()))
+def test_every_known_failure_event_reason_is_an_anomaly_on_its_object(reason: str, signal: str) -> None:
+    kube, sink = signals()
+    event = {"kind": "Event", "reason": reason, "regarding": {"kind": "Pod", "name": "cart-1", "namespace": "shop"}}
+    kube.consume_logs(log_bodies({"type": "ADDED", "object": event}))
+    assert [(a.entity, a.signal, a.value) for a in sink.anomalies] == [("pod:shop/cart-1", f"k8s:{signal}", 1.0)]
+
+
+def test_an_init_container_running_past_pod_pending_s_in_a_pending_pod_is_stuck() -> None:
+    kube, sink = signals()  # the clock reads 100 s; pending_s is 300
+
+    def init(started: str, phase: str = "Pending") -> dict[str, Any]:
+        running = {"name": "migrate", "state": {"running": {"startedAt": started}}}
+        return {"phase": phase, "initContainerStatuses": [running]}
+
+    kube.consume_logs(
+        log_bodies(
+            pod("cart-1", "rs", init("1969-12-31T23:55:00Z")),  # 400 s ago
+            pod("cart-2", "rs", init("1970-01-01T00:00:00Z")),  # 100 s ago: still starting
+            pod("cart-3", "rs", init("1969-12-31T23:55:00Z", phase="Running")),  # done (a stale status)
+            pod("cart-4", "rs", init("not a time")),
+        )
+    )
+    assert [(a.entity, a.signal) for a in sink.anomalies] == [("pod:shop/cart-1", "k8s:InitContainerStuck")]
 
 
 def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> None:
