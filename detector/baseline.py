@@ -10,6 +10,8 @@ once a minute and a span rate computed every 10 s both have ``history`` samples 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -100,7 +102,19 @@ def _norm_ppf(q: float) -> float:
     return NormalDist().inv_cdf(q)
 
 
-def rule_for(signal: str) -> Rule:
+def rule_for(signal: str, overrides: Mapping[str, Mapping[str, float]] | None = None) -> Rule:
+    """The rule of a signal: its default, with the fields ``overrides`` gives for its name (``in.<measure>`` for an
+    edge series; ``direction`` as UP, DOWN or BOTH)."""
+    rule = _default_rule(signal)
+    if overrides:
+        edge = edge_of(signal)
+        changes = overrides.get(f"in.{edge[1]}" if edge else signal)
+        if changes:
+            rule = dataclasses.replace(rule, **changes)  # type: ignore[arg-type]
+    return rule
+
+
+def _default_rule(signal: str) -> Rule:
     found = RULES.get(signal) or KUBE_RULES.get(signal)
     if found is not None:
         return found

@@ -17,8 +17,8 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -78,6 +78,7 @@ class DetectorSettings:
     series_ttl_s: float = 25 * 3600.0
     callers_per_callee: int = 50
     learn_after_s: float = 300.0
+    rules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # per-signal overrides (baseline.rule_for)
 
 
 class Detector:
@@ -200,7 +201,7 @@ class Detector:
         if len(self.table.keys) > len(self.baselines):
             first = len(self.baselines)
             new = self.table.keys[first:]
-            self.baselines.add_series([rule_for(signal) for _, signal in new])
+            self.baselines.add_series([rule_for(signal, self.settings.rules) for _, signal in new])
             self.silence.add_series([signal for _, signal in new])
             if self.multivariate is not None:
                 self.multivariate.add_series(new)
@@ -298,7 +299,7 @@ class Detector:
         """Series ``ids`` were given to new keys: their state is the new series', empty."""
         keys = [self.table.keys[i] for i in ids.tolist()]
         signals = [signal for _, signal in keys]
-        self.baselines.reset(ids, [rule_for(signal) for signal in signals])
+        self.baselines.reset(ids, [rule_for(signal, self.settings.rules) for signal in signals])
         self.silence.reset(ids, signals)
         if self.multivariate is not None:
             self.multivariate.reset(ids, keys)

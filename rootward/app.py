@@ -25,6 +25,8 @@ from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, 
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
+from rootward.config_detection import Detection
+from rootward.detector.baseline import BOTH, DOWN, UP
 from rootward.detector.detector import Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
@@ -141,6 +143,18 @@ def _diagnoser(config: Config, topology: TopologyGraph, detector: Detector) -> D
     return Diagnoser(reasoner, contexts, agent.min_interval_s)
 
 
+def _rules(detection: Detection) -> dict[str, dict[str, float]]:
+    """``detection.rules`` as the detector reads them (baseline.rule_for): the fields set, direction as +1/-1/0."""
+    directions = {"up": UP, "down": DOWN, "both": BOTH}
+    out: dict[str, dict[str, float]] = {}
+    for name, rule in detection.rules.items():
+        changes: dict[str, float] = rule.model_dump(exclude_none=True, exclude={"direction"})
+        if rule.direction is not None:
+            changes["direction"] = directions[rule.direction]
+        out[name] = changes
+    return out
+
+
 def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     """The LLM reasoner of ``agent.llm`` (imported only then: the openai client), the graph reasoner as its
     fallback."""
@@ -247,7 +261,8 @@ class App:
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
         settings = DetectorSettings(
-            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", *flows, *kube_keys})
+            **detection.model_dump(exclude={"enabled", "incidents", "multivariate", "rules", *flows, *kube_keys}),
+            rules=_rules(detection),
         )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None

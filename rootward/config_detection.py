@@ -3,6 +3,8 @@ flows, the opt-in multivariate model, and how anomalies become incidents."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, StrictInt, model_validator
 
 from rootward.config_section import _Section
@@ -104,6 +106,17 @@ class Multivariate(_Section):
     quiet signals is not an anomaly."""
 
 
+class Rule(_Section):
+    """How one signal is judged; what is left out keeps its default (detector/baseline.py)."""
+
+    direction: Literal["up", "down", "both"] | None = None
+    """Which way is trouble."""
+    min_rel: float | None = Field(default=None, ge=0)
+    """The smallest change that matters, as a fraction of the series' median."""
+    min_abs: float | None = Field(default=None, ge=0)
+    """The smallest change that matters, in the signal's unit (seconds, a ratio, cores, lines a window)."""
+
+
 class Detection(_Section):
     """Streaming anomaly detection (see detector/)."""
 
@@ -176,6 +189,12 @@ class Detection(_Section):
     pod_pending_s: float = Field(default=300.0, gt=0)
     """Seconds a pod may stay Pending (k8s_cluster's ``k8s.pod.phase``) before it is a failure signal
     (``k8s:PodPending``): scheduling and image pulls take a while, a stuck pod is news (a Failed pod is at once)."""
+    rules: dict[str, Rule] = Field(default_factory=dict)
+    """Per-signal overrides of the smallest change that matters and its direction, by signal name: a span series
+    (``rate``, ``error_ratio``, ``p50``, ``p95``, ``p99``, ``client_p95``, ``net_in``, ``client_net``,
+    ``log_errors``), a per-edge measure as ``in.rate``, ``in.error_ratio``, ``in.latency``, a Kubernetes metric
+    series by name (``k8s.pod.cpu.usage``, ``k8s.memory.limit_ratio``, ...), or any metric by its full name
+    (``http.server.request.duration.p95``). Example: ``{p95: {min_abs: 0.05}}`` ignores p95 rises under 50 ms."""
     incidents: Incidents = Incidents()
     multivariate: Multivariate = Multivariate()
     log_flow: LogFlow = LogFlow()

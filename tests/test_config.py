@@ -74,6 +74,21 @@ def test_environment_takes_yaml_values_such_as_lists() -> None:
             id="tls-half-set",
         ),
         pytest.param("logging: {level: LOUD}\n", "rootward.yaml: logging.level: Input should be", id="bad-enum"),
+        pytest.param(
+            "detection:\n  rules: {p95: {min_abs: -0.1}}\n",
+            "rootward.yaml: detection.rules.p95.min_abs: Input should be greater than or equal to 0",
+            id="rule-negative",
+        ),
+        pytest.param(
+            "detection:\n  rules: {p95: {direction: sideways}}\n",
+            "rootward.yaml: detection.rules.p95.direction: Input should be 'up', 'down' or 'both'",
+            id="rule-direction",
+        ),
+        pytest.param(
+            "detection:\n  rules: {p95: {min_abs: 0.1, max_abs: 1}}\n",
+            "rootward.yaml: detection.rules.p95.max_abs: unknown key",
+            id="rule-unknown-field",
+        ),
         pytest.param("- a\n- b\n", "the top level must be a mapping, not list", id="not-a-mapping"),
         pytest.param("receiver: [\n", "not valid YAML", id="not-yaml"),
     ],
@@ -137,3 +152,13 @@ def test_kubernetes_service_link_variables_are_not_configuration() -> None:
 def test_a_weak_or_empty_operator_token_is_a_config_error(token: str) -> None:
     with pytest.raises(ConfigError, match=r"policies\.approvals\.tokens\.alice"):
         load_config(environ={"ROOTWARD_POLICIES__APPROVALS__TOKENS__ALICE": token})
+
+
+def test_detection_rules_reach_the_detector_as_it_reads_them(tmp_path: Path) -> None:
+    from rootward.app import App
+    from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK
+    from rootward.detector.baseline import DOWN
+
+    text = "detection:\n  rules:\n    p95: {min_abs: 0.05}\n    queue.depth: {direction: down}\n"  # a dotted name
+    app = App(load_config(write(tmp_path, text), environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]))
+    assert app.detector.settings.rules == {"p95": {"min_abs": 0.05}, "queue.depth": {"direction": DOWN}}

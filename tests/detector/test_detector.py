@@ -15,7 +15,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client import CollectorRegistry
 
 from rootward.clock import ManualClock
-from rootward.detector.baseline import Baselines, rule_for
+from rootward.detector.baseline import DOWN, UP, Baselines, Rule, rule_for
 from rootward.detector.detector import Anomaly, Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.telemetry import DetectorMetrics
@@ -117,6 +117,26 @@ def test_small_changes_are_not_anomalies_however_quiet_the_baseline() -> None:
         b.judge(np.array([0]), np.array([0.100]))  # a perfectly flat baseline: MAD 0
     anomalous, _, _ = b.judge(np.array([0]), np.array([0.120]))  # +20 %: under the 50 % a latency rule needs
     assert not anomalous.any()
+
+
+def test_configured_rules_override_a_signals_smallest_change_and_direction() -> None:
+    overrides = {"p95": {"min_abs": 0.5}, "in.latency": {"min_rel": 2.0}, "queue.depth": {"direction": DOWN}}
+    assert rule_for("p95", overrides) == Rule(UP, 0.5, 0.5)  # its default direction and min_rel stay
+    assert rule_for("in:service:shop/cart.latency", overrides) == Rule(UP, 2.0, 0.01)
+    assert rule_for("in:service:shop/cart.rate", overrides) == rule_for("rate")
+    assert rule_for("queue.depth", overrides).direction == DOWN
+    assert rule_for("p99", overrides) == rule_for("p99")
+    seen: list[str] = []
+    clock = ManualClock(1000.0)
+    settings = DetectorSettings(window_s=10, warmup=10, rules=overrides)
+    detector = Detector(lambda t, found: seen.extend(a.signal for a in found), settings, clock)
+    rng = random.Random(1)
+    for w in range(34):  # latency x10 from ~0.1 s: 0.9 s is under 5 x the configured 0.5 s for p95, not for p50
+        detector.consume_traces(spans("db", [rng.uniform(0.09, 0.11) * (10 if w >= 30 else 1) for _ in range(50)]))
+        clock.advance(10)
+    detector.tick()
+    assert "p50" in seen
+    assert "p95" not in seen
 
 
 def test_the_detector_confirms_a_latency_shift_over_two_windows() -> None:
