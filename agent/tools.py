@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,11 +25,15 @@ from rootward.topology import queries
 
 if TYPE_CHECKING:
     from rootward.detector.detector import Detector
+    from rootward.detector.kube import KubeSignals
     from rootward.detector.spanflow import SpanFlow
     from rootward.detector.templates import LogTemplates
     from rootward.topology import TopologyGraph
 
 logger = logging.getLogger(__name__)
+
+#: Kubernetes Events one call returns at most (the newest).
+MAX_EVENTS = 50
 
 Entity = Field(min_length=1, max_length=300, description="An entity id, e.g. service:shop/cart or pod:shop/cart-7d9")
 
@@ -78,6 +82,7 @@ class Sources:
     detector: Detector | None = None
     templates: LogTemplates | None = None
     span_flow: SpanFlow | None = None
+    kube: KubeSignals | None = None
 
 
 @dataclass
@@ -241,7 +246,11 @@ class EntityDetails(Tool[EntityArgs]):
 
 class KubernetesEvents(Tool[EntityArgs]):
     name = "kubernetes_events"
-    description = "Kubernetes failure events (OOMKilled, BackOff, Unhealthy, node pressure...) seen for an entity."
+    description = (
+        "An entity's (and for a service, its pods') recent Kubernetes Events, Normal and Warning, oldest first "
+        "(as kubectl describe lists them), and the failure signals the incident holds for it (OOMKilled, BackOff, "
+        "Unhealthy, node pressure...)."
+    )
     args_model = EntityArgs
 
     def run(self, args: EntityArgs) -> ToolResult:
@@ -249,12 +258,16 @@ class KubernetesEvents(Tool[EntityArgs]):
             return bad
         ctx = self.ws.context
         related = {args.entity} | {pod for pod, svc in ctx.service_of.items() if svc == args.entity}
-        events = [
+        failures = [
             {"entity": a.entity, "reason": a.signal.removeprefix("k8s:"), "start": a.start, "end": a.end}
             for a in ctx.anomalies
             if a.signal.startswith("k8s:") and a.entity in related
         ]
-        return ok({"events": events}) if events else no_data("no Kubernetes failure events for this entity")
+        kube = self.ws.sources.kube
+        events = [asdict(r) for r in kube.events_of(related)][-MAX_EVENTS:] if kube is not None else []
+        if not failures and not events:
+            return no_data("no Kubernetes Events or failure signals for this entity")
+        return ok({"failures": failures, "events": events})
 
 
 class ChangesArgs(_Strict):

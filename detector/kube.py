@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,6 +68,25 @@ class Change:
     kind: str
     detail: str = ""
     who: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One Kubernetes Event about an object, Normal or Warning (what ``kubectl describe`` lists at its end)."""
+
+    time: float
+    entity: str
+    type: str
+    reason: str
+    message: str
+    count: int
+
+
+#: Objects whose recent Events are kept, and how many Events each (the oldest object, and its oldest Event, go first).
+MAX_EVENT_OBJECTS = 10_000
+EVENTS_PER_OBJECT = 20
+#: Characters of an Event's message kept (its text is the cluster's, and the agent's tools show it as data).
+MAX_MESSAGE = 300
 
 
 def _unwrap(body: object) -> Mapping[str, Any] | None:
@@ -119,6 +140,8 @@ class KubeSignals:
         self.metrics = metrics or KubeMetrics()
         self.revisions: dict[str, int] = {}  # deployment -> its highest revision seen
         self.seen = 0  # failure signals read
+        self.events: OrderedDict[str, deque[EventRecord]] = OrderedDict()  # object -> its recent Events
+        self._events_lock = threading.Lock()  # the agent's tools read the Events on another thread
 
     def consume_traces(self, batch: SpanBatch) -> None:
         pass
@@ -158,13 +181,39 @@ class KubeSignals:
             self.seen += len(anomalies)
             self.sink(now, anomalies)
 
+    def events_of(self, entities: Iterable[str]) -> list[EventRecord]:
+        """The recent Events of these objects (pods, nodes, workloads), oldest first."""
+        with self._events_lock:
+            found = [r for e in set(entities) for r in self.events.get(e, ())]
+        return sorted(found, key=lambda r: (r.time, r.entity))
+
     def _event(self, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
-        signal = FAILURE_REASONS.get(str(obj.get("reason", "")))
+        reason = str(obj.get("reason", ""))
+        signal = FAILURE_REASONS.get(reason)
         entity = _target(obj.get("involvedObject") or obj.get("regarding"))
+        if entity is not None:
+            self._remember(obj, entity, reason, now)
         if signal is None or entity is None:
             return []
         count = obj.get("count") or (obj.get("series") or {}).get("count") or 1
         return [Anomaly(entity, f"k8s:{signal}", float(count), 0.0, SCORE, now, now)]
+
+    def _remember(self, obj: Mapping[str, Any], entity: str, reason: str, now: float) -> None:
+        count = obj.get("count") or _mapping(obj.get("series")).get("count") or 1
+        record = EventRecord(
+            _event_time(obj, now),
+            entity,
+            str(obj.get("type", ""))[:20],
+            reason[:100],
+            str(obj.get("message") or obj.get("note") or "")[:MAX_MESSAGE],
+            int(count) if isinstance(count, int) else 1,
+        )
+        with self._events_lock:
+            kept = self.events.pop(entity, None) or deque(maxlen=EVENTS_PER_OBJECT)
+            kept.append(record)
+            self.events[entity] = kept  # newest object last
+            while len(self.events) > MAX_EVENT_OBJECTS:
+                self.events.popitem(last=False)
 
     def _pod(self, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
         ns, name = _meta(obj)
@@ -253,7 +302,20 @@ def _entry_time(obj: Mapping[str, Any], now: float) -> float:
     """When the API server completed an audited request (``stageTimestamp``, else ``requestReceivedTimestamp``):
     a log pipeline's delay, or a replayed file, must not move the change. ``now`` when neither parses, or for a time
     ahead of ``now`` (a skewed clock must not put a change after the incident it would explain)."""
-    for key in ("stageTimestamp", "requestReceivedTimestamp"):
+    return _stamp(obj, ("stageTimestamp", "requestReceivedTimestamp"), now)
+
+
+def _event_time(obj: Mapping[str, Any], now: float) -> float:
+    """When an Event last happened (``lastTimestamp``, ``eventTime``, ``series.lastObservedTime``, its creation)."""
+    series = _mapping(obj.get("series"))
+    meta = _mapping(obj.get("metadata"))
+    merged = {**obj, "lastObservedTime": series.get("lastObservedTime"), "created": meta.get("creationTimestamp")}
+    return _stamp(merged, ("lastTimestamp", "lastObservedTime", "eventTime", "created"), now)
+
+
+def _stamp(obj: Mapping[str, Any], keys: tuple[str, ...], now: float) -> float:
+    """The first of ``keys`` that is an RFC 3339 time with a zone, at most ``now``; else ``now``."""
+    for key in keys:
         raw = obj.get(key)
         if isinstance(raw, str):
             try:

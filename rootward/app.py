@@ -169,7 +169,7 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     )
     redaction = llm.redaction
     redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))
-    sources = Sources(app.topology, app.detector, app.log_templates, app.span_flow)
+    sources = Sources(app.topology, app.detector, app.log_templates, app.span_flow, app.kube)
     failed = app.telemetry.llm_fallbacks.labels
     return LLMReasoner(
         settings, fallback, sources, redactor, app.tracer_provider, failed=lambda reason: failed(reason).inc()
@@ -286,6 +286,8 @@ class App:
             if spans.enabled
             else None
         )
+        metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
+        self.kube = KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics)
         self.telemetry.registry.register(DetectorMetrics(self.detector, self.log_templates, self.span_flow))
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None
@@ -327,8 +329,7 @@ class App:
                     if src != USER.id  # a user's call into a service: its server rate and latency say it
                 ]
             )
-            metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
-            stages.append(KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics))
+            stages.append(self.kube)
             stages.append(self.log_templates)
             if self.span_flow is not None:
                 stages.append(self.span_flow)

@@ -85,7 +85,7 @@ def test_tool_failures_come_back_as_error_envelopes_and_the_loop_goes_on(
     assert results[1]["error"] == "arguments are not valid JSON"
     assert "points" in results[2]["error"]
     assert "outside this incident's scope" in results[3]["error"]
-    assert results[4]["data"]["events"][0]["reason"] == "OOMKilled"
+    assert results[4]["data"]["failures"][0]["reason"] == "OOMKilled"
     assert [s["status"] for s in trace["steps"] if s["type"] == "tool"] == ["error"] * 4 + ["ok"]
 
 

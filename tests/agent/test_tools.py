@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from conftest import CART, CART_POD, DEPLOYMENT, FRONTEND, INJECTED
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -11,9 +12,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from rootward.agent import IncidentContext
 from rootward.agent.tools import TOOLS, Sources, ToolResult, Workspace, toolbox
 from rootward.clock import ManualClock
+from rootward.detector.kube import EVENTS_PER_OBJECT, KubeSignals
 from rootward.detector.spanflow import SpanFlow
 from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
+
+from k8s_bodies import log_bodies
 
 
 def test_every_tool_is_defined_by_its_argument_models_schema(sources: Sources, context: IncidentContext) -> None:
@@ -107,3 +111,40 @@ def span_batch(rows: list[tuple[int, int, int, str, str]]) -> SpanBatch:
             name=name,
         )
     return TraceDecoder().decode(req.SerializeToString()).batch
+
+
+def test_kubernetes_events_lists_a_pods_recent_events_as_kubectl_describe_does(context: IncidentContext) -> None:
+    """Events about cart's pod (Normal and Warning, core/v1 and events.k8s.io/v1) come back oldest first with their
+    messages, for the pod and for its service; another pod's, and one past the per-object bound, do not."""
+    kube = KubeSignals(lambda _, a: None, lambda c: None, ManualClock(1_000_000_000.0))
+    pod = {"kind": "Pod", "name": "cart-7d9f-x1", "namespace": "shop"}
+
+    def event(reason: str, at: str, kind: str = "Normal", **more: Any) -> dict[str, Any]:
+        return {"kind": "Event", "type": kind, "reason": reason, "involvedObject": pod, "lastTimestamp": at, **more}
+
+    kube.consume_logs(
+        log_bodies(
+            event("Pulled", "2001-09-09T01:45:00Z", message="Successfully pulled image cart:1.4"),
+            {"type": "ADDED", "object": event("BackOff", "2001-09-09T01:46:00Z", "Warning", count=7)},
+            {  # events.k8s.io/v1: regarding, note, series
+                "kind": "Event", "type": "Warning", "reason": "Unhealthy", "regarding": pod,
+                "note": "Readiness probe failed: connection refused",
+                "series": {"count": 3, "lastObservedTime": "2001-09-09T01:45:30.000000Z"},
+            },
+            event("Scheduled", "2001-09-09T01:40:00Z", involvedObject={**pod, "name": "other-1"}),
+        )
+    )  # fmt: skip
+    _, found = toolbox(Workspace.of(context, Sources(kube=kube)))["kubernetes_events"].invoke(
+        json.dumps({"entity": CART})
+    )
+    assert found.status == "ok"
+    assert [(e["reason"], e["type"], e["count"]) for e in found.data["events"]] == [
+        ("Pulled", "Normal", 1),
+        ("Unhealthy", "Warning", 3),
+        ("BackOff", "Warning", 7),
+    ]
+    assert found.data["events"][0]["message"] == "Successfully pulled image cart:1.4"
+    assert found.data["events"][1]["time"] == 999_999_930.0  # 01:45:30Z, the series' last observation
+    for n in range(EVENTS_PER_OBJECT + 5):
+        kube.consume_logs(log_bodies(event("Pulled", f"2001-09-09T01:{n:02d}:59Z")))
+    assert len(kube.events_of([CART_POD])) == EVENTS_PER_OBJECT
