@@ -106,6 +106,20 @@ def test_429_is_retried_after_its_retry_after(httpserver: HTTPServer) -> None:
     assert len(recorder.calls) == 1
 
 
+def test_a_server_error_is_retried_and_the_retry_is_sent(httpserver: HTTPServer) -> None:
+    recorder = Recorder()
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_response(Response("busy", 503))
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_handler(recorder)
+    outcomes: list[str] = []
+    settings = SlackSettings(bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"), retries=1)
+    notifier = SlackNotifier(settings, outcomes.append)
+    notifier.incident_changed(incident(), "opened")
+    notifier.close()
+    assert outcomes == ["sent"]
+    assert len(recorder.calls) == 1
+    assert len(httpserver.log) == 2  # the 503, then the retry
+
+
 def test_an_outage_is_counted_and_never_blocks_or_leaks_the_token(
     httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
