@@ -14,7 +14,7 @@ from collections.abc import Callable
 from rootward.actions.executor import Diagnosis as Reason
 from rootward.actions.executor import Outcome
 from rootward.actions.requests import ActionRequest
-from rootward.agent.propose import Workloads, propose
+from rootward.agent.propose import Sizes, Workloads, propose
 from rootward.agent.schema import Diagnosis
 from rootward.detector.incidents import Incident
 
@@ -30,10 +30,12 @@ class Responder:
         queue_size: int = 100,
         pending: Callable[[str, str, dict[str, object]], None] | None = None,
         counted: Callable[[str, str], None] | None = None,
+        sizes: Sizes | None = None,
     ) -> None:
         """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack);
-        ``counted(kind, status)`` of every outcome (the metrics)."""
+        ``counted(kind, status)`` of every outcome (the metrics); ``sizes`` are what a resize starts from."""
         self.submit, self.graph, self.min_confidence = submit, graph, min_confidence
+        self.sizes = sizes
         self.pending = pending
         self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
@@ -49,18 +51,18 @@ class Responder:
         if not raw or incident.id in self.proposed:
             return
         diagnosis = Diagnosis.model_validate(raw)
-        request = propose(diagnosis, self.graph, self.min_confidence)
+        request = propose(diagnosis, self.graph, self.min_confidence, self.sizes)
         if request is None:
             return
         top = diagnosis.hypotheses[0]
         summary = f"{top.fault_class} at {top.entity}: {diagnosis.summary}".strip(": ")[:500]
         reason = Reason(summary, top.confidence, incident.id)
         self.proposed[incident.id] = request.describe()
-        incident.action = {"request": request.as_json(), "status": "submitted"}
+        incident.action = {**_proposed(request, reason), "status": "submitted"}
         try:
             self._queue.put_nowait((incident, request, reason))
         except queue.Full:  # the executor is stuck or slow: say so on the incident and in the counts
-            incident.action = {"request": request.as_json(), "status": "dropped", "detail": "responder queue full"}
+            incident.action = {**_proposed(request, reason), "status": "dropped", "detail": "responder queue full"}
             self.counted(request.kind, "dropped")
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -85,13 +87,18 @@ class Responder:
                 incident, request, reason = item
                 try:
                     outcome = self.submit(request, reason)
-                    incident.action = {"request": request.as_json(), **outcome.as_json()}
+                    incident.action = {**_proposed(request, reason), **outcome.as_json()}
                     self.counted(request.kind, outcome.status)
                     if outcome.status == "pending_approval" and outcome.approval_id and self.pending is not None:
                         self.pending(incident.id, outcome.approval_id, incident.action)
                 except Exception as e:  # an executor bug must not stop responding; kept on the incident
                     logger.exception("action for incident %s failed", incident.id)
-                    incident.action = {"request": request.as_json(), "status": "failed", "detail": type(e).__name__}
+                    incident.action = {**_proposed(request, reason), "status": "failed", "detail": type(e).__name__}
                     self.counted(request.kind, "failed")
             finally:
                 self._queue.task_done()
+
+
+def _proposed(request: ActionRequest, reason: Reason) -> dict[str, object]:
+    """What an incident's ``action`` says of the proposal: the request, and the hypothesis and confidence behind it."""
+    return {"request": request.as_json(), "confidence": reason.confidence, "because": reason.summary}

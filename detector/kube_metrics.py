@@ -142,6 +142,8 @@ class KubeMetrics:
         self.parts = _Bounded(max_keys)  # (part, series, entity, container) -> the last numerator or denominator
         self.restarts = _Bounded(max_keys)  # (entity, container) -> the last restart count
         self.pending_since = _Bounded(max_keys)  # (entity,) -> when the pod was first seen Pending (s)
+        self.limited: OrderedDict[str, set[str]] = OrderedDict()  # pod -> its containers with a memory limit
+        self.max_keys = max_keys
 
     def read(self, batch: MetricBatch) -> Readings:
         """The readings of ``batch``'s metrics that are named here (others are left alone)."""
@@ -178,6 +180,21 @@ class KubeMetrics:
                 self._series(out, e, series, numerator / denominator)
         return out
 
+    def memory_limits(self, pod: str) -> list[tuple[str, float, float | None]]:
+        """(container, its memory limit in bytes, its working set / limit if known) of each container of ``pod``
+        with a limit, as k8s_cluster and kubeletstats last reported them: what a proposal to raise a limit needs."""
+        out = []
+        for container in sorted(self.limited.get(pod, ())):
+            limit = self.parts.get(("1", "k8s.memory.limit_ratio", pod, container))
+            used = self.parts.get(("0", "k8s.memory.limit_ratio", pod, container))
+            if limit is not None and limit > 0:
+                out.append((container, limit, used / limit if used is not None else None))
+        return out
+
+    def desired_replicas(self, workload: str) -> float | None:
+        """A workload's desired replicas (``workload:<ns>/<kind>/<name>``) as k8s_cluster last reported them."""
+        return self.parts.get(("1", "k8s.workload.available_ratio", workload, ""))
+
     def _series(self, out: Readings, e: str, series: str, value: float) -> None:
         out.series.append((e, series, value))
         if series == "k8s.memory.limit_ratio" and value >= self.near_limit:
@@ -192,6 +209,11 @@ class KubeMetrics:
             return
         container = resource.get("k8s.container.name") if name.startswith(("container.", "k8s.container.")) else ""
         self.parts.put((str(part), series, e, container), value)
+        if series == "k8s.memory.limit_ratio" and part == 1 and container:
+            self.limited.setdefault(e, set()).add(container)
+            self.limited.move_to_end(e)
+            if len(self.limited) > self.max_keys:
+                self.limited.popitem(last=False)
         if part == 0 or series == "k8s.workload.available_ratio":
             ratios[series, e, container] = None
 

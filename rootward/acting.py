@@ -14,6 +14,7 @@ from collections.abc import Callable
 from rootward.actions import Executor, FeatureFlags, Kube
 from rootward.actions.dependents import topology_dependents
 from rootward.actions.leader import LeaderElector
+from rootward.agent.propose import Sizes
 from rootward.agent.respond import Responder
 from rootward.clock import Clock
 from rootward.config import Config
@@ -39,8 +40,10 @@ class Acting:
         kube: Kube,
         pending: Pending | None = None,
         counted: Callable[[str, str], None] | None = None,
+        sizes: Sizes | None = None,
     ) -> None:
-        """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests)."""
+        """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests); ``sizes``
+        are the current memory limits and replicas a resize proposal starts from."""
         p, a = config.policies, config.actions
         self.config = config
         self.kube = kube
@@ -63,8 +66,9 @@ class Acting:
             flags=self.flags,
         )  # fmt: skip
         self.responder = Responder(
-            self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted
-        )
+            self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
+            sizes=sizes,
+        )  # fmt: skip
 
     @classmethod
     def build(
@@ -74,6 +78,7 @@ class Acting:
         topology: TopologyGraph,
         pending: Pending | None = None,
         counted: Callable[[str, str], None] | None = None,
+        sizes: Sizes | None = None,
     ) -> Acting | None:
         """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
         if not config.actions.enabled:
@@ -83,7 +88,7 @@ class Acting:
         except RootwardError as e:
             logger.warning("actions are off: %s", e)
             return None
-        return cls(config, clock, topology, kube, pending, counted)
+        return cls(config, clock, topology, kube, pending, counted, sizes)
 
     def start(self) -> None:
         self.audit.open()

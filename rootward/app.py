@@ -311,7 +311,9 @@ class App:
             from rootward.acting import Acting
 
             pending = self.slack.approval_requested if self.slack.configured else None
-            self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action)
+            self.acting = Acting.build(
+                config, self.clock, self.topology, pending, self._count_action, self.kube.metrics
+            )
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         # Only in gateway mode: what replicas send becomes graph, so no other OTLP sender may speak as one.

@@ -11,10 +11,20 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from rootward.actions.executor import Diagnosis as Reason
 from rootward.actions.executor import Outcome
-from rootward.actions.requests import ActionRequest, Collect, Cordon, RestartPod, Rollback, RolloutRestart
+from rootward.actions.requests import (
+    ActionRequest,
+    Collect,
+    Cordon,
+    Drain,
+    PatchResources,
+    RestartPod,
+    Rollback,
+    RolloutRestart,
+    Scale,
+)
 from rootward.agent.propose import propose
 from rootward.agent.respond import Responder
-from rootward.agent.schema import Diagnosis, Hypothesis
+from rootward.agent.schema import Diagnosis, Evidence, Hypothesis
 from rootward.detector.incidents import Incident
 from rootward.receiver import TraceDecoder
 from rootward.topology import TopologyGraph
@@ -67,6 +77,76 @@ def test_the_top_hypothesis_gives_one_request(
     assert propose(diagnosis(entity, kind, fault), graph) == expected
 
 
+class Sizes:
+    """Current sizes as KubeMetrics keeps them (its own test reads them from k8s_cluster metrics)."""
+
+    def __init__(self, limits: list[tuple[str, float, float | None]], replicas: float | None) -> None:
+        self.limits, self.replicas = limits, replicas
+
+    def memory_limits(self, pod: str) -> list[tuple[str, float, float | None]]:
+        return self.limits if pod == "pod:shop/cart-7d9f-x1" else []
+
+    def desired_replicas(self, workload: str) -> float | None:
+        return self.replicas if workload == "workload:shop/deployment/cart" else None
+
+
+MIB, GIB = 2**20, 2**30
+SIZES = Sizes([("istio-proxy", 128 * MIB, 0.3), ("server", 512 * MIB, 0.97)], 3)
+
+
+@pytest.mark.parametrize(
+    ("entity", "kind", "fault", "signals", "sizes", "expected"),
+    [
+        pytest.param(
+            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"], SIZES,
+            PatchResources("shop", "cart", container="server", limits={"memory": "768Mi"}), id="oom-fullest-x1.5",
+        ),
+        pytest.param(
+            "pod:shop/cart-7d9f-x1", "pod", "resource_saturation", ["k8s.memory.limit_ratio"],
+            Sizes([("server", 100 * MIB + 1, None)], None),
+            PatchResources("shop", "cart", container="server", limits={"memory": "151Mi"}), id="rounded-up-to-a-mib",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"],
+            Sizes([("server", 60 * GIB, 0.99)], 3),
+            PatchResources("shop", "cart", container="server", limits={"memory": "65536Mi"}), id="capped",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"],
+            Sizes([("server", 64 * GIB, 0.99)], 3), RolloutRestart("shop", "cart"), id="at-the-cap-restart",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"], Sizes([], 3),
+            RolloutRestart("shop", "cart"), id="limit-unknown-restart",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "resource_saturation", ["k8s.pod.cpu.usage", "p95"], SIZES,
+            Scale("shop", "cart", replicas=4), id="cpu-one-more-replica",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "resource_saturation", ["container.cpu.usage"], Sizes([], None),
+            RolloutRestart("shop", "cart"), id="replicas-unknown-restart",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "code_error", ["k8s:OOMKilled"], SIZES,
+            RolloutRestart("shop", "cart"), id="code-error-no-resize",
+        ),
+        pytest.param(
+            "node:node-a", "node", "node_problem", ["k8s:NodeNotReady"], None, Drain("node-a"), id="node-down-drain",
+        ),
+        pytest.param(
+            "node:node-a", "node", "node_problem", ["k8s.node.cpu.usage"], None, Cordon("node-a"), id="busy-cordon",
+        ),
+    ],
+)  # fmt: skip
+def test_resizes_and_drains_follow_the_evidence_and_the_current_size(
+    graph: TopologyGraph, entity: str, kind: str, fault: str, signals: list[str], sizes: Sizes | None, expected: object
+) -> None:
+    evidence = [Evidence(entity=entity, signal=s, value=1.0, expected=0.0, score=10.0) for s in signals]
+    h = Hypothesis(entity=entity, kind=kind, fault_class=fault, confidence=0.8, evidence=evidence)  # type: ignore[arg-type]
+    assert propose(Diagnosis(incident="inc-1", reasoner="test", at=0.0, hypotheses=[h]), graph, sizes=sizes) == expected
+
+
 def test_nothing_below_the_confidence_floor_or_for_names_kubernetes_refuses(graph: TopologyGraph) -> None:
     assert propose(diagnosis("service:shop/cart", "service", "code_error", 0.1), graph) is None
     assert propose(diagnosis("node:Not_A_Name", "node", "node_problem"), graph) is None
@@ -93,6 +173,8 @@ def test_an_executor_failure_is_kept_on_the_incident_and_counted(graph: Topology
     responder.close()
     assert incident.action == {
         "request": RolloutRestart("shop", "cart").as_json(),
+        "confidence": 0.8,  # the top hypothesis' behind it
+        "because": "code_error at service:shop/cart",
         "status": "failed",
         "detail": "RuntimeError",
     }
