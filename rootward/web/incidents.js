@@ -1,8 +1,9 @@
 // The incidents views: the list (status filter, severity, opened, candidates) and one incident (its anomalies,
-// observed against expected; the changes and rollouts linked to it; the diagnosis with ranked hypotheses and
-// their evidence; the proposed action and where it stands).
+// observed against expected, each with its series' recent values; the calls around its services; the changes and
+// rollouts linked to it; the diagnosis with ranked hypotheses and their evidence; the proposed action and where it
+// stands).
 
-import { h, put, when, num, clip } from "./dom.js";
+import { h, s, put, when, num, clip } from "./dom.js";
 import { api, token, link, incidentPath, rerender, ApiError } from "./app.js";
 
 const state = { status: "open", notice: null };
@@ -54,19 +55,51 @@ export async function incidentView(el, id) {
     respond(incident),
     h("h2", {}, "Likely root cause, most likely first"),
     h("ol", { class: "candidates" }, incident.candidates.map((c) => h("li", {}, c))),
-    anomalies(incident.anomalies),
+    anomalies(incident.anomalies, incident.series || []),
+    around(incident),
     changes(incident.changes),
     diagnosis(incident.diagnosis),
     action(incident.action));
 }
 
-function anomalies(list) {
+function anomalies(list, series) {
   if (!list.length) return h("p", { class: "muted" }, "No anomalies left.");
+  const recent = new Map(series.map((x) => [x.entity + "\u0000" + x.signal, x.values]));
   return [h("h2", {}, "Anomalies"), h("table", { class: "list anomalies" },
-    h("thead", {}, h("tr", {}, ["entity", "signal", "observed", "expected", "score", "window"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["entity", "signal", "observed", "expected", "score", "recent values", "window"].map((t) => h("th", {}, t)))),
     h("tbody", {}, list.map((a) => h("tr", {},
       h("td", {}, a.entity), h("td", {}, a.signal), h("td", { class: "num" }, num(a.value)), h("td", { class: "num" }, num(a.expected)),
-      h("td", { class: "num" }, num(a.score)), h("td", {}, `${when(a.start)} – ${when(a.end)}`)))))];
+      h("td", { class: "num" }, num(a.score)), h("td", {}, sparkline(recent.get(a.entity + "\u0000" + a.signal))),
+      h("td", {}, `${when(a.start)} – ${when(a.end)}`)))))];
+}
+
+/** A series' recent values as a line, oldest left; its last point (the anomalous end) marked. */
+function sparkline(values) {
+  const finite = (values || []).filter((v) => typeof v === "number" && Number.isFinite(v));
+  if (finite.length < 2) return h("span", { class: "muted" }, "–");
+  const w = 120, ht = 24, lo = Math.min(...finite), hi = Math.max(...finite), span = hi - lo || 1;
+  const xy = finite.map((v, n) => [(n * w) / (finite.length - 1), ht - 2 - ((v - lo) * (ht - 4)) / span]);
+  const [lx, ly] = xy[xy.length - 1];
+  return s("svg", { class: "spark", width: w, height: ht, viewBox: `0 0 ${w} ${ht}`, role: "img",
+    "aria-label": `last ${finite.length} values, ${num(lo)} to ${num(hi)}, now ${num(finite[finite.length - 1])}` },
+    s("polyline", { points: xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" ") }),
+    s("circle", { cx: lx.toFixed(1), cy: ly.toFixed(1), r: 2.5 }));
+}
+
+/** The calls among the incident's services and one hop around them (the API's subgraph), the incident's first. */
+function around(incident) {
+  const graph = incident.subgraph;
+  if (!graph) return null;
+  const own = new Set(incident.entities.map((e) => e.id));
+  const calls = graph.edges.filter((e) => e.kind === "calls")
+    .sort((a, b) => (own.has(b.source) && own.has(b.target)) - (own.has(a.source) && own.has(a.target)));
+  const name = (id) => own.has(id) ? h("strong", {}, id) : id;
+  return [h("h2", {}, "Calls around it"),
+    calls.length ? h("ul", { class: "calls" }, calls.slice(0, 30).map((e) => h("li", {}, name(e.source), " → ", name(e.target),
+      e.requests !== undefined ? h("span", { class: "muted" }, ` ${e.requests} requests, ${e.errors || 0} errors`) : null)))
+      : h("p", { class: "muted" }, "No calls to or from its services in the graph."),
+    calls.length > 30 ? h("p", { class: "muted" }, `and ${calls.length - 30} more`) : null,
+    graph.truncated ? h("p", { class: "muted" }, "(the neighbourhood was cut at 200 entities)") : null];
 }
 
 function changes(list) {

@@ -81,6 +81,9 @@ def test_the_slack_deep_link_shows_the_incident_with_payment_first_and_its_diagn
     expect(page.locator("h1")).to_contain_text(rootward.incident_id)
     expect(page.locator("ol.candidates li").first).to_have_text("service:shop/payment")
     expect(page.locator("table.anomalies")).to_contain_text("error_ratio")
+    errors = page.locator("table.anomalies tr", has_text="error_ratio").first
+    expect(errors.locator("svg.spark")).to_have_attribute("aria-label", re.compile(r"^last \d+ values, 0 to .*, now "))
+    expect(page.locator("ul.calls")).to_contain_text("service:shop/checkout → service:shop/payment")
     first = page.locator("ol.hypotheses > li").first
     expect(first).to_contain_text("service:shop/payment code_error")
     expect(first.locator("meter")).to_have_attribute("value", re.compile(r"^\d+$"))
