@@ -43,7 +43,7 @@ from rootward.agent.context import IncidentContext
 from rootward.agent.diagnoser import Reasoner
 from rootward.agent.graph_reasoner import kind_of
 from rootward.agent.redact import Redactor
-from rootward.agent.schema import Diagnosis, Hypothesis, SuggestedAction
+from rootward.agent.schema import Diagnosis, Evidence, Hypothesis, SuggestedAction
 from rootward.agent.tools import Sources, Tool, Workspace, error, toolbox
 from rootward.agent.trace import ReasoningTrace, Spans, now, usage_attributes
 from rootward.errors import RootwardError
@@ -228,11 +228,23 @@ class _Investigation:
 
     def _diagnosis(self, answer: Answer) -> Diagnosis:
         scope, cap = self.workspace.scope, self.s.max_confidence
+        held = {(a.entity, a.signal): a for a in self.context.anomalies}
         kept = []
         for h in answer.hypotheses:
             if h.entity in scope:
-                # The kind follows from the id (the proposal picks the action by kind: a "node" must be a node).
-                kept.append(h.model_copy(update={"confidence": min(h.confidence, cap), "kind": kind_of(h.entity)}))
+                # The kind follows from the id (the proposal picks the action by kind: a "node" must be a node), and
+                # the evidence is the incident's own anomalies the model named (it picks the action too: a model
+                # that writes k8s:OOMKilled must not get a memory raise the telemetry never showed).
+                evidence = []
+                for e in h.evidence:
+                    a = held.get((e.entity, e.signal))
+                    if a is None:
+                        self.trace.dropped.append(f"evidence {e.entity!r} {e.signal!r}: not an anomaly of the incident")
+                    else:
+                        evidence.append(Evidence(entity=a.entity, signal=a.signal, value=a.value,
+                                                 expected=a.expected, score=a.score))  # fmt: skip
+                update = {"confidence": min(h.confidence, cap), "kind": kind_of(h.entity), "evidence": evidence}
+                kept.append(h.model_copy(update=update))
             else:
                 self.trace.dropped.append(f"hypothesis {h.entity!r}: outside the incident's scope")
         if not kept:

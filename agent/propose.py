@@ -6,21 +6,23 @@ in the graph decide one typed request (actions/requests.py), or none.
 | a node, with NotReady or pressure among its evidence | any | drain the node (high: a human approves) |
 | another node | any | cordon the node (medium) |
 | a service or pod | bad_rollout | roll its Deployment back to the previous revision (medium) |
-| a service or pod, out of memory (1) | resource_saturation | its fullest container's memory limit x 1.5 (medium) |
-| a service or pod, CPU in its evidence | resource_saturation | scale its workload up by one replica (medium) |
+| a service or pod, out of memory (1) | resource_saturation | that container's memory limit x 1.5 (medium) |
 | a service or pod | resource_saturation, code_error | rollout restart of its workload (medium) |
 | a pod of a workload we cannot name | resource_saturation, code_error | restart the pod (low) |
 | a service or pod | network_delay, dependency_failure | collect the pod's object, events and logs (read-only) |
 | a peer (database, queue, host) | any | nothing: Rootward does not act on what it does not run |
 
-(1) OOMKilled, or memory near its limit, among the hypothesis' evidence.
+(1) ``k8s:OOMKilled`` or ``k8s:MemoryNearLimit`` on one of its pods among the hypothesis' evidence, and which
+container ran out known (the one the pod's status says was OOM-killed, else the one at its limit).
 
 This only proposes: the policy decides what may happen, the executor's mode whether anything changes, and a
 proposal below ``min_confidence`` is not made. Telemetry never widens this table: names come from the topology
-graph (which the Collector's Kubernetes objects fill), and the request types validate them as Kubernetes names. The
-sizes behind a new limit or replica count (the current limit, the desired replicas) are the Kubernetes API's as
-the Collector's k8s_cluster receiver reports them; without them the restart is proposed. A new limit is at most
-``MAX_MEMORY`` and never lower than the current one; the policy caps replicas (``policies.rules.max_replicas``).
+graph (which the Collector's Kubernetes objects fill), and the request types validate them as Kubernetes names.
+Evidence is read by exact signal names of Kubernetes' own (never words in a span or caller name, which the sender
+chooses), and the LLM's evidence is kept only where the incident holds it (agent/llm.py). The limit a raise starts
+from is the killed pod's as k8s_cluster reported it; a new limit is at most ``MAX_MEMORY``; without a known
+container and limit the restart is proposed. No replica count is proposed: it would be an absolute number from a
+report that may be stale, and would fight a HorizontalPodAutoscaler.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from rootward.actions.requests import (
     RestartPod,
     Rollback,
     RolloutRestart,
-    Scale,
     WorkloadKind,
 )
 from rootward.agent.schema import Diagnosis, Hypothesis
@@ -49,18 +50,14 @@ MAX_MEMORY = 64 * 2**30
 _MIB = 2**20
 #: Evidence that a node is unhealthy enough to empty (its pods are better elsewhere), not only busy.
 _NODE_DOWN = ("k8s:NodeNotReady", "k8s:NodePressure")
-_OUT_OF_MEMORY = ("k8s:OOMKilled", "k8s:MemoryNearLimit", "k8s.memory.limit_ratio")
+_OUT_OF_MEMORY = ("k8s:OOMKilled", "k8s:MemoryNearLimit")
 
 
 class Sizes(Protocol):
-    """The current sizes a resize starts from (detector/kube_metrics.py KubeMetrics)."""
+    """The current size a resize starts from (detector/kube.py KubeSignals)."""
 
-    def memory_limits(self, pod: str) -> list[tuple[str, float, float | None]]:
-        """(container, memory limit in bytes, working set / limit if known) of a pod's limited containers."""
-        ...
-
-    def desired_replicas(self, workload: str) -> float | None:
-        """Desired replicas of ``workload:<ns>/<kind>/<name>``."""
+    def memory_limit(self, pod: str) -> tuple[str, float] | None:
+        """(container, its memory limit in bytes) of the pod's container that ran out of memory, if known."""
         ...
 
 
@@ -105,9 +102,9 @@ def _request(top: Hypothesis, graph: Workloads, sizes: Sizes | None) -> ActionRe
         if top.fault_class == "bad_rollout" and kind == "Deployment":
             return Rollback(ns, name)
         if top.fault_class == "resource_saturation" and sizes is not None:
-            resized = _resize(top.entity, workload, signals, graph, sizes)
-            if resized is not None:
-                return resized
+            raised = _more_memory(top, workload, graph, sizes)
+            if raised is not None:
+                return raised
         return RolloutRestart(ns, name, workload_kind=kind)  # type: ignore[arg-type]
     pod = graph.a_pod_of(top.entity)
     if pod is None:
@@ -118,30 +115,23 @@ def _request(top: Hypothesis, graph: Workloads, sizes: Sizes | None) -> ActionRe
     return Collect(ns, name)
 
 
-def _resize(
-    entity: str, workload: tuple[str, str, str], signals: list[str], graph: Workloads, sizes: Sizes
+def _more_memory(
+    top: Hypothesis, workload: tuple[str, str, str], graph: Workloads, sizes: Sizes
 ) -> ActionRequest | None:
-    """More memory for the fullest limited container, or one more replica for CPU, when the evidence says which and
-    the current size is known; else None."""
-    ns, name = workload[0], workload[2]
-    kind = cast(WorkloadKind, workload[1])  # Deployment or StatefulSet (the request refuses others)
-    if any(s in _OUT_OF_MEMORY for s in signals):
-        pod = graph.a_pod_of(entity)
-        limits = sizes.memory_limits(pod) if pod is not None else []
-        if limits:
-            container, limit, _ = max(limits, key=lambda c: (c[2] if c[2] is not None else -1.0, c[1]))
-            raised = min(MAX_MEMORY, math.ceil(limit * MEMORY_GROWTH / _MIB) * _MIB)
-            if raised > limit:
-                return PatchResources(
-                    ns,
-                    name,
-                    workload_kind=kind,
-                    container=container,
-                    limits={"memory": f"{raised // _MIB}Mi"},
-                )
+    """The memory limit of the container that ran out x MEMORY_GROWTH (rounded up to a MiB, at most MAX_MEMORY),
+    when an out-of-memory signal of one of the workload's pods is in the evidence and the container and its limit
+    are known; else None."""
+    pods = [
+        e.entity
+        for e in top.evidence
+        if e.signal in _OUT_OF_MEMORY and e.entity.startswith("pod:") and graph.workload_of(e.entity) == workload
+    ]
+    found = sizes.memory_limit(pods[0]) if pods else None
+    if found is None:
         return None
-    if any("cpu" in s.lower() for s in signals):
-        desired = sizes.desired_replicas(f"workload:{ns}/{kind.lower()}/{name}")
-        if desired is not None and desired >= 1:
-            return Scale(ns, name, workload_kind=kind, replicas=int(desired) + 1)
-    return None
+    container, limit = found
+    raised = min(MAX_MEMORY, math.ceil(limit * MEMORY_GROWTH / _MIB) * _MIB)
+    if raised <= limit:
+        return None
+    ns, kind, name = workload[0], cast(WorkloadKind, workload[1]), workload[2]
+    return PatchResources(ns, name, workload_kind=kind, container=container, limits={"memory": f"{raised // _MIB}Mi"})

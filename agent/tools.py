@@ -264,7 +264,7 @@ class KubernetesEvents(Tool[EntityArgs]):
             if a.signal.startswith("k8s:") and a.entity in related
         ]
         kube = self.ws.sources.kube
-        events = [asdict(r) for r in kube.events_of(related)][-MAX_EVENTS:] if kube is not None else []
+        events = [asdict(r) for r in kube.history.of(related)][-MAX_EVENTS:] if kube is not None else []
         if not failures and not events:
             return no_data("no Kubernetes Events or failure signals for this entity")
         return ok({"failures": failures, "events": events})

@@ -104,11 +104,17 @@ def _norm_ppf(q: float) -> float:
 
 def rule_for(signal: str, overrides: Mapping[str, Mapping[str, float]] | None = None) -> Rule:
     """The rule of a signal: its default, with the fields ``overrides`` gives for its name (``in.<measure>`` for an
-    edge series; ``direction`` as UP, DOWN or BOTH)."""
+    edge series, the measure for a per-operation series; ``direction`` as UP, DOWN or BOTH)."""
     rule = _default_rule(signal)
     if overrides:
         edge = edge_of(signal)
-        changes = overrides.get(f"in.{edge[1]}" if edge else signal)
+        if edge:
+            key = f"in.{edge[1]}"
+        elif signal.startswith(OPERATION_PREFIX):  # judged as the service's own measure, overridden as it is
+            key = signal.rsplit(".", 1)[-1]
+        else:
+            key = signal
+        changes = overrides.get(key)
         if changes:
             rule = dataclasses.replace(rule, **changes)  # type: ignore[arg-type]
     return rule

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from rootward.clock import Clock, SystemClock
 from rootward.detector.detector import Anomaly
+from rootward.detector.kube_events import EventHistory
 from rootward.detector.kube_metrics import KubeMetrics
+from rootward.detector.times import stamp
 from rootward.model import LogBatch, MetricBatch, SpanBatch, k8s_object
 
 #: Event reasons that are failures in themselves, and the signal each becomes.
@@ -54,6 +55,10 @@ WAITING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Crea
 MUTATING_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 #: Score of a known failure signal (a robust z-score of 10: past any threshold, strong in rankings).
 SCORE = 10.0
+#: Resources whose writes are the cluster's housekeeping, not changes: leases, Events, token and access reviews.
+_HOUSEKEEPING = {"leases", "events", "tokenreviews", "subjectaccessreviews", "selfsubjectaccessreviews"}
+#: Pods whose OOM-killed container is remembered (the oldest forgotten first).
+MAX_OOM_PODS = 10_000
 #: Changes to workloads and the objects they read, as entity ids; others keep ``<resource>:<ns>/<name>``.
 _WORKLOAD_RESOURCES = {"deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}
 
@@ -70,35 +75,15 @@ class Change:
     who: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One Kubernetes Event about an object, Normal or Warning (what ``kubectl describe`` lists at its end)."""
-
-    time: float
-    entity: str
-    type: str
-    reason: str
-    message: str
-    count: int
-
-
-#: Objects whose recent Events are kept, and how many Events each (the oldest object, and its oldest Event, go first).
-MAX_EVENT_OBJECTS = 10_000
-EVENTS_PER_OBJECT = 20
-#: Characters of an Event's message kept (its text is the cluster's, and the agent's tools show it as data).
-MAX_MESSAGE = 300
-
-
-def _unwrap(body: object) -> Mapping[str, Any] | None:
-    """The Kubernetes object of a k8sobjects log body (rootward.model.k8s_object), or of a JSON line (the API
-    server's audit log as the filelog receiver reads it)."""
+def _unwrap(body: object) -> tuple[str, Mapping[str, Any]] | None:
+    """(watch event type, the Kubernetes object) of a k8sobjects log body (rootward.model.k8s_object), or of a JSON
+    line (the API server's audit log as the filelog receiver reads it)."""
     if isinstance(body, str) and body.startswith("{"):
         try:
             body = json.loads(body)
         except ValueError:
             return None
-    found = k8s_object(body)
-    return found[1] if found is not None else None
+    return k8s_object(body)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -140,14 +125,16 @@ class KubeSignals:
         self.metrics = metrics or KubeMetrics()
         self.revisions: dict[str, int] = {}  # deployment -> its highest revision seen
         self.seen = 0  # failure signals read
-        self.events: OrderedDict[str, deque[EventRecord]] = OrderedDict()  # object -> its recent Events
-        self._events_lock = threading.Lock()  # the agent's tools read the Events on another thread
+        self.history = EventHistory()  # objects' recent Events, for the agent's kubernetes_events tool
+        self.oom_killed: OrderedDict[str, str] = OrderedDict()  # pod -> its container last OOM-killed
+        self._lock = threading.Lock()  # metrics and oom_killed: the responder reads sizes on another thread
 
     def consume_traces(self, batch: SpanBatch) -> None:
         pass
 
     def consume_metrics(self, batch: MetricBatch) -> None:
-        failures = self.metrics.read(batch).failures
+        with self._lock:
+            failures = self.metrics.read(batch).failures
         if not failures:
             return
         now = self.clock.now()
@@ -165,14 +152,15 @@ class KubeSignals:
         for body in batch.body:
             if not isinstance(body, (Mapping, str)):
                 continue
-            obj = _unwrap(body)
-            if obj is None:
+            found = _unwrap(body)
+            if found is None:
                 continue
+            event, obj = found
             kind = obj.get("kind")
             if kind == "Event" and str(obj.get("apiVersion", "")).startswith("audit.k8s.io"):
                 self._audit(obj, now)
             elif kind == "Event":
-                anomalies += self._event(obj, now)
+                anomalies += self._event(event, obj, now)
             elif kind == "Pod":
                 anomalies += self._pod(obj, now)
             elif kind == "ReplicaSet":
@@ -181,39 +169,28 @@ class KubeSignals:
             self.seen += len(anomalies)
             self.sink(now, anomalies)
 
-    def events_of(self, entities: Iterable[str]) -> list[EventRecord]:
-        """The recent Events of these objects (pods, nodes, workloads), oldest first."""
-        with self._events_lock:
-            found = [r for e in set(entities) for r in self.events.get(e, ())]
-        return sorted(found, key=lambda r: (r.time, r.entity))
+    def memory_limit(self, pod: str) -> tuple[str, float] | None:
+        """(container, its memory limit in bytes) of the pod's container that ran out of memory: the one last
+        OOM-killed (the pod's status says which), else one at ``memory_near_limit`` of its limit or past it; None
+        when neither is known (a sidecar's limit is not the one to raise)."""
+        with self._lock:
+            limits = self.metrics.memory_limits(pod)
+            killed = self.oom_killed.get(pod)
+        for container, limit, ratio in limits:
+            if container == killed or (killed is None and ratio is not None and ratio >= self.metrics.near_limit):
+                return container, limit
+        return None
 
-    def _event(self, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
+    def _event(self, event: str, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
         reason = str(obj.get("reason", ""))
         signal = FAILURE_REASONS.get(reason)
         entity = _target(obj.get("involvedObject") or obj.get("regarding"))
         if entity is not None:
-            self._remember(obj, entity, reason, now)
-        if signal is None or entity is None:
+            self.history.note(event, obj, entity, now)
+        if signal is None or entity is None or event == "DELETED":  # a deleted Event's TTL ran out: old news
             return []
         count = obj.get("count") or (obj.get("series") or {}).get("count") or 1
         return [Anomaly(entity, f"k8s:{signal}", float(count), 0.0, SCORE, now, now)]
-
-    def _remember(self, obj: Mapping[str, Any], entity: str, reason: str, now: float) -> None:
-        count = obj.get("count") or _mapping(obj.get("series")).get("count") or 1
-        record = EventRecord(
-            _event_time(obj, now),
-            entity,
-            str(obj.get("type", ""))[:20],
-            reason[:100],
-            str(obj.get("message") or obj.get("note") or "")[:MAX_MESSAGE],
-            int(count) if isinstance(count, int) else 1,
-        )
-        with self._events_lock:
-            kept = self.events.pop(entity, None) or deque(maxlen=EVENTS_PER_OBJECT)
-            kept.append(record)
-            self.events[entity] = kept  # newest object last
-            while len(self.events) > MAX_EVENT_OBJECTS:
-                self.events.popitem(last=False)
 
     def _pod(self, obj: Mapping[str, Any], now: float) -> list[Anomaly]:
         ns, name = _meta(obj)
@@ -228,28 +205,39 @@ class KubeSignals:
                 last = (c.get("lastState") or {}).get("terminated") or {}
                 if isinstance(last, Mapping) and last.get("reason") == "OOMKilled":
                     found.add("OOMKilled")
+                    self._killed(f"pod:{ns}/{name}", str(c.get("name", "")))
                 waiting = (c.get("state") or {}).get("waiting") or {}
                 if isinstance(waiting, Mapping) and waiting.get("reason") in WAITING_REASONS:
                     reason = str(waiting["reason"])
                     found.add("ImagePullBackOff" if reason == "ErrImagePull" else reason)
-        if status.get("phase") == "Pending" and self._init_stuck(status.get("initContainerStatuses"), now):
+        if status.get("phase") == "Pending" and self._init_stuck(obj, now):
             found.add("InitContainerStuck")
         return [Anomaly(f"pod:{ns}/{name}", f"k8s:{s}", 1.0, 0.0, SCORE, now, now) for s in sorted(found)]
 
-    def _init_stuck(self, statuses: object, now: float) -> bool:
+    def _killed(self, pod: str, container: str) -> None:
+        with self._lock:
+            self.oom_killed.pop(pod, None)
+            self.oom_killed[pod] = container
+            while len(self.oom_killed) > MAX_OOM_PODS:
+                self.oom_killed.popitem(last=False)
+
+    def _init_stuck(self, obj: Mapping[str, Any], now: float) -> bool:
         """An init container of a Pending pod running for ``pending_s`` or longer (a migration that hangs, a
-        dependency it waits for that never comes): the pod never starts, and no event says so. Seen when the pod
-        object comes again (the cluster Collector pulls every object every 10 minutes)."""
+        dependency it waits for that never comes): the pod never starts, and no event says so. Native sidecars
+        (init containers with ``restartPolicy: Always``) run for the pod's life and are not counted. Seen when the
+        pod object comes again (the cluster Collector pulls every object every 10 minutes)."""
+        spec = _mapping(obj.get("spec")).get("initContainers")
+        sidecars = {
+            _mapping(c).get("name") for c in (spec if isinstance(spec, (list, tuple)) else [])
+            if _mapping(c).get("restartPolicy") == "Always"
+        }  # fmt: skip
+        statuses = _mapping(obj.get("status")).get("initContainerStatuses")
         for c in statuses if isinstance(statuses, (list, tuple)) else []:
             running = _mapping(_mapping(_mapping(c).get("state")).get("running"))
-            started = running.get("startedAt")
-            if isinstance(started, str):
-                try:
-                    at = datetime.fromisoformat(started)
-                except ValueError:
-                    continue
-                if at.tzinfo is not None and now - at.timestamp() >= self.metrics.pending_s:
-                    return True
+            if not running or _mapping(c).get("name") in sidecars:
+                continue
+            if now - stamp(running, ("startedAt",), now) >= self.metrics.pending_s:
+                return True
         return False
 
     def _replicaset(self, obj: Mapping[str, Any], now: float) -> None:
@@ -283,8 +271,11 @@ class KubeSignals:
         ):
             return
         resource, ns, name = str(ref.get("resource", "")), str(ref.get("namespace") or ""), str(ref.get("name") or "")
-        if not resource or not name:
-            return
+        if not resource or not name or resource in _HOUSEKEEPING or ref.get("subresource") == "status":
+            return  # leases renewed every few seconds, Events written, controllers' status: no one changed anything
+        code = _mapping(obj.get("responseStatus")).get("code")
+        if isinstance(code, int) and code >= 400:
+            return  # refused or failed: nothing changed
         if resource in _WORKLOAD_RESOURCES:
             entity = f"workload:{ns}/{resource.removesuffix('s')}/{name}"
         elif resource == "pods":
@@ -300,28 +291,5 @@ class KubeSignals:
 
 def _entry_time(obj: Mapping[str, Any], now: float) -> float:
     """When the API server completed an audited request (``stageTimestamp``, else ``requestReceivedTimestamp``):
-    a log pipeline's delay, or a replayed file, must not move the change. ``now`` when neither parses, or for a time
-    ahead of ``now`` (a skewed clock must not put a change after the incident it would explain)."""
-    return _stamp(obj, ("stageTimestamp", "requestReceivedTimestamp"), now)
-
-
-def _event_time(obj: Mapping[str, Any], now: float) -> float:
-    """When an Event last happened (``lastTimestamp``, ``eventTime``, ``series.lastObservedTime``, its creation)."""
-    series = _mapping(obj.get("series"))
-    meta = _mapping(obj.get("metadata"))
-    merged = {**obj, "lastObservedTime": series.get("lastObservedTime"), "created": meta.get("creationTimestamp")}
-    return _stamp(merged, ("lastTimestamp", "lastObservedTime", "eventTime", "created"), now)
-
-
-def _stamp(obj: Mapping[str, Any], keys: tuple[str, ...], now: float) -> float:
-    """The first of ``keys`` that is an RFC 3339 time with a zone, at most ``now``; else ``now``."""
-    for key in keys:
-        raw = obj.get(key)
-        if isinstance(raw, str):
-            try:
-                at = datetime.fromisoformat(raw)
-            except ValueError:
-                continue
-            if at.tzinfo is not None:
-                return min(at.timestamp(), now)
-    return now
+    a log pipeline's delay, or a replayed file, must not move the change."""
+    return stamp(obj, ("stageTimestamp", "requestReceivedTimestamp"), now)

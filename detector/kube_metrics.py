@@ -182,7 +182,7 @@ class KubeMetrics:
 
     def memory_limits(self, pod: str) -> list[tuple[str, float, float | None]]:
         """(container, its memory limit in bytes, its working set / limit if known) of each container of ``pod``
-        with a limit, as k8s_cluster and kubeletstats last reported them: what a proposal to raise a limit needs."""
+        with a limit, as k8s_cluster and kubeletstats last reported them (what a raise of the limit starts from)."""
         out = []
         for container in sorted(self.limited.get(pod, ())):
             limit = self.parts.get(("1", "k8s.memory.limit_ratio", pod, container))
@@ -190,10 +190,6 @@ class KubeMetrics:
             if limit is not None and limit > 0:
                 out.append((container, limit, used / limit if used is not None else None))
         return out
-
-    def desired_replicas(self, workload: str) -> float | None:
-        """A workload's desired replicas (``workload:<ns>/<kind>/<name>``) as k8s_cluster last reported them."""
-        return self.parts.get(("1", "k8s.workload.available_ratio", workload, ""))
 
     def _series(self, out: Readings, e: str, series: str, value: float) -> None:
         out.series.append((e, series, value))

@@ -311,9 +311,7 @@ class App:
             from rootward.acting import Acting
 
             pending = self.slack.approval_requested if self.slack.configured else None
-            self.acting = Acting.build(
-                config, self.clock, self.topology, pending, self._count_action, self.kube.metrics
-            )
+            self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action, self.kube)
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         # Only in gateway mode: what replicas send becomes graph, so no other OTLP sender may speak as one.
@@ -367,10 +365,11 @@ class App:
         """A diagnosis made outside the pipeline's change (the LLM's worker, ``rootward diagnose``): the sinks after
         the diagnoser hear of an open incident's; a resolved incident's is only stored (no Slack update, no action
         for what is over)."""
-        if incident.status == "open":
-            self.incidents.retell(incident, skip=self.diagnoser)
-        elif self.incident_store is not None:
-            self.incident_store.incident_changed(incident, "updated")
+        with self.incidents.held():  # the pipeline may reopen or resolve it meanwhile: decide and write as one
+            if incident.status == "open":
+                self.incidents.retell(incident, skip=self.diagnoser)
+            elif self.incident_store is not None:
+                self.incident_store.incident_changed(incident, "updated")
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

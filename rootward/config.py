@@ -386,12 +386,18 @@ def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
     data[keys[-1]] = value
 
 
+#: Keys whose bad values an error must not echo (a malformed secret is still a secret).
+_SECRET_WORDS = (
+    "auth", "token", "secret", "password", "key_file", "hmac_key", "api_key", "signing_key", "webhook", "headers",
+)  # fmt: skip
+
+
 def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> str:
     lines = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
         where = next((s for k, s in source.items() if key == k or key.startswith(k + ".")), origin)
-        secret = any(word in key for word in ("auth", "token", "secret", "password", "key_file", "hmac_key", "api_key"))
+        secret = any(word in key for word in _SECRET_WORDS)
         got = "" if item["type"] == "extra_forbidden" or secret else f" (got {item['input']!r})"
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {key}: {message}{got}")

@@ -116,11 +116,20 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml", environ={})
 
 
-def test_errors_never_echo_a_token() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("ROOTWARD_RECEIVER__AUTH__TOKENS", "{secret: hunter2}", "receiver.auth.tokens"),
+        ("ROOTWARD_TRACES__HEADERS", "Bearer hunter2", "traces.headers"),
+        ("ROOTWARD_NOTIFICATIONS__SLACK__WEBHOOK_URL", "{secret: hunter2}", "notifications.slack.webhook_url"),
+        ("ROOTWARD_AGENT__LLM__API_KEY", "[hunter2]", "agent.llm.api_key"),
+    ],
+)
+def test_errors_never_echo_a_secret(variable: str, value: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(environ={"ROOTWARD_RECEIVER__AUTH__TOKENS": "{secret: hunter2}"})
+        load_config(environ={variable: value})
     assert "hunter2" not in str(info.value)
-    assert "receiver.auth.tokens" in str(info.value)
+    assert key in str(info.value)
 
 
 def test_the_topology_section_holds_the_graph_limits_with_the_same_defaults() -> None:

@@ -135,20 +135,28 @@ def incident_subgraph(
     g: Graph, entities: Iterable[str], depth: int = 1, limit: int = MAX_INCIDENT_ENTITIES
 ) -> dict[str, Any]:
     """The incident's entities that the graph knows and what lies within ``depth`` hops of them (either direction,
-    every edge kind), at most ``limit`` entities (``truncated`` says when more were near); ``unknown`` lists the
-    incident's entities the graph does not hold (aged out, or never seen in a trace)."""
+    every edge kind), at most ``limit`` entities: the nearest first, services before pods and the rest at each hop
+    (a service's hundreds of pods must not push its callers out); ``truncated`` says when more were near.
+    ``unknown`` lists the incident's entities the graph does not hold (aged out, or never seen in a trace)."""
+    _check_hops(depth, "both")
     wanted = sorted(set(entities))
-    known = [e for e in wanted if e in g]
-    near: set[str] = set()
-    for e in known:
-        near |= _around(g, e, depth, "both", EDGE_KINDS)
-    rest = sorted(near - set(known))
-    keep = (known + rest)[:limit]
+    frontier = [e for e in wanted if e in g]
+    hop = dict.fromkeys(frontier, 0)
+    for step in range(1, depth + 1):
+        nxt = []
+        for n in frontier:
+            for m in (*(v for _, v, k in g.out_edges(n, keys=True) if k in EDGE_KINDS),
+                      *(u for u, _, k in g.in_edges(n, keys=True) if k in EDGE_KINDS)):  # fmt: skip
+                if m not in hop:
+                    hop[m] = step
+                    nxt.append(m)
+        frontier = nxt
+    ranked = sorted(hop, key=lambda n: (hop[n], g.nodes[n].get("kind") != "service", n))
     return {
         "depth": depth,
-        **_payload(g, keep, EDGE_KINDS),
+        **_payload(g, ranked[:limit], EDGE_KINDS),
         "unknown": [e for e in wanted if e not in g],
-        "truncated": len(known) + len(rest) > limit,
+        "truncated": len(ranked) > limit,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CART, CART_POD, INJECTED, Build
+from conftest import CART, CART_POD, FRONTEND, INJECTED, Build
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -140,3 +140,18 @@ def test_entity_names_from_telemetry_never_reach_the_system_prompt(
     assert CART not in system
     assert '"entities_in_scope"' in user
     assert user.index("<<<DATA") < user.index(CART) < user.index("<<<END DATA")
+
+
+def test_the_models_evidence_is_the_incidents_own_anomalies_or_nothing(
+    llm: ScriptedLLM, reasoner: Build, context: IncidentContext
+) -> None:
+    """The proposal reads the evidence (an OOMKilled pod gets a memory raise, a NotReady node a drain): a model that
+    writes evidence the incident does not hold, or other values for what it holds, changes nothing."""
+    invented = {"entity": FRONTEND, "signal": "k8s:NodeNotReady", "value": 1, "expected": 0, "score": 20}
+    inflated = {"entity": CART, "signal": "error_ratio", "value": 0.99, "expected": 0, "score": 99}
+    hypothesis = {"entity": CART, "kind": "service", "fault_class": "resource_saturation", "confidence": 0.6}
+    llm.add(answer({"hypotheses": [{**hypothesis, "evidence": [invented, inflated]}]}))
+    diagnosis, trace = reasoner().investigate(context)
+    (kept,) = diagnosis.hypotheses[0].evidence
+    assert (kept.entity, kept.signal, kept.value, kept.score) == (CART, "error_ratio", 0.4, 14.0)  # the incident's
+    assert any("k8s:NodeNotReady" in d and "not an anomaly of the incident" in d for d in trace["dropped"])

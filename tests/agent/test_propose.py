@@ -20,7 +20,6 @@ from rootward.actions.requests import (
     RestartPod,
     Rollback,
     RolloutRestart,
-    Scale,
 )
 from rootward.agent.propose import propose
 from rootward.agent.respond import Responder
@@ -78,72 +77,84 @@ def test_the_top_hypothesis_gives_one_request(
 
 
 class Sizes:
-    """Current sizes as KubeMetrics keeps them (its own test reads them from k8s_cluster metrics)."""
+    """What KubeSignals.memory_limit answers (its own test reads it from Pod objects and k8s_cluster metrics)."""
 
-    def __init__(self, limits: list[tuple[str, float, float | None]], replicas: float | None) -> None:
-        self.limits, self.replicas = limits, replicas
+    def __init__(self, container: str, limit: float) -> None:
+        self.known = {"pod:shop/cart-7d9f-x1": (container, limit)}
 
-    def memory_limits(self, pod: str) -> list[tuple[str, float, float | None]]:
-        return self.limits if pod == "pod:shop/cart-7d9f-x1" else []
-
-    def desired_replicas(self, workload: str) -> float | None:
-        return self.replicas if workload == "workload:shop/deployment/cart" else None
+    def memory_limit(self, pod: str) -> tuple[str, float] | None:
+        return self.known.get(pod)
 
 
 MIB, GIB = 2**20, 2**30
-SIZES = Sizes([("istio-proxy", 128 * MIB, 0.3), ("server", 512 * MIB, 0.97)], 3)
+POD = "pod:shop/cart-7d9f-x1"
+SERVER = Sizes("server", 512 * MIB)
 
 
 @pytest.mark.parametrize(
-    ("entity", "kind", "fault", "signals", "sizes", "expected"),
+    ("entity", "kind", "fault", "evidence", "sizes", "expected"),
     [
         pytest.param(
-            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"], SIZES,
-            PatchResources("shop", "cart", container="server", limits={"memory": "768Mi"}), id="oom-fullest-x1.5",
+            "service:shop/cart", "service", "resource_saturation", [(POD, "k8s:OOMKilled")], SERVER,
+            PatchResources("shop", "cart", container="server", limits={"memory": "768Mi"}), id="oom-x1.5",
         ),
         pytest.param(
-            "pod:shop/cart-7d9f-x1", "pod", "resource_saturation", ["k8s.memory.limit_ratio"],
-            Sizes([("server", 100 * MIB + 1, None)], None),
+            POD, "pod", "resource_saturation", [(POD, "k8s:MemoryNearLimit")], Sizes("server", 100 * MIB + 1),
             PatchResources("shop", "cart", container="server", limits={"memory": "151Mi"}), id="rounded-up-to-a-mib",
         ),
         pytest.param(
-            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"],
-            Sizes([("server", 60 * GIB, 0.99)], 3),
+            "service:shop/cart", "service", "resource_saturation", [(POD, "k8s:OOMKilled")], Sizes("server", 60 * GIB),
             PatchResources("shop", "cart", container="server", limits={"memory": "65536Mi"}), id="capped",
         ),
         pytest.param(
-            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"],
-            Sizes([("server", 64 * GIB, 0.99)], 3), RolloutRestart("shop", "cart"), id="at-the-cap-restart",
+            "service:shop/cart", "service", "resource_saturation", [(POD, "k8s:OOMKilled")], Sizes("server", 64 * GIB),
+            RolloutRestart("shop", "cart"), id="at-the-cap-restart",
         ),
         pytest.param(
-            "service:shop/cart", "service", "resource_saturation", ["k8s:OOMKilled"], Sizes([], 3),
-            RolloutRestart("shop", "cart"), id="limit-unknown-restart",
+            "service:shop/cart", "service", "resource_saturation", [("pod:shop/cart-other", "k8s:OOMKilled")],
+            SERVER, RolloutRestart("shop", "cart"), id="limit-unknown-restart",
         ),
         pytest.param(
-            "service:shop/cart", "service", "resource_saturation", ["k8s.pod.cpu.usage", "p95"], SIZES,
-            Scale("shop", "cart", replicas=4), id="cpu-one-more-replica",
+            "service:shop/cart", "service", "resource_saturation", [("pod:shop/ledger-0", "k8s:OOMKilled")],
+            Sizes("server", 512 * MIB), RolloutRestart("shop", "cart"), id="another-workloads-pod",
         ),
         pytest.param(
-            "service:shop/cart", "service", "resource_saturation", ["container.cpu.usage"], Sizes([], None),
-            RolloutRestart("shop", "cart"), id="replicas-unknown-restart",
+            "service:shop/cart", "service", "resource_saturation", [("service:shop/cart", "k8s.memory.limit_ratio")],
+            SERVER, RolloutRestart("shop", "cart"), id="a-memory-series-is-no-oom",
         ),
         pytest.param(
-            "service:shop/cart", "service", "code_error", ["k8s:OOMKilled"], SIZES,
+            "service:shop/cart", "service", "resource_saturation", [(POD, "op:k8s:OOMKilled.p95")], SERVER,
+            RolloutRestart("shop", "cart"), id="a-senders-span-name-is-no-oom",
+        ),
+        pytest.param(
+            "service:shop/cart", "service", "code_error", [(POD, "k8s:OOMKilled")], SERVER,
             RolloutRestart("shop", "cart"), id="code-error-no-resize",
         ),
         pytest.param(
-            "node:node-a", "node", "node_problem", ["k8s:NodeNotReady"], None, Drain("node-a"), id="node-down-drain",
+            "node:node-a", "node", "node_problem", [("node:node-a", "k8s:NodeNotReady")], None, Drain("node-a"),
+            id="node-down-drain",
         ),
         pytest.param(
-            "node:node-a", "node", "node_problem", ["k8s.node.cpu.usage"], None, Cordon("node-a"), id="busy-cordon",
+            "node:node-a", "node", "node_problem", [("node:node-a", "k8s.node.cpu.usage")], None, Cordon("node-a"),
+            id="busy-cordon",
+        ),
+        pytest.param(
+            "node:node-a", "node", "node_problem", [("node:node-a", "in:k8s:NodeNotReady.latency")], None,
+            Cordon("node-a"), id="a-callers-name-is-no-node-down",
         ),
     ],
 )  # fmt: skip
-def test_resizes_and_drains_follow_the_evidence_and_the_current_size(
-    graph: TopologyGraph, entity: str, kind: str, fault: str, signals: list[str], sizes: Sizes | None, expected: object
+def test_a_memory_raise_and_a_drain_follow_the_evidence_and_the_current_size(
+    graph: TopologyGraph,
+    entity: str,
+    kind: str,
+    fault: str,
+    evidence: list[tuple[str, str]],
+    sizes: Sizes | None,
+    expected: object,
 ) -> None:
-    evidence = [Evidence(entity=entity, signal=s, value=1.0, expected=0.0, score=10.0) for s in signals]
-    h = Hypothesis(entity=entity, kind=kind, fault_class=fault, confidence=0.8, evidence=evidence)  # type: ignore[arg-type]
+    found = [Evidence(entity=e, signal=s, value=1.0, expected=0.0, score=10.0) for e, s in evidence]
+    h = Hypothesis(entity=entity, kind=kind, fault_class=fault, confidence=0.8, evidence=found)  # type: ignore[arg-type]
     assert propose(Diagnosis(incident="inc-1", reasoner="test", at=0.0, hypotheses=[h]), graph, sizes=sizes) == expected
 
 

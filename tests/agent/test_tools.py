@@ -12,7 +12,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from rootward.agent import IncidentContext
 from rootward.agent.tools import TOOLS, Sources, ToolResult, Workspace, toolbox
 from rootward.clock import ManualClock
-from rootward.detector.kube import EVENTS_PER_OBJECT, KubeSignals
+from rootward.detector.kube import KubeSignals
 from rootward.detector.spanflow import SpanFlow
 from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
@@ -115,23 +115,30 @@ def span_batch(rows: list[tuple[int, int, int, str, str]]) -> SpanBatch:
 
 def test_kubernetes_events_lists_a_pods_recent_events_as_kubectl_describe_does(context: IncidentContext) -> None:
     """Events about cart's pod (Normal and Warning, core/v1 and events.k8s.io/v1) come back oldest first with their
-    messages, for the pod and for its service; another pod's, and one past the per-object bound, do not."""
+    messages, for the pod and for its service; an Event sent again as its count grows is one record, its latest; a
+    deleted one is gone; another pod's, and one past the per-object bound, are not there."""
     kube = KubeSignals(lambda _, a: None, lambda c: None, ManualClock(1_000_000_000.0))
     pod = {"kind": "Pod", "name": "cart-7d9f-x1", "namespace": "shop"}
 
-    def event(reason: str, at: str, kind: str = "Normal", **more: Any) -> dict[str, Any]:
-        return {"kind": "Event", "type": kind, "reason": reason, "involvedObject": pod, "lastTimestamp": at, **more}
+    def event(name: str, reason: str, at: str, kind: str = "Normal", **more: Any) -> dict[str, Any]:
+        meta = {"name": name, "namespace": "shop"}
+        return {"kind": "Event", "metadata": meta, "type": kind, "reason": reason, "involvedObject": pod,
+                "lastTimestamp": at, **more}  # fmt: skip
 
+    backoff = event("cart.1", "BackOff", "2001-09-09T01:44:00Z", "Warning", count=2)
     kube.consume_logs(
         log_bodies(
-            event("Pulled", "2001-09-09T01:45:00Z", message="Successfully pulled image cart:1.4"),
-            {"type": "ADDED", "object": event("BackOff", "2001-09-09T01:46:00Z", "Warning", count=7)},
+            event("cart.0", "Pulled", "2001-09-09T01:45:00Z", message="Successfully pulled image cart:1.4"),
+            {"type": "ADDED", "object": backoff},
+            {"type": "MODIFIED", "object": {**backoff, "count": 7, "lastTimestamp": "2001-09-09T01:46:00Z"}},
             {  # events.k8s.io/v1: regarding, note, series
-                "kind": "Event", "type": "Warning", "reason": "Unhealthy", "regarding": pod,
-                "note": "Readiness probe failed: connection refused",
+                "kind": "Event", "metadata": {"name": "cart.2", "namespace": "shop"}, "type": "Warning",
+                "reason": "Unhealthy", "regarding": pod, "note": "Readiness probe failed: connection refused",
                 "series": {"count": 3, "lastObservedTime": "2001-09-09T01:45:30.000000Z"},
             },
-            event("Scheduled", "2001-09-09T01:40:00Z", involvedObject={**pod, "name": "other-1"}),
+            {"type": "ADDED", "object": event("cart.3", "Killing", "2001-09-09T01:40:00Z")},
+            {"type": "DELETED", "object": event("cart.3", "Killing", "2001-09-09T01:40:00Z")},
+            event("other.0", "Scheduled", "2001-09-09T01:40:00Z", involvedObject={**pod, "name": "other-1"}),
         )
     )  # fmt: skip
     _, found = toolbox(Workspace.of(context, Sources(kube=kube)))["kubernetes_events"].invoke(
@@ -145,6 +152,7 @@ def test_kubernetes_events_lists_a_pods_recent_events_as_kubectl_describe_does(c
     ]
     assert found.data["events"][0]["message"] == "Successfully pulled image cart:1.4"
     assert found.data["events"][1]["time"] == 999_999_930.0  # 01:45:30Z, the series' last observation
-    for n in range(EVENTS_PER_OBJECT + 5):
-        kube.consume_logs(log_bodies(event("Pulled", f"2001-09-09T01:{n:02d}:59Z")))
-    assert len(kube.events_of([CART_POD])) == EVENTS_PER_OBJECT
+    bound = kube.history.per_object
+    for n in range(bound + 5):
+        kube.consume_logs(log_bodies(event(f"cart.p{n}", "Pulled", f"2001-09-09T01:{n:02d}:59Z")))
+    assert len(kube.history.of([CART_POD])) == bound

@@ -122,6 +122,7 @@ def test_small_changes_are_not_anomalies_however_quiet_the_baseline() -> None:
 def test_configured_rules_override_a_signals_smallest_change_and_direction() -> None:
     overrides = {"p95": {"min_abs": 0.5}, "in.latency": {"min_rel": 2.0}, "queue.depth": {"direction": DOWN}}
     assert rule_for("p95", overrides) == Rule(UP, 0.5, 0.5)  # its default direction and min_rel stay
+    assert rule_for("op:GET /cart.p95", overrides) == Rule(UP, 0.5, 0.5)  # a per-operation p95 is a p95
     assert rule_for("in:service:shop/cart.latency", overrides) == Rule(UP, 2.0, 0.01)
     assert rule_for("in:service:shop/cart.rate", overrides) == rule_for("rate")
     assert rule_for("queue.depth", overrides).direction == DOWN

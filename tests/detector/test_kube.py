@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from test_kube_metrics import batch
 
 from rootward.app import App
 from rootward.clock import ManualClock
@@ -86,8 +87,11 @@ def test_an_init_container_running_past_pod_pending_s_in_a_pending_pod_is_stuck(
         running = {"name": "migrate", "state": {"running": {"startedAt": started}}}
         return {"phase": phase, "initContainerStatuses": [running]}
 
+    sidecar = pod("cart-5", "rs", init("1969-12-31T23:55:00Z"))  # a native sidecar runs for the pod's life
+    sidecar["spec"]["initContainers"] = [{"name": "migrate", "restartPolicy": "Always"}]
     kube.consume_logs(
         log_bodies(
+            sidecar,
             pod("cart-1", "rs", init("1969-12-31T23:55:00Z")),  # 400 s ago
             pod("cart-2", "rs", init("1970-01-01T00:00:00Z")),  # 100 s ago: still starting
             pod("cart-3", "rs", init("1969-12-31T23:55:00Z", phase="Running")),  # done (a stale status)
@@ -95,6 +99,36 @@ def test_an_init_container_running_past_pod_pending_s_in_a_pending_pod_is_stuck(
         )
     )
     assert [(a.entity, a.signal) for a in sink.anomalies] == [("pod:shop/cart-1", "k8s:InitContainerStuck")]
+
+
+def test_a_deleted_failure_event_is_old_news() -> None:
+    kube, sink = signals()
+    backoff = {"kind": "Event", "reason": "BackOff", "involvedObject": {"kind": "Pod", "name": "c", "namespace": "s"}}
+    kube.consume_logs(log_bodies({"type": "DELETED", "object": backoff}))
+    assert sink.anomalies == []
+
+
+def test_the_container_to_give_more_memory_is_the_one_killed_else_the_one_at_its_limit() -> None:
+    """cart-1's server was OOM-killed and restarted small; its istio-proxy is fuller now but was not killed."""
+    kube, _ = signals()
+    gib = 2**30
+
+    def limits(name: str, server: float, proxy: float) -> None:
+        for container, limit, used in (("server", gib, server), ("istio-proxy", gib // 4, proxy)):
+            resource = {"k8s.pod.name": name, "k8s.namespace.name": "shop", "k8s.container.name": container}
+            kube.consume_metrics(
+                batch(resource, ("k8s.container.memory_limit", limit), ("container.memory.working_set", used))
+            )
+
+    limits("cart-1", 0.1 * gib, 0.2 * gib)
+    killed = {"containerStatuses": [{"name": "server", "lastState": {"terminated": {"reason": "OOMKilled"}}}]}
+    kube.consume_logs(log_bodies(pod("cart-1", "rs", killed)))
+    assert kube.memory_limit("pod:shop/cart-1") == ("server", gib)
+    limits("cart-2", 0.95 * gib, 0.1 * gib)  # no kill seen: the one at its limit
+    assert kube.memory_limit("pod:shop/cart-2") == ("server", gib)
+    limits("cart-3", 0.5 * gib, 0.1 * gib)  # neither: unknown
+    assert kube.memory_limit("pod:shop/cart-3") is None
+    assert kube.memory_limit("pod:shop/nope") is None
 
 
 def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> None:
@@ -115,7 +149,10 @@ def test_a_new_revision_is_a_rollout_and_audit_writes_are_changes_with_who() -> 
     stamped_later = {**stamped, "stageTimestamp": "1970-01-01T00:01:10.250000Z"}  # and completed: this one counts
     skewed = {**audit, "stageTimestamp": "1970-01-01T01:00:00Z"}  # ahead of now: now
     unreadable = {**audit, "stageTimestamp": "yesterday", "requestReceivedTimestamp": "1970-01-01T00:01:00"}  # naive
-    kube.consume_logs(log_bodies(stamped, stamped_later, skewed, unreadable))
+    lease = {**audit, "objectRef": {"resource": "leases", "namespace": "kube-node-lease", "name": "node-a"}}
+    status = {**audit, "objectRef": {**audit["objectRef"], "subresource": "status"}}  # type: ignore[dict-item]
+    refused = {**audit, "responseStatus": {"metadata": {}, "code": 403}}
+    kube.consume_logs(log_bodies(stamped, stamped_later, skewed, unreadable, lease, status, refused))
     assert sink.changes == [
         Change(100.0, "workload:shop/deployment/cart", "rollout", "revision 4"),
         Change(100.0, "workload:shop/deployment/cart", "patch", "", "alice@example.com"),

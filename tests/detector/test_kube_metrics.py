@@ -54,16 +54,13 @@ def batch(resource: dict[str, str], *points: Point, time_s: float = 100.0) -> Me
 GIB = 2**30
 
 
-def test_the_current_memory_limits_and_desired_replicas_are_kept_for_a_resize() -> None:
+def test_the_current_memory_limits_are_kept_for_a_resize() -> None:
     kube = KubeMetrics(max_keys=100)
     sidecar = POD | {"k8s.container.name": "istio-proxy", "container.id": "beef"}
     kube.read(batch(CONTAINER, ("k8s.container.memory_limit", GIB), ("container.memory.working_set", 0.95 * GIB)))
     kube.read(batch(sidecar, ("k8s.container.memory_limit", GIB // 4)))
-    kube.read(batch(DEPLOYMENT, ("k8s.deployment.desired", 3), ("k8s.deployment.available", 2)))
     assert kube.memory_limits("pod:shop/cart-1") == [("istio-proxy", GIB // 4, None), ("server", GIB, 0.95)]
     assert kube.memory_limits("pod:shop/other") == []
-    assert kube.desired_replicas("workload:shop/deployment/cart") == 3
-    assert kube.desired_replicas("workload:shop/deployment/other") is None
 
 
 def test_working_set_against_the_k8s_cluster_limit_is_a_ratio_and_near_the_limit_a_failure() -> None:

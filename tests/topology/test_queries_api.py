@@ -162,6 +162,15 @@ def test_an_incidents_subgraph_keeps_its_own_entities_first_and_says_what_it_lef
         ("service:caller1", "service:b"),
     }
     assert [e["id"] for e in incident_subgraph(g, ["service:b"], limit=1)["entities"]] == ["service:b"]
+    for n in range(300):  # b's pods sort before its callers by id ("pod:" < "service:"), not by rank
+        g.add_edge(f"pod:x/b-{n}", "service:b", key="instance_of")
+        g.nodes[f"pod:x/b-{n}"]["kind"] = "pod"
+    for n in ("service:a", "service:b", *(f"service:caller{i}" for i in range(5))):
+        g.nodes[n]["kind"] = "service"
+    crowded = incident_subgraph(g, ["service:b"])
+    assert crowded["truncated"] is True
+    assert {"service:a", "service:caller4"} <= {e["id"] for e in crowded["entities"]}
+    assert len(crowded["entities"]) == 200
     whole = incident_subgraph(g, ["service:b"], depth=0)
     assert [e["id"] for e in whole["entities"]] == ["service:b"]
     assert whole["truncated"] is False
