@@ -88,6 +88,7 @@ EDGE_RULES: dict[str, Rule] = {
     "rate": RULES["rate"],
     "error_ratio": RULES["error_ratio"],
     "latency": Rule(UP, 0.5, 0.01),
+    "p95": RULES["p95"],
 }
 
 

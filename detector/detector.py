@@ -60,6 +60,7 @@ class Call(NamedTuple):
     errors: int
     seconds: float
     gaps: Sequence[float] | np.ndarray = ()
+    buckets: np.ndarray | None = None  # calls per bucket of rootward.model.CALL_LATENCY_BUCKETS_S (and one past)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class DetectorSettings:
     series_ttl_s: float = 25 * 3600.0
     callers_per_callee: int = 50
     learn_after_s: float = 300.0
+    edge_quantiles: bool = False
     rules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # per-signal overrides (baseline.rule_for)
 
 
@@ -158,10 +160,10 @@ class Detector:
 
     def consume_calls(self, calls: list[Call]) -> None:
         """One batch's paired calls per edge, from the topology: per edge, on the callee, ``in:<caller>.rate``,
-        ``.error_ratio`` and ``.latency`` (what the caller saw: errors and delays of a callee that never shows them
-        itself, such as a database); the network gaps judged as the callee's ``net_in`` (a network delay at a pod
-        shows on every call into it, and in none of its own spans) and the caller's ``client_net`` (a starved caller
-        stretches all its calls)."""
+        ``.error_ratio``, ``.latency`` and (``edge_quantiles``) ``.p95`` (what the caller saw: errors and delays of
+        a callee that never shows them itself, such as a database); the network gaps judged as the callee's
+        ``net_in`` (a network delay at a pod shows on every call into it, and in none of its own spans) and the
+        caller's ``client_net`` (a starved caller stretches all its calls)."""
         with self._lock:
             self._roll(self.clock.now())
             edges = [c for c in calls if c.caller and c.caller != c.callee and self._edge(c)]
@@ -170,6 +172,10 @@ class Detector:
                 [(c.callee, f"{EDGE_PREFIX}{c.caller}.latency", c.seconds, c.requests) for c in edges]
                 + [(c.callee, f"{EDGE_PREFIX}{c.caller}.error_ratio", c.errors, c.requests) for c in edges]
             )
+            if self.settings.edge_quantiles:
+                self.window.add_latency_buckets(
+                    [(c.callee, f"{EDGE_PREFIX}{c.caller}.p95", c.buckets) for c in edges if c.buckets is not None]
+                )
             gaps = [(c.callee, "net_in", c.gaps) for c in calls if len(c.gaps)]
             gaps += [(c.caller, "client_net", c.gaps) for c in calls if len(c.gaps)]
             self.window.add_gaps(gaps)

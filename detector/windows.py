@@ -30,7 +30,9 @@ from rootward.detector.histograms import Histograms
 from rootward.detector.kube_metrics import NAMES as KUBE_NAMES
 from rootward.detector.kube_metrics import SERIES as KUBE_SERIES
 from rootward.detector.kube_metrics import TOTAL, KubeMetrics
+from rootward.detector.quantiles import explicit_layout, interpolate
 from rootward.model import (
+    CALL_LATENCY_BUCKETS_S,
     KIND_CLIENT,
     KIND_CONSUMER,
     KIND_PRODUCER,
@@ -118,7 +120,7 @@ class SeriesTable:
 #: below MIN_CALLS calls (too noisy, as a span group's quantiles). Network gaps (``net_in``, ``client_net``) fold
 #: as the mean of the window's calls without its slowest, when it has two or more (``add_gaps``); a lone call's gap
 #: is the window's value (an anomaly needs ``confirm`` windows in a row).
-_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL, _TRIMMED = -1, 0, 1, 2, 3, 4, 5, 6
+_SKIP, _GAUGE, _DELTA, _CUMULATIVE, _MAX, _TOTAL, _PER_CALL, _TRIMMED, _P95 = -1, 0, 1, 2, 3, 4, 5, 6, 7
 
 
 def _stream(attributes: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
@@ -196,6 +198,7 @@ class Window:
         self.vsum = np.zeros(0, np.float64)
         self.vcount = np.zeros(0, np.int64)
         self.vmax = np.zeros(0, np.float64)
+        self.buckets: dict[int, np.ndarray] = {}  # row -> its calls per latency bucket (_P95 rows)
         self.value_modes: list[int] = []
         self.lcount = np.zeros(0, np.int64)
         self.spans.clear()
@@ -353,6 +356,21 @@ class Window:
             self.vcount[row] += count
             self.vmax[row] = max(self.vmax[row], total / count)
 
+    def add_latency_buckets(self, items: list[tuple[str, str, np.ndarray]]) -> None:
+        """(entity, signal, calls per bucket of CALL_LATENCY_BUCKETS_S and one past them) of paired calls: the
+        window's p95, interpolated within its bucket, once ``MIN_CALLS`` calls are in."""
+        for entity, signal, counts in items:
+            total = int(counts.sum())
+            if total <= 0:
+                continue
+            row = self._row(entity, signal, _P95)
+            if row < 0:
+                continue
+            self._grow_values(len(self.values_.series))
+            self.vcount[row] += total
+            held = self.buckets.get(row)
+            self.buckets[row] = counts.astype(np.int64) if held is None else held + counts
+
     def _grow_values(self, n: int) -> None:
         if len(self.vsum) < n:
             grow = n - len(self.vsum)
@@ -434,12 +452,17 @@ class Window:
         if self.values_.series:
             sid = np.array([s[0] for s in self.values_.series], np.int64)
             mode = np.array(self.value_modes, np.int8)
-            has = np.where(mode == _PER_CALL, self.vcount >= MIN_CALLS, self.vcount > 0)
+            has = np.where((mode == _PER_CALL) | (mode == _P95), self.vcount >= MIN_CALLS, self.vcount > 0)
             rate = (mode == _DELTA) | (mode == _CUMULATIVE)  # a cumulative sum's points are increases by now
             value = np.where(rate, self.vsum / self.seconds, self.vsum / np.maximum(self.vcount, 1))
             value = np.where(mode == _MAX, self.vmax, np.where(mode == _TOTAL, self.vsum, value))
             trimmed = (self.vsum - self.vmax) / np.maximum(self.vcount - 1, 1)
             value = np.where((mode == _TRIMMED) & (self.vcount >= 2), trimmed, value)
+            quantile = [row for row in self.buckets if has[row]]
+            if quantile:
+                value[quantile] = interpolate(*_CALL_LAYOUT, np.array([self.buckets[r] for r in quantile]), (0.95,))[
+                    :, 0
+                ]
             ids.append(sid[has])
             vals.append(value[has])
         if self.logs.series:
@@ -452,6 +475,10 @@ class Window:
         if not ids:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         return np.concatenate(ids), np.concatenate(vals).astype(np.float64)
+
+
+#: The buckets of call edges' latency (rootward.model.CALL_LATENCY_BUCKETS_S, and the one past them).
+_CALL_LAYOUT = explicit_layout(np.array(CALL_LATENCY_BUCKETS_S))
 
 
 def _quantiles(hist: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:

@@ -324,7 +324,7 @@ class App:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
                 [
-                    Call(src, dst, d.requests, d.errors, d.latency_sum + d.gap_sum, d.gaps)
+                    Call(src, dst, d.requests, d.errors, d.latency_sum + d.gap_sum, d.gaps, d.buckets)
                     for (src, dst), d in deltas.items()
                     if src != USER.id  # a user's call into a service: its server rate and latency say it
                 ]

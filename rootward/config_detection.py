@@ -173,7 +173,8 @@ class Detection(_Section):
     only to make a replay reproducible: in-process replays and ``rootward eval`` set one (change it with ``--set``,
     which comes after their settings)."""
     callers_per_callee: int = Field(default=50, ge=0)
-    """Callers of one callee whose calls get edge series (``in:<caller>.rate`` / ``.error_ratio`` / ``.latency``),
+    """Callers of one callee whose calls get edge series (``in:<caller>.rate`` / ``.error_ratio`` / ``.latency`` /
+    ``.p95``),
     the first ones seen; calls of further callers still count for the callee's own series and are counted as
     dropped (``rootward_detector_dropped_total``). Bounds what a hub called by hundreds adds to ``max_series``."""
     learn_after_s: float = Field(default=300.0, ge=0)
@@ -189,6 +190,10 @@ class Detection(_Section):
     pod_pending_s: float = Field(default=300.0, gt=0)
     """Seconds a pod may stay Pending (k8s_cluster's ``k8s.pod.phase``) before it is a failure signal
     (``k8s:PodPending``): scheduling and image pulls take a while, a stuck pod is news (a Failed pod is at once)."""
+    edge_quantiles: bool = False
+    """Each call edge's p95 (``in:<caller>.p95``, from the servicegraph buckets the topology counts calls into):
+    a slow tail on one caller's calls that their mean hides. Off by default: on the shared Nezha days it found no
+    fault the other series missed and moved one first rank (bench/README.md, 2026-11-26 session 18)."""
     rules: dict[str, Rule] = Field(default_factory=dict)
     """Per-signal overrides of the smallest change that matters and its direction, by signal name: a span series
     (``rate``, ``error_ratio``, ``p50``, ``p95``, ``p99``, ``client_p95``, ``net_in``, ``client_net``,

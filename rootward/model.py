@@ -16,6 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+#: Latency histogram bounds of call edges in seconds: the servicegraph connector's defaults, so its Grafana panels
+#: apply (the topology counts calls into them; the detector reads each edge's p95 from them).
+CALL_LATENCY_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0)
+
 #: A scalar attribute value as decoded from OTLP; arrays and maps become tuples and dicts.
 AttrValue = str | bool | int | float | bytes | tuple["AttrValue", ...] | dict[str, "AttrValue"] | None
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rootward.model import CALL_LATENCY_BUCKETS_S
+
 #: Latency histogram bounds in seconds: the servicegraph connector's defaults, so its Grafana panels apply.
-LATENCY_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0)
+LATENCY_BUCKETS_S = CALL_LATENCY_BUCKETS_S
 _BOUNDS = np.array(LATENCY_BUCKETS_S)
 _NO_GAPS = np.zeros(0)  # an edge without paired calls (shared, read-only)
 _NO_GAPS.flags.writeable = False

@@ -1,5 +1,5 @@
-"""Per-edge series: what one caller sees of a callee (``in:<caller>.rate``, ``.error_ratio``, ``.latency`` on the
-callee), from the calls the topology pairs. Spans go through the OTel SDK's OTLP span exporter into a running
+"""Per-edge series: what one caller sees of a callee (``in:<caller>.rate``, ``.error_ratio``, ``.latency``,
+``.p95`` on the callee), from the calls the topology pairs. Spans go through the OTel SDK's OTLP span exporter into a running
 Rootward; the windows close on a manual clock."""
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class Shop:
 
 
 @contextmanager
-def running(*names: str) -> Iterator[tuple[App, ManualClock, Shop]]:
+def running(*names: str, sets: tuple[str, ...] = ()) -> Iterator[tuple[App, ManualClock, Shop]]:
     clock = ManualClock(1_000.0)
-    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]), clock=clock)
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK, *sets]), clock=clock)
     app.start()
     shop = Shop(app.receiver.grpc.port, *names)
     try:
@@ -188,3 +188,27 @@ def test_a_callees_edge_series_stop_at_callers_per_callee_and_the_rest_is_counte
         "rootward_detector_dropped_total", {"reason": "calls of callers past callers_per_callee"}
     )
     assert dropped == 14
+
+
+def test_a_slow_tail_on_one_callers_calls_shows_as_that_edges_p95() -> None:
+    """One call in eight from the frontend to the cart takes ~1.2 s: the edge's p95 leaves its ~5 ms baseline
+    (the calls' buckets are the servicegraph connector's); the admin's calls to the same cart are unchanged. Opt-in:
+    detection.edge_quantiles."""
+    rng = np.random.default_rng(5)
+    with running("frontend", "admin", "cart", sets=("detection.edge_quantiles=true",)) as (app, clock, shop):
+        for w in range(26):
+            t = w * WINDOW_NS
+            for i in range(8):
+                slow = w >= 22 and i == 0
+                seconds = 1.2 if slow else float(rng.uniform(0.004, 0.006))
+                call(shop, "frontend", "cart", t + i * 10**6, seconds)
+                call(shop, "admin", "cart", t + i * 10**6, float(rng.uniform(0.004, 0.006)))
+            window(app, clock, shop)
+        tail = app.detector.recent(CART, f"in:{FRONTEND}.p95", 26)
+        other = app.detector.recent(CART, f"in:{ADMIN}.p95", 26)
+        found = flagged(app)
+    assert 0.004 < float(np.median(tail[:20])) <= 0.006  # the cart's ~5 ms calls, in the (4 ms, 6 ms] bucket
+    assert tail[-1] > 1.0  # the slow eighth puts the p95 in the (1.0, 1.4] bucket
+    assert float(np.max(other)) <= 0.006
+    assert (CART, f"in:{FRONTEND}.p95") in found
+    assert (CART, f"in:{ADMIN}.p95") not in found
