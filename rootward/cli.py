@@ -338,6 +338,15 @@ def incidents(api: str, status: str | None, incident_id: str | None, limit: int)
             click.echo(
                 f"  {a['entity']}  {a['signal']}  {a['value']:.4g} (expected {a['expected']:.4g}, z {a['score']:+.1f})"
             )
+        own = {e["id"] for e in data["entities"]}
+        calls = [e for e in data.get("subgraph", {}).get("edges", []) if e.get("kind") == "calls"]
+        calls = [e for e in calls if e["source"] in own or e["target"] in own]
+        if calls:
+            click.echo("calls to and from its services:")
+            for e in calls[:20]:
+                click.echo(
+                    f"  {e['source']} -> {e['target']}  {e.get('requests', 0)} requests, {e.get('errors', 0)} errors"
+                )
         return
     if not data["incidents"]:
         click.echo("no incidents")

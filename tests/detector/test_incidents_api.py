@@ -63,6 +63,7 @@ def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves(h
         (incident_id,) = [line.split()[0] for line in cli.output.splitlines()]
         one = CliRunner().invoke(main, ["incidents", "--api", f"http://127.0.0.1:{app.api.port}", "--id", incident_id])
         assert "1. service:shop/payment" in one.output
+        assert "service:shop/checkout -> service:shop/payment" in one.output  # the calls around it
         assert "error_ratio" in one.output
         gone = CliRunner().invoke(main, ["incidents", "--api", f"http://127.0.0.1:{app.api.port}", "--id", "nope"])
         assert gone.exit_code == 1
