@@ -20,6 +20,9 @@ from rootward.detector.incidents import Incident
 
 logger = logging.getLogger(__name__)
 
+#: Evidence lines an action carries to its approver (the strongest first, as the diagnosis ranks them).
+MAX_EVIDENCE = 10
+
 
 class Responder:
     def __init__(
@@ -56,7 +59,10 @@ class Responder:
             return
         top = diagnosis.hypotheses[0]
         summary = f"{top.fault_class} at {top.entity}: {diagnosis.summary}".strip(": ")[:500]
-        reason = Reason(summary, top.confidence, incident.id)
+        evidence = tuple(
+            f"{e.entity} {e.signal}: {e.value:.4g} (expected {e.expected:.4g}, z {e.score:+.1f})" for e in top.evidence
+        )[:MAX_EVIDENCE]
+        reason = Reason(summary, top.confidence, incident.id, top.entity, evidence)
         self.proposed[incident.id] = request.describe()
         incident.action = {**_proposed(request, reason), "status": "submitted"}
         try:
@@ -100,5 +106,11 @@ class Responder:
 
 
 def _proposed(request: ActionRequest, reason: Reason) -> dict[str, object]:
-    """What an incident's ``action`` says of the proposal: the request, and the hypothesis and confidence behind it."""
-    return {"request": request.as_json(), "confidence": reason.confidence, "because": reason.summary}
+    """What an incident's ``action`` says of the proposal: the request, and the hypothesis, its evidence and the
+    confidence behind it (what an approver reads)."""
+    return {
+        "request": request.as_json(),
+        "confidence": reason.confidence,
+        "because": reason.summary,
+        "evidence": list(reason.evidence),
+    }

@@ -117,21 +117,34 @@ def render(
     return text, blocks
 
 
-def render_approval(incident_id: str, approval_id: str, action: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def render_approval(
+    incident_id: str, approval_id: str, action: dict[str, Any], page_url: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """A message asking a human to approve an action, with Approve / Reject buttons (their clicks come back to
-    ``POST /api/v1/slack/interactions``, signed; action_id approve|reject, value the approval id)."""
+    ``POST /api/v1/slack/interactions``, signed; action_id approve|reject, value the approval id): the diagnosis
+    behind it with its confidence and evidence, why policy wants a human, the blast radius, the dry run, and a link
+    to the approval on the page."""
     request = action.get("request", {})
     target = "/".join(str(request[k]) for k in ("namespace", "name") if request.get(k)) or request.get("node", "")
     decision = action.get("decision") or {}
     reasons = decision.get("approval") or []
     blast = action.get("blast_radius") or {}
-    text = f":raising_hand: Approval needed for incident {incident_id}: {request.get('kind', '?')} {target}"
-    lines = [f"*Why a human:* {'; '.join(reasons) or 'policy'}"]
+    what = _safe(f"{request.get('kind', '?')} {target}")
+    text = f":raising_hand: Approval needed for incident {_safe(incident_id)}: {what}"
+    lines = []
+    if action.get("because"):
+        confidence = action.get("confidence")
+        pct = f" ({float(confidence):.0%} confident)" if isinstance(confidence, (int, float)) else ""
+        lines.append(f"*Diagnosis:* {_safe(str(action['because']))}{pct}")
+    lines += [f"• {_safe(str(e))}" for e in (action.get("evidence") or [])[:5]]
+    lines.append(f"*Why a human:* {_safe('; '.join(map(str, reasons))) or 'policy'}")
     if blast:
         figures = [f"{k} {v}" for k, v in sorted(blast.items()) if not isinstance(v, (list, dict))]
-        lines.append(f"*Blast radius:* {', '.join(figures)}")
-    if action.get("result"):
-        lines.append("*Dry run:* passed on the API server")
+        lines.append(f"*Blast radius:* {_safe(', '.join(figures))}")
+    if action.get("status") == "pending_approval":  # the executor waits for a human only after the dry run passed
+        lines.append("*Dry run:* passed on the API server (dryRun=All)")
+    if page_url:
+        lines.append(f"<{page_url.rstrip('/')}/approvals|Open the approvals page> (the full reasoning and dry run)")
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
@@ -237,7 +250,7 @@ class SlackNotifier:
         """Ask for a human's decision on an action (the responder calls this for pending approvals)."""
         if not self.configured:
             return
-        text, blocks = render_approval(incident_id, approval_id, action)
+        text, blocks = render_approval(incident_id, approval_id, action, self.settings.page_url)
         note = _Note(f"approval:{approval_id}", "opened", None, text, blocks, f"• approval {approval_id}")
         try:
             self._queue.put_nowait(note)

@@ -121,3 +121,8 @@ def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
             ("reject", incident.action["approval_id"]),
         ]
         assert "rollout_restart shop/payment" in asks[0]["text"]
+        said = json.dumps(asks[0]["blocks"])
+        assert "*Diagnosis:* code_error at service:shop/payment" in said  # what the approver decides on
+        assert "confident)" in said
+        assert "service:shop/payment error_ratio" in said  # its evidence
+        assert "*Dry run:* passed on the API server" in said

@@ -186,6 +186,7 @@ def test_an_executor_failure_is_kept_on_the_incident_and_counted(graph: Topology
         "request": RolloutRestart("shop", "cart").as_json(),
         "confidence": 0.8,  # the top hypothesis' behind it
         "because": "code_error at service:shop/cart",
+        "evidence": [],
         "status": "failed",
         "detail": "RuntimeError",
     }
