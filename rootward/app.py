@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, GraphReasonerSettings, Reasoner
+from rootward.agent.redact import Redactor
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
@@ -143,6 +144,12 @@ def _diagnoser(config: Config, topology: TopologyGraph, detector: Detector) -> D
     return Diagnoser(reasoner, contexts, agent.min_interval_s)
 
 
+def _redactor(config: Config) -> Redactor:
+    """The redaction of agent.llm.redaction: what the LLM is never sent, Slack never hears either."""
+    r = config.agent.llm.redaction
+    return Redactor.build(r.defaults, r.patterns, list(r.optional))
+
+
 def _rules(detection: Detection) -> dict[str, dict[str, float]]:
     """``detection.rules`` as the detector reads them (baseline.rule_for): the fields set, direction as +1/-1/0."""
     directions = {"up": UP, "down": DOWN, "both": BOTH}
@@ -159,7 +166,6 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     """The LLM reasoner of ``agent.llm`` (imported only then: the openai client), the graph reasoner as its
     fallback."""
     from rootward.agent.llm import LLMReasoner, LLMSettings
-    from rootward.agent.redact import Redactor
     from rootward.agent.tools import Sources
 
     llm = app.config.agent.llm
@@ -167,8 +173,7 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     settings = LLMSettings(
         api_key=key, **llm.model_dump(exclude={"enabled", "api_key", "api_key_env", "redaction", "min_interval_s"})
     )
-    redaction = llm.redaction
-    redactor = Redactor.build(redaction.defaults, redaction.patterns, list(redaction.optional))
+    redactor = _redactor(app.config)
     sources = Sources(app.topology, app.detector, app.log_templates, app.span_flow, app.kube)
     failed = app.telemetry.llm_fallbacks.labels
     return LLMReasoner(
@@ -255,6 +260,7 @@ class App:
             ),
             lambda outcome: self.telemetry.slack_messages.labels(outcome).inc(),
             links=self.topology.calls_among,
+            redactor=_redactor(config),
         )
         if self.slack.configured:
             self.incidents.sinks.append(self.slack)

@@ -35,8 +35,8 @@ class GraphReasoner(_Section):
 
 
 class Redaction(_Section):
-    """What is removed from everything sent to the LLM endpoint (agent/redact.py): each match becomes
-    ``[REDACTED:<name>]``."""
+    """What is removed from everything sent to the LLM endpoint, and from telemetry's words in Slack messages
+    (agent/redact.py): each match becomes ``[REDACTED:<name>]``."""
 
     defaults: bool = True
     """The shipped patterns: bearer tokens, authorization headers, AWS keys, API keys and passwords in key=value

@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, Se
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
 
+from rootward.agent.redact import Redactor
 from rootward.detector.incidents import Incident
 
 logger = logging.getLogger(__name__)
@@ -39,11 +40,15 @@ def _when(t: float | None) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(t)) if t is not None else "-"
 
 
-def _safe(text: str, limit: int = 200) -> str:
+#: Redaction of what Slack is told when the notifier is given none: the shipped patterns (agent/redact.py).
+_DEFAULT_REDACTOR = Redactor()
+
+
+def _safe(text: str, limit: int = 200, redact: Callable[[str], str] = _DEFAULT_REDACTOR.text) -> str:
     """Telemetry's words (entity ids, signal names: service and span names are the sender's) as Slack mrkdwn text:
-    ``&``, ``<`` and ``>`` escaped (so no ``<!channel>`` or link reaches a channel), backticks out, at most ``limit``
-    characters."""
-    text = text[:limit].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    secrets redacted (a token in a span name, an e-mail address in a template), ``&``, ``<`` and ``>`` escaped (so
+    no ``<!channel>`` or link reaches a channel), backticks out, at most ``limit`` characters."""
+    text = redact(text)[:limit].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("`", "'")
 
 
@@ -52,21 +57,28 @@ MAX_LINKS = 6
 
 
 def render(
-    incident: Incident, page_url: str | None = None, links: list[tuple[str, str]] | None = None
+    incident: Incident,
+    page_url: str | None = None,
+    links: list[tuple[str, str]] | None = None,
+    redact: Callable[[str], str] = _DEFAULT_REDACTOR.text,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The message for an incident: fallback text and Block Kit blocks. Entity ids and signal names only: no
     secrets, no raw telemetry text. ``links``: the calls between its entities' services (how the affected part of
     the graph connects, in words)."""
+
+    def safe(text: str, limit: int = 200) -> str:
+        return _safe(text, limit, redact)
+
     state = "resolved" if incident.status == "resolved" else incident.severity
     title = f"{_EMOJI[state]} Incident {incident.id}: {incident.status}"
     if incident.status == "open" and incident.acknowledged:
         title += " (acknowledged)"
     top = incident.candidates[:3]
-    suspects = ", ".join(f"`{_safe(c)}`" for c in top) or "-"
-    text = f"{title}. Likely root cause: {', '.join(_safe(c) for c in top) or 'unknown'}"
+    suspects = ", ".join(f"`{safe(c)}`" for c in top) or "-"
+    text = f"{title}. Likely root cause: {', '.join(safe(c) for c in top) or 'unknown'}"
     anomalies = sorted(incident.anomalies.values(), key=lambda a: -abs(a.score))[:5]
     lines = [
-        f"• `{_safe(a.entity)}` {_safe(a.signal)}: {a.value:.4g} (expected {a.expected:.4g}, z {a.score:+.1f})"
+        f"• `{safe(a.entity)}` {safe(a.signal)}: {a.value:.4g} (expected {a.expected:.4g}, z {a.score:+.1f})"
         for a in anomalies
     ]
     others = len(incident.first_seen) - len(top)
@@ -75,7 +87,7 @@ def render(
         f" ({others} more)" if others > 0 else ""
     )
     if links:
-        named = [f"`{_safe(u)}` calls `{_safe(v)}`" for u, v in links[:MAX_LINKS]]
+        named = [f"`{safe(u)}` calls `{safe(v)}`" for u, v in links[:MAX_LINKS]]
         more = len(links) - len(named)
         affected += ": " + ", ".join(named) + (f", and {more} more {'call' if more == 1 else 'calls'}" if more else "")
     blocks: list[dict[str, Any]] = [
@@ -96,9 +108,9 @@ def render(
     ]
     if incident.changes:
         changes = [
-            f"• {_when(c.time)} {c.kind} `{_safe(c.entity)}`"
-            + (f" {_safe(c.detail)}" if c.detail else "")
-            + (f" by {_safe(c.who)}" if c.who else "")
+            f"• {_when(c.time)} {c.kind} `{safe(c.entity)}`"
+            + (f" {safe(c.detail)}" if c.detail else "")
+            + (f" by {_safe(c.who, 200, str)}" if c.who else "")  # the API server's record of the user, not telemetry
             for c in incident.changes[-5:]
         ]
         blocks.insert(
@@ -118,29 +130,37 @@ def render(
 
 
 def render_approval(
-    incident_id: str, approval_id: str, action: dict[str, Any], page_url: str | None = None
+    incident_id: str,
+    approval_id: str,
+    action: dict[str, Any],
+    page_url: str | None = None,
+    redact: Callable[[str], str] = _DEFAULT_REDACTOR.text,
 ) -> tuple[str, list[dict[str, Any]]]:
     """A message asking a human to approve an action, with Approve / Reject buttons (their clicks come back to
     ``POST /api/v1/slack/interactions``, signed; action_id approve|reject, value the approval id): the diagnosis
     behind it with its confidence and evidence, why policy wants a human, the blast radius, the dry run, and a link
     to the approval on the page."""
+
+    def safe(text: str, limit: int = 200) -> str:
+        return _safe(text, limit, redact)
+
     request = action.get("request", {})
     target = "/".join(str(request[k]) for k in ("namespace", "name") if request.get(k)) or request.get("node", "")
     decision = action.get("decision") or {}
     reasons = decision.get("approval") or []
     blast = action.get("blast_radius") or {}
-    what = _safe(f"{request.get('kind', '?')} {target}")
-    text = f":raising_hand: Approval needed for incident {_safe(incident_id)}: {what}"
+    what = safe(f"{request.get('kind', '?')} {target}")
+    text = f":raising_hand: Approval needed for incident {safe(incident_id)}: {what}"
     lines = []
     if action.get("because"):
         confidence = action.get("confidence")
         pct = f" ({float(confidence):.0%} confident)" if isinstance(confidence, (int, float)) else ""
-        lines.append(f"*Diagnosis:* {_safe(str(action['because']))}{pct}")
-    lines += [f"• {_safe(str(e))}" for e in (action.get("evidence") or [])[:5]]
-    lines.append(f"*Why a human:* {_safe('; '.join(map(str, reasons))) or 'policy'}")
+        lines.append(f"*Diagnosis:* {safe(str(action['because']))}{pct}")
+    lines += [f"• {safe(str(e))}" for e in (action.get("evidence") or [])[:5]]
+    lines.append(f"*Why a human:* {safe('; '.join(map(str, reasons))) or 'policy'}")
     if blast:
         figures = [f"{k} {v}" for k, v in sorted(blast.items()) if not isinstance(v, (list, dict))]
-        lines.append(f"*Blast radius:* {_safe(', '.join(figures))}")
+        lines.append(f"*Blast radius:* {safe(', '.join(figures))}")
     if action.get("status") == "pending_approval":  # the executor waits for a human only after the dry run passed
         lines.append("*Dry run:* passed on the API server (dryRun=All)")
     if page_url:
@@ -173,8 +193,9 @@ class _Note:
     digest_line: str
 
 
-def _digest_line(incident: Incident) -> str:
-    return f"• {incident.id} ({incident.severity}): {', '.join(_safe(c) for c in incident.candidates[:2]) or '-'}"
+def _digest_line(incident: Incident, redact: Callable[[str], str] = _DEFAULT_REDACTOR.text) -> str:
+    suspects = ", ".join(_safe(c, 200, redact) for c in incident.candidates[:2]) or "-"
+    return f"• {incident.id} ({incident.severity}): {suspects}"
 
 
 @dataclass(frozen=True)
@@ -199,8 +220,11 @@ class SlackNotifier:
         counts: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         links: Callable[[list[str]], list[tuple[str, str]]] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
-        """``links(entities)``: the calls between the services of an incident's entities (the topology's)."""
+        """``links(entities)``: the calls between the services of an incident's entities (the topology's);
+        ``redactor``: what is removed from every word of telemetry a message holds (default: the shipped patterns)."""
+        self.redact = (redactor or Redactor()).text
         self.settings = settings
         self.counts = counts or (lambda outcome: None)
         self.clock = clock
@@ -239,8 +263,8 @@ class SlackNotifier:
         if self.webhook is not None and self.web is None and change == "updated":
             return  # a webhook cannot edit; updates would be new messages each window
         links = self.links(list(incident.first_seen)) if self.links is not None else None
-        text, blocks = render(incident, self.settings.page_url, links)  # now: the incident changes while it waits
-        note = _Note(incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident))
+        text, blocks = render(incident, self.settings.page_url, links, self.redact)  # now: it changes while it waits
+        note = _Note(incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident, self.redact))
         try:
             self._queue.put_nowait(note)
         except queue.Full:
@@ -250,7 +274,7 @@ class SlackNotifier:
         """Ask for a human's decision on an action (the responder calls this for pending approvals)."""
         if not self.configured:
             return
-        text, blocks = render_approval(incident_id, approval_id, action, self.settings.page_url)
+        text, blocks = render_approval(incident_id, approval_id, action, self.settings.page_url, self.redact)
         note = _Note(f"approval:{approval_id}", "opened", None, text, blocks, f"• approval {approval_id}")
         try:
             self._queue.put_nowait(note)

@@ -10,6 +10,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from rootward.agent.redact import Redactor
 from rootward.detector.detector import Anomaly
 from rootward.detector.incidents import Incident
 from rootward.slack import SlackNotifier, SlackSettings, render
@@ -194,6 +195,21 @@ def test_telemetrys_words_cannot_mention_a_channel_or_link_anywhere() -> None:
     assert "<!channel>" not in rendered
     assert "<https://evil.example" not in rendered
     assert "&lt;!channel&gt;" in rendered
+
+
+def test_secrets_in_telemetrys_words_are_redacted_before_slack_sees_them() -> None:
+    inc = Incident("inc-8", 1000.0, 1010.0)
+    signal = "span_missing:service:shop/x POST /cust-123456/login?password=hunter2secret&user=bob@example.com"
+    inc.add(Anomaly("service:shop/x", signal, 1.0, 0.0, 9.0, 1000.0, 1010.0), 1010.0)
+    inc.candidates = ["service:shop/x"]
+    text, blocks = render(inc)
+    rendered = json.dumps(blocks) + text
+    assert "hunter2secret" not in rendered
+    assert "bob@example.com" not in rendered
+    assert "password=[REDACTED:api_key]" in rendered
+    assert "cust-123456" in rendered  # not a secret unless you say so (agent.llm.redaction.patterns)
+    _, custom = render(inc, redact=Redactor.build(True, {"customer": r"cust-\d{6}"}, []).text)
+    assert "cust-123456" not in json.dumps(custom)
 
 
 def test_linked_changes_are_in_the_message() -> None:
