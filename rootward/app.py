@@ -49,7 +49,7 @@ from rootward.topology.graph import USER
 from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
 from rootward.topology.merge import ReplicaMerge
-from rootward.topology.metrics import ServiceGraphMetrics
+from rootward.topology.metrics import GraphSizeMetrics, ServiceGraphMetrics
 from rootward.topology.queries import format_time
 from rootward.tracing import tracer_provider
 
@@ -228,6 +228,7 @@ class App:
         self.maintenance = Maintenance(self.topology, self.history, kept.checkpoint_interval_s, self.telemetry)
         # With a history, /metrics serves the servicegraph counters as of the last checkpoint: see history.py.
         self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
+        self.telemetry.registry.register(GraphSizeMetrics(self.topology))
         detection = config.detection
         shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import networkx as nx
 import numpy as np
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from rootward.topology.red import LATENCY_BUCKETS_S
 
@@ -72,3 +72,49 @@ class ServiceGraphMetrics:
         yield total
         yield failed
         yield seconds
+
+
+class GraphLimits(Protocol):
+    """What :class:`GraphSizeMetrics` reads: a :class:`TopologyGraph`."""
+
+    @property
+    def refused(self) -> Mapping[str, int]: ...
+
+    @property
+    def expired_pending(self) -> int: ...
+
+    def read(self) -> AbstractContextManager[nx.MultiDiGraph[str]]: ...
+
+
+class GraphSizeMetrics:
+    """The live graph's size and what its limits set aside, as Prometheus metrics (a collector):
+
+    rootward_topology_entities / rootward_topology_edges                 held now
+    rootward_topology_refused_total{what=entities|edges|pending_evicted} refused past topology.max_* (counted)
+    rootward_topology_unpaired_spans_total                               spans whose other half never came within
+                                                                         topology.pending_ttl_s
+    """
+
+    def __init__(self, graph: GraphLimits) -> None:
+        self.graph = graph
+
+    def collect(self) -> Iterator[Metric]:
+        with self.graph.read() as g:
+            entities, edges = g.number_of_nodes(), g.number_of_edges()
+            refused, unpaired = dict(self.graph.refused), self.graph.expired_pending
+        yield GaugeMetricFamily("rootward_topology_entities", "Entities the live graph holds.", value=entities)
+        yield GaugeMetricFamily("rootward_topology_edges", "Edges the live graph holds.", value=edges)
+        counted = CounterMetricFamily(
+            "rootward_topology_refused",
+            "Entities and edges refused past topology.max_entities / max_edges, and spans evicted from the pairing "
+            "store past topology.max_pending.",
+            labels=["what"],
+        )
+        for what in ("entities", "edges", "pending_evicted"):
+            counted.add_metric([what], float(refused.get(what, 0)))
+        yield counted
+        yield CounterMetricFamily(
+            "rootward_topology_unpaired_spans",
+            "Spans that waited topology.pending_ttl_s for their other half (client for server and back) in vain.",
+            value=float(unpaired),
+        )

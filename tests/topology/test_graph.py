@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client import CollectorRegistry
 
 from rootward.clock import ManualClock
 from rootward.model import SpanBatch
@@ -22,6 +23,7 @@ from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph, TopologyLimits
 from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
+from rootward.topology.metrics import GraphSizeMetrics
 from rootward.topology.red import Calls
 
 from shared_data import SHARED_DATA
@@ -153,6 +155,11 @@ def test_a_flood_of_unique_services_stops_at_the_entity_limit_and_is_counted() -
         graph.consume_traces(batch((f"svc-{i}", span(i + 1, SERVER, parent=1000 + i))))
     assert graph.graph.number_of_nodes() == 50
     assert graph.refused["entities"] == 150
+    registry = CollectorRegistry()
+    registry.register(GraphSizeMetrics(graph))  # what /metrics shows of it
+    assert registry.get_sample_value("rootward_topology_refused_total", {"what": "entities"}) == 150
+    assert registry.get_sample_value("rootward_topology_entities") == 50
+    assert registry.get_sample_value("rootward_topology_unpaired_spans_total") == 0
 
 
 def test_a_full_pending_store_evicts_its_oldest_spans_and_counts_them() -> None:
