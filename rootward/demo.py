@@ -19,7 +19,7 @@ from typing import Literal
 
 from rootward.app import App
 from rootward.clock import ManualClock
-from rootward.config import LOCAL_PORTS, load_config
+from rootward.config import LOCAL_PORTS, KubernetesAccess, load_config
 from rootward.slack import render
 from rootward.synthetic import SERVICES, Shop
 
@@ -47,9 +47,7 @@ def _cluster(stack: ExitStack, echo: Callable[[str], None]) -> str | None:
         echo(f"  (no simulated cluster: {e.name} is not installed; `make demo` installs it. Actions are skipped.)")
         return None
     running = stack.enter_context(running_cluster())
-    import kubernetes
-
-    kube = Kube(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=running.url)))
+    kube = Kube.connect(KubernetesAccess(host=running.url))
     for service in SERVICES:
         deploy(kube, service, replicas=2, image=f"shop/{service}:1")
     kube.close()
