@@ -16,8 +16,10 @@ in the graph decide one typed request (actions/requests.py), or none.
 container ran out known (the one the pod's status says was OOM-killed, else the one at its limit).
 
 This only proposes: the policy decides what may happen, the executor's mode whether anything changes, and a
-proposal below ``min_confidence`` is not made. Telemetry never widens this table: names come from the topology
-graph (which the Collector's Kubernetes objects fill), and the request types validate them as Kubernetes names.
+proposal below ``min_confidence`` is not made. Telemetry never widens this table, but it does name the target: the
+entity and its workload come from the topology graph, which the Collector's Kubernetes objects and the senders'
+own resource attributes fill (README, "What a sender can steer"); the request types validate them as Kubernetes
+names, and the policy's scope and tiers judge them.
 Evidence is read by exact signal names of Kubernetes' own (never words in a span or caller name, which the sender
 chooses), and the LLM's evidence is kept only where the incident holds it (agent/llm.py). The limit a raise starts
 from is the killed pod's as k8s_cluster reported it; a new limit is at most ``MAX_MEMORY``; without a known
