@@ -446,17 +446,29 @@ class DrainOperation(CordonOperation):
         pods = self._pods()
         namespaces = sorted({p["metadata"]["namespace"] for p in pods})
         pdbs: dict[str, dict[str, Any]] = {}
-        sizes = []
+        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Json]] = {}  # pods of one workload (by labels)
+        budgets: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}  # the least disruptions its PDBs allow
         for pod in pods:
             ns, labels = pod["metadata"]["namespace"], pod["metadata"].get("labels") or {}
+            owner = tuple(sorted((k, v) for k, v in labels.items() if k != "pod-template-hash"))
+            key = (ns, owner or (("", pod["metadata"]["name"]),))  # no labels: a pod of its own
+            groups.setdefault(key, []).append(pod)
             for pdb in _pdbs(self.kube, ns, labels):
                 pdbs[f"{ns}/{pdb['name']}"] = pdb
-            owner_labels = {k: v for k, v in labels.items() if k != "pod-template-hash"}
-            sizes.append(len(self.kube.pods(ns, owner_labels)) if owner_labels else 1)
+                budgets[key] = min(budgets.get(key, pdb["disruptions_allowed"]), pdb["disruptions_allowed"])
+        # Every pod on the node is evicted in one pass, as far as the PodDisruptionBudgets let the Eviction API go:
+        # the workload losing the largest share of its pods at once is what the policy's max_pods_fraction judges.
+        at_once, total = 0, 0
+        for key, on_node in groups.items():
+            ns, owner = key
+            size = max(len(self.kube.pods(ns, dict(owner))), len(on_node)) if owner[0][0] else 1
+            down = min(len(on_node), max(budgets[key], 0)) if key in budgets else len(on_node)
+            if not total or down / size > at_once / total:
+                at_once, total = down, size
         return BlastRadius(
-            pods_total=min(sizes, default=0),  # the smallest workload touched: its share is the largest
+            pods_total=total,
             pods_affected=len(pods),
-            pods_at_once=1 if pods else 0,
+            pods_at_once=at_once,
             namespaces=tuple(namespaces),
             pdbs=tuple(pdbs.values()),
         )

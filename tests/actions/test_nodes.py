@@ -98,3 +98,20 @@ def test_a_drain_a_pdb_blocks_is_undone_by_uncordoning(
     assert "refused by PodDisruptionBudgets" in done.detail
     assert not kube.node("node-1")["spec"].get("unschedulable")
     assert _on(kube, "node-1") == on_node_1
+
+
+def test_a_drain_that_would_take_most_of_a_workload_at_once_is_denied(
+    kube: Kube, make_executor: MakeExecutor, audit: AuditLog
+) -> None:
+    """Without a PodDisruptionBudget every pod on the node goes in one pass: the blast radius says so, and the
+    policy's 20 % limit refuses it (with a budget the Eviction API paces it, as in the tests above)."""
+    _nodes(kube, "node-1", "node-2")
+    deploy(kube, "cart", replicas=5)
+    on_node_1 = _on(kube, "node-1")
+    assert len(on_node_1) >= 2
+    denied = make_executor().submit(Drain("node-1"), PRESSURE)
+    assert denied.status == "denied", denied.detail
+    assert denied.blast_radius is not None
+    assert (denied.blast_radius.pods_at_once, denied.blast_radius.pods_total) == (len(on_node_1), 5)
+    assert f"takes down {len(on_node_1)} of 5 pods at once" in denied.detail
+    assert _on(kube, "node-1") == on_node_1
