@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from rootward.actions import Executor, FeatureFlags, Kube
+from rootward.actions import Diagnosis, Executor, FeatureFlags, Kube
 from rootward.actions.dependents import topology_dependents
 from rootward.actions.leader import LeaderElector
 from rootward.agent.propose import Sizes
@@ -41,9 +41,11 @@ class Acting:
         pending: Pending | None = None,
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
+        cleared: Callable[[Diagnosis], bool | None] | None = None,
     ) -> None:
         """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests); ``sizes``
-        are the current memory limits and replicas a resize proposal starts from."""
+        are the current memory limits a resize proposal starts from; ``cleared`` says whether the incident behind
+        an action is over (verification waits for it)."""
         p, a = config.policies, config.actions
         self.config = config
         self.kube = kube
@@ -63,7 +65,7 @@ class Acting:
             kube, self.policy, self.audit, self.approvals, mode=a.mode, clock=clock,
             verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
-            flags=self.flags,
+            flags=self.flags, anomaly_cleared=cleared,
         )  # fmt: skip
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
@@ -79,6 +81,7 @@ class Acting:
         pending: Pending | None = None,
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
+        cleared: Callable[[Diagnosis], bool | None] | None = None,
     ) -> Acting | None:
         """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
         if not config.actions.enabled:
@@ -88,7 +91,7 @@ class Acting:
         except RootwardError as e:
             logger.warning("actions are off: %s", e)
             return None
-        return cls(config, clock, topology, kube, pending, counted, sizes)
+        return cls(config, clock, topology, kube, pending, counted, sizes, cleared)
 
     def start(self) -> None:
         self.audit.open()

@@ -55,6 +55,7 @@ from rootward.tracing import tracer_provider
 
 if TYPE_CHECKING:
     from rootward.acting import Acting
+    from rootward.actions.executor import Diagnosis as ActionReason
     from rootward.agent.llm import LLMReasoner
 
 logger = logging.getLogger(__name__)
@@ -318,7 +319,9 @@ class App:
             from rootward.acting import Acting
 
             pending = self.slack.approval_requested if self.slack.configured else None
-            self.acting = Acting.build(config, self.clock, self.topology, pending, self._count_action, self.kube)
+            self.acting = Acting.build(
+                config, self.clock, self.topology, pending, self._count_action, self.kube, self.anomaly_cleared
+            )
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         # Only in gateway mode: what replicas send becomes graph, so no other OTLP sender may speak as one.
@@ -377,6 +380,23 @@ class App:
                 self.incidents.retell(incident, skip=self.diagnoser)
             elif self.incident_store is not None:
                 self.incident_store.incident_changed(incident, "updated")
+
+    def anomaly_cleared(self, reason: ActionReason) -> bool | None:
+        """Whether the incident an action answered is over, for the executor's verification: resolved, or its root
+        cause (or a pod of it) without a new anomaly for two detection windows. None when there is nothing to watch
+        (no incident, no root cause, none of its anomalies held)."""
+        incident = self.incidents.get(reason.incident_id) if reason.incident_id else None
+        root = reason.root_cause
+        if incident is None or root is None:
+            return None
+        with self.incidents.held():
+            if incident.status == "resolved":
+                return True
+            pods = self.detector.service_of
+            seen = [t for e, t in incident.last_seen.items() if e == root or pods.get(e) == root]
+        if not seen:
+            return None
+        return self.clock.now() - max(seen) >= 2 * self.config.detection.window_s
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

@@ -126,3 +126,28 @@ def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
         assert "confident)" in said
         assert "service:shop/payment error_ratio" in said  # its evidence
         assert "*Dry run:* passed on the API server" in said
+
+
+def test_verification_waits_for_the_incidents_root_cause_to_go_quiet() -> None:
+    """What the executor's verification asks the app after a change: the incident is over when it resolved, or when
+    its root cause has had no new anomaly for two detection windows."""
+    from rootward.actions.executor import Diagnosis as Reason
+    from rootward.config import NOTHING_ON_DISK
+    from rootward.detector.detector import Anomaly
+
+    clock = ManualClock(1_000.0)
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK, "detection.window_s=10"]), clock=clock)
+    payment = "service:shop/payment"
+    app.incidents.observe(1_000.0, [Anomaly(payment, "error_ratio", 0.5, 0.0, 9.0, 990.0, 1_000.0)])
+    (incident,) = app.incidents.listed()
+    assert app.anomaly_cleared(Reason("fix", 0.9, None, payment)) is None  # no incident to watch
+    assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, "service:shop/cart")) is None  # not its anomaly
+    assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False  # failing now
+    clock.advance(19)
+    assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False
+    clock.advance(1)  # two windows without a new anomaly
+    assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is True
+    app.incidents.observe(1_025.0, [Anomaly(payment, "error_ratio", 0.5, 0.0, 9.0, 1_015.0, 1_025.0)])
+    assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False  # it came back
+    app.incidents.resolve(incident.id, 1_026.0)
+    assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is True
