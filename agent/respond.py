@@ -10,11 +10,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from rootward.actions.executor import Diagnosis as Reason
 from rootward.actions.executor import Outcome
 from rootward.actions.requests import ActionRequest
 from rootward.agent.propose import Sizes, Workloads, propose
+from rootward.agent.redact import Redactor
 from rootward.agent.schema import Diagnosis
 from rootward.detector.incidents import Incident
 
@@ -94,6 +96,8 @@ class Responder:
                 try:
                     outcome = self.submit(request, reason)
                     incident.action = {**_proposed(request, reason), **outcome.as_json()}
+                    if request.read_only and outcome.result:
+                        incident.action["collected"] = _collected(outcome.result)
                     self.counted(request.kind, outcome.status)
                     if outcome.status == "pending_approval" and outcome.approval_id and self.pending is not None:
                         self.pending(incident.id, outcome.approval_id, incident.action)
@@ -113,4 +117,27 @@ def _proposed(request: ActionRequest, reason: Reason) -> dict[str, object]:
         "confidence": reason.confidence,
         "because": reason.summary,
         "evidence": list(reason.evidence),
+    }
+
+
+#: What a read-only collection keeps on the incident: the newest log lines of each container, at most this many
+#: characters, and its events (redacted: the incident is served by the API and stored).
+MAX_LOG_CHARS = 4000
+_REDACT = Redactor()
+
+
+def _collected(result: dict[str, Any]) -> dict[str, Any]:
+    """A collection's result as the incident keeps it: the pod's phase and conditions, its events, and the tail of
+    each container's log, bounded and redacted."""
+    status = result.get("status") or {}
+    logs = {name: _REDACT.text(str(text))[-MAX_LOG_CHARS:] for name, text in (result.get("logs") or {}).items()}
+    return {
+        "phase": status.get("phase"),
+        "conditions": [
+            {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
+            for c in status.get("conditions") or []
+            if isinstance(c, dict)
+        ],
+        "events": _REDACT.data(list(result.get("events") or [])[-20:]),
+        "logs": logs,
     }

@@ -136,7 +136,9 @@ function action(a) {
     a.detail ? h("p", { class: "muted" }, a.detail) : null,
     h("p", {}, `policy: ${decision.result || "–"}`),
     reasons.length ? h("ul", {}, reasons.map((x) => h("li", {}, x))) : null,
-    a.approval_id ? h("p", {}, "Approval ", a.approval_id, ": ", link("approvals", "decide on the approvals page")) : null];
+    a.approval_id ? h("p", {}, "Approval ", a.approval_id, ": ", link("approvals", "decide on the approvals page")) : null,
+    a.collected ? h("details", { class: "collected" }, h("summary", {}, "what was collected (pod, events, log tails)"),
+      h("pre", {}, JSON.stringify(a.collected, null, 2))) : null];
 }
 
 /** Acknowledge, silence for an hour, resolve: writes, which need an operator token (the approvals page keeps it)

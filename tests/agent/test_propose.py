@@ -210,3 +210,27 @@ def test_a_full_responder_queue_drops_visibly(graph: TopologyGraph) -> None:
     release.set()
     responder.flush()
     responder.close()
+
+
+def test_what_a_collection_read_is_kept_on_the_incident_bounded_and_redacted(graph: TopologyGraph) -> None:
+    def collect(request: ActionRequest, reason: Reason) -> Outcome:
+        result = {
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False", "reason": "x"}]},
+            "events": [{"reason": "Unhealthy", "message": "probe failed: token=abcdef123456", "type": "Warning"}],
+            "logs": {"cart": "old line\n" * 1000 + "login password=hunter2 failed\n"},
+        }
+        return Outcome("act-1", "succeeded", "collected", result=result)
+
+    responder = Responder(collect, graph)
+    incident = Incident("inc-1", 0.0, 0.0)
+    incident.diagnosis = diagnosis("service:shop/cart", "service", "network_delay").model_dump(mode="json")
+    responder.incident_changed(incident, "opened")
+    responder.flush()
+    responder.close()
+    assert incident.action is not None
+    collected = incident.action["collected"]
+    assert collected["phase"] == "Running"
+    assert collected["conditions"] == [{"type": "Ready", "status": "False", "reason": "x"}]
+    assert len(collected["logs"]["cart"]) <= 4000
+    assert collected["logs"]["cart"].endswith("login password=[REDACTED:api_key] failed\n")  # the newest lines
+    assert "abcdef123456" not in str(collected["events"])
