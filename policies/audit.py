@@ -281,14 +281,18 @@ class AuditLog:
         payload = json.loads(text)
         return Record(seq, time_us, kind, request_id, target, actor, payload, prev, digest, mac, sig)
 
-    def records(self, after_seq: int = 0, request_id: str | None = None) -> Iterator[Record]:
-        """Records in order (after ``after_seq``; only ``request_id``'s when given). Stored values, unchecked."""
+    def records(self, after_seq: int = 0, request_id: str | None = None, limit: int | None = None) -> Iterator[Record]:
+        """Records in order (after ``after_seq``; only ``request_id``'s when given; at most ``limit``). Stored
+        values, unchecked."""
         args: list[Any]
         where, args = "seq > ?", [after_seq]
         if request_id is not None:
             where, args = "seq > ? AND request_id = ?", [after_seq, request_id]
+        query = f"SELECT {_COLUMNS} FROM audit WHERE {where} ORDER BY seq"
+        if limit is not None:
+            query, args = query + " LIMIT ?", [*args, limit]
         with self._lock:
-            rows = self._db().execute(f"SELECT {_COLUMNS} FROM audit WHERE {where} ORDER BY seq", args).fetchall()
+            rows = self._db().execute(query, args).fetchall()
         for row in rows:
             yield _record(row)
 

@@ -8,6 +8,9 @@ executor):
     POST /api/v1/approvals/{id}/approve   {"comment": "..."} (optional)   202: recorded; the action runs now
     POST /api/v1/approvals/{id}/reject    {"comment": "..."} (optional)   200
     GET  /api/v1/actions/{request_id}                                     the request's audit records so far
+    GET  /api/v1/audit?after=0&limit=100                                  the audit log in order, a page at a time
+                                                                          (``next``: the ``after`` of the next page)
+    GET  /api/v1/audit/verify                                             the hash chain (and MACs) checked now
     POST /api/v1/slack/interactions       Slack interactive buttons (action_id approve|reject, value: approval id)
 
 Every route needs ``Authorization: Bearer <token>`` with one of ``policies.approvals.tokens`` (name -> token); the
@@ -22,6 +25,7 @@ in ``slack_approvers`` when that list is set).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -136,6 +140,21 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         outcome = next((r.data for r in reversed(records) if r.kind == "outcome"), None)
         return JSONResponse({"request_id": request_id, "outcome": outcome, "records": [r.as_json() for r in records]})
 
+    async def audit(request: Request, _: str) -> Response:
+        p = request.query_params
+        try:
+            after, limit = int(p.get("after", 0)), int(p.get("limit", 100))
+        except ValueError:
+            return JSONResponse({"message": "after and limit must be integers"}, status_code=400)
+        if after < 0 or not 1 <= limit <= 1000:
+            return JSONResponse({"message": "after must be >= 0 and limit in 1..1000"}, status_code=400)
+        records = await run_in_threadpool(lambda: list(executor.audit.records(after, limit=limit)))
+        return JSONResponse({"records": [r.as_json() for r in records], "next": records[-1].seq if records else after})
+
+    async def verify(request: Request, _: str) -> Response:
+        found = await run_in_threadpool(executor.audit.verify, executor.audit.hmac_key)
+        return JSONResponse(dataclasses.asdict(found), status_code=200 if found.ok else 409)
+
     async def slack(request: Request) -> Response:
         body = await request.body()
         assert slack_signing_secret is not None
@@ -179,6 +198,8 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         Route("/api/v1/approvals/{id}", authenticated(one)),
         Route("/api/v1/approvals/{id}/{verb}", authenticated(decide), methods=["POST"]),
         Route("/api/v1/actions/{request_id}", authenticated(action)),
+        Route("/api/v1/audit", authenticated(audit)),
+        Route("/api/v1/audit/verify", authenticated(verify)),
     ]
 
 

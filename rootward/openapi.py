@@ -156,6 +156,19 @@ SPEC: dict[str, Any] = {
             [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             {"description": "audit records"},
         ),
+        "/api/v1/audit": _get(
+            "The audit log in order, a page at a time (bearer token); next: the after of the next page",
+            [
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            ],
+            {"description": "{records, next}"},
+        ),
+        "/api/v1/audit/verify": _get(
+            "The audit log's hash chain and MACs checked now (bearer token); 409 names the first broken record",
+            [],
+            {"description": "{ok, records, head, broken_seq, problem}"},
+        ),
         "/api/v1/slack/interactions": {
             "post": {
                 "summary": "Slack approve/reject buttons (verified with the signing secret, 5-minute window)",

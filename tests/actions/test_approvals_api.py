@@ -226,3 +226,23 @@ def test_a_slack_user_not_allowed_to_decide_changes_nothing(
     rejected = approvals.get(approval_id)
     assert rejected is not None
     assert rejected.decided_by == "slack:U0ALICE"
+
+
+def test_the_audit_log_pages_in_order_and_verifies_over_http(
+    kube: Kube, api: tuple[httpx.Client, Executor], audit: AuditLog
+) -> None:
+    client, executor = api
+    deploy(kube, "cart")
+    _held(kube, executor)
+    first = client.get("/api/v1/audit", params={"limit": 1}, headers=ALICE).json()
+    (record,) = first["records"]
+    assert record["seq"] == 1
+    assert record["kind"] == "decision"
+    rest = client.get("/api/v1/audit", params={"after": first["next"]}, headers=ALICE).json()
+    assert [r["seq"] for r in rest["records"]] == list(range(2, 2 + len(rest["records"])))
+    assert rest["records"]
+    checked = client.get("/api/v1/audit/verify", headers=ALICE).json()
+    assert checked["ok"] is True
+    assert checked["records"] == 1 + len(rest["records"])
+    assert client.get("/api/v1/audit", params={"limit": 0}, headers=ALICE).status_code == 400
+    assert client.get("/api/v1/audit").status_code == 401  # a bearer token, as for approvals
