@@ -170,4 +170,7 @@ def test_detection_rules_reach_the_detector_as_it_reads_them(tmp_path: Path) -> 
 
     text = "detection:\n  rules:\n    p95: {min_abs: 0.05}\n    queue.depth: {direction: down}\n"  # a dotted name
     app = App(load_config(write(tmp_path, text), environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]))
-    assert app.detector.settings.rules == {"p95": {"min_abs": 0.05}, "queue.depth": {"direction": DOWN}}
+    try:
+        assert app.detector.settings.rules == {"p95": {"min_abs": 0.05}, "queue.depth": {"direction": DOWN}}
+    finally:
+        app.shutdown()

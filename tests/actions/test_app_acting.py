@@ -131,12 +131,20 @@ def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
 def test_verification_waits_for_the_incidents_root_cause_to_go_quiet() -> None:
     """What the executor's verification asks the app after a change: the incident is over when it resolved, or when
     its root cause has had no new anomaly for two detection windows."""
-    from rootward.actions.executor import Diagnosis as Reason
     from rootward.config import NOTHING_ON_DISK
-    from rootward.detector.detector import Anomaly
 
     clock = ManualClock(1_000.0)
     app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK, "detection.window_s=10"]), clock=clock)
+    try:
+        _quiet(app, clock)
+    finally:
+        app.shutdown()
+
+
+def _quiet(app: App, clock: ManualClock) -> None:
+    from rootward.actions.executor import Diagnosis as Reason
+    from rootward.detector.detector import Anomaly
+
     payment = "service:shop/payment"
     app.incidents.observe(1_000.0, [Anomaly(payment, "error_ratio", 0.5, 0.0, 9.0, 990.0, 1_000.0)])
     (incident,) = app.incidents.listed()

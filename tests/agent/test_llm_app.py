@@ -287,4 +287,8 @@ def test_the_agents_genai_spans_are_sent_over_otlp_when_traces_endpoint_is_set(l
 
 
 def test_without_a_traces_endpoint_no_provider_is_made() -> None:
-    assert App(load_config(environ={}, overrides=local())).tracer_provider is None
+    app = App(load_config(environ={}, overrides=local()))
+    try:
+        assert app.tracer_provider is None
+    finally:
+        app.shutdown()
