@@ -144,6 +144,9 @@ class Executor:
         self.is_leader = is_leader
         self.sleep = sleep
         self.flags = flags
+        self._stopping = threading.Event()
+        self._busy = 0  # changes between their intent and their outcome
+        self._idle = threading.Condition()
         self._lock = threading.Lock()
 
     # Entry points
@@ -331,7 +334,28 @@ class Executor:
         decision: Decision,
         blast: BlastRadius,
     ) -> Outcome:
-        done = partial(end, decision=decision, blast_radius=blast)
+        with self._idle:
+            self._busy += 1
+        try:
+            return self._change(op, diagnosis, record, partial(end, decision=decision, blast_radius=blast))
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop verifying (Rootward is shutting down): a change under verification ends ``failed``, audited as
+        ``verification_interrupted`` and left as it is (its prior state is in the audit log), not rolled back on the
+        way out. Waits up to ``timeout_s`` for changes under way to be recorded."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._busy and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, deadline - time.monotonic()))
+
+    def _change(
+        self, op: Operation, diagnosis: Diagnosis, record: Callable[..., Any], done: Callable[..., Outcome]
+    ) -> Outcome:
         record("intent", {"request": op.request.as_json(), "prior": op.prior})
         try:
             result = op.apply(dry_run=False)
@@ -340,6 +364,9 @@ class Executor:
             return done("failed", f"the change failed: {e}; {self._reconcile(op, record)}")
         record("executed", {"result": result})
         health = self._verify(op, diagnosis)
+        if self._stopping.is_set() and not health.healthy:
+            record("verification_interrupted", {"detail": health.detail, "prior": op.prior})
+            return done("failed", f"Rootward stopped while verifying ({health.detail}); the change stays as it is")
         if health.healthy:
             record("verified", {"detail": health.detail})
             return done("succeeded", health.detail, result=result)
@@ -396,7 +423,12 @@ class Executor:
                 health = Health(False, False, f"{health.detail}, but the anomaly has not cleared")
             if self.clock.monotonic() >= deadline:
                 return Health(True, False, f"timed out after {self.verify_timeout_s:g} s: {health.detail}")
-            self.sleep(self.poll_interval_s)
+            if self._stopping.is_set():
+                return health
+            if self.sleep is time.sleep:
+                self._stopping.wait(self.poll_interval_s)  # a stop ends the wait
+            else:
+                self.sleep(self.poll_interval_s)
 
 
 def request_id_of(request: ActionRequest, diagnosis: Diagnosis) -> str:

@@ -104,6 +104,7 @@ class Acting:
             self.elector.start()
 
     def shutdown(self) -> None:
+        self.executor.stop()  # changes under verification are recorded before the audit log closes
         self.responder.close()
         if self.config.actions.lease.enabled:
             self.elector.shutdown()

@@ -305,3 +305,28 @@ def test_a_flag_changed_by_someone_else_midway_is_not_overwritten_and_the_failur
     records = {r.kind: r.data for r in audit.records(request_id=outcome.request_id)}
     assert records["execute_failed"]["type"] == "FlagError"
     assert records["reconciled"] == {"state": "not applied"}
+
+
+def test_stopping_rootward_mid_verification_records_it_and_leaves_the_change(
+    make_executor: MakeFlagExecutor, audit: AuditLog, flag_path: Path
+) -> None:
+    """A change whose anomaly has not cleared when Rootward stops: the verification ends at once, audited as
+    interrupted, the change left as it is (not rolled back on the way out), and stop() returns once it is recorded."""
+    import threading
+
+    executor = make_executor(anomaly_cleared=lambda _: False, verify_timeout_s=60.0)
+    outcomes: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: outcomes.append(executor.submit(ToggleFlag("new-checkout", variant="off"), CONFIDENT))
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "executed" not in [r.kind for r in audit.records()]:
+        time.sleep(0.02)
+    executor.stop(timeout_s=10)
+    worker.join(5)
+    (outcome,) = outcomes
+    assert outcome.status == "failed", outcome.detail
+    assert "Rootward stopped while verifying" in outcome.detail
+    assert _flag(flag_path, "new-checkout")["defaultVariant"] == "off"  # left as it is
+    assert _kinds(audit, outcome.request_id)[-3:] == ["executed", "verification_interrupted", "outcome"]
