@@ -22,6 +22,7 @@ from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, KubernetesAccess, load_config
 from rootward.slack import render
 from rootward.synthetic import SERVICES, Shop
+from rootward.topology.queries import incident_subgraph
 
 _SEVERITY = {9: "INFO", 13: "WARN", 17: "ERROR"}
 WINDOW_S = 10.0
@@ -143,9 +144,14 @@ def _incidents(app: App, now: float, echo: Callable[[str], None]) -> None:
         echo(f"    likely root cause, most likely first: {', '.join(incident.candidates[:4])}")
         for a in sorted(incident.anomalies.values(), key=lambda a: -abs(a.score))[:3]:
             echo(f"    {a.entity} {a.signal}: {a.value:.3g} (expected {a.expected:.3g})")
+        with app.topology.read() as g:  # what GET /api/v1/incidents/<id> adds: the calls around it
+            around = incident_subgraph(g, incident.first_seen)
+        calls = [e for e in around["edges"] if e.get("kind") == "calls" and e["target"] in incident.first_seen]
+        if calls:
+            echo("    called by: " + ", ".join(f"{e['source']} ({e.get('requests', 0)} calls)" for e in calls[:4]))
     if not incidents:
         return
-    text, blocks = render(incidents[-1])
+    text, blocks = render(incidents[-1], links=app.topology.calls_among(list(incidents[-1].first_seen)))
     configured = app.slack.configured
     echo("")
     echo(

@@ -33,6 +33,7 @@ def test_demo_receives_everything_the_shop_sent(protocol: str) -> None:
     # Payment failing for three windows opens one incident, payment first, that resolves; and its Slack message.
     assert re.search(r"incidents \(1;", text)
     assert "likely root cause, most likely first: service:shop/payment" in text
+    assert "called by: service:shop/checkout" in text  # the calls around it (GET /api/v1/incidents/<id>)
     assert "resolved" in text
     assert "Slack message (notifications.slack not configured; as it would be sent):" in text
     # The diagnosis, the proposed action dry-run against the simulated cluster, and the verified audit trail.
