@@ -133,6 +133,7 @@ function action(a) {
   const reasons = [...(decision.deny || []), ...(decision.approval || []), ...(decision.notes || [])];
   return [h("h2", {}, "Proposed action"),
     h("p", {}, h("strong", {}, `${r.kind} ${r.namespace || ""}/${r.name || ""}`), " ", h("span", { class: "status-pill" }, a.status)),
+    a.because ? h("p", {}, "for ", a.because, " ", a.confidence !== undefined ? confidence(a.confidence) : null) : null,
     a.detail ? h("p", { class: "muted" }, a.detail) : null,
     h("p", {}, `policy: ${decision.result || "–"}`),
     reasons.length ? h("ul", {}, reasons.map((x) => h("li", {}, x))) : null,

@@ -88,6 +88,7 @@ def test_the_slack_deep_link_shows_the_incident_with_payment_first_and_its_diagn
     expect(first).to_contain_text("service:shop/payment code_error")
     expect(first.locator("meter")).to_have_attribute("value", re.compile(r"^\d+$"))
     expect(page.locator("main")).to_contain_text("rollout_restart shop/payment")
+    expect(page.locator("main")).to_contain_text("for code_error at service:shop/payment")  # what it answers
     expect(page.locator("main")).to_contain_text(rootward.approval_id)
 
 
