@@ -145,8 +145,6 @@ class Executor:
         self.sleep = sleep
         self.flags = flags
         self._stopping = threading.Event()
-        self._busy = 0  # changes between their intent and their outcome
-        self._idle = threading.Condition()
         self._lock = threading.Lock()
 
     # Entry points
@@ -334,28 +332,23 @@ class Executor:
         decision: Decision,
         blast: BlastRadius,
     ) -> Outcome:
-        with self._idle:
-            self._busy += 1
-        try:
-            return self._change(op, diagnosis, record, partial(end, decision=decision, blast_radius=blast))
-        finally:
-            with self._idle:
-                self._busy -= 1
-                self._idle.notify_all()
+        return self._change(op, diagnosis, record, partial(end, decision=decision, blast_radius=blast))
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop verifying (Rootward is shutting down): a change under verification ends ``failed``, audited as
-        ``verification_interrupted`` and left as it is (its prior state is in the audit log), not rolled back on the
-        way out. Waits up to ``timeout_s`` for changes under way to be recorded."""
+        """Stop acting (Rootward is shutting down): no change is made from now on (a request ends ``failed``,
+        audited as ``not_run``); one under verification ends ``failed``, audited as ``verification_interrupted``,
+        and is left as it is (its prior state is in the audit log), not rolled back on the way out. Waits up to
+        ``timeout_s`` for the request under way to be recorded."""
         self._stopping.set()
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._busy and time.monotonic() < deadline:
-                self._idle.wait(max(0.0, deadline - time.monotonic()))
+        if self._lock.acquire(timeout=timeout_s):  # submit and carry_out hold it to the end
+            self._lock.release()
 
     def _change(
         self, op: Operation, diagnosis: Diagnosis, record: Callable[..., Any], done: Callable[..., Outcome]
     ) -> Outcome:
+        if self._stopping.is_set():
+            record("not_run", {"reason": "Rootward is stopping"})
+            return done("failed", "Rootward is stopping: the change was not made")
         record("intent", {"request": op.request.as_json(), "prior": op.prior})
         try:
             result = op.apply(dry_run=False)
@@ -364,7 +357,7 @@ class Executor:
             return done("failed", f"the change failed: {e}; {self._reconcile(op, record)}")
         record("executed", {"result": result})
         health = self._verify(op, diagnosis)
-        if self._stopping.is_set() and not health.healthy:
+        if self._stopping.is_set() and not health.done:  # cut short, not a verdict
             record("verification_interrupted", {"detail": health.detail, "prior": op.prior})
             return done("failed", f"Rootward stopped while verifying ({health.detail}); the change stays as it is")
         if health.healthy:

@@ -422,6 +422,14 @@ class CordonOperation(Operation):
         return bool(self._node()["spec"].get("unschedulable", False)) != bool(self.prior["unschedulable"])
 
 
+def _owner(pod: Json) -> str:
+    """The pod's controller (``Kind/name`` of its controlling owner reference), else the pod itself."""
+    meta = pod["metadata"]
+    refs = [o for o in meta.get("ownerReferences") or [] if isinstance(o, dict)]
+    ref = next((o for o in refs if o.get("controller")), refs[0] if refs else None)
+    return f"{ref.get('kind')}/{ref.get('name')}" if ref else f"Pod/{meta.get('name')}"
+
+
 def _evictable(pod: Json) -> bool:
     """kubectl drain's choice: not DaemonSet pods, not mirror (static) pods, not pods that already finished."""
     meta = pod["metadata"]
@@ -446,22 +454,28 @@ class DrainOperation(CordonOperation):
         pods = self._pods()
         namespaces = sorted({p["metadata"]["namespace"] for p in pods})
         pdbs: dict[str, dict[str, Any]] = {}
-        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Json]] = {}  # pods of one workload (by labels)
-        budgets: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}  # the least disruptions its PDBs allow
+        groups: dict[tuple[str, str], list[Json]] = {}  # (namespace, owner) -> its pods on the node
+        budgets: dict[tuple[str, str], int] = {}  # the least disruptions its PDBs allow
         for pod in pods:
             ns, labels = pod["metadata"]["namespace"], pod["metadata"].get("labels") or {}
-            owner = tuple(sorted((k, v) for k, v in labels.items() if k != "pod-template-hash"))
-            key = (ns, owner or (("", pod["metadata"]["name"]),))  # no labels: a pod of its own
+            key = (ns, _owner(pod))
             groups.setdefault(key, []).append(pod)
             for pdb in _pdbs(self.kube, ns, labels):
                 pdbs[f"{ns}/{pdb['name']}"] = pdb
                 budgets[key] = min(budgets.get(key, pdb["disruptions_allowed"]), pdb["disruptions_allowed"])
         # Every pod on the node is evicted in one pass, as far as the PodDisruptionBudgets let the Eviction API go:
-        # the workload losing the largest share of its pods at once is what the policy's max_pods_fraction judges.
+        # the workload losing the largest share of its live pods at once is what the policy's max_pods_fraction
+        # judges (pods of one owner, counted across the namespace; finished and terminating pods do not count).
+        live: dict[str, dict[str, int]] = {}
         at_once, total = 0, 0
-        for key, on_node in groups.items():
-            ns, owner = key
-            size = max(len(self.kube.pods(ns, dict(owner))), len(on_node)) if owner[0][0] else 1
+        for (ns, owner), on_node in groups.items():
+            if ns not in live:
+                live[ns] = {}
+                for p in self.kube.pods(ns):
+                    if _evictable(p) and not p["metadata"].get("deletionTimestamp"):
+                        live[ns][_owner(p)] = live[ns].get(_owner(p), 0) + 1
+            size = max(live[ns].get(owner, 0), len(on_node))
+            key = (ns, owner)
             down = min(len(on_node), max(budgets[key], 0)) if key in budgets else len(on_node)
             if not total or down / size > at_once / total:
                 at_once, total = down, size

@@ -36,11 +36,14 @@ class Responder:
         pending: Callable[[str, str, dict[str, object]], None] | None = None,
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack);
-        ``counted(kind, status)`` of every outcome (the metrics); ``sizes`` are what a resize starts from."""
+        ``counted(kind, status)`` of every outcome (the metrics); ``sizes`` are what a resize starts from;
+        ``redact`` cleans what a read-only collection keeps on the incident (default: the shipped patterns)."""
         self.submit, self.graph, self.min_confidence = submit, graph, min_confidence
         self.sizes = sizes
+        self.redact = redact or Redactor().text
         self.pending = pending
         self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
@@ -95,9 +98,10 @@ class Responder:
                 incident, request, reason = item
                 try:
                     outcome = self.submit(request, reason)
-                    incident.action = {**_proposed(request, reason), **outcome.as_json()}
-                    if request.read_only and outcome.result:
-                        incident.action["collected"] = _collected(outcome.result)
+                    action = {**_proposed(request, reason), **outcome.as_json()}
+                    if request.read_only and ("logs" in outcome.result or "events" in outcome.result):
+                        action["collected"] = _collected(outcome.result, self.redact)  # read, not a dry run's plan
+                    incident.action = action  # whole, in one assignment: the API and the store read it meanwhile
                     self.counted(request.kind, outcome.status)
                     if outcome.status == "pending_approval" and outcome.approval_id and self.pending is not None:
                         self.pending(incident.id, outcome.approval_id, incident.action)
@@ -123,14 +127,13 @@ def _proposed(request: ActionRequest, reason: Reason) -> dict[str, object]:
 #: What a read-only collection keeps on the incident: the newest log lines of each container, at most this many
 #: characters, and its events (redacted: the incident is served by the API and stored).
 MAX_LOG_CHARS = 4000
-_REDACT = Redactor()
 
 
-def _collected(result: dict[str, Any]) -> dict[str, Any]:
+def _collected(result: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
     """A collection's result as the incident keeps it: the pod's phase and conditions, its events, and the tail of
     each container's log, bounded and redacted."""
     status = result.get("status") or {}
-    logs = {name: _REDACT.text(str(text))[-MAX_LOG_CHARS:] for name, text in (result.get("logs") or {}).items()}
+    logs = {name: redact(str(text))[-MAX_LOG_CHARS:] for name, text in (result.get("logs") or {}).items()}
     return {
         "phase": status.get("phase"),
         "conditions": [
@@ -138,6 +141,9 @@ def _collected(result: dict[str, Any]) -> dict[str, Any]:
             for c in status.get("conditions") or []
             if isinstance(c, dict)
         ],
-        "events": _REDACT.data(list(result.get("events") or [])[-20:]),
+        "events": [
+            {redact(str(k)): redact(str(v)) for k, v in e.items()} if isinstance(e, dict) else redact(str(e))
+            for e in list(result.get("events") or [])[-20:]
+        ],
         "logs": logs,
     }

@@ -160,10 +160,12 @@ class Detector:
 
     def consume_calls(self, calls: list[Call]) -> None:
         """One batch's paired calls per edge, from the topology: per edge, on the callee, ``in:<caller>.rate``,
-        ``.error_ratio``, ``.latency`` and (``edge_quantiles``) ``.p95`` (what the caller saw: errors and delays of
-        a callee that never shows them itself, such as a database); the network gaps judged as the callee's
-        ``net_in`` (a network delay at a pod shows on every call into it, and in none of its own spans) and the
-        caller's ``client_net`` (a starved caller stretches all its calls)."""
+        ``.error_ratio`` and ``.latency`` (what the caller saw: errors and delays of a callee that never shows
+        them itself, such as a database) and, with ``edge_quantiles``, ``.p95`` (of the calls' server-side
+        durations, the servicegraph connector's request_server_seconds: the network shows in ``net_in``, not
+        there); the network gaps judged as the callee's ``net_in`` (a network delay at a pod shows on every call
+        into it, and in none of its own spans) and the caller's ``client_net`` (a starved caller stretches all its
+        calls)."""
         with self._lock:
             self._roll(self.clock.now())
             edges = [c for c in calls if c.caller and c.caller != c.callee and self._edge(c)]

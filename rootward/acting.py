@@ -42,6 +42,7 @@ class Acting:
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
         cleared: Callable[[Diagnosis], bool | None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests); ``sizes``
         are the current memory limits a resize proposal starts from; ``cleared`` says whether the incident behind
@@ -69,7 +70,7 @@ class Acting:
         )  # fmt: skip
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
-            sizes=sizes,
+            sizes=sizes, redact=redact,
         )  # fmt: skip
 
     @classmethod
@@ -82,6 +83,7 @@ class Acting:
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
         cleared: Callable[[Diagnosis], bool | None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> Acting | None:
         """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
         if not config.actions.enabled:
@@ -91,7 +93,7 @@ class Acting:
         except RootwardError as e:
             logger.warning("actions are off: %s", e)
             return None
-        return cls(config, clock, topology, kube, pending, counted, sizes, cleared)
+        return cls(config, clock, topology, kube, pending, counted, sizes, cleared, redact)
 
     def start(self) -> None:
         self.audit.open()

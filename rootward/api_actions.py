@@ -10,7 +10,8 @@ executor):
     GET  /api/v1/actions/{request_id}                                     the request's audit records so far
     GET  /api/v1/audit?after=0&limit=100                                  the audit log in order, a page at a time
                                                                           (``next``: the ``after`` of the next page)
-    GET  /api/v1/audit/verify                                             the hash chain (and MACs) checked now
+    GET  /api/v1/audit/verify                                             the hash chain, MACs and signatures
+                                                                          checked now (a scan of the whole log)
     POST /api/v1/slack/interactions       Slack interactive buttons (action_id approve|reject, value: approval id)
 
 Every route needs ``Authorization: Bearer <token>`` with one of ``policies.approvals.tokens`` (name -> token); the
@@ -152,7 +153,9 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         return JSONResponse({"records": [r.as_json() for r in records], "next": records[-1].seq if records else after})
 
     async def verify(request: Request, _: str) -> Response:
-        found = await run_in_threadpool(executor.audit.verify, executor.audit.hmac_key)
+        signer = executor.audit.signer
+        verifier = signer.verifier() if signer is not None else None
+        found = await run_in_threadpool(executor.audit.verify, executor.audit.hmac_key, verifier)
         return JSONResponse(dataclasses.asdict(found), status_code=200 if found.ok else 409)
 
     async def slack(request: Request) -> Response:

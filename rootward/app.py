@@ -320,8 +320,9 @@ class App:
 
             pending = self.slack.approval_requested if self.slack.configured else None
             self.acting = Acting.build(
-                config, self.clock, self.topology, pending, self._count_action, self.kube, self.anomaly_cleared
-            )
+                config, self.clock, self.topology, pending, self._count_action, self.kube, self.anomaly_cleared,
+                _redactor(config).text,
+            )  # fmt: skip
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
         # Only in gateway mode: what replicas send becomes graph, so no other OTLP sender may speak as one.
@@ -383,8 +384,8 @@ class App:
 
     def anomaly_cleared(self, reason: ActionReason) -> bool | None:
         """Whether the incident an action answered is over, for the executor's verification: resolved, or its root
-        cause (or a pod of it) without a new anomaly for two detection windows. None when there is nothing to watch
-        (no incident, no root cause, none of its anomalies held)."""
+        cause (or a pod of it) without a new anomaly for ``confirm + 2`` detection windows (40 s by default). None
+        when there is nothing to watch (no incident, no root cause, none of its anomalies held)."""
         incident = self.incidents.get(reason.incident_id) if reason.incident_id else None
         root = reason.root_cause
         if incident is None or root is None:
@@ -396,7 +397,10 @@ class App:
             seen = [t for e, t in incident.last_seen.items() if e == root or pods.get(e) == root]
         if not seen:
             return None
-        return self.clock.now() - max(seen) >= 2 * self.config.detection.window_s
+        # an anomaly is reported after `confirm` anomalous windows in a row and one normal window resets the run: a
+        # fault that flickers is silent for up to confirm + 1 windows, and a window closes a window late
+        detection = self.config.detection
+        return self.clock.now() - max(seen) >= (detection.confirm + 2) * detection.window_s
 
     def _count_action(self, kind: str, status: str) -> None:
         self.telemetry.actions.labels(kind, status).inc()

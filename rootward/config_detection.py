@@ -191,9 +191,10 @@ class Detection(_Section):
     """Seconds a pod may stay Pending (k8s_cluster's ``k8s.pod.phase``) before it is a failure signal
     (``k8s:PodPending``): scheduling and image pulls take a while, a stuck pod is news (a Failed pod is at once)."""
     edge_quantiles: bool = False
-    """Each call edge's p95 (``in:<caller>.p95``, from the servicegraph buckets the topology counts calls into):
-    a slow tail on one caller's calls that their mean hides. Off by default: on the shared Nezha days it found no
-    fault the other series missed and moved one first rank (bench/README.md, 2026-11-26 session 18)."""
+    """Each call edge's p95 (``in:<caller>.p95``, from the servicegraph buckets the topology counts calls into, of
+    the calls' server-side durations): a slow tail on one caller's calls that their mean hides. Off by default: on
+    the shared Nezha days it found no fault the other series missed and moved one first rank (bench/README.md,
+    2026-11-26 session 18)."""
     rules: dict[str, Rule] = Field(default_factory=dict)
     """Per-signal overrides of the smallest change that matters and its direction, by signal name: a span series
     (``rate``, ``error_ratio``, ``p50``, ``p95``, ``p99``, ``client_p95``, ``net_in``, ``client_net``,

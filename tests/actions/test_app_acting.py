@@ -77,6 +77,7 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
     with payment_failure(cluster, tmp_path, *signed) as app:
         assert app.acting is not None
         assert app.acting.flags is not None
+        assert app.acting.executor.anomaly_cleared == app.anomaly_cleared  # verification asks the app
         assert app.acting.flags.reader.resolve("f", True).variant == "on"  # the flag reader was started
         (incident,) = app.incidents.listed()
         assert incident.diagnosis is not None
@@ -130,7 +131,7 @@ def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(
 
 def test_verification_waits_for_the_incidents_root_cause_to_go_quiet() -> None:
     """What the executor's verification asks the app after a change: the incident is over when it resolved, or when
-    its root cause has had no new anomaly for two detection windows."""
+    its root cause has had no new anomaly for confirm + 2 detection windows."""
     from rootward.config import NOTHING_ON_DISK
 
     clock = ManualClock(1_000.0)
@@ -151,11 +152,11 @@ def _quiet(app: App, clock: ManualClock) -> None:
     assert app.anomaly_cleared(Reason("fix", 0.9, None, payment)) is None  # no incident to watch
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, "service:shop/cart")) is None  # not its anomaly
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False  # failing now
-    clock.advance(19)
+    clock.advance(39)
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False
-    clock.advance(1)  # two windows without a new anomaly
+    clock.advance(1)  # confirm + 2 windows without a new anomaly: a fault that flickers would have shown by now
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is True
-    app.incidents.observe(1_025.0, [Anomaly(payment, "error_ratio", 0.5, 0.0, 9.0, 1_015.0, 1_025.0)])
+    app.incidents.observe(1_045.0, [Anomaly(payment, "error_ratio", 0.5, 0.0, 9.0, 1_035.0, 1_045.0)])
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False  # it came back
-    app.incidents.resolve(incident.id, 1_026.0)
+    app.incidents.resolve(incident.id, 1_046.0)
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is True

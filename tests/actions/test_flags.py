@@ -330,3 +330,8 @@ def test_stopping_rootward_mid_verification_records_it_and_leaves_the_change(
     assert "Rootward stopped while verifying" in outcome.detail
     assert _flag(flag_path, "new-checkout")["defaultVariant"] == "off"  # left as it is
     assert _kinds(audit, outcome.request_id)[-3:] == ["executed", "verification_interrupted", "outcome"]
+    later = executor.submit(ToggleFlag("checkout-banner", variant="none"), CONFIDENT)  # after the stop: not made
+    assert later.status == "failed", later.detail
+    assert "Rootward is stopping" in later.detail
+    assert _flag(flag_path, "checkout-banner")["defaultVariant"] == "sale"
+    assert "not_run" in _kinds(audit, later.request_id)

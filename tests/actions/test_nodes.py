@@ -115,3 +115,42 @@ def test_a_drain_that_would_take_most_of_a_workload_at_once_is_denied(
     assert (denied.blast_radius.pods_at_once, denied.blast_radius.pods_total) == (len(on_node_1), 5)
     assert f"takes down {len(on_node_1)} of 5 pods at once" in denied.detail
     assert _on(kube, "node-1") == on_node_1
+
+
+class _Pods:
+    """The two reads a drain's blast radius makes (pure logic: the live cluster is in the tests above)."""
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.all = pods
+
+    def pods(self, namespace: str, labels: dict[str, str] | None = None, node: str | None = None) -> list[Any]:
+        return [p for p in self.all if node is None or p["spec"]["nodeName"] == node]
+
+    def pdbs(self, namespace: str) -> list[Any]:
+        return []
+
+
+def _pod(name: str, node: str, owner: str, phase: str = "Running", **meta: Any) -> dict[str, Any]:
+    ref = {"kind": "ReplicaSet", "name": owner, "controller": True}
+    return {
+        "metadata": {"name": name, "namespace": "shop", "ownerReferences": [ref], "labels": {"app": owner}, **meta},
+        "spec": {"nodeName": node},
+        "status": {"phase": phase},
+    }
+
+
+def test_a_drains_share_counts_each_owners_live_pods_only() -> None:
+    """Two of cart's three live replicas on node-1: 2 of 3, however many evicted (Failed) or terminating pods of
+    the same ReplicaSet linger; a StatefulSet's pods, each with its own labels, are still one workload."""
+    from rootward.actions.operations import operation
+
+    pods = [_pod("cart-a", "node-1", "cart-1"), _pod("cart-b", "node-1", "cart-1"), _pod("cart-c", "node-2", "cart-1")]
+    pods += [_pod(f"cart-x{i}", "node-2", "cart-1", phase="Failed") for i in range(12)]
+    pods += [_pod("cart-t", "node-2", "cart-1", deletionTimestamp="2026-01-01T00:00:00Z")]
+    for i in range(10):
+        db = _pod(f"db-{i}", "node-1" if i == 0 else "node-2", "db")
+        db["metadata"]["labels"] = {"app": "db", "statefulset.kubernetes.io/pod-name": f"db-{i}"}
+        pods.append(db)
+    radius = operation(Drain("node-1"), _Pods(pods)).blast_radius()  # type: ignore[arg-type]
+    assert (radius.pods_at_once, radius.pods_total) == (2, 3)  # cart's share, not db's 1 of 10
+    assert radius.pods_affected == 3

@@ -234,3 +234,18 @@ def test_what_a_collection_read_is_kept_on_the_incident_bounded_and_redacted(gra
     assert len(collected["logs"]["cart"]) <= 4000
     assert collected["logs"]["cart"].endswith("login password=[REDACTED:api_key] failed\n")  # the newest lines
     assert "abcdef123456" not in str(collected["events"])
+
+
+def test_a_dry_runs_plan_to_collect_is_not_shown_as_collected(graph: TopologyGraph) -> None:
+    def plan(request: ActionRequest, reason: Reason) -> Outcome:
+        return Outcome("act-2", "dry_run", "dry run only", result={"would_read": "shop/cart-7d9f-x1"})
+
+    responder = Responder(plan, graph)
+    incident = Incident("inc-2", 0.0, 0.0)
+    incident.diagnosis = diagnosis("service:shop/cart", "service", "network_delay").model_dump(mode="json")
+    responder.incident_changed(incident, "opened")
+    responder.flush()
+    responder.close()
+    assert incident.action is not None
+    assert incident.action["status"] == "dry_run"
+    assert "collected" not in incident.action
