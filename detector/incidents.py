@@ -144,15 +144,16 @@ ACTIVITY = re.compile(r"syscall|network|\.workload$|bytes")
 def family(signal: str) -> str:
     """The quantity a signal measures, without the quantile, unit or aggregation that distinguish its variants:
     ``client.latency.p90`` and ``client.latency.p99`` are one family, ``cpu.usage`` and ``cpu.usage_rate`` another;
-    the span quantiles p50/p95/p99 and each operation's (``op:<name>.p95``) are ``latency``; every log template
+    the span quantiles p50/p95/p99 and each operation's (``op:<name>.p95``) are ``latency``, an operation's rate
+    and error ratio its service's; every log template
     (``log_template:<id>``) is ``log_template``, every missing one (``log_missing:<id>``) ``log_missing``.
     Corroboration counts families, not series."""
     if signal.startswith("log_template:"):
         return "log_template"
     if signal.startswith(("log_missing:", "span_missing:")):  # a line or a span that stopped coming
         return "log_missing"
-    if signal.startswith("op:"):  # one operation's latency (op:<span name>.p95) is the service's latency
-        return "latency"
+    if signal.startswith("op:"):  # one operation's measure (op:<span name>.p95) is the service's
+        return family(signal.rsplit(".", 1)[-1])
     if edge := edge_of(signal):  # what one caller saw of it (in:<caller>.latency) is the callee's too
         return family(edge[1])
     if signal in ("net_in", "client_net"):  # one measurement (a paired call's gap) seen from either end

@@ -55,7 +55,8 @@ WARN = 13
 
 SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
 CLIENT_SIGNALS = ("client_p95",)
-OPERATION_SIGNALS = ("op_p95",)  # per operation: ``op:<span name>.p95`` of its service
+#: Per operation: ``op:<span name>.rate`` / ``.error_ratio`` / ``.p95`` of its service (RED per operation).
+OPERATION_SIGNALS = ("op_rate", "op_error_ratio", "op_p95")
 
 #: Windows a cumulative stream may go unseen before its last value is forgotten (360: an hour of 10 s windows;
 #: a stream seen again after that starts over: its first point gives no increase).
@@ -261,7 +262,9 @@ class Window:
                     continue
                 names.add(operation)
             signal = f"{OPERATION_PREFIX}{operation}"
-            found[j] = self.spans.row((entity, signal), self.table, (f"{signal}.p95",))
+            found[j] = self.spans.row(
+                (entity, signal), self.table, (f"{signal}.rate", f"{signal}.error_ratio", f"{signal}.p95")
+            )
         out[rows] = found[inverse.reshape(-1)]
         overflow = int((out == -2).sum())
         if overflow:
@@ -444,7 +447,11 @@ class Window:
                 elif side == "client":
                     columns = {"client_p95": (quantiles[:, 1], enough)}
                 else:
-                    columns = {"op_p95": (quantiles[:, 1], enough)}
+                    columns = {
+                        "op_rate": (count / self.seconds, enough),  # a quiet operation's rate says little
+                        "op_error_ratio": (errors / np.maximum(count, 1), enough),
+                        "op_p95": (quantiles[:, 1], enough),
+                    }
                 for j, signal in enumerate(signals):
                     value, valid = columns[signal]
                     ids.append(sids[valid, j])

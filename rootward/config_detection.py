@@ -152,11 +152,13 @@ class Detection(_Section):
     window): an error every few seconds is plain in a minute and lost in a 10 s window. It also keeps an error
     incident open this long after the errors stop."""
     operations_per_service: int = Field(default=0, ge=0, le=1000)
-    """Span names per service that get a latency series of their own (``op:<span name>.p95``), the first ones seen;
+    """Span names per service that get RED series of their own (``op:<span name>.rate`` / ``.error_ratio`` /
+    ``.p95``), the first ones seen;
     spans of further names still count for their service and are counted as dropped. 0 (the default) turns
     per-operation series off: on the shared Nezha days 20 found one more TrainTicket fault, opened one more false
-    incident and ranked nothing better (bench/README.md), for ~20x the latency series. An operation's series counts
-    as its service's latency when incidents count signal families. 20 suits a service with a few routes."""
+    incident and ranked nothing better (bench/README.md, latency only then), for ~20x the latency series. An
+    operation's series counts as its service's when incidents count signal families. 20 suits a service with a few
+    routes."""
     silence_s: float = Field(default=120.0, ge=0)
     """A service's request rate seen in every window for this long that stops while the other services' go on reads
     as 0 for up to 30 windows and opens an incident (detector/silence.py): a service that stopped serving sends

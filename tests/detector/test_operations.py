@@ -1,5 +1,6 @@
-"""Per-operation latency: a p95 series per (service, span name) for the first ``operations_per_service`` names of a
-service, spans of further names counted; decoded from real OTLP trace requests, and judged through the detector."""
+"""RED per operation: rate, error ratio and p95 series per (service, span name) for the first
+``operations_per_service`` names of a service, spans of further names counted; decoded from real OTLP trace
+requests, and judged through the detector."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ SERVER, CLIENT = 2, 3
 CART = "service:shop/cart"
 
 
-def spans(by_name: dict[str, list[float]], kind: int = SERVER) -> SpanBatch:
+def spans(by_name: dict[str, list[float]], kind: int = SERVER, failing: frozenset[str] = frozenset()) -> SpanBatch:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     for key, value in {"service.name": "cart", "service.namespace": "shop"}.items():
@@ -33,6 +34,8 @@ def spans(by_name: dict[str, list[float]], kind: int = SERVER) -> SpanBatch:
             s = out.add(trace_id=random.randbytes(16), span_id=random.randbytes(8), kind=kind, name=name)  # type: ignore[arg-type]
             s.start_time_unix_nano = 1_000_000_000
             s.end_time_unix_nano = 1_000_000_000 + int(seconds * 1e9)
+            if name in failing:
+                s.status.code = 2  # STATUS_CODE_ERROR
     return TraceDecoder().decode(req.SerializeToString()).batch
 
 
@@ -48,6 +51,8 @@ def test_each_operation_of_a_service_gets_its_own_p95_up_to_the_cap_and_the_rest
     got = values(window)
     assert got["op:GET /cart.p95"] == pytest.approx(0.010, rel=0.1)
     assert got["op:POST /cart.p95"] == pytest.approx(0.200, rel=0.1)
+    assert got["op:GET /cart.rate"] == pytest.approx(2.0)  # 20 spans in the 10 s window
+    assert got["op:POST /cart.error_ratio"] == 0.0
     assert "op:GET /health.p95" not in got
     assert got["rate"] == pytest.approx(4.7)  # every span still counts for the service
     assert window.dropped["spans of operations past operations_per_service"] == 7
@@ -69,6 +74,8 @@ def test_client_spans_and_quiet_operations_give_no_operation_series_and_the_defa
 def test_an_operation_series_is_judged_as_latency_whatever_its_span_name_says() -> None:
     assert rule_for("op:GET /success.p95") == rule_for("p95")  # not the DOWN rule of "success" metrics
     assert rule_for("op:GET /cart.p95").direction == UP
+    assert rule_for("op:GET /latency.rate") == rule_for("rate")  # its measure's rule, not a word in its name
+    assert rule_for("op:GET /cpu.error_ratio") == rule_for("error_ratio")
 
 
 def test_one_operation_slowing_down_is_an_anomaly_of_that_operation_on_its_service() -> None:
@@ -89,6 +96,21 @@ def test_one_operation_slowing_down_is_an_anomaly_of_that_operation_on_its_servi
     assert (CART, "op:GET /cart.p95") not in flagged
 
 
+def test_one_operation_failing_is_an_error_ratio_anomaly_of_that_operation() -> None:
+    clock = ManualClock(1000.0)
+    seen: list[Anomaly] = []
+    settings = DetectorSettings(window_s=10, warmup=10, operations_per_service=5)
+    detector = Detector(lambda _, a: seen.extend(a), settings, clock)
+    for w in range(34):
+        failing = frozenset({"POST /checkout"}) if w >= 30 else frozenset()
+        detector.consume_traces(spans({"GET /cart": [0.01] * 200, "POST /checkout": [0.01] * 10}, failing=failing))
+        clock.advance(10)
+    detector.tick()
+    flagged = {(a.entity, a.signal) for a in seen}
+    assert (CART, "op:POST /checkout.error_ratio") in flagged
+    assert (CART, "op:GET /cart.error_ratio") not in flagged
+
+
 def test_spans_past_the_cap_and_series_past_max_series_are_counted_on_metrics() -> None:
     clock = ManualClock(1000.0)
     detector = Detector(lambda _, a: None, DetectorSettings(operations_per_service=1, max_series=6), clock)
@@ -101,4 +123,4 @@ def test_spans_past_the_cap_and_series_past_max_series_are_counted_on_metrics() 
         return registry.get_sample_value("rootward_detector_dropped_total", {"reason": reason})
 
     assert dropped("spans of operations past operations_per_service") == 4
-    assert dropped("series past max_series") == 1
+    assert dropped("series past max_series") == 3  # GET /cart's rate, error ratio and p95
