@@ -196,8 +196,9 @@ class _Investigation:
         ranked = [{"entity": h.entity, "fault_class": h.fault_class, "confidence": h.confidence}
                   for h in baseline.hypotheses[:5]]  # fmt: skip
         scoped = json.dumps({"entities_in_scope": scope[:200]}, separators=(",", ":"))
+        described = _context_json(context, ranked, _correlated(context, reasoner.sources))
         self._say({"role": "user", "content": "Investigate this incident. Its context:\n"
-                   + self._data(scoped + "\n" + _context_json(context, ranked))})  # fmt: skip
+                   + self._data(scoped + "\n" + described)})  # fmt: skip
 
     def run(self) -> Diagnosis:
         for step in range(self.s.max_steps):
@@ -365,8 +366,26 @@ def _parse(content: str | None) -> Answer:
         raise BadAnswer(f"does not match the schema: {problems}") from e
 
 
-def _context_json(context: IncidentContext, ranked: list[dict[str, Any]]) -> str:
-    """The incident context as compact JSON (series windows cut to their last 12 values)."""
+#: Kubernetes Events of the incident's entities the first message holds (the newest); the tool has more.
+MAX_CONTEXT_EVENTS = 20
+
+
+def _correlated(context: IncidentContext, sources: Sources) -> dict[str, Any]:
+    """What the first message adds from outside the context: the text of the log templates its anomalies name
+    (``log_template:<id>``, ``log_missing:<id>``) and the newest Kubernetes Events of its entities."""
+    ids = {int(t) for a in context.anomalies if a.signal.startswith(("log_template:", "log_missing:"))
+           if (t := a.signal.rpartition(":")[2]).isdigit()}  # fmt: skip
+    texts = sources.templates.snapshot()[0] if sources.templates is not None and ids else {}
+    entities = {a.entity for a in context.anomalies} | set(context.service_of)
+    events = sources.kube.history.of(entities)[-MAX_CONTEXT_EVENTS:] if sources.kube is not None else []
+    return {
+        "log_templates": {str(i): texts[i][:500] for i in sorted(ids) if i in texts},
+        "kubernetes_events": [asdict(e) for e in events],
+    }
+
+
+def _context_json(context: IncidentContext, ranked: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> str:
+    """The incident context as compact JSON (series windows cut to their last 12 values), with ``extra``."""
     return json.dumps({
         "incident": context.incident, "at": context.at, "episode_start": context.episode_start,
         "anomalies": [asdict(a) for a in context.anomalies],
@@ -375,5 +394,5 @@ def _context_json(context: IncidentContext, ranked: list[dict[str, Any]]) -> str
         "series": [{"entity": w.entity, "signal": w.signal, "values": [round(v, 6) for v in w.values[-12:]]}
                    for w in context.windows],
         "changes": [asdict(c) for c in context.changes],
-        "graph_reasoner_ranking": ranked,
+        "graph_reasoner_ranking": ranked, **(extra or {}),
     }, default=str, separators=(",", ":"))  # fmt: skip

@@ -3,6 +3,7 @@ nothing; secrets are redacted from everything the endpoint receives; GenAI spans
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from conftest import CART, CART_POD, FRONTEND, INJECTED, Build
@@ -13,6 +14,8 @@ from test_llm import GOOD, tool_messages
 
 from rootward.agent import IncidentContext
 from rootward.agent.scripted import ScriptedLLM, answer, script_from_trace, tool_calls
+from rootward.agent.tools import Sources
+from rootward.detector.detector import Anomaly
 
 OBEYING = {  # what a model that fell for the injection would say
     "hypotheses": [
@@ -155,3 +158,25 @@ def test_the_models_evidence_is_the_incidents_own_anomalies_or_nothing(
     (kept,) = diagnosis.hypotheses[0].evidence
     assert (kept.entity, kept.signal, kept.value, kept.score) == (CART, "error_ratio", 0.4, 14.0)  # the incident's
     assert any("k8s:NodeNotReady" in d and "not an anomaly of the incident" in d for d in trace["dropped"])
+
+
+def test_the_first_message_holds_the_named_templates_text_redacted_and_delimited(
+    llm: ScriptedLLM, reasoner: Build, context: IncidentContext, sources: Sources
+) -> None:
+    """An anomaly naming a log template brings its text into the context (the model need not ask for it), redacted
+    and inside the data delimiters like everything from telemetry."""
+    assert sources.templates is not None
+    texts = sources.templates.snapshot()[0]
+    (secret_id,) = [i for i, text in texts.items() if "charge failed" in text]
+    named = Anomaly(CART, f"log_template:{secret_id}", 3.0, 0.0, 8.0, 100.0, 110.0)
+    with_template = dataclasses.replace(context, anomalies=(*context.anomalies, named))
+    llm.add(
+        answer({"hypotheses": [{"entity": CART, "kind": "service", "fault_class": "code_error", "confidence": 0.5}]})
+    )
+    reasoner().investigate(with_template)
+    first = llm.requests[0]["messages"][1]["content"]
+    (line,) = [x for x in first.splitlines() if x.startswith('{"incident"')]  # the context, inside the delimiters
+    assert first.index("<<<DATA ") < first.index(line) < first.index("<<<END DATA ")
+    shown = json.loads(line)["log_templates"][str(secret_id)]
+    assert "charge failed for [REDACTED:email]" in shown
+    assert "abcdefghijkl123456" not in first
