@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
@@ -104,7 +105,7 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         await run_in_threadpool(executor.expire)
         approval = await run_in_threadpool(executor.approvals.get, request.path_params["id"])
         if approval is None:
-            return JSONResponse({"message": f"no approval {request.path_params['id']!r}"}, status_code=404)
+            return JSONResponse({"message": _elsewhere(request.path_params["id"])}, status_code=404)
         return JSONResponse(approval.as_json())
 
     async def decide(request: Request, who: str) -> Response:
@@ -123,8 +124,9 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
             await run_in_threadpool(executor.expire)
             return JSONResponse({"message": str(e)}, status_code=410)
         except ApprovalError as e:
-            status = 404 if str(e).startswith("no approval") else 409
-            return JSONResponse({"message": str(e)}, status_code=status)
+            if str(e).startswith("no approval"):
+                return JSONResponse({"message": _elsewhere(approval_id)}, status_code=404)
+            return JSONResponse({"message": str(e)}, status_code=409)
         threading.Thread(target=_carry_out, args=(executor, approval), name="rootward-action", daemon=True).start()
         body = {
             "decided_by": who,
@@ -191,7 +193,7 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
             await run_in_threadpool(executor.expire)
             return JSONResponse({"text": "This approval expired; Rootward will propose again if still needed."})
         except ApprovalError as e:
-            return JSONResponse({"text": str(e)})
+            return JSONResponse({"text": _elsewhere(approval_id) if str(e).startswith("no approval") else str(e)})
         threading.Thread(target=_carry_out, args=(executor, approval), name="rootward-action", daemon=True).start()
         return JSONResponse({"text": f"Approved by <@{user}>; running {approval.request_id}"})
 
@@ -204,6 +206,15 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         Route("/api/v1/audit", authenticated(audit)),
         Route("/api/v1/audit/verify", authenticated(verify)),
     ]
+
+
+def _elsewhere(approval_id: str) -> str:
+    """Why an approval is not found here: an approval lives in the audit database of the Rootward that asked for it,
+    and on the DaemonSet a Service (or a Slack callback through it) may reach another pod."""
+    return (
+        f"no approval {approval_id!r} on this Rootward ({socket.gethostname()}): an approval is kept by the Rootward "
+        "that asked for it; on the DaemonSet, decide on that pod (README, 'Acting on the DaemonSet')"
+    )
 
 
 async def _comment(request: Request) -> str | Response:

@@ -137,7 +137,9 @@ def test_without_tokens_approvals_over_http_are_off(make_executor: MakeExecutor)
 
 def test_an_unknown_approval_is_404(api: tuple[httpx.Client, Executor]) -> None:
     client, _ = api
-    assert client.post("/api/v1/approvals/apr-nope/approve", headers=ALICE).status_code == 404
+    refused = client.post("/api/v1/approvals/apr-nope/approve", headers=ALICE)
+    assert refused.status_code == 404
+    assert "kept by the Rootward that asked for it" in refused.json()["message"]  # on the DaemonSet: another pod
     assert client.get("/api/v1/approvals/apr-nope", headers=ALICE).status_code == 404
 
 
