@@ -217,7 +217,7 @@ def _incident_routes(
         status = p.get("status")
         if status not in (None, "open", "resolved"):
             return JSONResponse({"message": f"status must be open or resolved, not {status!r}"}, status_code=400)
-        limit, offset = _bounded_int(p, "limit", 50, 1, 1000), _bounded_int(p, "offset", 0, 0, 10**6)
+        limit, offset = bounded_int(p, "limit", 50, 1, 1000), bounded_int(p, "offset", 0, 0, 10**6)
         if isinstance(limit, Response) or isinstance(offset, Response):
             return limit if isinstance(limit, Response) else offset  # type: ignore[return-value]
         found = incidents.listed(status)
@@ -230,7 +230,7 @@ def _incident_routes(
         if incident is None:
             return JSONResponse({"message": f"no incident {request.path_params['id']!r}"}, status_code=404)
         p = request.query_params
-        depth, window = _bounded_int(p, "depth", 1, 0, 3), _bounded_int(p, "window", 30, 1, 360)
+        depth, window = bounded_int(p, "depth", 1, 0, 3), bounded_int(p, "window", 30, 1, 360)
         if isinstance(depth, Response) or isinstance(window, Response):
             return depth if isinstance(depth, Response) else window  # type: ignore[return-value]
         with incidents.held():  # the pipeline thread updates it
@@ -254,7 +254,7 @@ def _incident_routes(
         elif action == "resolve":
             incident = incidents.resolve(incident_id, clock.now())
         elif action == "silence":
-            seconds = _bounded_int(request.query_params, "for_s", 3600, 1, 30 * 86400)
+            seconds = bounded_int(request.query_params, "for_s", 3600, 1, 30 * 86400)
             if isinstance(seconds, Response):
                 return seconds
             incident = incidents.silence(incident_id, clock.now() + seconds)
@@ -281,7 +281,8 @@ def _incident_routes(
 MAX_SERIES = 100
 
 
-def _bounded_int(params: QueryParams, name: str, default: int, low: int, high: int) -> int | Response:
+def bounded_int(params: QueryParams, name: str, default: int, low: int, high: int) -> int | Response:
+    """Query parameter ``name`` as an integer in ``low..high`` (``default`` when absent), else a 400 saying so."""
     raw = params.get(name)
     if raw is None:
         return default

@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rootward.actions import Executor
+from rootward.api import bounded_int
 from rootward.auth import writer
 from rootward.config import Approvals as ApprovalSettings
 from rootward.policies.errors import ApprovalError, ApprovalExpired
@@ -145,12 +146,9 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
 
     async def audit(request: Request, _: str) -> Response:
         p = request.query_params
-        try:
-            after, limit = int(p.get("after", 0)), int(p.get("limit", 100))
-        except ValueError:
-            return JSONResponse({"message": "after and limit must be integers"}, status_code=400)
-        if after < 0 or not 1 <= limit <= 1000:
-            return JSONResponse({"message": "after must be >= 0 and limit in 1..1000"}, status_code=400)
+        after, limit = bounded_int(p, "after", 0, 0, 2**62), bounded_int(p, "limit", 100, 1, 1000)
+        if isinstance(after, Response) or isinstance(limit, Response):
+            return after if isinstance(after, Response) else limit  # type: ignore[return-value]
         records = await run_in_threadpool(lambda: list(executor.audit.records(after, limit=limit)))
         return JSONResponse({"records": [r.as_json() for r in records], "next": records[-1].seq if records else after})
 
