@@ -36,14 +36,14 @@ class Responder:
         pending: Callable[[str, str, dict[str, object]], None] | None = None,
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
-        redact: Callable[[str], str] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack);
         ``counted(kind, status)`` of every outcome (the metrics); ``sizes`` are what a resize starts from;
-        ``redact`` cleans what a read-only collection keeps on the incident (default: the shipped patterns)."""
+        ``redactor`` cleans what a read-only collection keeps on the incident (default: the shipped patterns)."""
         self.submit, self.graph, self.min_confidence = submit, graph, min_confidence
         self.sizes = sizes
-        self.redact = redact or Redactor().text
+        self.redactor = redactor or Redactor()
         self.pending = pending
         self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
@@ -65,8 +65,9 @@ class Responder:
         top = diagnosis.hypotheses[0]
         summary = f"{top.fault_class} at {top.entity}: {diagnosis.summary}".strip(": ")[:500]
         evidence = tuple(
-            f"{e.entity} {e.signal}: {e.value:.4g} (expected {e.expected:.4g}, z {e.score:+.1f})" for e in top.evidence
-        )[:MAX_EVIDENCE]
+            f"{e.entity} {e.signal}: {e.value:.4g} (expected {e.expected:.4g}, z {e.score:+.1f})"
+            for e in top.evidence[:MAX_EVIDENCE]
+        )
         reason = Reason(summary, top.confidence, incident.id, top.entity, evidence)
         self.proposed[incident.id] = request.describe()
         incident.action = {**_proposed(request, reason), "status": "submitted"}
@@ -100,7 +101,7 @@ class Responder:
                     outcome = self.submit(request, reason)
                     action = {**_proposed(request, reason), **outcome.as_json()}
                     if request.read_only and ("logs" in outcome.result or "events" in outcome.result):
-                        action["collected"] = _collected(outcome.result, self.redact)  # read, not a dry run's plan
+                        action["collected"] = _collected(outcome.result, self.redactor)  # read, not a dry run's plan
                     incident.action = action  # whole, in one assignment: the API and the store read it meanwhile
                     self.counted(request.kind, outcome.status)
                     if outcome.status == "pending_approval" and outcome.approval_id and self.pending is not None:
@@ -129,11 +130,11 @@ def _proposed(request: ActionRequest, reason: Reason) -> dict[str, object]:
 MAX_LOG_CHARS = 4000
 
 
-def _collected(result: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+def _collected(result: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
     """A collection's result as the incident keeps it: the pod's phase and conditions, its events, and the tail of
     each container's log, bounded and redacted."""
     status = result.get("status") or {}
-    logs = {name: redact(str(text))[-MAX_LOG_CHARS:] for name, text in (result.get("logs") or {}).items()}
+    logs = {name: redactor.text(str(text))[-MAX_LOG_CHARS:] for name, text in (result.get("logs") or {}).items()}
     return {
         "phase": status.get("phase"),
         "conditions": [
@@ -141,9 +142,6 @@ def _collected(result: dict[str, Any], redact: Callable[[str], str]) -> dict[str
             for c in status.get("conditions") or []
             if isinstance(c, dict)
         ],
-        "events": [
-            {redact(str(k)): redact(str(v)) for k, v in e.items()} if isinstance(e, dict) else redact(str(e))
-            for e in list(result.get("events") or [])[-20:]
-        ],
+        "events": redactor.data(list(result.get("events") or [])[-20:]),
         "logs": logs,
     }

@@ -15,6 +15,7 @@ from rootward.actions import Diagnosis, Executor, FeatureFlags, Kube
 from rootward.actions.dependents import topology_dependents
 from rootward.actions.leader import LeaderElector
 from rootward.agent.propose import Sizes
+from rootward.agent.redact import Redactor
 from rootward.agent.respond import Responder
 from rootward.clock import Clock
 from rootward.config import Config
@@ -42,7 +43,7 @@ class Acting:
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
         cleared: Callable[[Diagnosis], bool | None] | None = None,
-        redact: Callable[[str], str] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         """``pending`` is told of actions waiting for a human (the Slack notifier's approval requests); ``sizes``
         are the current memory limits a resize proposal starts from; ``cleared`` says whether the incident behind
@@ -70,7 +71,7 @@ class Acting:
         )  # fmt: skip
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
-            sizes=sizes, redact=redact,
+            sizes=sizes, redactor=redactor,
         )  # fmt: skip
 
     @classmethod
@@ -83,7 +84,7 @@ class Acting:
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
         cleared: Callable[[Diagnosis], bool | None] | None = None,
-        redact: Callable[[str], str] | None = None,
+        redactor: Redactor | None = None,
     ) -> Acting | None:
         """The acting part, or None (logged) when actions are off or no Kubernetes API is reachable."""
         if not config.actions.enabled:
@@ -93,7 +94,7 @@ class Acting:
         except RootwardError as e:
             logger.warning("actions are off: %s", e)
             return None
-        return cls(config, clock, topology, kube, pending, counted, sizes, cleared, redact)
+        return cls(config, clock, topology, kube, pending, counted, sizes, cleared, redactor)
 
     def start(self) -> None:
         self.audit.open()

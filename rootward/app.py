@@ -321,7 +321,7 @@ class App:
             pending = self.slack.approval_requested if self.slack.configured else None
             self.acting = Acting.build(
                 config, self.clock, self.topology, pending, self._count_action, self.kube, self.anomaly_cleared,
-                _redactor(config).text,
+                _redactor(config),
             )  # fmt: skip
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
