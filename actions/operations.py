@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -466,15 +467,13 @@ class DrainOperation(CordonOperation):
         # Every pod on the node is evicted in one pass, as far as the PodDisruptionBudgets let the Eviction API go:
         # the workload losing the largest share of its live pods at once is what the policy's max_pods_fraction
         # judges (pods of one owner, counted across the namespace; finished and terminating pods do not count).
-        live: dict[str, dict[str, int]] = {}
+        live: dict[str, Counter[str]] = {}  # namespace -> live pods per owner
         at_once, total = 0, 0
         for (ns, owner), on_node in groups.items():
             if ns not in live:
-                live[ns] = {}
-                for p in self.kube.pods(ns):
-                    if _evictable(p) and not p["metadata"].get("deletionTimestamp"):
-                        live[ns][_owner(p)] = live[ns].get(_owner(p), 0) + 1
-            size = max(live[ns].get(owner, 0), len(on_node))
+                alive = (p for p in self.kube.pods(ns) if _evictable(p) and not p["metadata"].get("deletionTimestamp"))
+                live[ns] = Counter(_owner(p) for p in alive)
+            size = max(live[ns][owner], len(on_node))
             key = (ns, owner)
             down = min(len(on_node), max(budgets[key], 0)) if key in budgets else len(on_node)
             if not total or down / size > at_once / total:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from rootward.clock import Clock, SystemClock
 from rootward.detector.detector import Anomaly
 from rootward.detector.kube_events import EventHistory
-from rootward.detector.kube_metrics import KubeMetrics
+from rootward.detector.kube_metrics import Bounded, KubeMetrics
 from rootward.detector.times import stamp
 from rootward.model import LogBatch, MetricBatch, SpanBatch, k8s_object
 
@@ -126,7 +125,7 @@ class KubeSignals:
         self.revisions: dict[str, int] = {}  # deployment -> its highest revision seen
         self.seen = 0  # failure signals read
         self.history = EventHistory()  # objects' recent Events, for the agent's kubernetes_events tool
-        self.oom_killed: OrderedDict[str, str] = OrderedDict()  # pod -> its container last OOM-killed
+        self.oom_killed: Bounded[str, str] = Bounded(MAX_OOM_PODS)  # pod -> its container last OOM-killed
         self._lock = threading.Lock()  # metrics and oom_killed: the responder reads sizes on another thread
 
     def consume_traces(self, batch: SpanBatch) -> None:
@@ -205,7 +204,8 @@ class KubeSignals:
                 last = (c.get("lastState") or {}).get("terminated") or {}
                 if isinstance(last, Mapping) and last.get("reason") == "OOMKilled":
                     found.add("OOMKilled")
-                    self._killed(f"pod:{ns}/{name}", str(c.get("name", "")))
+                    with self._lock:
+                        self.oom_killed.put(f"pod:{ns}/{name}", str(c.get("name", "")))
                 waiting = (c.get("state") or {}).get("waiting") or {}
                 if isinstance(waiting, Mapping) and waiting.get("reason") in WAITING_REASONS:
                     reason = str(waiting["reason"])
@@ -213,13 +213,6 @@ class KubeSignals:
         if status.get("phase") == "Pending" and self._init_stuck(obj, now):
             found.add("InitContainerStuck")
         return [Anomaly(f"pod:{ns}/{name}", f"k8s:{s}", 1.0, 0.0, SCORE, now, now) for s in sorted(found)]
-
-    def _killed(self, pod: str, container: str) -> None:
-        with self._lock:
-            self.oom_killed.pop(pod, None)
-            self.oom_killed[pod] = container
-            while len(self.oom_killed) > MAX_OOM_PODS:
-                self.oom_killed.popitem(last=False)
 
     def _init_stuck(self, obj: Mapping[str, Any], now: float) -> bool:
         """An init container of a Pending pod running for ``pending_s`` or longer (a migration that hangs, a

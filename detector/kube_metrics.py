@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -120,14 +121,18 @@ def entity(kind: str, resource: Resource) -> str | None:
     return f"workload:{resource.get('k8s.namespace.name')}/{kind}/{name}" if name else None
 
 
-class _Bounded(OrderedDict[tuple[str, ...], float]):
-    """The last value per key, dropping the oldest past ``limit`` keys."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Bounded(OrderedDict[K, V]):
+    """The last value per key, dropping the least recently put past ``limit`` keys."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
 
-    def put(self, key: tuple[str, ...], value: float) -> None:
+    def put(self, key: K, value: V) -> None:
         self[key] = value
         self.move_to_end(key)
         if len(self) > self.limit:
@@ -139,11 +144,11 @@ class KubeMetrics:
 
     def __init__(self, near_limit: float = 0.9, pending_s: float = 300.0, max_keys: int = 100_000) -> None:
         self.near_limit, self.pending_s = near_limit, pending_s
-        self.parts = _Bounded(max_keys)  # (part, series, entity, container) -> the last numerator or denominator
-        self.restarts = _Bounded(max_keys)  # (entity, container) -> the last restart count
-        self.pending_since = _Bounded(max_keys)  # (entity,) -> when the pod was first seen Pending (s)
-        self.limited: OrderedDict[str, set[str]] = OrderedDict()  # pod -> its containers with a memory limit
-        self.max_keys = max_keys
+        # (part, series, entity, container) -> the last numerator or denominator
+        self.parts: Bounded[tuple[str, ...], float] = Bounded(max_keys)
+        self.restarts: Bounded[tuple[str, ...], float] = Bounded(max_keys)  # (entity, container) -> last count
+        self.pending_since: Bounded[tuple[str, ...], float] = Bounded(max_keys)  # (entity,) -> first seen Pending
+        self.limited: Bounded[str, frozenset[str]] = Bounded(max_keys)  # pod -> its containers with a memory limit
 
     def read(self, batch: MetricBatch) -> Readings:
         """The readings of ``batch``'s metrics that are named here (others are left alone)."""
@@ -206,10 +211,7 @@ class KubeMetrics:
         container = resource.get("k8s.container.name") if name.startswith(("container.", "k8s.container.")) else ""
         self.parts.put((str(part), series, e, container), value)
         if series == "k8s.memory.limit_ratio" and part == 1 and container:
-            self.limited.setdefault(e, set()).add(container)
-            self.limited.move_to_end(e)
-            if len(self.limited) > self.max_keys:
-                self.limited.popitem(last=False)
+            self.limited.put(e, self.limited.get(e, frozenset()) | {container})
         if part == 0 or series == "k8s.workload.available_ratio":
             ratios[series, e, container] = None
 
