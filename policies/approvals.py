@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from rootward.clock import Clock, SystemClock
 from rootward.policies.audit import canonical
-from rootward.policies.errors import ApprovalError, ApprovalExpired, AuditError
+from rootward.policies.errors import ApprovalError, ApprovalExpired, AuditError, UnknownApproval
 from rootward.storage import StorageError, open_database, transaction
 
 Status = Literal["pending", "approved", "rejected", "expired"]
@@ -148,7 +148,7 @@ class Approvals:
             row = conn.execute(f"SELECT {_COLUMNS} FROM approvals WHERE id = ?", (approval_id,)).fetchone()
             current = _approval(row) if row else None
             if current is None:
-                problem = ApprovalError(f"no approval {approval_id!r}")
+                problem = UnknownApproval(f"no approval {approval_id!r}")
             elif current.status == "expired" or (current.status == "pending" and current.expires <= now):
                 if current.status == "pending":
                     conn.execute(
@@ -164,7 +164,7 @@ class Approvals:
                     (status, who, now, comment, approval_id),
                 )
         if problem is not None or current is None:
-            raise problem or ApprovalError(f"no approval {approval_id!r}")
+            raise problem or UnknownApproval(f"no approval {approval_id!r}")
         return replace(
             current, status="approved" if approve else "rejected", decided_by=who, decided_at=now, comment=comment
         )

@@ -5,6 +5,7 @@
         ├── PolicyLoadError      a bundle cannot be read or does not compile (decisions then deny: fail closed)
         ├── AuditError           the audit log cannot be opened or appended to (the caller must not act)
         └── ApprovalError        an approval does not exist, or is not pending (already decided, or expired)
+            ├── UnknownApproval  no approval has that id here
             └── ApprovalExpired  it expired before it was decided
 
 A policy that errors or times out while deciding raises nothing: the decision is a deny carrying the error.
@@ -29,6 +30,10 @@ class AuditError(PolicyError):
 
 class ApprovalError(PolicyError):
     """An approval does not exist or is not pending."""
+
+
+class UnknownApproval(ApprovalError):
+    """No approval has that id in this audit database (on the DaemonSet it may be another pod's)."""
 
 
 class ApprovalExpired(ApprovalError):

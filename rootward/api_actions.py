@@ -45,7 +45,7 @@ from rootward.actions import Executor
 from rootward.api import bounded_int
 from rootward.auth import writer
 from rootward.config import Approvals as ApprovalSettings
-from rootward.policies.errors import ApprovalError, ApprovalExpired
+from rootward.policies.errors import ApprovalError, ApprovalExpired, UnknownApproval
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +124,9 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         except ApprovalExpired as e:
             await run_in_threadpool(executor.expire)
             return JSONResponse({"message": str(e)}, status_code=410)
+        except UnknownApproval:
+            return JSONResponse({"message": _elsewhere(approval_id)}, status_code=404)
         except ApprovalError as e:
-            if str(e).startswith("no approval"):
-                return JSONResponse({"message": _elsewhere(approval_id)}, status_code=404)
             return JSONResponse({"message": str(e)}, status_code=409)
         threading.Thread(target=_carry_out, args=(executor, approval), name="rootward-action", daemon=True).start()
         body = {
@@ -190,8 +190,10 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         except ApprovalExpired:
             await run_in_threadpool(executor.expire)
             return JSONResponse({"text": "This approval expired; Rootward will propose again if still needed."})
+        except UnknownApproval:
+            return JSONResponse({"text": _elsewhere(approval_id)})
         except ApprovalError as e:
-            return JSONResponse({"text": _elsewhere(approval_id) if str(e).startswith("no approval") else str(e)})
+            return JSONResponse({"text": str(e)})
         threading.Thread(target=_carry_out, args=(executor, approval), name="rootward-action", daemon=True).start()
         return JSONResponse({"text": f"Approved by <@{user}>; running {approval.request_id}"})
 
