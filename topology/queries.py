@@ -138,19 +138,8 @@ def incident_subgraph(
     every edge kind), at most ``limit`` entities: the nearest first, services before pods and the rest at each hop
     (a service's hundreds of pods must not push its callers out); ``truncated`` says when more were near.
     ``unknown`` lists the incident's entities the graph does not hold (aged out, or never seen in a trace)."""
-    _check_hops(depth, "both")
     wanted = sorted(set(entities))
-    frontier = [e for e in wanted if e in g]
-    hop = dict.fromkeys(frontier, 0)
-    for step in range(1, depth + 1):
-        nxt = []
-        for n in frontier:
-            for m in (*(v for _, v, k in g.out_edges(n, keys=True) if k in EDGE_KINDS),
-                      *(u for u, _, k in g.in_edges(n, keys=True) if k in EDGE_KINDS)):  # fmt: skip
-                if m not in hop:
-                    hop[m] = step
-                    nxt.append(m)
-        frontier = nxt
+    hop = _hops(g, [e for e in wanted if e in g], depth, "both", EDGE_KINDS)
     ranked = sorted(hop, key=lambda n: (hop[n], g.nodes[n].get("kind") != "service", n))
     return {
         "depth": depth,
@@ -169,10 +158,15 @@ def _check_hops(depth: int, direction: str) -> None:
 
 def _around(g: Graph, entity_id: str, depth: int, direction: Direction, kinds: frozenset[str]) -> set[str]:
     """The ids within ``depth`` hops of ``entity_id`` (which is in ``g``), itself included."""
+    return set(_hops(g, [entity_id], depth, direction, kinds))
+
+
+def _hops(g: Graph, sources: list[str], depth: int, direction: Direction, kinds: frozenset[str]) -> dict[str, int]:
+    """Each id within ``depth`` hops of ``sources`` (which are in ``g``; 0 hops themselves) with its distance."""
     _check_hops(depth, direction)
-    seen = {entity_id}
-    frontier = [entity_id]
-    for _ in range(depth):
+    hop = dict.fromkeys(sources, 0)
+    frontier = list(sources)
+    for step in range(1, depth + 1):
         nxt = []
         for n in frontier:
             steps: list[str] = []
@@ -181,11 +175,11 @@ def _around(g: Graph, entity_id: str, depth: int, direction: Direction, kinds: f
             if direction in ("in", "both"):
                 steps += [u for u, _, k in g.in_edges(n, keys=True) if k in kinds]
             for m in steps:
-                if m not in seen:
-                    seen.add(m)
+                if m not in hop:
+                    hop[m] = step
                     nxt.append(m)
         frontier = nxt
-    return seen
+    return hop
 
 
 def paths(
