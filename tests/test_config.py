@@ -75,6 +75,11 @@ def test_environment_takes_yaml_values_such_as_lists() -> None:
         ),
         pytest.param("logging: {level: LOUD}\n", "rootward.yaml: logging.level: Input should be", id="bad-enum"),
         pytest.param(
+            "traces: {endpoint: 'collector:4317', protocol: thrift}\n",
+            "rootward.yaml: traces.protocol: Input should be 'http/protobuf' or 'grpc'",
+            id="traces-protocol",
+        ),
+        pytest.param(
             "detection:\n  rules: {p95: {min_abs: -0.1}}\n",
             "rootward.yaml: detection.rules.p95.min_abs: Input should be greater than or equal to 0",
             id="rule-negative",

@@ -247,4 +247,7 @@ def test_the_audit_log_pages_in_order_and_verifies_over_http(
     assert checked["ok"] is True
     assert checked["records"] == 1 + len(rest["records"])
     assert client.get("/api/v1/audit", params={"limit": 0}, headers=ALICE).status_code == 400
+    before = client.get("/api/v1/audit", params={"after": -1}, headers=ALICE)
+    assert before.status_code == 400
+    assert "after must be an integer" in before.json()["message"]
     assert client.get("/api/v1/audit").status_code == 401  # a bearer token, as for approvals

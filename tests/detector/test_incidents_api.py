@@ -95,6 +95,9 @@ def check(api: httpx.Client, window: Callable[[bool], None]) -> None:
         assert len(errors["values"]) >= 10
         assert errors["values"][-1] > 0.5 > errors["values"][0]
         assert api.get(f"/incidents/{incident['id']}", params={"depth": 9}).status_code == 400
+        too_long = api.get(f"/incidents/{incident['id']}", params={"window": 0})
+        assert too_long.status_code == 400
+        assert "window must be an integer in 1..360" in too_long.json()["message"]
         acked = api.post(f"/incidents/{incident['id']}/acknowledge").json()
         assert acked["acknowledged"] is True
         for _ in range(10):  # payment recovers; its error logs leave the trailing minute, then past the 30 s hold
