@@ -40,6 +40,7 @@ RULES: dict[str, Rule] = {
     "net_in": Rule(UP, 1.0, 0.005),
     "client_net": Rule(UP, 1.0, 0.005),
     "log_errors": Rule(UP, 1.0, 1.0),
+    "log_warnings": Rule(UP, 1.0, 1.0),
 }
 
 #: Words in a metric's name and the rule they imply (first match wins).

@@ -3,7 +3,8 @@ injected clock, so a replay on replayed time windows as live data would) and, wh
 series that has a value against its baseline, in one vectorised pass. Anomalies confirmed over ``confirm``
 consecutive judged values of a series are handed to a sink (the incident lifecycle).
 
-``log_errors`` is judged as the trailing ``log_trail_s`` sum of a service's WARN-and-above lines, not one
+``log_errors`` and ``log_warnings`` are judged as the trailing ``log_trail_s`` sum of a service's ERROR-and-above
+(WARN) lines, not one
 window's count: a service that logs an error every few seconds is a trend a minute shows and a 10 s window hides
 (the TrainTicket "return" faults raise their service's error logs from ~0 to 5-20 a minute).
 
@@ -28,7 +29,7 @@ from rootward.detector.baseline import EDGE_PREFIX, Baselines, bad_side, rule_fo
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
 from rootward.detector.silence import Silence
-from rootward.detector.windows import SeriesTable, Window
+from rootward.detector.windows import LOG_SIGNALS, SeriesTable, Window
 from rootward.model import LogBatch, MetricBatch, SpanBatch
 
 
@@ -109,7 +110,7 @@ class Detector:
         self.onset = np.zeros(0, np.int64)  # per series: the window its current run of anomalous values began in
         self.trail_n = max(1, round(s.log_trail_s / s.window_s))
         self.learn_after_n = math.ceil(s.learn_after_s / s.window_s)  # windows an incident's anomaly stays unlearned
-        self.is_log = np.zeros(0, bool)  # per series: a log_errors series (summed over the trail)
+        self.is_log = np.zeros(0, bool)  # per series: a log_errors or log_warnings series (summed over the trail)
         self.trail = np.zeros((0, self.trail_n))  # per series: its last windows' counts, a ring by window number
         self.trail_at = np.full(self.trail_n, -1, np.int64)  # the window number each ring slot holds
         self.silence = Silence(math.ceil(s.silence_s / s.window_s))  # steady rates that stopped read as 0
@@ -320,12 +321,12 @@ class Detector:
         now (their time-to-live counts from here)."""
         self.streak[ids] = 0
         self.onset[ids] = 0
-        self.is_log[ids] = [self.table.keys[i][1] == "log_errors" for i in ids.tolist()]
+        self.is_log[ids] = [self.table.keys[i][1] in LOG_SIGNALS for i in ids.tolist()]
         self.trail[ids] = 0.0
         self.valued[ids] = number
 
     def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``values`` with each log_errors count replaced by its sum over the windows of the last ``log_trail_s`` (those
+        """``values`` with each log series' count replaced by its sum over the windows of the last ``log_trail_s`` (those
         the ring holds from before a gap in the telemetry do not count)."""
         slot = number % self.trail_n
         self.trail[:, slot] = 0.0

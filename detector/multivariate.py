@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 FEATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("network", re.compile(r"^net_in$")),
     ("client", re.compile(r"client")),
-    ("errors", re.compile(r"error|success|exception")),
+    ("errors", re.compile(r"error|success|exception|log_warn")),
     ("resource", re.compile(r"cpu|memory|restart|throttl|filesystem")),
     ("latency", re.compile(r"^p\d+$|latency|duration")),
     ("traffic", re.compile(r"^rate$|workload")),

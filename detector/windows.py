@@ -13,7 +13,7 @@ Three families of groups, each a row of preallocated numpy accumulators:
 - log groups, per entity: records at WARN and above.
 
 :meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
-client_p95, ``op:<span name>.p95``, one per metric, log_errors. The series table is shared across windows and
+client_p95, ``op:<span name>.p95``, one per metric, log_warnings and log_errors. The series table is shared across windows and
 bounded (``max_series``); groups past it are refused and counted.
 """
 
@@ -50,8 +50,11 @@ from rootward.model import (
 LATENCY_EDGES_S = 50e-6 * 2.0 ** (np.arange(0, 21 * 8 + 1) / 8)
 _BINS = len(LATENCY_EDGES_S) + 1
 
-#: OTLP severity number of WARN (WARN is 13..16; INFO 9..12, ERROR 17..20).
+#: OTLP severity numbers of WARN (WARN is 13..16; INFO 9..12) and ERROR (17..20; FATAL 21..24).
 WARN = 13
+ERROR = 17
+#: The log series per entity, by severity: WARN lines, and ERROR-and-above lines.
+LOG_SIGNALS = ("log_warnings", "log_errors")
 
 SPAN_SIGNALS = ("rate", "error_ratio", "p50", "p95", "p99")
 CLIENT_SIGNALS = ("client_p95",)
@@ -395,19 +398,17 @@ class Window:
     def add_logs(self, batch: LogBatch) -> None:
         if not len(batch):
             return
+        entities = [entity_of(r) for r in batch.resources]
         rows = np.array(
-            [
-                self.logs.row((e, "log_errors"), self.table, ("log_errors",)) if (e := entity_of(r)) is not None else -1
-                for r in batch.resources
-            ],
+            [[self.logs.row((e, s), self.table, (s,)) if e is not None else -1 for s in LOG_SIGNALS] for e in entities],
             np.int64,
-        )
-        group = rows[batch.resource] if len(rows) else np.zeros(0, np.int64)
-        keep = (group >= 0) & (batch.severity >= WARN)
+        ).reshape(-1, len(LOG_SIGNALS))
+        severe = batch.severity >= WARN
+        group = rows[batch.resource[severe], (batch.severity[severe] >= ERROR).astype(np.int64)]
         n = len(self.logs.series)
         if len(self.lcount) < n:
             self.lcount = np.concatenate([self.lcount, np.zeros(n - len(self.lcount), np.int64)])
-        self.lcount += np.bincount(group[keep], minlength=n)
+        self.lcount += np.bincount(group[group >= 0], minlength=n)
 
     def _grow_spans(self, n: int) -> None:
         if len(self.count) < n:

@@ -157,15 +157,29 @@ def test_the_detector_confirms_a_latency_shift_over_two_windows() -> None:
     assert detector.judged["windows"] == 40
 
 
-def logs(service: str, errors: int, infos: int = 3) -> LogBatch:
+def logs(service: str, errors: int, infos: int = 3, warnings: int = 0, fatal: int = 0) -> LogBatch:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
     for key, value in {"service.name": service, "service.namespace": "shop"}.items():
         rl.resource.attributes.add(key=key, value=AnyValue(string_value=value))
     records = rl.scope_logs.add().log_records
-    for i in range(errors + infos):
-        records.add(time_unix_nano=1, severity_number=17 if i < errors else 9, body=AnyValue(string_value="x"))  # type: ignore[arg-type]
+    for severity, n in ((17, errors), (9, infos), (13, warnings), (21, fatal)):
+        for _ in range(n):
+            records.add(time_unix_nano=1, severity_number=severity, body=AnyValue(string_value="x"))  # type: ignore[arg-type]
     return LogDecoder().decode(req.SerializeToString()).batch
+
+
+def test_log_lines_are_counted_per_entity_by_severity() -> None:
+    """WARN lines count in log_warnings, ERROR and FATAL in log_errors, INFO in neither; per service."""
+    window = Window(SeriesTable(), 10)
+    window.add_logs(logs("cart", errors=2, infos=5, warnings=3, fatal=1))
+    window.add_logs(logs("pay", errors=0, infos=1, warnings=4))
+    ids, values = window.values()
+    got = {window.table.keys[i]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)}
+    assert got[("service:shop/cart", "log_errors")] == 3
+    assert got[("service:shop/cart", "log_warnings")] == 3
+    assert got[("service:shop/pay", "log_warnings")] == 4
+    assert got.get(("service:shop/pay", "log_errors"), 0) == 0
 
 
 def test_error_logs_are_judged_over_the_last_minute_so_a_trickle_of_errors_shows() -> None:
@@ -182,6 +196,20 @@ def test_error_logs_are_judged_over_the_last_minute_so_a_trickle_of_errors_shows
     assert flagged, "a steady error trickle was not flagged"
     assert min(t for t, _ in flagged) <= 1000.0 + 37 * 10
     assert max(v for _, v in flagged) == 6.0  # the trailing minute's sum, never more than its six windows
+
+
+def test_warning_logs_are_judged_on_their_own_over_the_last_minute() -> None:
+    """A new trickle of WARN lines is its own anomaly (log_warnings), summed like errors; no error is claimed."""
+    clock = ManualClock(1000.0)
+    seen: list[tuple[float, list[Anomaly]]] = []
+    detector = Detector(lambda t, a: seen.append((t, a)), DetectorSettings(window_s=10, warmup=10), clock)
+    for w in range(40):
+        detector.consume_logs(logs("cart", 0, warnings=2 if w >= 30 else 0))
+        clock.advance(10)
+    detector.tick()
+    signals = {a.signal for _, found in seen for a in found}
+    assert "log_warnings" in signals and "log_errors" not in signals
+    assert max(a.value for _, found in seen for a in found if a.signal == "log_warnings") == 12.0
 
 
 class Graph:
