@@ -64,7 +64,9 @@ _SERVER_LATENCY = ("p50", "p95", "p99")
 _NETWORK = re.compile(r"^(net_in|client_net)$")
 _RESOURCE = re.compile(r"cpu|memory|syscall|oom|restart|throttl|k8s:(OOMKilled|Evicted)", re.I)
 _NODE = re.compile(r"^nezha\.node\.|node\.|k8s:Node", re.I)
-_ERROR = re.compile(r"error|exception|success|log_warn|log_template|log_missing|k8s:(CrashLoopBackOff|BackOff|Unhealthy)", re.I)
+_ERROR = re.compile(
+    r"error|exception|success|log_warn|log_template|log_missing|k8s:(CrashLoopBackOff|BackOff|Unhealthy)", re.I
+)
 
 
 @dataclass(frozen=True)

@@ -326,8 +326,8 @@ class Detector:
         self.valued[ids] = number
 
     def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``values`` with each log series' count replaced by its sum over the windows of the last ``log_trail_s`` (those
-        the ring holds from before a gap in the telemetry do not count)."""
+        """``values`` with each log series' count replaced by its sum over the windows of the last ``log_trail_s``
+        (those the ring holds from before a gap in the telemetry do not count)."""
         slot = number % self.trail_n
         self.trail[:, slot] = 0.0
         self.trail_at[slot] = number

@@ -13,8 +13,8 @@ Three families of groups, each a row of preallocated numpy accumulators:
 - log groups, per entity: records at WARN and above.
 
 :meth:`Window.values` turns the groups into scalar series: rate, error_ratio, latency p50/p95/p99 (server),
-client_p95, ``op:<span name>.p95``, one per metric, log_warnings and log_errors. The series table is shared across windows and
-bounded (``max_series``); groups past it are refused and counted.
+client_p95, ``op:<span name>.p95``, one per metric, log_warnings and log_errors. The series table is shared across
+windows and bounded (``max_series``); groups past it are refused and counted.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from rootward.clock import Clock, SystemClock
 from rootward.config import Config
 from rootward.config_detection import Detection
 from rootward.detector.baseline import BOTH, DOWN, UP
-from rootward.detector.detector import Call, Detector, DetectorSettings
+from rootward.detector.detector import Anomaly, Call, Detector, DetectorSettings
 from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
@@ -38,6 +38,7 @@ from rootward.detector.spanflow import SpanFlow
 from rootward.detector.store import IncidentStore
 from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
+from rootward.forwarded import ReplicaAnomalies
 from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
@@ -230,6 +231,13 @@ class App:
         # With a history, /metrics serves the servicegraph counters as of the last checkpoint: see history.py.
         self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
         self.telemetry.registry.register(GraphSizeMetrics(self.topology))
+        # Gateway mode: replicas other than the aggregator send it their call edges (rootward/gateway.py) and their
+        # anomalies (rootward/forwarded.py); the aggregator alerts on them and acts, the replicas do neither.
+        replica, export = replica_name(config), topo.export
+        exporting = export.enabled and replica != export.aggregator
+        forwarding = exporting and export.anomalies
+        self.exporter: AggregateExporter | None = None
+        self._forwarding = forwarding
         detection = config.detection
         shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(
@@ -264,7 +272,10 @@ class App:
             links=self.topology.calls_among,
             redactor=_redactor(config),
         )
-        if self.slack.configured:
+        if self.slack.configured and forwarding:
+            logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
+                        export.aggregator)  # fmt: skip
+        elif self.slack.configured:
             self.incidents.sinks.append(self.slack)
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
@@ -274,18 +285,16 @@ class App:
         )
         mv = detection.multivariate
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
-        self.detector = Detector(self.incidents.observe, settings, self.clock, multivariate, lock=shared)
+        self.detector = Detector(self._found, settings, self.clock, multivariate, lock=shared)
         self.detector.holding = self.incidents.open_series
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
         key = sampling_key(detection.sampling_key)  # one for both flows: they sample the same traces
-        self.log_templates = LogTemplates(
-            self.incidents.observe, self.clock, detection.window_s, flow=flow_settings, key=key
-        )
+        self.log_templates = LogTemplates(self._found, self.clock, detection.window_s, flow=flow_settings, key=key)
         spans = detection.span_flow
         self.span_flow = (
             SpanFlow(
-                self.incidents.observe,
+                self._found,
                 self.clock,
                 detection.window_s,
                 max_spans_per_window=spans.max_spans_per_window,
@@ -295,7 +304,7 @@ class App:
             else None
         )
         metrics = KubeMetrics(detection.memory_near_limit, detection.pod_pending_s, detection.max_series)
-        self.kube = KubeSignals(self.incidents.observe, self.incidents.note_change, self.clock, metrics)
+        self.kube = KubeSignals(self._found, self.incidents.note_change, self.clock, metrics)
         self.telemetry.registry.register(DetectorMetrics(self.detector, self.log_templates, self.span_flow))
         self.diagnoser: Diagnoser | None = None
         self.llm: LLMReasoner | None = None
@@ -306,11 +315,7 @@ class App:
                 self.diagnoser = Diagnoser(self.llm, self.diagnoser.contexts, config.agent.llm.min_interval_s, True)
             self.diagnoser.published = self._published
             self.incidents.sinks.insert(0, self.diagnoser)
-        # Gateway mode: every Rootward merges the call edges replicas send it; replicas other than the aggregator
-        # send theirs (rootward/gateway.py) and do not act: only the aggregator holds the whole graph that blast
-        # radius and diagnosis need.
-        replica, export = replica_name(config), topo.export
-        exporting = export.enabled and replica != export.aggregator
+        # Only the aggregator acts: it holds the whole graph that blast radius and diagnosis need.
         self.acting: Acting | None = None
         if config.actions.enabled and exporting:
             logger.info("gateway mode: %s sends its edges to %s, which acts; actions are off here", replica,
@@ -325,12 +330,16 @@ class App:
             )  # fmt: skip
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
-        # Only in gateway mode: what replicas send becomes graph, so no other OTLP sender may speak as one.
+        # Only in gateway mode: what replicas send becomes graph and incidents, so no other OTLP sender may speak as
+        # one.
         self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock) if export.enabled else None
+        stages: list[Consumer] = [self.summary, self.topology]
         if self.merge is not None:
             self.telemetry.registry.register(self.merge)
-        self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock) if exporting else None
-        stages: list[Consumer] = [self.summary, self.topology, *([self.merge] if self.merge is not None else [])]
+            stages += [self.merge, self._replica_anomalies(replica)]
+        if exporting:
+            pods = self.detector.service_of
+            self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock, pods)
         if detection.enabled:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
@@ -356,6 +365,26 @@ class App:
             self.detector.recent if detection.enabled else None,
         )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
+
+    def _found(self, now: float, anomalies: list[Anomaly]) -> None:
+        """The detectors' sink: the incidents, and in gateway mode on a replica, the aggregator too."""
+        self.incidents.observe(now, anomalies)
+        if self.exporter is not None and self._forwarding:
+            self.exporter.forward(anomalies)
+
+    def _replica_anomalies(self, replica: str) -> ReplicaAnomalies:
+        """The consumer of what replicas forward: their anomalies join this Rootward's incidents."""
+
+        def learn(pod: str, service: str) -> None:
+            with self.detector.held():
+                known = self.detector.service_of
+                if pod in known or len(known) < self.config.detection.max_series:
+                    known[pod] = service
+
+        return ReplicaAnomalies(
+            self.incidents.observe, replica, self.clock, learn,
+            lambda outcome, n: self.telemetry.gateway_anomalies.labels(outcome).inc(n),
+        )  # fmt: skip
 
     def diagnose(self, incident_id: str, llm: bool) -> Diagnosis | None:
         """Diagnose an incident again now (``POST /api/v1/incidents/{id}/diagnose``): with the LLM reasoner when

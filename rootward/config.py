@@ -197,6 +197,10 @@ class TopologyExport(_Section):
     which in a StatefulSet is the pod's stable name (rootward-1, ...)."""
     interval_s: float = Field(default=10.0, gt=0)
     """Seconds between exports. Each carries whole counts (cumulative), so a failed one is made up by the next."""
+    anomalies: bool = True
+    """Also send this replica's anomalies to the aggregator as soon as they are found (rootward/forwarded.py): its
+    incidents then hold what every replica saw, and it alone alerts (Slack is off on a replica that forwards) and
+    acts. False: each replica alerts on its own share, as separate incidents."""
     timeout_s: float = Field(default=5.0, gt=0)
     """Timeout of one export, in seconds."""
     ca_file: Path | None = None

@@ -200,9 +200,10 @@ class Detection(_Section):
     rules: dict[str, Rule] = Field(default_factory=dict)
     """Per-signal overrides of the smallest change that matters and its direction, by signal name: a span series
     (``rate``, ``error_ratio``, ``p50``, ``p95``, ``p99``, ``client_p95``, ``net_in``, ``client_net``,
-    ``log_warnings``, ``log_errors``), a per-edge measure as ``in.rate``, ``in.error_ratio``, ``in.latency``, a Kubernetes metric
-    series by name (``k8s.pod.cpu.usage``, ``k8s.memory.limit_ratio``, ...), or any metric by its full name
-    (``http.server.request.duration.p95``). Example: ``{p95: {min_abs: 0.05}}`` ignores p95 rises under 50 ms."""
+    ``log_warnings``, ``log_errors``), a per-edge measure as ``in.rate``, ``in.error_ratio``, ``in.latency``, a
+    Kubernetes metric series by name (``k8s.pod.cpu.usage``, ``k8s.memory.limit_ratio``, ...), or any metric by its
+    full name (``http.server.request.duration.p95``). Example: ``{p95: {min_abs: 0.05}}``
+    ignores p95 rises under 50 ms."""
     incidents: Incidents = Incidents()
     multivariate: Multivariate = Multivariate()
     log_flow: LogFlow = LogFlow()

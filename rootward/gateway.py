@@ -11,6 +11,11 @@ Sending is deliberately simple. Each export carries whole (cumulative) counts, s
 aggregator restarting, a network blip) is not retried: the next one, ``interval_s`` later, says everything it would
 have said. Failures are logged and counted in ``rootward_gateway_exports_total{outcome}``, and the loop goes on.
 At shutdown one last export sends what was paired since the previous one.
+
+Anomalies (rootward/forwarded.py) go as soon as the detectors hand them over, not on the interval: the exporter's
+thread wakes for them. They are not cumulative, so a failed send keeps them queued for the next try, at most
+``MAX_QUEUED`` (the oldest past it are dropped and counted): an aggregator that is down for long gets what is
+current when it is back, not an hour of backlog.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
+from collections import deque
+from collections.abc import Mapping
 
 import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
+from rootward.detector.detector import Anomaly
+from rootward.forwarded import PER_REQUEST, anomalies_request
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph
 from rootward.topology.export import Sightings, edge_aggregates, sightings, sightings_request, to_request
@@ -31,6 +42,9 @@ from rootward.topology.export import Sightings, edge_aggregates, sightings, sigh
 logger = logging.getLogger(__name__)
 
 _EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+_EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+#: Anomalies waiting for the aggregator at most (a few minutes of a busy cluster's).
+MAX_QUEUED = 10_000
 #: Call edges per request: three points each of ~0.5 KiB with their labels, so ~3 MiB a request, under the
 #: receiver's default 8 MiB and 50,000 points (receiver.limits) however large the graph.
 EDGES_PER_REQUEST = 2000
@@ -47,7 +61,12 @@ class AggregateExporter:
     """Sends ``topology``'s call edges to the aggregator every interval. ``start``/``shutdown`` are safe to repeat."""
 
     def __init__(
-        self, config: Config, topology: TopologyGraph, telemetry: Telemetry, clock: Clock | None = None
+        self,
+        config: Config,
+        topology: TopologyGraph,
+        telemetry: Telemetry,
+        clock: Clock | None = None,
+        service_of: Mapping[str, str] | None = None,
     ) -> None:
         settings = config.topology.export
         self.topology = topology
@@ -65,15 +84,63 @@ class AggregateExporter:
         self._thread: threading.Thread | None = None
         self._finished = False
         self._since = float("-inf")  # sightings from then on go in the next export
+        self.service_of = service_of if service_of is not None else {}  # pod -> service, sent with its anomalies
+        self._queued: deque[Anomaly] = deque()
+        self._queue_lock = threading.Lock()
+        self._wake = threading.Event()
 
-    def _call(self) -> grpc.UnaryUnaryMultiCallable:
+    def _open(self) -> grpc.Channel:
         if self._channel is None:
             if self._ca_file is not None:
                 credentials = grpc.ssl_channel_credentials(self._ca_file.read_bytes())
                 self._channel = grpc.secure_channel(self.endpoint, credentials, compression=grpc.Compression.Gzip)
             else:
                 self._channel = grpc.insecure_channel(self.endpoint, compression=grpc.Compression.Gzip)
-        return self._channel.unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
+        return self._channel
+
+    def _call(self) -> grpc.UnaryUnaryMultiCallable:
+        return self._open().unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
+
+    def forward(self, anomalies: list[Anomaly]) -> None:
+        """Queue a window's anomalies for the aggregator and wake the sender (the detectors' sink; never blocks on
+        the network)."""
+        if not anomalies:
+            return
+        with self._queue_lock:
+            self._queued.extend(anomalies)
+            over = len(self._queued) - MAX_QUEUED
+            for _ in range(max(0, over)):
+                self._queued.popleft()
+        if over > 0:
+            self.telemetry.gateway_anomalies.labels("dropped").inc(over)
+        self._wake.set()
+
+    def send_anomalies(self) -> bool:
+        """Send what is queued, in requests of ``PER_REQUEST``; what a failed request held stays queued, first.
+        Return whether the queue was emptied. Never raises."""
+        send = self._open().unary_unary(_EXPORT_LOGS, response_deserializer=ExportLogsServiceResponse.FromString)
+        while True:
+            with self._queue_lock:
+                chunk = [self._queued.popleft() for _ in range(min(PER_REQUEST, len(self._queued)))]
+            if not chunk:
+                return True
+            request = anomalies_request(chunk, self.replica, self.service_of)
+            try:
+                response = send(request.SerializeToString(), metadata=self._metadata, timeout=self.timeout_s)
+            except grpc.RpcError as e:  # keep them, count, and try again when woken or due
+                self._requeue(chunk)
+                logger.warning("anomalies to %s failed: %s: %s", self.endpoint, e.code().name, e.details())
+                return False
+            except Exception:  # the loop's boundary, as for the edges
+                self._requeue(chunk)
+                logger.exception("anomalies to %s failed", self.endpoint)
+                return False
+            refused = int(response.partial_success.rejected_log_records)
+            if refused:
+                logger.warning("anomalies to %s: %d refused: %s", self.endpoint, refused,
+                               response.partial_success.error_message)  # fmt: skip
+                self.telemetry.gateway_anomalies.labels("refused").inc(refused)
+            self.telemetry.gateway_anomalies.labels("sent").inc(len(chunk) - refused)
 
     def export_once(self) -> bool:
         """Send what the graph saw since the last export that got through (entities, structural edges), then its
@@ -117,6 +184,11 @@ class AggregateExporter:
         self._since = now
         return True
 
+    def _requeue(self, chunk: list[Anomaly]) -> None:
+        with self._queue_lock:
+            self._queued.extendleft(reversed(chunk))
+        self.telemetry.gateway_anomalies.labels("failed").inc(len(chunk))
+
     def start(self) -> None:
         if self._thread is not None or self._finished:
             return
@@ -125,15 +197,25 @@ class AggregateExporter:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.export_once()
+        due = time.monotonic() + self.interval_s
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, due - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.send_anomalies()
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.interval_s
+                self.export_once()
 
     def shutdown(self) -> None:
         """Stop the loop, send a last export (once, when it was started) and close the channel."""
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
+            self.send_anomalies()
             self.export_once()
         self._finished = True
         if self._channel is not None:

@@ -94,6 +94,13 @@ class Telemetry:
             registry=r,
         )
 
+        self.gateway_anomalies = Counter(
+            "rootward_gateway_anomalies",
+            "Anomalies in gateway mode by outcome: sent, failed (queued again), dropped (queue full) and refused "
+            "(by the aggregator) on a replica; accepted and refused on the aggregator.",
+            ["outcome"],
+            registry=r,
+        )
         self.gateway_exports = Counter(
             "rootward_gateway_exports",
             "Exports of this replica's call edges to the aggregator (gateway mode) by outcome: sent, partial, failed.",

@@ -208,7 +208,8 @@ def test_warning_logs_are_judged_on_their_own_over_the_last_minute() -> None:
         clock.advance(10)
     detector.tick()
     signals = {a.signal for _, found in seen for a in found}
-    assert "log_warnings" in signals and "log_errors" not in signals
+    assert "log_warnings" in signals
+    assert "log_errors" not in signals
     assert max(a.value for _, found in seen for a in found if a.signal == "log_warnings") == 12.0
 
 
