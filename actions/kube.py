@@ -196,6 +196,10 @@ class Kube:
             f"patch Lease {namespace}/{name}", self.coordination.patch_namespaced_lease, name, namespace, patch
         )
 
+    def patch_pod(self, namespace: str, name: str, patch: list[Json]) -> Json:
+        """A JSON Patch of a pod's metadata (Rootward labelling its own pod: actions/leader.py)."""
+        return self._json(f"patch Pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace, patch)
+
     def evict(self, namespace: str, name: str, dry_run: bool) -> Json:
         """Evict a pod through the Eviction API, which refuses (429) when a PodDisruptionBudget would be broken."""
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}

@@ -6,6 +6,12 @@ check the holder and renew time it read, so of two replicas racing for an expire
 server applies a patch atomically; the loser gets 422 and stays a follower). A replica counts itself leader only
 until ``duration_s`` after its last successful renewal (by its own monotonic clock), so it stops acting before
 another may take over, even when it cannot reach the API to learn that it lost.
+
+With ``pod`` set (this replica's own pod), the holder labels its pod ``rootward.dev/leader: "true"`` while it
+holds the Lease and takes the label off when it loses or gives it up, so that a Service selecting the label
+(``rootward-leader`` in otel-config/deploy/base) reaches whoever acts: the other sidecars forward their anomalies
+there, and people approve there. A label that cannot be written is logged and tried again next round; a holder that
+died keeps its label only as long as its pod exists.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from rootward.actions.kube import Json, Kube
 from rootward.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
+
+#: The label the holder puts on its own pod.
+LEADER_LABEL = "rootward.dev/leader"
+_LABEL_PATH = "/metadata/labels/" + LEADER_LABEL.replace("~", "~0").replace("/", "~1")
 
 
 def _micro_time(t: float) -> str:
@@ -43,6 +53,7 @@ class LeaderElector:
         duration_s: float = 15.0,
         renew_s: float = 5.0,
         clock: Clock | None = None,
+        pod: str | None = None,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -51,6 +62,8 @@ class LeaderElector:
         self.duration_s = duration_s
         self.renew_s = renew_s
         self.clock = clock or SystemClock()
+        self.pod = pod  # this replica's pod in ``namespace``, labelled while it leads
+        self._labelled: bool | None = None  # what the pod's label says as last written (None: not known)
         self._held_until: float | None = None  # monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +88,26 @@ class LeaderElector:
         elif self._held_until is not None and not self.is_leader():
             logger.info("leader election: %s lost Lease %s/%s", self.identity, self.namespace, self.name)
             self._held_until = None
-        return self.is_leader()
+        leading = self.is_leader()
+        self._label(leading)
+        return leading
+
+    def _label(self, leading: bool) -> None:
+        """Put the leader label on this replica's pod, or take it off, when it is not already so."""
+        if self.pod is None or self._labelled is leading:
+            return
+        op = {"op": "add", "path": _LABEL_PATH, "value": "true"} if leading else {"op": "remove", "path": _LABEL_PATH}
+        try:
+            self.kube.patch_pod(self.namespace, self.pod, [op])
+        except KubeError as e:
+            if leading or e.status != 422:  # removing a label that is not there: it is off already
+                logger.warning("leader election: could not %s the label of Pod %s/%s: %s",
+                               "set" if leading else "remove", self.namespace, self.pod, e)  # fmt: skip
+                return
+        except ActionError as e:
+            logger.warning("leader election: could not label Pod %s/%s: %s", self.namespace, self.pod, e)
+            return
+        self._labelled = leading
 
     def _step(self, now: float) -> bool:
         stamp = _micro_time(now)
@@ -172,3 +204,5 @@ class LeaderElector:
                     )
             except ActionError as e:
                 logger.warning("leader election: could not give up the Lease: %s", e)
+        if self._labelled:
+            self._label(False)

@@ -60,7 +60,7 @@ class Acting:
         lease = a.lease
         self.elector = LeaderElector(
             kube, lease.namespace, lease.name, lease.identity or socket.gethostname(), lease.duration_s,
-            lease.renew_s, clock,
+            lease.renew_s, clock, lease.pod,
         )  # fmt: skip
         self.flags = FeatureFlags(a.flags.source, a.flags.poll_interval_ms) if a.flags.source else None
         self.executor = Executor(

@@ -210,10 +210,11 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
 
 def _elsewhere(approval_id: str) -> str:
     """Why an approval is not found here: an approval lives in the audit database of the Rootward that asked for it,
-    and on the DaemonSet a Service (or a Slack callback through it) may reach another pod."""
+    and on the DaemonSet the Service rootward (or a Slack callback through it) may reach another pod."""
     return (
         f"no approval {approval_id!r} on this Rootward ({socket.gethostname()}): an approval is kept by the Rootward "
-        "that asked for it; on the DaemonSet, decide on that pod (README, 'Acting on the DaemonSet')"
+        "that asked for it, the Lease holder; on the DaemonSet, decide through svc/rootward-leader (README, 'The "
+        "DaemonSet: one incident per fault, and who acts')"
     )
 
 

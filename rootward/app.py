@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from rootward.config import Config
 from rootward.config_detection import Detection
 from rootward.detector.baseline import BOTH, DOWN, UP
 from rootward.detector.detector import Anomaly, Call, Detector, DetectorSettings
-from rootward.detector.incidents import Incident, Incidents
+from rootward.detector.incidents import Incident, Incidents, Sink
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
 from rootward.detector.logflow import FlowSettings, sampling_key
@@ -208,6 +208,20 @@ class Ticker:
                 logger.exception("detector tick failed")
 
 
+class WhileLeading:
+    """An incident sink (Slack) that hears of changes only while ``leading()``: with follow_lease, the sidecar that
+    holds the Lease alerts, on what every sidecar forwarded to it."""
+
+    def __init__(self, sink: Sink, leading: Callable[[], bool]) -> None:
+        self.sink, self.leading = sink, leading
+
+    def incident_changed(
+        self, incident: Incident, change: Literal["opened", "updated", "resolved", "reopened"]
+    ) -> None:
+        if self.leading():
+            self.sink.incident_changed(incident, change)
+
+
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
@@ -232,12 +246,18 @@ class App:
         self.telemetry.registry.register(ServiceGraphMetrics(self.history or self.topology))
         self.telemetry.registry.register(GraphSizeMetrics(self.topology))
         # Gateway mode: replicas other than the aggregator send it their call edges (rootward/gateway.py) and their
-        # anomalies (rootward/forwarded.py); the aggregator alerts on them and acts, the replicas do neither.
+        # anomalies (rootward/forwarded.py); the aggregator alerts on them and acts, the replicas do neither. With
+        # follow_lease (the DaemonSet) the aggregator is whoever holds the Lease, and only anomalies travel.
         replica, export = replica_name(config), topo.export
-        exporting = export.enabled and replica != export.aggregator
-        forwarding = exporting and export.anomalies
+        follow = export.enabled and export.follow_lease
+        exporting = export.enabled and not follow and replica != export.aggregator  # sends its call edges
+        forwarding = export.anomalies and (exporting or follow)
+        if follow and not (config.actions.enabled and config.actions.lease.enabled and config.actions.lease.pod):
+            logger.warning("topology.export.follow_lease needs actions with a Lease and actions.lease.pod: no pod "
+                           "is labelled for the Service the anomalies go to")  # fmt: skip
         self.exporter: AggregateExporter | None = None
-        self._forwarding = forwarding
+        self.acting: Acting | None = None
+        self._forwarding, self._follow = forwarding, follow
         detection = config.detection
         shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(
@@ -272,11 +292,11 @@ class App:
             links=self.topology.calls_among,
             redactor=_redactor(config),
         )
-        if self.slack.configured and forwarding:
+        if self.slack.configured and forwarding and not follow:
             logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
                         export.aggregator)  # fmt: skip
         elif self.slack.configured:
-            self.incidents.sinks.append(self.slack)
+            self.incidents.sinks.append(WhileLeading(self.slack, self.leading) if follow else self.slack)
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
         settings = DetectorSettings(
@@ -316,7 +336,6 @@ class App:
             self.diagnoser.published = self._published
             self.incidents.sinks.insert(0, self.diagnoser)
         # Only the aggregator acts: it holds the whole graph that blast radius and diagnosis need.
-        self.acting: Acting | None = None
         if config.actions.enabled and exporting:
             logger.info("gateway mode: %s sends its edges to %s, which acts; actions are off here", replica,
                         export.aggregator)  # fmt: skip
@@ -337,9 +356,9 @@ class App:
         if self.merge is not None:
             self.telemetry.registry.register(self.merge)
             stages += [self.merge, self._replica_anomalies(replica)]
-        if exporting:
+        if exporting or (follow and forwarding):
             pods = self.detector.service_of
-            self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock, pods)
+            self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock, pods, exporting)
         if detection.enabled:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
@@ -367,10 +386,17 @@ class App:
         self.api = ThreadedServer(app, api.host, api.port, "API")
 
     def _found(self, now: float, anomalies: list[Anomaly]) -> None:
-        """The detectors' sink: the incidents, and in gateway mode on a replica, the aggregator too."""
+        """The detectors' sink: the incidents, and in gateway mode on a replica, the aggregator too (with
+        follow_lease: while another holds the Lease)."""
         self.incidents.observe(now, anomalies)
-        if self.exporter is not None and self._forwarding:
+        if self.exporter is not None and self._forwarding and not (self._follow and self.leading()):
             self.exporter.forward(anomalies)
+
+    def leading(self) -> bool:
+        """Whether this Rootward acts now: it has an executor, and holds the Lease when there is one."""
+        if self.acting is None:
+            return False
+        return not self.config.actions.lease.enabled or self.acting.elector.is_leader()
 
     def _replica_anomalies(self, replica: str) -> ReplicaAnomalies:
         """The consumer of what replicas forward: their anomalies join this Rootward's incidents."""

@@ -197,6 +197,11 @@ class TopologyExport(_Section):
     which in a StatefulSet is the pod's stable name (rootward-1, ...)."""
     interval_s: float = Field(default=10.0, gt=0)
     """Seconds between exports. Each carries whole counts (cumulative), so a failed one is made up by the next."""
+    follow_lease: bool = False
+    """The aggregator is whoever holds the actions Lease (the DaemonSet): each Rootward sends its anomalies to
+    ``endpoint`` (the Service ``rootward-leader``, which selects the holder's pod by the label it puts on it,
+    ``actions.lease.pod``) while another holds the Lease, and alerts Slack only while it holds it. Call edges stay
+    on each node (a node's half-seen edges do not add up to the cluster's graph), and ``aggregator`` is not read."""
     anomalies: bool = True
     """Also send this replica's anomalies to the aggregator as soon as they are found (rootward/forwarded.py): its
     incidents then hold what every replica saw, and it alone alerts (Slack is off on a replica that forwards) and

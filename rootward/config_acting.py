@@ -153,6 +153,11 @@ class Lease(_Section):
     """How often the holder renews (and others try to take it)."""
     identity: str | None = None
     """This replica's name in the Lease; default the pod's host name."""
+    pod: str | None = None
+    """This replica's own pod (in ``namespace``; the manifests set it from the downward API): while it holds the
+    Lease it labels the pod ``rootward.dev/leader=true``, which the Service ``rootward-leader`` selects, so that
+    anomalies forwarded by the other sidecars and people's approvals reach the one that acts. Needs RBAC to patch
+    pods in ``namespace``."""
 
 
 class FeatureFlagSource(_Section):

@@ -67,7 +67,10 @@ class AggregateExporter:
         telemetry: Telemetry,
         clock: Clock | None = None,
         service_of: Mapping[str, str] | None = None,
+        edges: bool = True,
     ) -> None:
+        """``edges``: send the call edges and sightings every interval (gateway mode), else anomalies only (the
+        DaemonSet's follow_lease)."""
         settings = config.topology.export
         self.topology = topology
         self.telemetry = telemetry
@@ -84,6 +87,7 @@ class AggregateExporter:
         self._thread: threading.Thread | None = None
         self._finished = False
         self._since = float("-inf")  # sightings from then on go in the next export
+        self.edges = edges
         self.service_of = service_of if service_of is not None else {}  # pod -> service, sent with its anomalies
         self._queued: deque[Anomaly] = deque()
         self._queue_lock = threading.Lock()
@@ -192,7 +196,10 @@ class AggregateExporter:
     def start(self) -> None:
         if self._thread is not None or self._finished:
             return
-        logger.info("exporting call edges as replica %s to %s every %gs", self.replica, self.endpoint, self.interval_s)
+        if self.edges:
+            logger.info("exporting call edges as replica %s to %s every %gs", self.replica, self.endpoint,
+                        self.interval_s)  # fmt: skip
+        logger.info("forwarding anomalies as %s to %s", self.replica, self.endpoint)
         self._thread = threading.Thread(target=self._run, name="rootward-gateway-export", daemon=True)
         self._thread.start()
 
@@ -206,7 +213,8 @@ class AggregateExporter:
             self.send_anomalies()
             if time.monotonic() >= due:
                 due = time.monotonic() + self.interval_s
-                self.export_once()
+                if self.edges:
+                    self.export_once()
 
     def shutdown(self) -> None:
         """Stop the loop, send a last export (once, when it was started) and close the channel."""
@@ -216,7 +224,8 @@ class AggregateExporter:
         if thread is not None:
             thread.join()
             self.send_anomalies()
-            self.export_once()
+            if self.edges:
+                self.export_once()
         self._finished = True
         if self._channel is not None:
             self._channel.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cluster import MakeExecutor, deploy
 
 from rootward.actions import Diagnosis, Kube, PatchResources
-from rootward.actions.leader import LeaderElector
+from rootward.actions.leader import LEADER_LABEL, LeaderElector
 from rootward.clock import ManualClock
 
 
@@ -62,3 +62,46 @@ def test_only_the_leader_acts(kube: Kube, make_executor: MakeExecutor) -> None:
     assert follower.status == "not_leader"
     leader = make_executor(is_leader=a.is_leader).submit(request, Diagnosis("oom", 0.9, "inc-a"))
     assert leader.status == "succeeded"
+
+
+def _own_pods(kube: Kube) -> None:
+    for name in ("rootward-a", "rootward-b"):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "rootward",
+               "labels": {"app.kubernetes.io/name": "rootward"}}, "spec": {"containers": [{"name": "rootward"}]}}  # fmt: skip
+        kube.core.create_namespaced_pod("rootward", pod)
+
+
+def _labels(kube: Kube, pod: str) -> dict[str, str]:
+    return dict(kube.pod("rootward", pod)["metadata"].get("labels") or {})
+
+
+def test_the_holder_labels_its_own_pod_and_the_label_moves_with_the_lease(kube: Kube) -> None:
+    """The Service rootward-leader selects rootward.dev/leader=true: it must follow the Lease, on one pod at a time."""
+    _own_pods(kube)
+    clock = ManualClock()
+    a = LeaderElector(kube, "rootward", "rootward-executor", "a", 15, 5, clock, pod="rootward-a")
+    b = LeaderElector(kube, "rootward", "rootward-executor", "b", 15, 5, clock, pod="rootward-b")
+    assert a.step()
+    assert not b.step()
+    assert _labels(kube, "rootward-a")[LEADER_LABEL] == "true"
+    assert LEADER_LABEL not in _labels(kube, "rootward-b")
+    clock.advance(16)  # a did not renew (it could not reach the API): b takes over, and labels its pod
+    assert b.step()
+    assert _labels(kube, "rootward-a")[LEADER_LABEL] == "true"  # both, until a's next round
+    assert not a.step()
+    assert LEADER_LABEL not in _labels(kube, "rootward-a")
+    assert _labels(kube, "rootward-b")[LEADER_LABEL] == "true"
+    assert _labels(kube, "rootward-b")["app.kubernetes.io/name"] == "rootward"  # the others stay
+    b.shutdown()  # gives the Lease up and its label with it
+    assert LEADER_LABEL not in _labels(kube, "rootward-b")
+
+
+def test_a_label_that_cannot_be_written_is_tried_again_next_round(kube: Kube) -> None:
+    """The pod is not there yet (or RBAC refuses): the holder still leads, and labels it once it can."""
+    clock = ManualClock()
+    a = LeaderElector(kube, "rootward", "rootward-executor", "a", 15, 5, clock, pod="rootward-a")
+    assert a.step()
+    _own_pods(kube)
+    clock.advance(5)
+    assert a.step()
+    assert _labels(kube, "rootward-a")[LEADER_LABEL] == "true"

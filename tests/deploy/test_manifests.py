@@ -17,6 +17,7 @@ from kubernetes import client, utils
 from kubernetes.client import ApiClient
 
 from rootward._version import __version__
+from rootward.actions.leader import LEADER_LABEL
 from rootward.cli import main
 from rootward.config import Config, load_config
 from rootward.errors import ConfigError
@@ -221,12 +222,30 @@ def test_ports_are_rootwards_defaults_in_the_config_the_container_and_the_servic
     assert cfg.api.listen.port == expected["http-api"]
     assert {cfg.receiver.grpc.host, cfg.receiver.http.host, cfg.api.listen.host} == {"0.0.0.0"}
     pod_labels = workload(rendered)["spec"]["template"]["metadata"]["labels"]
+    leading = {**pod_labels, LEADER_LABEL: "true"}  # what the Lease holder adds to its own pod (actions/leader.py)
     for service in find(rendered, "Service"):
-        assert service["spec"]["selector"].items() <= pod_labels.items(), service["metadata"]["name"]
+        assert service["spec"]["selector"].items() <= leading.items(), service["metadata"]["name"]
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in expected, f"{service['metadata']['name']}: {port}"
             assert port["port"] == expected[port["targetPort"]], f"{service['metadata']['name']}: {port}"
     assert one(rendered, "Service", "rootward")["spec"]["ports"][0]["targetPort"] == "http-api"
+    assert one(rendered, "Service", "rootward-leader")["spec"]["selector"][LEADER_LABEL] == "true"
+
+
+POD_NAME = {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_each_pod_knows_its_own_name_to_label_itself_and_the_sidecars_forward_to_the_leader(
+    rendered: list[Doc],
+) -> None:
+    """actions.lease.pod from the downward API; in the DaemonSet the anomalies go to the Service rootward-leader."""
+    env = {e["name"]: e for e in pod_spec(rendered)["containers"][0]["env"]}
+    assert env["ROOTWARD_ACTIONS__LEASE__POD"]["valueFrom"] == POD_NAME
+    export = shipped_config(rendered).topology.export
+    if workload(rendered)["kind"] == "DaemonSet":
+        assert export.follow_lease
+        assert export.endpoint.startswith("rootward-leader.rootward.svc")
+        assert one(rendered, "Service", "rootward-leader")
 
 
 def test_probes_ask_healthz_and_readyz_on_the_api_port(rendered: list[Doc]) -> None:
@@ -292,7 +311,7 @@ def test_secrets_are_only_referenced_and_land_in_masked_settings(rendered: list[
     for e in env:
         assert "value" not in e, f"{e['name']}: a literal value in the environment"
         assert e["name"].startswith("ROOTWARD_"), e
-        assert "secretKeyRef" in e["valueFrom"], e
+        assert "secretKeyRef" in e["valueFrom"] or e["valueFrom"] == POD_NAME, e
     cfg = shipped_config(rendered)
     assert cfg.receiver.auth.tokens == []
     assert cfg.policies.approvals.tokens == {}
@@ -337,8 +356,11 @@ def test_the_gateway_config_is_the_bases_with_the_export_to_the_first_replica_tu
     base_config, gateway_config = shipped_config(base), shipped_config(gateway)
     without_export = {"topology": {"export"}}
     assert gateway_config.model_dump(exclude=without_export) == base_config.model_dump(exclude=without_export)
-    assert not base_config.topology.export.enabled, "a per-node Rootward has no aggregator to export to"
+    base_export = base_config.topology.export  # per node: anomalies only, to whoever holds the Lease
+    assert base_export.follow_lease
+    assert base_export.anomalies
     export = gateway_config.topology.export
+    assert not export.follow_lease
     statefulset = one(gateway, "StatefulSet")
     first = f"{statefulset['metadata']['name']}-0"
     headless, namespace = statefulset["spec"]["serviceName"], statefulset["metadata"]["namespace"]

@@ -54,6 +54,7 @@ KUBE_CALLS: dict[str, list[tuple[Any, ...]]] = {
     "lease": [(LEASE.namespace, LEASE.name)],
     "create_lease": [(LEASE.namespace, {"metadata": {"name": LEASE.name}, "spec": {}})],
     "patch_lease": [(LEASE.namespace, LEASE.name, [])],
+    "patch_pod": [(LEASE.namespace, "rootward-x7k2p", [])],
     "evict": [("shop", "cart-1", True)],
 }
 NOT_CALLS = {"connect", "close"}
@@ -173,7 +174,8 @@ def _bound_cluster_roles(docs: list[Doc]) -> list[Doc]:
 
 
 def _is_lease(p: Permission) -> bool:
-    return p[:2] == ("coordination.k8s.io", "leases")
+    """The Lease, and the label its holder puts on its own pod (actions/leader.py): granted in Rootward's namespace."""
+    return p[:2] == ("coordination.k8s.io", "leases") or p == ("", "pods", "patch")
 
 
 def test_every_call_of_the_kubernetes_wrapper_is_exercised() -> None:
@@ -234,10 +236,13 @@ def test_the_lease_role_grants_exactly_the_lease_calls_on_the_configured_lease(
     assert shipped_config(rendered).actions.lease == LEASE
     role = one(rendered, "Role")
     assert role["metadata"]["namespace"] == LEASE.namespace == one(rendered, "Namespace")["metadata"]["name"]
-    verbs = sorted(verb for p in requested if _is_lease(p) for verb in [p[2]])
-    # Creating cannot be limited to a name in RBAC; everything else is limited to the configured Lease.
+    verbs = sorted(p[2] for p in requested if _is_lease(p) and p[1] == "leases")
+    # Creating cannot be limited to a name in RBAC; everything else is limited to the configured Lease. The own pod's
+    # label cannot be limited to a name either: a DaemonSet's pods have generated names.
     assert "create" in verbs
-    create, named = role["rules"]
+    create, named, own_pod = role["rules"]
+    assert own_pod == {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}
+    assert ("", "pods", "patch") in requested
     assert create == {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}
     assert {k: v for k, v in named.items() if k != "verbs"} == {
         "apiGroups": ["coordination.k8s.io"],
