@@ -64,6 +64,8 @@ class LeaderElector:
         self.clock = clock or SystemClock()
         self.pod = pod  # this replica's pod in ``namespace``, labelled while it leads
         self._labelled: bool | None = None  # what the pod's label says as last written (None: not known)
+        self.holder: str | None = None  # who held the Lease when this replica last read or wrote it
+        self._round = threading.Lock()  # a round, and shutdown's giving up, one at a time
         self._held_until: float | None = None  # monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,6 +76,12 @@ class LeaderElector:
 
     def step(self) -> bool:
         """One round: create, renew or take over the Lease when possible; return whether this replica leads."""
+        with self._round:
+            if self._stop.is_set():  # shut down (a round that waited for shutdown's giving up takes nothing back)
+                return False
+            return self._step_locked()
+
+    def _step_locked(self) -> bool:
         started = self.clock.monotonic()
         now = self.clock.now()
         try:
@@ -100,7 +108,7 @@ class LeaderElector:
         try:
             self.kube.patch_pod(self.namespace, self.pod, [op])
         except KubeError as e:
-            if leading or e.status != 422:  # removing a label that is not there: it is off already
+            if leading or e.status not in (404, 422):  # no such label (422) or pod (404): it is off already
                 logger.warning("leader election: could not %s the label of Pod %s/%s: %s",
                                "set" if leading else "remove", self.namespace, self.pod, e)  # fmt: skip
                 return
@@ -132,9 +140,11 @@ class LeaderElector:
                 if e.status == 409:  # another replica created it first
                     return False
                 raise
+            self.holder = self.identity
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
+        self.holder = holder if isinstance(holder, str) else None
         renewed = spec.get("renewTime")
         duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
         guard: list[Json] = [
@@ -163,6 +173,7 @@ class LeaderElector:
             if e.status in (409, 422):  # someone else wrote the Lease since we read it
                 return False
             raise
+        self.holder = self.identity
         return True
 
     def start(self) -> None:
@@ -187,6 +198,10 @@ class LeaderElector:
         self._stop.set()
         if thread is not None:
             thread.join(self.renew_s + 5)
+        with self._round:  # a round still under way (its API calls can outlast the join) ends first
+            self._give_up()
+
+    def _give_up(self) -> None:
         if self._held_until is not None:
             self._held_until = None
             try:
@@ -204,5 +219,5 @@ class LeaderElector:
                     )
             except ActionError as e:
                 logger.warning("leader election: could not give up the Lease: %s", e)
-        if self._labelled:
+        if self._labelled is not False:  # labelled, or not known (a failed write): take it off
             self._label(False)

@@ -3,8 +3,8 @@ injected clock, so a replay on replayed time windows as live data would) and, wh
 series that has a value against its baseline, in one vectorised pass. Anomalies confirmed over ``confirm``
 consecutive judged values of a series are handed to a sink (the incident lifecycle).
 
-``log_errors`` and ``log_warnings`` are judged as the trailing ``log_trail_s`` sum of a service's ERROR-and-above
-(WARN) lines, not one
+``log_warnings`` and ``log_errors`` are judged as the trailing ``log_trail_s`` sum of a service's WARN lines and
+its ERROR-and-above lines, not one
 window's count: a service that logs an error every few seconds is a trend a minute shows and a 10 s window hides
 (the TrainTicket "return" faults raise their service's error logs from ~0 to 5-20 a minute).
 

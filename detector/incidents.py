@@ -146,10 +146,13 @@ def family(signal: str) -> str:
     ``client.latency.p90`` and ``client.latency.p99`` are one family, ``cpu.usage`` and ``cpu.usage_rate`` another;
     the span quantiles p50/p95/p99 and each operation's (``op:<name>.p95``) are ``latency``, an operation's rate
     and error ratio its service's; every log template
-    (``log_template:<id>``) is ``log_template``, every missing one (``log_missing:<id>``) ``log_missing``.
+    (``log_template:<id>``) is ``log_template``, every missing one (``log_missing:<id>``) ``log_missing``, and
+    ``log_warnings`` is ``log_errors``.
     Corroboration counts families, not series."""
     if signal.startswith("log_template:"):
         return "log_template"
+    if signal == "log_warnings":  # WARN and ERROR lines of a service: one quantity, its lines that complain
+        return "log_errors"
     if signal.startswith(("log_missing:", "span_missing:")):  # a line or a span that stopped coming
         return "log_missing"
     if signal.startswith("op:"):  # one operation's measure (op:<span name>.p95) is the service's

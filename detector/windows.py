@@ -403,6 +403,8 @@ class Window:
             [[self.logs.row((e, s), self.table, (s,)) if e is not None else -1 for s in LOG_SIGNALS] for e in entities],
             np.int64,
         ).reshape(-1, len(LOG_SIGNALS))
+        # every entity that logs gets both series, errors or not: their zeros are the baseline a new trickle of
+        # errors stands out against
         severe = batch.severity >= WARN
         group = rows[batch.resource[severe], (batch.severity[severe] >= ERROR).astype(np.int64)]
         n = len(self.logs.series)

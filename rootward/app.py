@@ -45,7 +45,7 @@ from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
 from rootward.slack import SlackNotifier, SlackSettings
 from rootward.telemetry import Telemetry
-from rootward.topology import TopologyGraph, TopologyLimits
+from rootward.topology import Entity, TopologyGraph, TopologyLimits
 from rootward.topology.graph import USER
 from rootward.topology.history import History
 from rootward.topology.maintenance import Maintenance
@@ -210,16 +210,21 @@ class Ticker:
 
 class WhileLeading:
     """An incident sink (Slack) that hears of changes only while ``leading()``: with follow_lease, the sidecar that
-    holds the Lease alerts, on what every sidecar forwarded to it."""
+    holds the Lease alerts, on what every sidecar forwarded to it. An incident it told of keeps being told of after
+    the Lease moves on, so that its message is updated and resolved, not left open."""
 
     def __init__(self, sink: Sink, leading: Callable[[], bool]) -> None:
         self.sink, self.leading = sink, leading
+        self.told: set[str] = set()  # incidents the sink heard of (forgotten once resolved)
 
     def incident_changed(
         self, incident: Incident, change: Literal["opened", "updated", "resolved", "reopened"]
     ) -> None:
-        if self.leading():
+        if incident.id in self.told or self.leading():
             self.sink.incident_changed(incident, change)
+            self.told.add(incident.id)
+        if change == "resolved":
+            self.told.discard(incident.id)
 
 
 class App:
@@ -249,15 +254,18 @@ class App:
         # anomalies (rootward/forwarded.py); the aggregator alerts on them and acts, the replicas do neither. With
         # follow_lease (the DaemonSet) the aggregator is whoever holds the Lease, and only anomalies travel.
         replica, export = replica_name(config), topo.export
+        lease = config.actions.lease
         follow = export.enabled and export.follow_lease
-        exporting = export.enabled and not follow and replica != export.aggregator  # sends its call edges
-        forwarding = export.anomalies and (exporting or follow)
-        if follow and not (config.actions.enabled and config.actions.lease.enabled and config.actions.lease.pod):
-            logger.warning("topology.export.follow_lease needs actions with a Lease and actions.lease.pod: no pod "
-                           "is labelled for the Service the anomalies go to")  # fmt: skip
+        if follow and not (config.actions.enabled and lease.enabled and lease.pod):
+            logger.warning(
+                "topology.export.follow_lease needs actions with a Lease and actions.lease.pod (no pod would be "
+                "labelled for the Service the anomalies go to): this Rootward alerts on its own"
+            )
+            follow = False
+        exporting = export.enabled and not export.follow_lease and replica != export.aggregator  # sends call edges
         self.exporter: AggregateExporter | None = None
         self.acting: Acting | None = None
-        self._forwarding, self._follow = forwarding, follow
+        self._forwarding, self._follow = export.anomalies and (exporting or follow), follow
         detection = config.detection
         shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(
@@ -292,11 +300,6 @@ class App:
             links=self.topology.calls_among,
             redactor=_redactor(config),
         )
-        if self.slack.configured and forwarding and not follow:
-            logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
-                        export.aggregator)  # fmt: skip
-        elif self.slack.configured:
-            self.incidents.sinks.append(WhileLeading(self.slack, self.leading) if follow else self.slack)
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
         settings = DetectorSettings(
@@ -349,16 +352,33 @@ class App:
             )  # fmt: skip
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
-        # Only in gateway mode: what replicas send becomes graph and incidents, so no other OTLP sender may speak as
-        # one.
-        self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock) if export.enabled else None
+        if follow and self.acting is None:  # no Kubernetes API: nobody can hold the Lease
+            logger.warning(
+                "topology.export.follow_lease: actions are off, so no Lease: this Rootward alerts on its own"
+            )
+            self._follow = follow = False
+            self._forwarding = False
+        if self.slack.configured and self._forwarding and not follow:
+            logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
+                        export.aggregator)  # fmt: skip
+        elif self.slack.configured:
+            self.incidents.sinks.append(WhileLeading(self.slack, self.leading) if follow else self.slack)
+        # Only in gateway mode (or following the Lease): what replicas send becomes graph and incidents, so no other
+        # OTLP sender may speak as one. Following the Lease, no edges travel: nothing merges them.
+        merging = export.enabled and not export.follow_lease
+        self.merge = ReplicaMerge(self.topology, replica, topo.ttl_s, self.clock) if merging else None
         stages: list[Consumer] = [self.summary, self.topology]
         if self.merge is not None:
             self.telemetry.registry.register(self.merge)
-            stages += [self.merge, self._replica_anomalies(replica)]
-        if exporting or (follow and forwarding):
-            pods = self.detector.service_of
-            self.exporter = AggregateExporter(config, self.topology, self.telemetry, self.clock, pods, exporting)
+            stages.append(self.merge)
+        if export.enabled and (self.merge is not None or follow):
+            stages.append(self._replica_anomalies(replica))
+        if exporting or (follow and self._forwarding):
+            elector = self.acting.elector if follow and self.acting is not None else None
+            self.exporter = AggregateExporter(
+                config, self.topology, self.telemetry, self.clock, self.detector.service_of, exporting,
+                (lambda: elector.holder) if elector is not None else None,
+            )  # fmt: skip
         if detection.enabled:
             stages.append(self.detector)
             self.topology.on_calls = lambda deltas: self.detector.consume_calls(
@@ -402,14 +422,21 @@ class App:
         """The consumer of what replicas forward: their anomalies join this Rootward's incidents."""
 
         def learn(pod: str, service: str) -> None:
+            """A pod another replica saw: its service, if this Rootward does not know the pod yet, for the
+            reasoner (detector.service_of) and the grouping of incidents (the graph's instance_of)."""
             with self.detector.held():
                 known = self.detector.service_of
-                if pod in known or len(known) < self.config.detection.max_series:
-                    known[pod] = service
+                if pod in known or len(known) >= self.config.detection.max_series:
+                    return
+                known[pod] = service
+            (pod_ns, pod_name), (svc_ns, svc_name) = (e.split(":", 1)[1].split("/", 1) for e in (pod, service))
+            entities = [Entity(pod, "pod", pod_name, pod_ns), Entity(service, "service", svc_name, svc_ns)]
+            self.topology.merge_calls({}, entities, [(pod, service, "instance_of")])
 
         return ReplicaAnomalies(
             self.incidents.observe, replica, self.clock, learn,
             lambda outcome, n: self.telemetry.gateway_anomalies.labels(outcome).inc(n),
+            self.leading if self._follow else lambda: True, self.config.detection.incidents.hold_s,
         )  # fmt: skip
 
     def diagnose(self, incident_id: str, llm: bool) -> Diagnosis | None:

@@ -14,14 +14,20 @@ resource with ``rootward.replica`` (the sender) and ``rootward.forwarded=anomali
 reading a Collector's debug output. The records name no service, pod or node, so no other stage of the aggregator
 counts or mines them.
 
-What arrives is telemetry, untrusted like the rest: fields are checked (text length, finite numbers, times in
-order), a bad record is refused alone and counted, and a record claiming to come from the aggregator's own name is
-refused (a replica misconfigured to export to itself). Only an App in gateway mode listens for them.
+What arrives is telemetry, untrusted like the rest: fields are checked (an entity id's form, text length, finite
+numbers, times in order), a bad record is refused alone and counted, and so is a record claiming to come from the
+aggregator's own name (a replica misconfigured to export to itself), one that is older than ``max_age_s`` (a
+backlog after an outage is no news), one past ``PER_REQUEST`` in a request or past ``MAX_PER_MINUTE`` in a minute,
+and every record while ``accepting`` says no (a sidecar that lost the Lease: the others reconnect to the new
+holder). A replica's log template ids are its own: ``log_template:17`` arrives as ``log_template:<replica>/17``, so
+the aggregator never reads them as its own templates. A pod's service is learned only for a pod not known yet.
+Only an App in gateway mode, or following the Lease, listens for them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
@@ -39,8 +45,14 @@ _PREFIX = "rootward.anomaly."
 _NUMBERS = ("value", "expected", "score", "start", "end")
 #: Longest entity id, signal or service name taken (an entity id of the graph is far shorter).
 MAX_TEXT = 1024
-#: Anomalies per request: ~0.3 KiB each.
+#: Anomalies per request: ~0.3 KiB each. More in one request are refused.
 PER_REQUEST = 1000
+#: Forwarded anomalies taken in a minute, from all replicas together (a busy outage's few hundred a window fit).
+MAX_PER_MINUTE = 20_000
+_ENTITY = re.compile(r"[a-z][a-z_]*:\S[^\n]*")
+_POD = re.compile(r"pod:[^/\s]+/\S+")
+_SERVICE = re.compile(r"service:[^/\s]*/\S+")
+_LOCAL_IDS = ("log_template:", "log_missing:")  # signals naming a replica's own template ids
 
 
 def anomalies_request(
@@ -76,19 +88,34 @@ def parse(attrs: Mapping[str, AttrValue]) -> tuple[Anomaly, str | None] | None:
     """A record's anomaly and its pod's service, or None when a field is missing or out of bounds."""
     entity, signal = _text(attrs, "entity"), _text(attrs, "signal")
     numbers = [attrs.get(_PREFIX + n) for n in _NUMBERS]
-    if entity is None or signal is None:
+    if entity is None or signal is None or not _ENTITY.fullmatch(entity):
         return None
     if not all(isinstance(x, float | int) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
         return None
     value, expected, score, start, end = (float(x) for x in numbers)  # type: ignore[arg-type]
     if start > end:
         return None
-    return Anomaly(entity, signal, value, expected, score, start, end), _text(attrs, "service")
+    service = _text(attrs, "service")
+    if service is not None and not (_POD.fullmatch(entity) and _SERVICE.fullmatch(service)):
+        service = None
+    return Anomaly(entity, signal, value, expected, score, start, end), service
+
+
+def _foreign(anomaly: Anomaly, replica: str) -> Anomaly:
+    """The anomaly with a replica's own template id qualified by the replica's name."""
+    for prefix in _LOCAL_IDS:
+        if anomaly.signal.startswith(prefix):
+            signal = f"{prefix}{replica}/{anomaly.signal[len(prefix) :]}"
+            return Anomaly(anomaly.entity, signal, anomaly.value, anomaly.expected, anomaly.score, anomaly.start,
+                           anomaly.end)  # fmt: skip
+    return anomaly
 
 
 class ReplicaAnomalies:
     """The aggregator's consumer of forwarded anomalies: each batch's valid ones go to ``sink`` (the incidents) at
-    the clock's time, their pods' services to ``learn``; ``counted`` hears (outcome, n) for accepted and refused."""
+    the clock's time, a pod's service to ``learn`` (for a pod ``known`` does not know yet); ``counted`` hears
+    (outcome, n): accepted, refused (malformed, or from the aggregator's own name), stale, over_limit,
+    not_leader."""
 
     def __init__(
         self,
@@ -97,9 +124,13 @@ class ReplicaAnomalies:
         clock: Clock,
         learn: Callable[[str, str], None] = lambda pod, service: None,
         counted: Callable[[str, int], None] = lambda outcome, n: None,
+        accepting: Callable[[], bool] = lambda: True,
+        max_age_s: float = 120.0,
     ) -> None:
         self.sink, self.own, self.clock, self.learn, self.counted = sink, own, clock, learn, counted
+        self.accepting, self.max_age_s = accepting, max_age_s
         self.received = Counter[str]()
+        self._minute, self._taken = -1, 0
 
     def consume_traces(self, batch: SpanBatch) -> None:
         pass
@@ -111,22 +142,37 @@ class ReplicaAnomalies:
         marked = [i for i, r in enumerate(batch.resources) if r.get(KIND) == "anomalies"]
         if not marked:
             return
+        rows = np.flatnonzero(np.isin(batch.resource, marked)).tolist()
+        if not self.accepting():
+            self._count("not_leader", len(rows))
+            return
+        now = self.clock.now()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._taken = minute, 0
+        room = min(PER_REQUEST, MAX_PER_MINUTE - self._taken)
+        self._count("over_limit", max(0, len(rows) - room))
         found: list[Anomaly] = []
-        refused = 0
-        for row in np.flatnonzero(np.isin(batch.resource, marked)).tolist():
+        refused = stale = 0
+        for row in rows[: max(0, room)]:
             replica = batch.resources[int(batch.resource[row])].get(REPLICA)
             parsed = parse(batch.attributes[row]) if replica and replica != self.own else None
             if parsed is None:
                 refused += 1
                 continue
             anomaly, service = parsed
-            found.append(anomaly)
-            if service is not None and anomaly.entity.startswith("pod:"):
+            if anomaly.end < now - self.max_age_s:
+                stale += 1
+                continue
+            found.append(_foreign(anomaly, replica))
+            if service is not None:
                 self.learn(anomaly.entity, service)
+        self._taken += len(found) + refused + stale
         self._count("refused", refused)
+        self._count("stale", stale)
         self._count("accepted", len(found))
         if found:
-            self.sink(self.clock.now(), found)
+            self.sink(now, found)
 
     def _count(self, outcome: str, n: int) -> None:
         if n:

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -45,6 +45,8 @@ _EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 _EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 #: Anomalies waiting for the aggregator at most (a few minutes of a busy cluster's).
 MAX_QUEUED = 10_000
+#: Reconnect within seconds once the aggregator is back (gRPC's default backoff grows to two minutes).
+_OPTIONS = [("grpc.max_reconnect_backoff_ms", 5000)]
 #: Call edges per request: three points each of ~0.5 KiB with their labels, so ~3 MiB a request, under the
 #: receiver's default 8 MiB and 50,000 points (receiver.limits) however large the graph.
 EDGES_PER_REQUEST = 2000
@@ -68,9 +70,12 @@ class AggregateExporter:
         clock: Clock | None = None,
         service_of: Mapping[str, str] | None = None,
         edges: bool = True,
+        holder: Callable[[], str | None] | None = None,
     ) -> None:
         """``edges``: send the call edges and sightings every interval (gateway mode), else anomalies only (the
-        DaemonSet's follow_lease)."""
+        DaemonSet's follow_lease). ``holder``: who holds the Lease as last read (follow_lease): when it changes the
+        connection is made anew, so that the Service routes it to the new holder (an open connection stays with
+        the pod it reached)."""
         settings = config.topology.export
         self.topology = topology
         self.telemetry = telemetry
@@ -92,15 +97,25 @@ class AggregateExporter:
         self._queued: deque[Anomaly] = deque()
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
+        self.holder = holder
+        self._holder_seen: str | None = None
 
     def _open(self) -> grpc.Channel:
         if self._channel is None:
             if self._ca_file is not None:
                 credentials = grpc.ssl_channel_credentials(self._ca_file.read_bytes())
-                self._channel = grpc.secure_channel(self.endpoint, credentials, compression=grpc.Compression.Gzip)
+                self._channel = grpc.secure_channel(
+                    self.endpoint, credentials, _OPTIONS, compression=grpc.Compression.Gzip
+                )
             else:
-                self._channel = grpc.insecure_channel(self.endpoint, compression=grpc.Compression.Gzip)
+                self._channel = grpc.insecure_channel(self.endpoint, _OPTIONS, compression=grpc.Compression.Gzip)
         return self._channel
+
+    def _reconnect(self) -> None:
+        """Drop the connection: the next send makes a new one, which a Service routes anew."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def _call(self) -> grpc.UnaryUnaryMultiCallable:
         return self._open().unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
@@ -122,17 +137,23 @@ class AggregateExporter:
     def send_anomalies(self) -> bool:
         """Send what is queued, in requests of ``PER_REQUEST``; what a failed request held stays queued, first.
         Return whether the queue was emptied. Never raises."""
-        send = self._open().unary_unary(_EXPORT_LOGS, response_deserializer=ExportLogsServiceResponse.FromString)
+        if self.holder is not None and (holder := self.holder()) != self._holder_seen:
+            self._holder_seen = holder
+            self._reconnect()
         while True:
             with self._queue_lock:
                 chunk = [self._queued.popleft() for _ in range(min(PER_REQUEST, len(self._queued)))]
             if not chunk:
                 return True
-            request = anomalies_request(chunk, self.replica, self.service_of)
             try:
+                request = anomalies_request(chunk, self.replica, self.service_of)
+                send = self._open().unary_unary(
+                    _EXPORT_LOGS, response_deserializer=ExportLogsServiceResponse.FromString
+                )
                 response = send(request.SerializeToString(), metadata=self._metadata, timeout=self.timeout_s)
-            except grpc.RpcError as e:  # keep them, count, and try again when woken or due
+            except grpc.RpcError as e:  # keep them, count, and try again when woken or due, on a new connection
                 self._requeue(chunk)
+                self._reconnect()
                 logger.warning("anomalies to %s failed: %s: %s", self.endpoint, e.code().name, e.details())
                 return False
             except Exception:  # the loop's boundary, as for the edges
@@ -191,7 +212,12 @@ class AggregateExporter:
     def _requeue(self, chunk: list[Anomaly]) -> None:
         with self._queue_lock:
             self._queued.extendleft(reversed(chunk))
+            over = max(0, len(self._queued) - MAX_QUEUED)
+            for _ in range(over):
+                self._queued.popleft()
         self.telemetry.gateway_anomalies.labels("failed").inc(len(chunk))
+        if over:
+            self.telemetry.gateway_anomalies.labels("dropped").inc(over)
 
     def start(self) -> None:
         if self._thread is not None or self._finished:
@@ -210,7 +236,7 @@ class AggregateExporter:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            self.send_anomalies()
+            self.send_anomalies()  # never raises, nor does export_once: the thread lives as long as Rootward
             if time.monotonic() >= due:
                 due = time.monotonic() + self.interval_s
                 if self.edges:

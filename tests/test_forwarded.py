@@ -4,8 +4,10 @@ are not what a replica sends are refused one by one and counted; an aggregator t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -17,12 +19,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from pytest_httpserver import HTTPServer
 
-from rootward.app import App
+from rootward import forwarded
+from rootward.app import App, WhileLeading
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.detector.detector import Anomaly
+from rootward.detector.incidents import Incident
 from rootward.forwarded import KIND, REPLICA, ReplicaAnomalies, anomalies_request, parse
 from rootward.gateway import AggregateExporter
+from rootward.model import LogBatch
 from rootward.receiver import LogDecoder
 from rootward.telemetry import Telemetry
 from rootward.testing import free_ports
@@ -109,7 +114,7 @@ def test_an_aggregator_that_is_down_gets_the_queued_anomalies_when_it_is_back() 
     telemetry = Telemetry()
     clock = ManualClock(1000.0)
     exporter = AggregateExporter(load_config(environ={}, overrides=sets), TopologyGraph(clock=clock), telemetry, clock)
-    exporter.forward(found(1000.0))
+    exporter.forward(found(time.time()))  # the aggregator's clock: a backlog older than its hold would be stale
     assert not exporter.send_anomalies()
     assert telemetry.value("rootward_gateway_anomalies_total", outcome="failed") == 2
     overrides = [*LOCAL_PORTS, *NOTHING_ON_DISK, "topology.export.enabled=true", "topology.export.replica=rootward-0"]
@@ -197,3 +202,150 @@ def test_forwarded_records_are_neither_counted_nor_mined_as_logs() -> None:
     app.log_templates.consume_logs(batch)
     assert not app.detector.window.logs.series
     assert not app.log_templates.snapshot()[0]
+
+
+def consumer(
+    clock: ManualClock, **kw: object
+) -> tuple[ReplicaAnomalies, list[Anomaly], dict[str, int], dict[str, str]]:
+    seen: list[Anomaly] = []
+    counts: dict[str, int] = {}
+    learned: dict[str, str] = {}
+    made = ReplicaAnomalies(
+        lambda t, a: seen.extend(a), "rootward-0", clock, lambda pod, svc: learned.update({pod: svc}),
+        lambda outcome, n: counts.update({outcome: counts.get(outcome, 0) + n}), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return made, seen, counts, learned
+
+
+def decoded(request: ExportLogsServiceRequest) -> LogBatch:
+    return LogDecoder().decode(request.SerializeToString()).batch
+
+
+def test_a_backlog_older_than_the_hold_is_counted_stale_not_filed_as_news() -> None:
+    made, seen, counts, _ = consumer(ManualClock(1000.0), max_age_s=120.0)
+    made.consume_logs(decoded(anomalies_request([*found(850.0), *found(990.0)], "rootward-1")))
+    assert [a.end for a in seen] == [990.0, 990.0]
+    assert counts == {"stale": 2, "accepted": 2}
+
+
+def test_more_than_a_request_holds_is_refused_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forwarded, "PER_REQUEST", 3)
+    made, seen, counts, _ = consumer(ManualClock(100.0))
+    many = [Anomaly(f"service:shop/s{i}", "error_ratio", 0.5, 0.0, 9.0, 90.0, 100.0) for i in range(5)]
+    made.consume_logs(decoded(anomalies_request(many, "rootward-1")))
+    assert len(seen) == 3
+    assert counts == {"over_limit": 2, "accepted": 3}
+
+
+def test_past_the_minutes_budget_forwarded_anomalies_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forwarded, "MAX_PER_MINUTE", 3)
+    clock = ManualClock(120.0)
+    made, seen, counts, _ = consumer(clock)
+    for _ in range(2):
+        made.consume_logs(decoded(anomalies_request(found(120.0), "rootward-1")))
+    assert (len(seen), counts["over_limit"]) == (3, 1)
+    clock.advance(60)  # a new minute
+    made.consume_logs(decoded(anomalies_request(found(180.0), "rootward-1")))
+    assert len(seen) == 5
+
+
+def test_a_replicas_template_ids_are_qualified_by_its_name() -> None:
+    """Its log_template:17 is not the aggregator's template 17: the LLM would be shown another line."""
+    made, seen, _, _ = consumer(ManualClock(100.0))
+    sent = [Anomaly(CART, s, 5.0, 0.0, 8.0, 90.0, 100.0) for s in ("log_template:17", "log_missing:4", "p95")]
+    made.consume_logs(decoded(anomalies_request(sent, "rootward-1")))
+    assert [a.signal for a in seen] == ["log_template:rootward-1/17", "log_missing:rootward-1/4", "p95"]
+
+
+@pytest.mark.parametrize(
+    ("entity", "service", "learned"),
+    [
+        pytest.param(POD, CART, {POD: CART}, id="a-pod-and-its-service"),
+        pytest.param(POD, "garbage", {}, id="not-a-service-id"),
+        pytest.param(CART, "service:shop/other", {}, id="not-a-pod"),
+    ],
+)
+def test_only_a_pods_service_id_is_learned(entity: str, service: str, learned: dict[str, str]) -> None:
+    made, seen, _, got = consumer(ManualClock(100.0))
+    sent = [Anomaly(entity, "k8s:OOMKilled", 1.0, 0.0, 10.0, 90.0, 100.0)]
+    made.consume_logs(decoded(anomalies_request(sent, "rootward-1", {entity: service})))
+    assert len(seen) == 1
+    assert got == learned
+
+
+def test_the_aggregator_keeps_what_it_knows_of_a_pod_and_groups_a_new_one_with_its_service() -> None:
+    app = make("topology.export.replica=rootward-0")
+    app.detector.service_of["pod:shop/known"] = "service:shop/cart"
+    consume = app._replica_anomalies("rootward-0")
+    now = app.clock.now()
+    sent = [Anomaly(p, "k8s:OOMKilled", 1.0, 0.0, 10.0, now - 10, now) for p in ("pod:shop/known", POD)]
+    consume.consume_logs(
+        decoded(anomalies_request(sent, "rootward-1", {"pod:shop/known": "service:shop/x", POD: CART}))
+    )
+    assert app.detector.service_of["pod:shop/known"] == "service:shop/cart"  # not remapped by a sender
+    assert app.detector.service_of[POD] == CART
+    assert app.topology.related(POD, CART)  # so a pod's incident and its service's are one
+
+
+def test_a_sidecar_that_does_not_hold_the_lease_refuses_forwarded_anomalies() -> None:
+    made, seen, counts, _ = consumer(ManualClock(100.0), accepting=lambda: False)
+    made.consume_logs(decoded(anomalies_request(found(100.0), "rootward-1")))
+    assert seen == []
+    assert counts == {"not_leader": 2}
+
+
+def test_numbers_sent_as_integers_are_read_as_numbers() -> None:
+    made, seen, _, _ = consumer(ManualClock(100.0))
+    request = record({**GOOD, "start": 90.0, "end": 100.0})
+    for kv in request.resource_logs[0].scope_logs[0].log_records[0].attributes:
+        if kv.key.endswith(".value"):
+            kv.value.Clear()
+            kv.value.int_value = 3
+    made.consume_logs(decoded(request))
+    assert [a.value for a in seen] == [3.0]
+
+
+def test_a_sender_that_cannot_build_its_channel_logs_counts_and_lives_on(tmp_path: Path) -> None:
+    """A CA file that is not there: the thread keeps running (edges too) and shutdown does not raise."""
+    sets = [
+        "topology.export.enabled=true",
+        "topology.export.endpoint=127.0.0.1:9",
+        f"topology.export.ca_file={tmp_path}/no.pem",
+    ]
+    telemetry = Telemetry()
+    exporter = AggregateExporter(load_config(environ={}, overrides=sets), TopologyGraph(), telemetry)
+    exporter.start()
+    exporter.forward(found(1.0))
+    assert wait_until(lambda: telemetry.value("rootward_gateway_anomalies_total", outcome="failed") >= 2, 10)
+    assert exporter._thread is not None
+    assert exporter._thread.is_alive()
+    exporter.shutdown()
+
+
+def test_follow_lease_without_actions_alerts_on_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    """No Kubernetes API, so no Lease and no holder: silencing Slack everywhere would lose every alert."""
+    with caplog.at_level("WARNING", logger="rootward.app"):
+        app = make("topology.export.follow_lease=true", "notifications.slack.webhook_url=http://127.0.0.1:9/hook")
+    assert app.slack in app.incidents.sinks
+    assert app.exporter is None
+    assert app.merge is None  # no edges travel when following the Lease: nothing merges them
+    assert any("alerts on its own" in r.getMessage() for r in caplog.records)
+
+
+def test_slack_hears_to_the_end_of_what_it_was_told_after_the_lease_moves_on() -> None:
+    told: list[tuple[str, str]] = []
+
+    class Sink:
+        def incident_changed(self, incident: Incident, change: str) -> None:
+            told.append((incident.id, change))
+
+    leading = [True]
+    sink = WhileLeading(Sink(), lambda: leading[0])  # type: ignore[arg-type]
+    first, second = Incident("inc-1", 1.0, 1.0), Incident("inc-2", 2.0, 2.0)
+    sink.incident_changed(first, "opened")
+    leading[0] = False  # the Lease moved on
+    sink.incident_changed(first, "updated")
+    sink.incident_changed(second, "opened")  # the new holder alerts on this one
+    sink.incident_changed(first, "resolved")
+    sink.incident_changed(first, "reopened")
+    assert told == [("inc-1", "opened"), ("inc-1", "updated"), ("inc-1", "resolved")]

@@ -49,6 +49,7 @@ def test_recent_gives_the_last_values_oldest_first() -> None:
         pytest.param("k8s.pod.cpu.usage_rate", "k8s.pod.cpu.usage", id="unit-variant"),
         pytest.param("http.client.latency.p99", "http.client.latency", id="metric-quantile"),
         pytest.param("log_errors", "log_errors", id="plain"),
+        pytest.param("log_warnings", "log_errors", id="warnings-and-errors-one-family"),
         pytest.param("log_template:17", "log_template", id="every-template-one-family"),
         pytest.param("op:GET /cart.p95", "latency", id="an-operation-is-its-service-latency"),
         pytest.param("client_net", "network_gap", id="a-gap-from-the-caller"),
@@ -93,6 +94,13 @@ def test_one_family_stays_pending_and_a_second_opens_the_incident_then() -> None
     (incident,) = incidents.open
     assert incident.opened == 110
     assert told == ["opened"]
+
+
+def test_warning_and_error_lines_of_one_service_do_not_corroborate_each_other() -> None:
+    """A WARN before an ERROR is how many applications log one failure: one family, not two."""
+    incidents = Incidents(Graph(), [], hold_s=60, min_families=2)
+    incidents.observe(100, [anomaly("a", "log_warnings", 100), anomaly("a", "log_errors", 100)])
+    assert incidents.open == []
 
 
 def test_a_resolved_incident_reopens_only_as_well_founded_as_a_new_one_opens() -> None:
