@@ -48,6 +48,8 @@ class Anomaly:
 
 #: Windows between looks for series to release (360: hourly at 10 s windows).
 _RELEASE_EVERY = 360
+#: Other replicas' series windows kept (``Detector.remember``): ~0.5 KiB each at 30 values.
+MAX_FOREIGN = 5000
 
 
 class Call(NamedTuple):
@@ -119,6 +121,7 @@ class Detector:
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
+        self.foreign: dict[tuple[str, str], tuple[float, ...]] = {}  # windows of series other replicas judged
         # re-entered when a sink (the agent) reads series windows. The App gives the incidents the same lock: a
         # closing window folds anomalies into incidents holding it, and an incident's sinks, told on any thread
         # (the log miner's, the Kubernetes signals'), read series windows; two locks would be taken in both orders
@@ -139,8 +142,17 @@ class Detector:
         with self._lock:
             i = self.table.index.get((entity, signal))
             if i is None or i >= len(self.baselines):
-                return ()
+                return self.foreign.get((entity, signal), ())[-n:] if n > 0 else ()
             return self.baselines.recent(i, n)
+
+    def remember(self, entity: str, signal: str, values: tuple[float, ...]) -> None:
+        """Keep the recent values of a series another replica judged and forwarded an anomaly of (gateway mode):
+        ``recent`` answers with them where this Rootward has no such series. The newest ``MAX_FOREIGN`` are kept."""
+        with self._lock:
+            self.foreign.pop((entity, signal), None)
+            self.foreign[(entity, signal)] = values
+            while len(self.foreign) > MAX_FOREIGN:
+                del self.foreign[next(iter(self.foreign))]
 
     # --- Consumer ----------------------------------------------------------------------------------------------------
 

@@ -410,7 +410,9 @@ class App:
         follow_lease: while another holds the Lease)."""
         self.incidents.observe(now, anomalies)
         if self.exporter is not None and self._forwarding and not (self._follow and self.leading()):
-            self.exporter.forward(anomalies)
+            n = self.config.agent.window
+            windows = {(a.entity, a.signal): self.detector.recent(a.entity, a.signal, n) for a in anomalies}
+            self.exporter.forward(anomalies, windows)
 
     def leading(self) -> bool:
         """Whether this Rootward acts now: it has an executor, and holds the Lease when there is one."""
@@ -437,6 +439,7 @@ class App:
             self.incidents.observe, replica, self.clock, learn,
             lambda outcome, n: self.telemetry.gateway_anomalies.labels(outcome).inc(n),
             self.leading if self._follow else lambda: True, self.config.detection.incidents.hold_s,
+            self.detector.remember,
         )  # fmt: skip
 
     def diagnose(self, incident_id: str, llm: bool) -> Diagnosis | None:

@@ -6,8 +6,8 @@ Why anomalies and not series: a replica judges its own share of the traces (the 
 replica) and the resource series of the pods routed to it; what the aggregator lacked was the findings, not the
 numbers. Sending the anomalies (a few a window, against thousands of series) makes the aggregator's incidents hold
 what every replica saw, so one fault is one incident and one Slack message however many replicas saw it, and the
-replica that acts sees the evidence from all of them. The series windows stay where they were judged (the API's
-and the agent's series are the aggregator's own).
+replica that acts sees the evidence from all of them. Each anomaly carries its series' recent values (at most
+``MAX_WINDOW``), so the aggregator's API and agent show the series of what another replica found.
 
 On the wire: OTLP logs to the aggregator's receiver, one record per anomaly, its fields as attributes, under a
 resource with ``rootward.replica`` (the sender) and ``rootward.forwarded=anomalies``. The body is a line for people
@@ -30,6 +30,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -47,6 +48,8 @@ _NUMBERS = ("value", "expected", "score", "start", "end")
 MAX_TEXT = 1024
 #: Anomalies per request: ~0.3 KiB each. More in one request are refused.
 PER_REQUEST = 1000
+#: Recent values sent with an anomaly, at most (the agent's window is 30 by default).
+MAX_WINDOW = 120
 #: Forwarded anomalies taken in a minute, from all replicas together (a busy outage's few hundred a window fit).
 MAX_PER_MINUTE = 20_000
 _ENTITY = re.compile(r"[a-z][a-z_]*:\S[^\n]*")
@@ -56,10 +59,14 @@ _LOCAL_IDS = ("log_template:", "log_missing:")  # signals naming a replica's own
 
 
 def anomalies_request(
-    anomalies: Sequence[Anomaly], replica: str, service_of: Mapping[str, str] | None = None
+    anomalies: Sequence[Anomaly],
+    replica: str,
+    service_of: Mapping[str, str] | None = None,
+    windows: Mapping[tuple[str, str], Sequence[float]] | None = None,
 ) -> ExportLogsServiceRequest:
     """The OTLP logs request that carries ``anomalies`` from ``replica``; a pod's service goes along (the
-    aggregator's reasoner reads a pod's evidence as its service's)."""
+    aggregator's reasoner reads a pod's evidence as its service's), and each series' recent values from
+    ``windows``."""
     request = ExportLogsServiceRequest()
     resource_logs = request.resource_logs.add()
     for key, text in ((REPLICA, replica), (KIND, "anomalies")):
@@ -76,6 +83,10 @@ def anomalies_request(
         service = (service_of or {}).get(a.entity)
         if service:
             record.attributes.add(key=_PREFIX + "service", value=AnyValue(string_value=service))
+        recent = (windows or {}).get((a.entity, a.signal))
+        if recent:
+            values = record.attributes.add(key=_PREFIX + "recent").value.array_value.values
+            values.extend(AnyValue(double_value=float(v)) for v in recent[-MAX_WINDOW:])
     return request
 
 
@@ -84,8 +95,24 @@ def _text(attrs: Mapping[str, AttrValue], name: str) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_TEXT else None
 
 
-def parse(attrs: Mapping[str, AttrValue]) -> tuple[Anomaly, str | None] | None:
-    """A record's anomaly and its pod's service, or None when a field is missing or out of bounds."""
+class Forwarded(NamedTuple):
+    anomaly: Anomaly
+    service: str | None  # the pod's service, when the anomaly is a pod's
+    recent: tuple[float, ...]  # the series' recent values, oldest first
+
+
+def _window(value: AttrValue) -> tuple[float, ...]:
+    """Recent values: finite numbers, at most MAX_WINDOW; anything else gives none (the anomaly still counts)."""
+    if not isinstance(value, tuple) or len(value) > MAX_WINDOW:
+        return ()
+    if not all(isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return ()
+    return tuple(float(v) for v in value)  # type: ignore[arg-type]
+
+
+def parse(attrs: Mapping[str, AttrValue]) -> Forwarded | None:
+    """A record's anomaly, its pod's service and its series' recent values, or None when a field of the anomaly is
+    missing or out of bounds."""
     entity, signal = _text(attrs, "entity"), _text(attrs, "signal")
     numbers = [attrs.get(_PREFIX + n) for n in _NUMBERS]
     if entity is None or signal is None or not _ENTITY.fullmatch(entity):
@@ -98,7 +125,8 @@ def parse(attrs: Mapping[str, AttrValue]) -> tuple[Anomaly, str | None] | None:
     service = _text(attrs, "service")
     if service is not None and not (_POD.fullmatch(entity) and _SERVICE.fullmatch(service)):
         service = None
-    return Anomaly(entity, signal, value, expected, score, start, end), service
+    anomaly = Anomaly(entity, signal, value, expected, score, start, end)
+    return Forwarded(anomaly, service, _window(attrs.get(_PREFIX + "recent")))
 
 
 def _foreign(anomaly: Anomaly, replica: str) -> Anomaly:
@@ -126,9 +154,10 @@ class ReplicaAnomalies:
         counted: Callable[[str, int], None] = lambda outcome, n: None,
         accepting: Callable[[], bool] = lambda: True,
         max_age_s: float = 120.0,
+        remember: Callable[[str, str, tuple[float, ...]], None] = lambda entity, signal, values: None,
     ) -> None:
         self.sink, self.own, self.clock, self.learn, self.counted = sink, own, clock, learn, counted
-        self.accepting, self.max_age_s = accepting, max_age_s
+        self.accepting, self.max_age_s, self.remember = accepting, max_age_s, remember
         self.received = Counter[str]()
         self._minute, self._taken = -1, 0
 
@@ -160,13 +189,16 @@ class ReplicaAnomalies:
             if parsed is None:
                 refused += 1
                 continue
-            anomaly, service = parsed
+            anomaly, service, recent = parsed
             if anomaly.end < now - self.max_age_s:
                 stale += 1
                 continue
-            found.append(_foreign(anomaly, replica))
+            anomaly = _foreign(anomaly, replica)
+            found.append(anomaly)
             if service is not None:
                 self.learn(anomaly.entity, service)
+            if recent:
+                self.remember(anomaly.entity, anomaly.signal, recent)
         self._taken += len(found) + refused + stale
         self._count("refused", refused)
         self._count("stale", stale)

@@ -94,7 +94,7 @@ class AggregateExporter:
         self._since = float("-inf")  # sightings from then on go in the next export
         self.edges = edges
         self.service_of = service_of if service_of is not None else {}  # pod -> service, sent with its anomalies
-        self._queued: deque[Anomaly] = deque()
+        self._queued: deque[tuple[Anomaly, tuple[float, ...]]] = deque()  # each with its series' recent values
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self.holder = holder
@@ -120,13 +120,16 @@ class AggregateExporter:
     def _call(self) -> grpc.UnaryUnaryMultiCallable:
         return self._open().unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
 
-    def forward(self, anomalies: list[Anomaly]) -> None:
-        """Queue a window's anomalies for the aggregator and wake the sender (the detectors' sink; never blocks on
-        the network)."""
+    def forward(
+        self, anomalies: list[Anomaly], windows: Mapping[tuple[str, str], tuple[float, ...]] | None = None
+    ) -> None:
+        """Queue a window's anomalies (with their series' recent values from ``windows``) for the aggregator and
+        wake the sender (the detectors' sink; never blocks on the network)."""
         if not anomalies:
             return
+        windows = windows or {}
         with self._queue_lock:
-            self._queued.extend(anomalies)
+            self._queued.extend((a, windows.get((a.entity, a.signal), ())) for a in anomalies)
             over = len(self._queued) - MAX_QUEUED
             for _ in range(max(0, over)):
                 self._queued.popleft()
@@ -146,7 +149,8 @@ class AggregateExporter:
             if not chunk:
                 return True
             try:
-                request = anomalies_request(chunk, self.replica, self.service_of)
+                windows = {(a.entity, a.signal): recent for a, recent in chunk if recent}
+                request = anomalies_request([a for a, _ in chunk], self.replica, self.service_of, windows)
                 send = self._open().unary_unary(
                     _EXPORT_LOGS, response_deserializer=ExportLogsServiceResponse.FromString
                 )
@@ -209,7 +213,7 @@ class AggregateExporter:
         self._since = now
         return True
 
-    def _requeue(self, chunk: list[Anomaly]) -> None:
+    def _requeue(self, chunk: list[tuple[Anomaly, tuple[float, ...]]]) -> None:
         with self._queue_lock:
             self._queued.extendleft(reversed(chunk))
             over = max(0, len(self._queued) - MAX_QUEUED)

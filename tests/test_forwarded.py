@@ -134,7 +134,7 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(monkeypatch: pytest.Monke
     exporter = AggregateExporter(config, TopologyGraph(), telemetry)
     exporter.forward(found(1.0))
     exporter.forward(found(2.0))
-    assert [a.end for a in exporter._queued] == [1.0, 2.0, 2.0]
+    assert [a.end for a, _ in exporter._queued] == [1.0, 2.0, 2.0]
     assert telemetry.value("rootward_gateway_anomalies_total", outcome="dropped") == 1
 
 
@@ -190,7 +190,7 @@ def test_what_a_replica_sends_reads_back_as_the_same_anomalies() -> None:
     request = anomalies_request(anomalies, "rootward-1", {POD: CART})
     batch = LogDecoder().decode(request.SerializeToString()).batch
     parsed = [parse(attrs) for attrs in batch.attributes]
-    assert parsed == [(anomalies[0], CART), (anomalies[1], None)]
+    assert parsed == [(anomalies[0], CART, ()), (anomalies[1], None, ())]
     assert batch.body[1] == f"{CART} error_ratio: 0.4 against 0.01 (z 14.5)"
 
 
@@ -349,3 +349,49 @@ def test_slack_hears_to_the_end_of_what_it_was_told_after_the_lease_moves_on() -
     sink.incident_changed(first, "resolved")
     sink.incident_changed(first, "reopened")
     assert told == [("inc-1", "opened"), ("inc-1", "updated"), ("inc-1", "resolved")]
+
+
+def test_a_series_window_travels_with_its_anomaly_and_the_aggregator_answers_with_it() -> None:
+    """The aggregator's API sparklines and the agent's metric history read detector.recent: for a series another
+    replica judged, it is the window that came with the anomaly."""
+    app = make("topology.export.replica=rootward-0")
+    now = app.clock.now()
+    anomaly = Anomaly(CART, "p95", 2.0, 0.1, 9.0, now - 10, now)
+    window = (*(0.1 + i / 100 for i in range(29)), 2.0)
+    batch = decoded(anomalies_request([anomaly], "rootward-1", windows={(CART, "p95"): window}))
+    app._replica_anomalies("rootward-0").consume_logs(batch)
+    assert app.detector.recent(CART, "p95", 30) == window
+    assert app.detector.recent(CART, "p95", 3) == window[-3:]
+    assert app.detector.recent(CART, "p99", 3) == ()
+
+
+@pytest.mark.parametrize(
+    "recent",
+    [
+        pytest.param((1.0, float("nan")), id="not-finite"),
+        pytest.param(tuple(float(i) for i in range(500)), id="too-long"),
+        pytest.param(("a", "b"), id="not-numbers"),
+    ],
+)
+def test_a_bad_window_is_dropped_and_its_anomaly_kept(recent: tuple[object, ...]) -> None:
+    request = record(GOOD)
+    values = request.resource_logs[0].scope_logs[0].log_records[0].attributes.add(key="rootward.anomaly.recent")
+    for v in recent:
+        item = values.value.array_value.values.add()
+        if isinstance(v, str):
+            item.string_value = v
+        else:
+            item.double_value = v  # type: ignore[assignment]
+    (parsed,) = [parse(attrs) for attrs in decoded(request).attributes]
+    assert parsed is not None
+    assert parsed.recent == ()
+
+
+def test_the_foreign_windows_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rootward.detector import detector as module
+
+    monkeypatch.setattr(module, "MAX_FOREIGN", 2)
+    app = make("topology.export.replica=rootward-0")
+    for name in ("a", "b", "c"):
+        app.detector.remember(f"service:shop/{name}", "p95", (1.0,))
+    assert list(app.detector.foreign) == [("service:shop/b", "p95"), ("service:shop/c", "p95")]
