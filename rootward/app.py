@@ -358,6 +358,7 @@ class App:
             )
             self._follow = follow = False
             self._forwarding = False
+        self.telemetry.leading.set_function(lambda: float(self.leading()))
         if self.slack.configured and self._forwarding and not follow:
             logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
                         export.aggregator)  # fmt: skip
@@ -502,11 +503,19 @@ class App:
         queued = self.receiver.queue.size
         capacity = self.config.receiver.queue.max_items
         running = self.receiver.running
+        exporter = self.exporter if self._forwarding else None
         return {
             "alive": running,
             "ready": running and queued < capacity,
             "queue_items": queued,
             "queue_capacity": capacity,
+            # who acts: this Rootward (holding the Lease, if there is one), and where its anomalies go if not
+            "acting": self.leading(),
+            "lease_holder": self.acting.elector.holder if self.acting is not None else None,
+            "forwards_to": exporter.endpoint
+            if exporter is not None and not (self._follow and self.leading())
+            else None,
+            "forward_queue": exporter.queued if exporter is not None else 0,
         }
 
     def start(self, timers: bool = True) -> None:

@@ -120,6 +120,11 @@ class AggregateExporter:
     def _call(self) -> grpc.UnaryUnaryMultiCallable:
         return self._open().unary_unary(_EXPORT, response_deserializer=ExportMetricsServiceResponse.FromString)
 
+    @property
+    def queued(self) -> int:
+        """Anomalies waiting to be sent."""
+        return len(self._queued)
+
     def forward(
         self, anomalies: list[Anomaly], windows: Mapping[tuple[str, str], tuple[float, ...]] | None = None
     ) -> None:

@@ -94,6 +94,11 @@ class Telemetry:
             registry=r,
         )
 
+        self.leading = Gauge(
+            "rootward_acting",
+            "1 while this Rootward acts: it has an executor and holds the Lease (when there is one); else 0.",
+            registry=r,
+        )
         self.gateway_anomalies = Counter(
             "rootward_gateway_anomalies",
             "Anomalies in gateway mode by outcome: sent, failed (queued again), dropped (queue full) and refused "

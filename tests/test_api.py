@@ -67,12 +67,16 @@ def test_topology_endpoint_serves_the_live_graph(app: App) -> None:
     )
 
 
+#: What health says of a Rootward with no executor and nothing to forward to.
+ALONE = {"acting": False, "lease_holder": None, "forwards_to": None, "forward_queue": 0}
+
+
 def test_health_and_readiness_report_ok_while_running(app: App) -> None:
     base = f"http://127.0.0.1:{app.api.port}"
     assert httpx.get(f"{base}/healthz").status_code == 200
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"alive": True, "ready": True, "queue_items": 0, "queue_capacity": 100}
+    assert ready.json() == {"alive": True, "ready": True, "queue_items": 0, "queue_capacity": 100, **ALONE}
 
 
 def test_not_ready_while_the_queue_is_full_and_not_alive_after_shutdown() -> None:
@@ -87,7 +91,7 @@ def test_not_ready_while_the_queue_is_full_and_not_alive_after_shutdown() -> Non
         assert ready.json()["queue_items"] == 10
     finally:
         app.shutdown()
-    assert app.health() == {"alive": False, "ready": False, "queue_items": 0, "queue_capacity": 10}
+    assert app.health() == {"alive": False, "ready": False, "queue_items": 0, "queue_capacity": 10, **ALONE}
 
 
 def test_every_route_is_described_in_the_openapi_document() -> None:

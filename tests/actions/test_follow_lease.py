@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 from cluster import RunningCluster
 from pytest_httpserver import HTTPServer
@@ -87,6 +88,12 @@ def test_the_holder_labels_its_pod_and_a_follower_forwards_what_it_finds_to_it(
     a, b = sidecars
     assert labels(kube, "rootward-a")[LEADER_LABEL] == "true"
     assert LEADER_LABEL not in labels(kube, "rootward-b")
+    leader, follower = (httpx.get(f"http://127.0.0.1:{x.api.port}/readyz").json() for x in (a, b))
+    assert (leader["acting"], leader["lease_holder"], leader["forwards_to"]) == (True, "rootward-a", None)
+    assert (follower["acting"], follower["lease_holder"]) == (False, "rootward-a")
+    assert follower["forwards_to"] == f"127.0.0.1:{a.receiver.grpc.port}"
+    assert "rootward_acting 1.0" in httpx.get(f"http://127.0.0.1:{a.api.port}/metrics").text
+    assert "rootward_acting 0.0" in httpx.get(f"http://127.0.0.1:{b.api.port}/metrics").text
     b.detector.sink(b.clock.now(), failing("cart", b.clock.now()))
     assert wait_until(lambda: holds(a, "cart"), 10)  # the holder's incidents hold what the follower found
     assert holds(b, "cart")  # and the follower keeps its own
