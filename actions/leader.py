@@ -63,7 +63,8 @@ class LeaderElector:
         self.renew_s = renew_s
         self.clock = clock or SystemClock()
         self.pod = pod  # this replica's pod in ``namespace``, labelled while it leads
-        self._labelled: bool | None = None  # what the pod's label says as last written (None: not known)
+        self._labelled: bool | None = None  # what the pod's label says as last written (None: never written)
+        self._label_failed = False  # a write of the label failed: what the pod carries is not known
         self.holder: str | None = None  # who held the Lease when this replica last read or wrote it
         self._round = threading.Lock()  # a round, and shutdown's giving up, one at a time
         self._held_until: float | None = None  # monotonic
@@ -111,11 +112,13 @@ class LeaderElector:
             if leading or e.status not in (404, 422):  # no such label (422) or pod (404): it is off already
                 logger.warning("leader election: could not %s the label of Pod %s/%s: %s",
                                "set" if leading else "remove", self.namespace, self.pod, e)  # fmt: skip
+                self._label_failed = True
                 return
         except ActionError as e:
             logger.warning("leader election: could not label Pod %s/%s: %s", self.namespace, self.pod, e)
+            self._label_failed = True
             return
-        self._labelled = leading
+        self._labelled, self._label_failed = leading, False
 
     def _step(self, now: float) -> bool:
         stamp = _micro_time(now)
@@ -198,8 +201,15 @@ class LeaderElector:
         self._stop.set()
         if thread is not None:
             thread.join(self.renew_s + 5)
-        with self._round:  # a round still under way (its API calls can outlast the join) ends first
+        # A round still under way (its API calls can outlast the join) ends first, within the renew interval: past
+        # it the API is not answering, the Lease expires by itself and the label goes with the pod.
+        if not self._round.acquire(timeout=self.renew_s + 5):
+            logger.warning("leader election: a round is still waiting on the API; not giving the Lease up")
+            return
+        try:
             self._give_up()
+        finally:
+            self._round.release()
 
     def _give_up(self) -> None:
         if self._held_until is not None:
@@ -219,5 +229,5 @@ class LeaderElector:
                     )
             except ActionError as e:
                 logger.warning("leader election: could not give up the Lease: %s", e)
-        if self._labelled is not False:  # labelled, or not known (a failed write): take it off
+        if self._labelled or self._label_failed:  # labelled, or not known (a failed write): take it off
             self._label(False)

@@ -48,7 +48,8 @@ class Anomaly:
 
 #: Windows between looks for series to release (360: hourly at 10 s windows).
 _RELEASE_EVERY = 360
-#: Other replicas' series windows kept (``Detector.remember``): ~0.5 KiB each at 30 values.
+#: Other replicas' series windows kept (``Detector.remember``): ~1 KiB each at 30 values, ~4 KiB at the most
+#: (rootward.forwarded.MAX_WINDOW).
 MAX_FOREIGN = 5000
 
 
@@ -121,7 +122,8 @@ class Detector:
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
-        self.foreign: dict[tuple[str, str], tuple[float, ...]] = {}  # windows of series other replicas judged
+        # windows of series other replicas judged, with when they came (Detector.remember)
+        self.foreign: dict[tuple[str, str], tuple[float, tuple[float, ...]]] = {}
         # re-entered when a sink (the agent) reads series windows. The App gives the incidents the same lock: a
         # closing window folds anomalies into incidents holding it, and an incident's sinks, told on any thread
         # (the log miner's, the Kubernetes signals'), read series windows; two locks would be taken in both orders
@@ -142,15 +144,19 @@ class Detector:
         with self._lock:
             i = self.table.index.get((entity, signal))
             if i is None or i >= len(self.baselines):
-                return self.foreign.get((entity, signal), ())[-n:] if n > 0 else ()
+                came, values = self.foreign.get((entity, signal), (0.0, ()))
+                fresh = came >= self.clock.now() - self.settings.series_ttl_s
+                return values[-n:] if n > 0 and fresh else ()
             return self.baselines.recent(i, n)
 
     def remember(self, entity: str, signal: str, values: tuple[float, ...]) -> None:
         """Keep the recent values of a series another replica judged and forwarded an anomaly of (gateway mode):
-        ``recent`` answers with them where this Rootward has no such series. The newest ``MAX_FOREIGN`` are kept."""
+        ``recent`` answers with them where this Rootward has no such series of its own (a pod's resource series
+        routed to another replica; its own share of a service's spans is its own series), for ``series_ttl_s``.
+        The newest ``MAX_FOREIGN`` are kept."""
         with self._lock:
             self.foreign.pop((entity, signal), None)
-            self.foreign[(entity, signal)] = values
+            self.foreign[(entity, signal)] = (self.clock.now(), values)
             while len(self.foreign) > MAX_FOREIGN:
                 del self.foreign[next(iter(self.foreign))]
 

@@ -331,9 +331,7 @@ class Incidents:
         # A missing log line beside error lines of the same service (a normal line gone, an error in its place: the
         # mark of a failing code path) needs no more either.
         missing = {e for e, s in incident.anomalies if family(s) == "log_missing"}
-        if any(
-            e in missing and family(s) in ("log_errors", "log_warnings", "log_template") for e, s in incident.anomalies
-        ):
+        if any(e in missing and family(s) in ("log_errors", "log_template") for e, s in incident.anomalies):
             return True
         # A slowdown the spans show on two services (the grouping made them related: one calls the other) is
         # corroborated by the call graph itself: a slow database shows in its callers, and their callers.

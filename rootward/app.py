@@ -358,7 +358,7 @@ class App:
             )
             self._follow = follow = False
             self._forwarding = False
-        self.telemetry.leading.set_function(lambda: float(self.leading()))
+        self.telemetry.acting.set_function(lambda: float(self.leading()))
         if self.slack.configured and self._forwarding and not follow:
             logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
                         export.aggregator)  # fmt: skip
@@ -425,16 +425,17 @@ class App:
         """The consumer of what replicas forward: their anomalies join this Rootward's incidents."""
 
         def learn(pod: str, service: str) -> None:
-            """A pod another replica saw: its service, if this Rootward does not know the pod yet, for the
-            reasoner (detector.service_of) and the grouping of incidents (the graph's instance_of)."""
+            """A pod another replica saw: its service, for the grouping of incidents (the graph's instance_of) and
+            the reasoner (detector.service_of), unless this Rootward knows the pod's service already."""
+            (pod_ns, pod_name), (svc_ns, svc_name) = (e.split(":", 1)[1].split("/", 1) for e in (pod, service))
+            # the graph's word first (its own telemetry, the Kubernetes objects), the sender's only for a new pod
+            held = self.topology.learn_instance(
+                Entity(pod, "pod", pod_name, pod_ns), Entity(service, "service", svc_name, svc_ns)
+            )
             with self.detector.held():
                 known = self.detector.service_of
-                if pod in known or len(known) >= self.config.detection.max_series:
-                    return
-                known[pod] = service
-            (pod_ns, pod_name), (svc_ns, svc_name) = (e.split(":", 1)[1].split("/", 1) for e in (pod, service))
-            entities = [Entity(pod, "pod", pod_name, pod_ns), Entity(service, "service", svc_name, svc_ns)]
-            self.topology.merge_calls({}, entities, [(pod, service, "instance_of")])
+                if held is not None and pod not in known and len(known) < self.config.detection.max_series:
+                    known[pod] = held
 
         return ReplicaAnomalies(
             self.incidents.observe, replica, self.clock, learn,

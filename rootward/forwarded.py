@@ -17,7 +17,8 @@ counts or mines them.
 What arrives is telemetry, untrusted like the rest: fields are checked (an entity id's form, text length, finite
 numbers, times in order), a bad record is refused alone and counted, and so is a record claiming to come from the
 aggregator's own name (a replica misconfigured to export to itself), one that is older than ``max_age_s`` (a
-backlog after an outage is no news), one past ``PER_REQUEST`` in a request or past ``MAX_PER_MINUTE`` in a minute,
+backlog after an outage is no news), one past ``PER_REQUEST`` in a request or past ``MAX_PER_MINUTE`` taken in a
+minute,
 and every record while ``accepting`` says no (a sidecar that lost the Lease: the others reconnect to the new
 holder). A replica's log template ids are its own: ``log_template:17`` arrives as ``log_template:<replica>/17``, so
 the aggregator never reads them as its own templates. A pod's service is learned only for a pod not known yet.
@@ -185,7 +186,8 @@ class ReplicaAnomalies:
         refused = stale = 0
         for row in rows[: max(0, room)]:
             replica = batch.resources[int(batch.resource[row])].get(REPLICA)
-            parsed = parse(batch.attributes[row]) if replica and replica != self.own else None
+            named = 0 < len(replica) <= MAX_TEXT and replica != self.own
+            parsed = parse(batch.attributes[row]) if named else None
             if parsed is None:
                 refused += 1
                 continue
@@ -199,7 +201,7 @@ class ReplicaAnomalies:
                 self.learn(anomaly.entity, service)
             if recent:
                 self.remember(anomaly.entity, anomaly.signal, recent)
-        self._taken += len(found) + refused + stale
+        self._taken += len(found)  # what reaches the incidents: garbage is cheap, and must not crowd out the rest
         self._count("refused", refused)
         self._count("stale", stale)
         self._count("accepted", len(found))

@@ -47,6 +47,9 @@ _EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 MAX_QUEUED = 10_000
 #: Reconnect within seconds once the aggregator is back (gRPC's default backoff grows to two minutes).
 _OPTIONS = [("grpc.max_reconnect_backoff_ms", 5000)]
+#: Following the Lease, a connection is made anew this often: one that reached a pod no longer holding it (the
+#: Service's endpoints lag the label) is lost for at most this long.
+RECONNECT_S = 30.0
 #: Call edges per request: three points each of ~0.5 KiB with their labels, so ~3 MiB a request, under the
 #: receiver's default 8 MiB and 50,000 points (receiver.limits) however large the graph.
 EDGES_PER_REQUEST = 2000
@@ -99,6 +102,7 @@ class AggregateExporter:
         self._wake = threading.Event()
         self.holder = holder
         self._holder_seen: str | None = None
+        self._connected_at = time.monotonic()
 
     def _open(self) -> grpc.Channel:
         if self._channel is None:
@@ -145,9 +149,11 @@ class AggregateExporter:
     def send_anomalies(self) -> bool:
         """Send what is queued, in requests of ``PER_REQUEST``; what a failed request held stays queued, first.
         Return whether the queue was emptied. Never raises."""
-        if self.holder is not None and (holder := self.holder()) != self._holder_seen:
-            self._holder_seen = holder
-            self._reconnect()
+        if self.holder is not None:
+            holder, now = self.holder(), time.monotonic()
+            if holder != self._holder_seen or now - self._connected_at > RECONNECT_S:
+                self._holder_seen, self._connected_at = holder, now
+                self._reconnect()
         while True:
             with self._queue_lock:
                 chunk = [self._queued.popleft() for _ in range(min(PER_REQUEST, len(self._queued)))]

@@ -94,15 +94,15 @@ class Telemetry:
             registry=r,
         )
 
-        self.leading = Gauge(
+        self.acting = Gauge(
             "rootward_acting",
             "1 while this Rootward acts: it has an executor and holds the Lease (when there is one); else 0.",
             registry=r,
         )
         self.gateway_anomalies = Counter(
             "rootward_gateway_anomalies",
-            "Anomalies in gateway mode by outcome: sent, failed (queued again), dropped (queue full) and refused "
-            "(by the aggregator) on a replica; accepted and refused on the aggregator.",
+            "Forwarded anomalies by outcome: sent, failed (queued again), dropped (queue full) and refused (by the "
+            "aggregator) on a replica; accepted, refused, stale, over_limit and not_leader on the receiving end.",
             ["outcome"],
             registry=r,
         )

@@ -31,7 +31,7 @@ from rootward.model import LogBatch
 from rootward.receiver import LogDecoder
 from rootward.telemetry import Telemetry
 from rootward.testing import free_ports
-from rootward.topology import TopologyGraph
+from rootward.topology import Entity, TopologyGraph
 
 from collectors import wait_until
 
@@ -395,3 +395,59 @@ def test_the_foreign_windows_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -
     for name in ("a", "b", "c"):
         app.detector.remember(f"service:shop/{name}", "p95", (1.0,))
     assert list(app.detector.foreign) == [("service:shop/b", "p95"), ("service:shop/c", "p95")]
+
+
+def test_following_the_lease_a_sender_connects_anew_when_the_holder_changes() -> None:
+    """An open connection stays with the pod the Service sent it to: a new holder needs a new connection."""
+    holder = ["rootward-a"]
+    with running(make("topology.export.replica=rootward-0")) as aggregator:
+        config = load_config(environ={}, overrides=["topology.export.enabled=true", "topology.export.replica=x",
+                             f"topology.export.endpoint=127.0.0.1:{aggregator.receiver.grpc.port}"])  # fmt: skip
+        exporter = AggregateExporter(config, TopologyGraph(), Telemetry(), edges=False, holder=lambda: holder[0])
+        exporter.forward(found(time.time()))
+        assert exporter.send_anomalies()
+        first = exporter._channel
+        exporter.forward(found(time.time()))
+        assert exporter.send_anomalies()
+        assert exporter._channel is first  # the same holder: the same connection
+        holder[0] = "rootward-b"
+        exporter.forward(found(time.time()))
+        assert exporter.send_anomalies()
+        assert exporter._channel is not first
+        exporter.shutdown()
+        assert wait_until(
+            lambda: aggregator.telemetry.value("rootward_gateway_anomalies_total", outcome="accepted") == 6, 10
+        )
+
+
+def test_a_failed_send_requeued_past_the_limit_drops_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rootward import gateway
+
+    monkeypatch.setattr(gateway, "MAX_QUEUED", 3)
+    telemetry = Telemetry()
+    config = load_config(environ={}, overrides=["topology.export.enabled=true", "topology.export.endpoint=127.0.0.1:9"])
+    exporter = AggregateExporter(config, TopologyGraph(), telemetry)
+    exporter.forward(found(1.0))
+    exporter._requeue([(a, ()) for a in found(0.5)])  # a failed chunk goes back first: the queue is 4 long
+    assert [a.end for a, _ in exporter._queued] == [0.5, 1.0, 1.0]
+    assert telemetry.value("rootward_gateway_anomalies_total", outcome="dropped") == 1
+
+
+def test_the_graphs_word_on_a_pods_service_beats_a_senders() -> None:
+    app = make("topology.export.replica=rootward-0")
+    pod, service = Entity(POD, "pod", "cart-7d9f-x2", "shop"), Entity(CART, "service", "cart", "shop")
+    app.topology.merge_calls({}, [pod, service], [(POD, CART, "instance_of")])  # as its own telemetry told it
+    now = app.clock.now()
+    sent = [Anomaly(POD, "k8s:OOMKilled", 1.0, 0.0, 10.0, now - 10, now)]
+    batch = decoded(anomalies_request(sent, "rootward-1", {POD: "service:shop/other"}))
+    app._replica_anomalies("rootward-0").consume_logs(batch)
+    assert app.detector.service_of[POD] == CART
+    assert not app.topology.related(POD, "service:shop/other")
+
+
+def test_a_gateway_replica_says_where_its_anomalies_go() -> None:
+    app = make("topology.export.replica=rootward-1", "topology.export.endpoint=127.0.0.1:9")
+    app.exporter.forward(found(1.0))  # type: ignore[union-attr]
+    health = app.health()
+    assert (health["acting"], health["forwards_to"], health["forward_queue"]) == (False, "127.0.0.1:9", 2)
+    assert app.telemetry.value("rootward_acting") == 0

@@ -416,6 +416,22 @@ class TopologyGraph:
             self._expire(float("inf"), calls, now)
             self._merge(calls.reduce(self._names), now)
 
+    def learn_instance(self, pod: Entity, service: Entity) -> str | None:
+        """Another replica says ``pod`` is an instance of ``service`` (rootward/forwarded.py): recorded when the
+        graph knows no service of the pod; an entity already in the graph is left as it is (a virtual service stays
+        virtual). Return the pod's service as the graph has it now (None: the graph's limits refused it)."""
+        now = self.clock.now()
+        with self._lock:
+            g = self.graph
+            if pod.id in g:
+                known = [v for _, v, k in g.out_edges(pod.id, keys=True) if k == "instance_of"]
+                if known:
+                    return min(known)
+            for entity in (pod, service):
+                if entity.id not in g and not self._touch_entity(entity, now):
+                    return None
+            return service.id if self._touch_edge(pod.id, service.id, "instance_of", now) is not None else None
+
     def merge_calls(
         self,
         deltas: dict[tuple[str, str], EdgeDelta],

@@ -105,3 +105,32 @@ def test_a_label_that_cannot_be_written_is_tried_again_next_round(kube: Kube) ->
     clock.advance(5)
     assert a.step()
     assert _labels(kube, "rootward-a")[LEADER_LABEL] == "true"
+
+
+def test_the_holder_read_in_the_lease_is_known_to_every_replica(kube: Kube) -> None:
+    """Senders following the Lease connect anew when it changes (rootward/gateway.py)."""
+    clock = ManualClock()
+    a, b = _pair(kube, clock)
+    assert a.step()
+    assert not b.step()
+    assert (a.holder, b.holder) == ("replica-a", "replica-a")
+
+
+def test_an_elector_that_never_ran_does_not_touch_its_pod_at_shutdown(kube: Kube) -> None:
+    _own_pods(kube)
+    a = LeaderElector(kube, "rootward", "rootward-executor", "a", 15, 5, ManualClock(), pod="rootward-a")
+    calls: list[object] = []
+    kube.patch_pod = lambda *args: calls.append(args)  # type: ignore[method-assign]
+    a.shutdown()
+    assert calls == []
+
+
+def test_a_label_whose_pod_is_gone_is_taken_as_off(kube: Kube) -> None:
+    """Removing the label of a pod that is not there (404) is done: no warning every round."""
+    clock = ManualClock()
+    a = LeaderElector(kube, "rootward", "rootward-executor", "a", 15, 5, clock, pod="rootward-gone")
+    b = LeaderElector(kube, "rootward", "rootward-executor", "b", 15, 5, clock)
+    assert b.step()
+    assert not a.step()
+    assert a._labelled is False
+    assert not a._label_failed
