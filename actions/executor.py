@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rootward.actions.errors import ActionError
 from rootward.actions.flags import FeatureFlags, FlagOperation
@@ -53,6 +53,14 @@ Status = Literal[
 SETTLED = ("succeeded", "rolled_back", "pending_approval")
 #: Audit kinds that count as a change for cooldowns and the rate limit.
 CHANGES = ("executed", "rolled_back")
+
+
+class Ledger(Protocol):
+    """Changes made by whoever acted before, shared beyond this audit log (the Lease: actions/leader.py)."""
+
+    def changes(self, since: float) -> list[tuple[float, str]]: ...
+
+    def note_change(self, target: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,13 @@ class Executor:
         is_leader: Callable[[], bool] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         flags: FeatureFlags | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``dependents`` names the callers of a target (from the topology graph) for the blast radius;
         ``anomaly_cleared`` says whether the incident behind a diagnosis is over (None: cannot tell), and
         verification waits for it; ``is_leader`` (the Lease) is asked before acting; ``flags`` is the flagd flag
-        file that ``toggle_flag`` changes (None: those requests fail)."""
+        file that ``toggle_flag`` changes (None: those requests fail); ``ledger`` lists the changes made by whoever held
+        the Lease before (the cooldowns and the rate limit count them as this audit log's own)."""
         self.kube = kube
         self.policy = policy
         self.audit = audit
@@ -144,6 +154,7 @@ class Executor:
         self.is_leader = is_leader
         self.sleep = sleep
         self.flags = flags
+        self.ledger = ledger
         self._stopping = threading.Event()
         self._lock = threading.Lock()
 
@@ -228,6 +239,11 @@ class Executor:
         target = request.target
         now = self.clock.now()
         last = self.audit.last_time(CHANGES, target.id)
+        hour = self.audit.count_since(("executed",), now - 3600)
+        if self.ledger is not None:  # the Lease's list has the changes before a handover; this log has its own
+            shared = self.ledger.changes(float("-inf"))  # kept as long as the longest cooldown
+            last = max([t for t, on in shared if on == target.id] + ([last] if last is not None else []), default=None)
+            hour = max(hour, sum(t >= now - 3600 for t, _ in shared))
         return {
             "schema": INPUT_SCHEMA,
             "mode": self.mode,
@@ -243,7 +259,7 @@ class Executor:
             "diagnosis": diagnosis.as_json(),
             "history": {
                 "last_action_on_target_s_ago": None if last is None else max(0.0, now - last),
-                "actions_last_hour": self.audit.count_since(("executed",), now - 3600),
+                "actions_last_hour": hour,
             },
             "now": {"unix": now, "rfc3339": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")},
             "approval": {"approved_by": approved_by} if approved_by else None,
@@ -356,6 +372,7 @@ class Executor:
             record("execute_failed", {"error": str(e), "type": type(e).__name__})
             return done("failed", f"the change failed: {e}; {self._reconcile(op, record)}")
         record("executed", {"result": result})
+        self._share(op)
         health = self._verify(op, diagnosis)
         if self._stopping.is_set() and not health.done:  # cut short, not a verdict
             record("verification_interrupted", {"detail": health.detail, "prior": op.prior})
@@ -373,9 +390,19 @@ class Executor:
             record("rollback_failed", {"error": str(e), "prior": op.prior})
             return done("failed", f"verification failed ({health.detail}) and the rollback failed: {e}")
         record("rolled_back", {"result": reverted})
+        self._share(op)
         after = self._verify(op, None)
         record("rollback_verified" if after.healthy else "rollback_unhealthy", {"detail": after.detail})
         return done("rolled_back", f"verification failed ({health.detail}); rolled back: {after.detail}")
+
+    def _share(self, op: Operation) -> None:
+        """List a change on the ledger; one that cannot be listed is logged (the audit log has it)."""
+        if self.ledger is None:
+            return
+        try:
+            self.ledger.note_change(op.request.target.id)
+        except ActionError as e:
+            logger.warning("the change to %s is not listed on the Lease: %s", op.request.target.id, e)
 
     def _reconcile(self, op: Operation, record: Callable[..., Any]) -> str:
         """After an error mid-change: find out whether the change landed, and undo it if it did."""
@@ -396,6 +423,7 @@ class Executor:
             record("reconciled", {"state": "applied, rollback failed", "error": str(e), "prior": op.prior})
             return f"it was applied and the rollback failed ({e}): its prior state is in the audit log"
         record("rolled_back", {"result": reverted, "why": "the failed change had been applied"})
+        self._share(op)
         return "it had been applied and was rolled back"
 
     def _verify(self, op: Operation, diagnosis: Diagnosis | None) -> Health:

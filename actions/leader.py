@@ -12,10 +12,16 @@ holds the Lease and takes the label off when it loses or gives it up, so that a 
 (``rootward-leader`` in otel-config/deploy/base) reaches whoever acts: the other sidecars forward their anomalies
 there, and people approve there. A label that cannot be written is logged and tried again next round; a holder that
 died keeps its label only as long as its pod exists.
+
+The holder also keeps the changes it made on the Lease (annotation ``rootward.dev/changes``: when, and to which
+target, for the last ``keep_s``), so that the cooldowns and the hourly rate limit hold across a handover: a new
+holder's own audit log has none of its predecessor's changes (DESIGN.md has the audit log move with the Lease; on
+the DaemonSet it lives on each pod's emptyDir, so what moves is what the guards need).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -29,6 +35,26 @@ logger = logging.getLogger(__name__)
 #: The label the holder puts on its own pod.
 LEADER_LABEL = "rootward.dev/leader"
 _LABEL_PATH = "/metadata/labels/" + LEADER_LABEL.replace("~", "~0").replace("/", "~1")
+#: The Lease annotation that holds the changes made (a JSON list of [unix time, target id]), at most MAX_CHANGES.
+CHANGES_ANNOTATION = "rootward.dev/changes"
+_CHANGES_PATH = "/metadata/annotations/" + CHANGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
+MAX_CHANGES = 500
+
+
+def _changes(lease: Json) -> list[tuple[float, str]]:
+    """The changes a Lease's annotation lists (malformed entries, or a malformed annotation, give none)."""
+    raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(CHANGES_ANNOTATION)
+    try:
+        listed = json.loads(raw) if isinstance(raw, str) else []
+    except ValueError:
+        return []
+    if not isinstance(listed, list):
+        return []
+    return [
+        (float(e[0]), e[1])
+        for e in listed
+        if isinstance(e, list) and len(e) == 2 and isinstance(e[0], int | float) and isinstance(e[1], str)
+    ]
 
 
 def _micro_time(t: float) -> str:
@@ -54,6 +80,7 @@ class LeaderElector:
         renew_s: float = 5.0,
         clock: Clock | None = None,
         pod: str | None = None,
+        keep_s: float = 3600.0,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -66,6 +93,8 @@ class LeaderElector:
         self._labelled: bool | None = None  # what the pod's label says as last written (None: never written)
         self._label_failed = False  # a write of the label failed: what the pod carries is not known
         self.holder: str | None = None  # who held the Lease when this replica last read or wrote it
+        self.keep_s = keep_s  # how long a change stays listed on the Lease (the longest cooldown, an hour at least)
+        self._changes: list[tuple[float, str]] = []  # as last read from the Lease, or written
         self._round = threading.Lock()  # a round, and shutdown's giving up, one at a time
         self._held_until: float | None = None  # monotonic
         self._stop = threading.Event()
@@ -148,6 +177,7 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         self.holder = holder if isinstance(holder, str) else None
+        self._changes = _changes(lease)
         renewed = spec.get("renewTime")
         duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
         guard: list[Json] = [
@@ -178,6 +208,32 @@ class LeaderElector:
             raise
         self.holder = self.identity
         return True
+
+    def changes(self, since: float) -> list[tuple[float, str]]:
+        """The changes (time, target id) listed on the Lease since ``since``, as last read or written."""
+        return [c for c in self._changes if c[0] >= since]
+
+    def note_change(self, target: str) -> None:
+        """List a change to ``target`` on the Lease, now (only while holding it; the oldest past ``keep_s`` or
+        ``MAX_CHANGES`` go).
+
+        Raises:
+            ActionError: the Lease cannot be read or written (the change is in the audit log all the same).
+        """
+        now = self.clock.now()
+        lease = self.kube.lease(self.namespace, self.name)
+        recent = [c for c in _changes(lease) if c[0] >= now - self.keep_s][-(MAX_CHANGES - 1) :]
+        kept = [*recent, (now, target)]
+        value = json.dumps([[round(t, 3), name] for t, name in kept])
+        annotations = (lease.get("metadata") or {}).get("annotations")
+        write = (
+            {"op": "add", "path": _CHANGES_PATH, "value": value}
+            if isinstance(annotations, dict)
+            else {"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: value}}
+        )
+        guard = {"op": "test", "path": "/spec/holderIdentity", "value": self.identity}
+        self.kube.patch_lease(self.namespace, self.name, [guard, write])
+        self._changes = kept
 
     def start(self) -> None:
         """Take part in the election in a background thread."""

@@ -60,14 +60,14 @@ class Acting:
         lease = a.lease
         self.elector = LeaderElector(
             kube, lease.namespace, lease.name, lease.identity or socket.gethostname(), lease.duration_s,
-            lease.renew_s, clock, lease.pod,
+            lease.renew_s, clock, lease.pod, max(3600.0, p.rules.cooldown_s),
         )  # fmt: skip
         self.flags = FeatureFlags(a.flags.source, a.flags.poll_interval_ms) if a.flags.source else None
         self.executor = Executor(
             kube, self.policy, self.audit, self.approvals, mode=a.mode, clock=clock,
             verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
-            flags=self.flags, anomaly_cleared=cleared,
+            flags=self.flags, anomaly_cleared=cleared, ledger=self.elector if lease.enabled else None,
         )  # fmt: skip
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,

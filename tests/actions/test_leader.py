@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from cluster import MakeExecutor, deploy
+from contextlib import ExitStack
+from pathlib import Path
 
-from rootward.actions import Diagnosis, Kube, PatchResources
-from rootward.actions.leader import LEADER_LABEL, LeaderElector
+import pytest
+from cluster import MakeExecutor, deploy, memory_limit
+
+from rootward.actions import Diagnosis, Executor, Kube, PatchResources
+from rootward.actions.errors import ActionError
+from rootward.actions.leader import CHANGES_ANNOTATION, LEADER_LABEL, LeaderElector
 from rootward.clock import ManualClock
+from rootward.policies import Approvals, AuditLog
+from rootward.policies.engine import PolicyEngine
 
 
 def _pair(kube: Kube, clock: ManualClock) -> tuple[LeaderElector, LeaderElector]:
@@ -134,3 +141,58 @@ def test_a_label_whose_pod_is_gone_is_taken_as_off(kube: Kube) -> None:
     assert not a.step()
     assert a._labelled is False
     assert not a._label_failed
+
+
+def test_the_cooldown_holds_across_a_handover(kube: Kube, policy: PolicyEngine, tmp_path: Path) -> None:
+    """Each holder has its own audit log (on the DaemonSet, its pod's emptyDir): the change a's executor made is
+    listed on the Lease, and b, holding it next, waits out the cooldown on cart as a would have."""
+    deploy(kube, "cart")
+    clock = ManualClock()
+    a, b = _pair(kube, clock)
+    assert a.step()
+    with ExitStack() as stack:
+
+        def executor(elector: LeaderElector, name: str) -> Executor:
+            audit = stack.enter_context(AuditLog(tmp_path / f"{name}.db"))
+            approvals = Approvals(tmp_path / f"{name}.db", ttl_s=60)
+            stack.callback(approvals.close)
+            return Executor(kube, policy, audit, approvals, mode="autonomous", verify_timeout_s=2.0, clock=clock,
+                            poll_interval_s=0.05, is_leader=elector.is_leader, ledger=elector)  # fmt: skip
+
+        first = executor(a, "a").submit(PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}),
+                                        Diagnosis("oom", 0.95, "inc-1"))  # fmt: skip
+        assert first.status == "succeeded"
+        a.shutdown()  # hands the Lease over
+        assert b.step()
+        assert [target for _, target in b.changes(0.0)] == ["Deployment/shop/cart"]
+        again = executor(b, "b").submit(PatchResources("shop", "cart", container="cart", limits={"memory": "384Mi"}),
+                                        Diagnosis("oom", 0.95, "inc-2"))  # fmt: skip
+    assert again.status == "denied"
+    assert "cooldown: Deployment/shop/cart was acted on" in again.detail
+    assert memory_limit(kube, "cart") == "256Mi"
+
+
+def test_changes_older_than_kept_leave_the_lease_and_a_follower_cannot_list_one(kube: Kube) -> None:
+    clock = ManualClock(10_000.0)
+    a = LeaderElector(kube, "rootward", "rootward-executor", "a", 15, 5, clock, keep_s=100)
+    b = LeaderElector(kube, "rootward", "rootward-executor", "b", 15, 5, clock)
+    assert a.step()
+    a.note_change("Deployment/shop/cart")
+    clock.advance(150)
+    a.note_change("Deployment/shop/pay")
+    assert [t for _, t in a.changes(0.0)] == ["Deployment/shop/pay"]
+    with pytest.raises(ActionError):  # the Lease's holder is a, not b: the guarded patch is refused
+        b.note_change("Deployment/shop/cart")
+
+
+def test_a_malformed_changes_annotation_lists_nothing(kube: Kube) -> None:
+    clock = ManualClock()
+    a, _ = _pair(kube, clock)
+    assert a.step()
+    kube.patch_lease("rootward", "rootward-executor",
+                     [{"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: "[[1, 2], oops"}}])  # fmt: skip
+    clock.advance(5)
+    assert a.step()
+    assert a.changes(0.0) == []
+    a.note_change("Deployment/shop/cart")  # and is written anew
+    assert [t for _, t in a.changes(0.0)] == ["Deployment/shop/cart"]
