@@ -3,13 +3,16 @@
 // the approver pastes it once; it stays in this tab's sessionStorage and goes only in the Authorization header.
 
 import { h, when, num } from "./dom.js";
-import { api, token, link, incidentPath, rerender, ApiError } from "./app.js";
+import { api, token, link, incidentPath, rerender, ApiError, ROOT } from "./app.js";
 import { confidence } from "./incidents.js";
 
 const state = { status: "pending", notice: null };
 
 export async function approvalsView(el) {
-  el.append(h("h1", {}, "Approvals"), tokenForm());
+  el.append(h("h1", {}, "Approvals"));
+  const who = await whoActs();
+  if (who && who.acting === false) el.append(notActing(who));
+  el.append(tokenForm());
   if (state.notice) el.append(h("p", { class: state.notice.bad ? "error notice" : "ok notice", role: "alert" }, state.notice.text));
   if (!token.get()) {
     el.append(h("p", { class: "empty" }, "Paste an approver's token (policies.approvals.tokens) to see and decide on pending actions."));
@@ -31,6 +34,24 @@ export async function approvalsView(el) {
     return;
   }
   el.append(...data.approvals.map(card));
+}
+
+/** This Rootward's /readyz: whether it acts, and who holds the Lease (null when it cannot be read). */
+async function whoActs() {
+  try {
+    const response = await fetch(new URL("readyz", ROOT), { headers: { accept: "application/json" }, cache: "no-store" });
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/** Why no approval may show here: the one that acts keeps them (README, "The DaemonSet"). */
+function notActing(who) {
+  const holder = who.lease_holder
+    ? `${who.lease_holder} holds the Lease, acts, and keeps the approvals: open this page through svc/rootward-leader.`
+    : "Approvals are kept by the Rootward that acts (actions are off here, or this is a replica that forwards).";
+  return h("p", { class: "note", id: "not-acting", role: "note" }, "This Rootward does not act. ", holder);
 }
 
 function tokenForm() {

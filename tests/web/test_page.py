@@ -11,6 +11,9 @@ import httpx
 from conftest import HOSTILE, TOKEN, Running
 from playwright.sync_api import Page, expect
 
+from rootward.app import App
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+
 SHOP = {
     "service:shop/frontend",
     "service:shop/cart",
@@ -104,6 +107,7 @@ def test_an_unknown_incident_and_an_unreachable_api_say_so(rootward: Running, pa
 def test_an_approver_with_a_wrong_token_sees_401_and_with_the_right_one_approves(rootward: Running, page: Page) -> None:
     page.goto(rootward.url + "approvals")
     expect(page.locator("main")).to_contain_text("Paste an approver's token")
+    expect(page.locator("#not-acting")).to_have_count(0)  # this one acts: its approvals are here
     page.fill("#token", "wrong")
     page.click("#use-token")
     expect(page.locator("main .error")).to_contain_text("401: the token was refused")
@@ -155,3 +159,15 @@ def test_acknowledging_an_incident_needs_the_operator_token_and_then_writes(root
     expect(page.locator("main .notice")).to_contain_text("Acknowledged.")
     expect(page.locator("main")).to_contain_text(", acknowledged")
     assert httpx.get(f"{rootward.url}api/v1/incidents/{rootward.incident_id}").json()["acknowledged"] is True
+
+
+def test_a_rootward_that_does_not_act_says_where_the_approvals_are(page: Page) -> None:
+    """A sidecar reached through svc/rootward that does not hold the Lease: no approval is kept here."""
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]))
+    app.start()
+    try:
+        page.goto(f"http://127.0.0.1:{app.api.port}/approvals")
+        expect(page.locator("#not-acting")).to_contain_text("This Rootward does not act.")
+        expect(page.locator("#not-acting")).to_contain_text("kept by the Rootward that acts")
+    finally:
+        app.shutdown()
