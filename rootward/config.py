@@ -212,6 +212,12 @@ class TopologyExport(_Section):
     """PEM CA bundle: set, the export uses TLS (for an aggregator with ``receiver.tls``). The bearer token is the
     first of ``receiver.auth.tokens`` (the replicas share the Secret)."""
 
+    @model_validator(mode="after")
+    def _follow_needs_export(self) -> TopologyExport:
+        if self.follow_lease and not self.enabled:
+            raise ValueError("follow_lease sends anomalies to the Lease holder: set topology.export.enabled too")
+        return self
+
 
 class Topology(_Section):
     """The live dependency graph: limits on what senders can make it hold, and its history."""

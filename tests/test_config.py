@@ -179,3 +179,10 @@ def test_detection_rules_reach_the_detector_as_it_reads_them(tmp_path: Path) -> 
         assert app.detector.settings.rules == {"p95": {"min_abs": 0.05}, "queue.depth": {"direction": DOWN}}
     finally:
         app.shutdown()
+
+
+def test_following_the_lease_without_the_export_is_a_clear_error() -> None:
+    with pytest.raises(
+        ConfigError, match="follow_lease sends anomalies to the Lease holder: set topology.export.enabled"
+    ):
+        load_config(environ={}, overrides=["topology.export.follow_lease=true"])
