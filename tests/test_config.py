@@ -183,6 +183,6 @@ def test_detection_rules_reach_the_detector_as_it_reads_them(tmp_path: Path) -> 
 
 def test_following_the_lease_without_the_export_is_a_clear_error() -> None:
     with pytest.raises(
-        ConfigError, match="follow_lease sends anomalies to the Lease holder: set topology.export.enabled"
+        ConfigError, match=r"follow_lease sends anomalies to the Lease holder: set topology\.export\.enabled"
     ):
         load_config(environ={}, overrides=["topology.export.follow_lease=true"])
