@@ -44,6 +44,7 @@ class Anomaly:
     score: float
     start: float
     end: float
+    source: str = ""  # the Rootward that found it, when another one did (forwarded: rootward/forwarded.py)
 
 
 #: Windows between looks for series to release (360: hourly at 10 s windows).

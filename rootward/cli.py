@@ -335,8 +335,10 @@ def incidents(api: str, status: str | None, incident_id: str | None, limit: int)
             click.echo(f"  {i}. {candidate}")
         click.echo("anomalies:")
         for a in data["anomalies"][:20]:
+            seen = f"  seen by {a['source']}" if a.get("source") else ""
             click.echo(
                 f"  {a['entity']}  {a['signal']}  {a['value']:.4g} (expected {a['expected']:.4g}, z {a['score']:+.1f})"
+                + seen
             )
         own = {e["id"] for e in data["entities"]}
         calls = [e for e in data.get("subgraph", {}).get("edges", []) if e.get("kind") == "calls"]

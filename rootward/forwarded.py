@@ -31,6 +31,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -131,13 +132,13 @@ def parse(attrs: Mapping[str, AttrValue]) -> Forwarded | None:
 
 
 def _foreign(anomaly: Anomaly, replica: str) -> Anomaly:
-    """The anomaly with a replica's own template id qualified by the replica's name."""
+    """The anomaly as found by ``replica``: its source, and a template id of the replica's own qualified by its
+    name."""
+    signal = anomaly.signal
     for prefix in _LOCAL_IDS:
-        if anomaly.signal.startswith(prefix):
-            signal = f"{prefix}{replica}/{anomaly.signal[len(prefix) :]}"
-            return Anomaly(anomaly.entity, signal, anomaly.value, anomaly.expected, anomaly.score, anomaly.start,
-                           anomaly.end)  # fmt: skip
-    return anomaly
+        if signal.startswith(prefix):
+            signal = f"{prefix}{replica}/{signal[len(prefix) :]}"
+    return replace(anomaly, signal=signal, source=replica)
 
 
 class ReplicaAnomalies:

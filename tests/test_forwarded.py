@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -96,6 +97,9 @@ def test_a_replicas_anomalies_open_the_incident_on_the_aggregator_which_alone_al
         assert aggregator.detector.service_of[POD] == CART  # the pod's evidence is read as its service's
         incident = next(i for i in aggregator.incidents.open if CART in i.first_seen)
         assert {s for _, s in incident.anomalies} == {"k8s:OOMKilled", "error_ratio"}
+        assert {a.source for a in incident.anomalies.values()} == {"rootward-1"}  # which replica found them
+        shown = httpx.get(f"http://127.0.0.1:{aggregator.api.port}/api/v1/incidents/{incident.id}").json()
+        assert {a["source"] for a in shown["anomalies"]} == {"rootward-1"}
     assert replica.telemetry.value("rootward_gateway_anomalies_total", outcome="sent") == 2
     assert aggregator.telemetry.value("rootward_gateway_anomalies_total", outcome="accepted") == 2
     assert len(httpserver.log) == 1

@@ -66,11 +66,11 @@ function anomalies(list, series) {
   if (!list.length) return h("p", { class: "muted" }, "No anomalies left.");
   const recent = new Map(series.map((x) => [x.entity + "\u0000" + x.signal, x.values]));
   return [h("h2", {}, "Anomalies"), h("table", { class: "list anomalies" },
-    h("thead", {}, h("tr", {}, ["entity", "signal", "observed", "expected", "score", "recent values", "window"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["entity", "signal", "observed", "expected", "score", "recent values", "window", "seen by"].map((t) => h("th", {}, t)))),
     h("tbody", {}, list.map((a) => h("tr", {},
       h("td", {}, a.entity), h("td", {}, a.signal), h("td", { class: "num" }, num(a.value)), h("td", { class: "num" }, num(a.expected)),
       h("td", { class: "num" }, num(a.score)), h("td", {}, sparkline(recent.get(a.entity + "\u0000" + a.signal))),
-      h("td", {}, `${when(a.start)} – ${when(a.end)}`)))))];
+      h("td", {}, `${when(a.start)} – ${when(a.end)}`), h("td", { class: "muted" }, a.source || "here")))))];
 }
 
 /** A series' recent values as a line, oldest left; its last point (the anomalous end) marked. */
