@@ -38,7 +38,7 @@ from rootward.detector.spanflow import SpanFlow
 from rootward.detector.store import IncidentStore
 from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
-from rootward.forwarded import ReplicaAnomalies
+from rootward.forwarded import MAX_CALLS, ReplicaAnomalies
 from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
@@ -413,7 +413,12 @@ class App:
         if self.exporter is not None and self._forwarding and not (self._follow and self.leading()):
             n = self.config.agent.window
             windows = {(a.entity, a.signal): self.detector.recent(a.entity, a.signal, n) for a in anomalies}
-            self.exporter.forward(anomalies, windows)
+            calls: list[tuple[str, str]] = []
+            if self._follow:  # the holder's graph has its own node's calls only: these go along, as structure
+                pods = self.detector.service_of
+                around = dict.fromkeys(e for a in anomalies for e in (a.entity, pods.get(a.entity, a.entity)))
+                calls = self.topology.calls_around(around, MAX_CALLS)
+            self.exporter.forward(anomalies, windows, calls)
 
     def leading(self) -> bool:
         """Whether this Rootward acts now: it has an executor, and holds the Lease when there is one."""
@@ -441,7 +446,7 @@ class App:
             self.incidents.observe, replica, self.clock, learn,
             lambda outcome, n: self.telemetry.gateway_anomalies.labels(outcome).inc(n),
             self.leading if self._follow else lambda: True, self.config.detection.incidents.hold_s,
-            self.detector.remember,
+            self.detector.remember, self.topology.learn_calls,
         )  # fmt: skip
 
     def diagnose(self, incident_id: str, llm: bool) -> Diagnosis | None:

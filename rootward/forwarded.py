@@ -50,6 +50,8 @@ _NUMBERS = ("value", "expected", "score", "start", "end")
 MAX_TEXT = 1024
 #: Anomalies per request: ~0.3 KiB each. More in one request are refused.
 PER_REQUEST = 1000
+#: Call edges sent with a batch of anomalies, at most (those around the anomalous entities, busiest first).
+MAX_CALLS = 500
 #: Recent values sent with an anomaly, at most (the agent's window is 30 by default).
 MAX_WINDOW = 120
 #: Forwarded anomalies taken in a minute, from all replicas together (a busy outage's few hundred a window fit).
@@ -65,10 +67,11 @@ def anomalies_request(
     replica: str,
     service_of: Mapping[str, str] | None = None,
     windows: Mapping[tuple[str, str], Sequence[float]] | None = None,
+    calls: Sequence[tuple[str, str]] = (),
 ) -> ExportLogsServiceRequest:
     """The OTLP logs request that carries ``anomalies`` from ``replica``; a pod's service goes along (the
     aggregator's reasoner reads a pod's evidence as its service's), and each series' recent values from
-    ``windows``."""
+    ``windows``; ``calls`` (caller, callee) around them go as records of their own (``rootward.forwarded=calls``)."""
     request = ExportLogsServiceRequest()
     resource_logs = request.resource_logs.add()
     for key, text in ((REPLICA, replica), (KIND, "anomalies")):
@@ -89,6 +92,17 @@ def anomalies_request(
         if recent:
             values = record.attributes.add(key=_PREFIX + "recent").value.array_value.values
             values.extend(AnyValue(double_value=float(v)) for v in recent[-MAX_WINDOW:])
+    if calls:
+        edges = request.resource_logs.add()
+        for key, text in ((REPLICA, replica), (KIND, "calls")):
+            edges.resource.attributes.add(key=key, value=AnyValue(string_value=text))
+        records = edges.scope_logs.add()
+        records.scope.name = "rootward.forwarded"
+        for caller, callee in calls[:MAX_CALLS]:
+            record = records.log_records.add()
+            record.body.string_value = f"{caller} calls {callee}"
+            record.attributes.add(key="rootward.call.caller", value=AnyValue(string_value=caller))
+            record.attributes.add(key="rootward.call.callee", value=AnyValue(string_value=callee))
     return request
 
 
@@ -157,9 +171,10 @@ class ReplicaAnomalies:
         accepting: Callable[[], bool] = lambda: True,
         max_age_s: float = 120.0,
         remember: Callable[[str, str, tuple[float, ...]], None] = lambda entity, signal, values: None,
+        learn_calls: Callable[[list[tuple[str, str]]], object] = lambda edges: None,
     ) -> None:
         self.sink, self.own, self.clock, self.learn, self.counted = sink, own, clock, learn, counted
-        self.accepting, self.max_age_s, self.remember = accepting, max_age_s, remember
+        self.accepting, self.max_age_s, self.remember, self.learn_calls = accepting, max_age_s, remember, learn_calls
         self.received = Counter[str]()
         self._minute, self._taken = -1, 0
 
@@ -170,6 +185,7 @@ class ReplicaAnomalies:
         pass
 
     def consume_logs(self, batch: LogBatch) -> None:
+        self._calls(batch)
         marked = [i for i, r in enumerate(batch.resources) if r.get(KIND) == "anomalies"]
         if not marked:
             return
@@ -208,6 +224,29 @@ class ReplicaAnomalies:
         self._count("accepted", len(found))
         if found:
             self.sink(now, found)
+
+    def _calls(self, batch: LogBatch) -> None:
+        """Call edges a replica saw around what it found: learned as structure (``learn_calls``), at most
+        MAX_CALLS a request, both ends well-formed entity ids; counted as calls_accepted / calls_refused."""
+        marked = [i for i, r in enumerate(batch.resources) if r.get(KIND) == "calls"]
+        if not marked:
+            return
+        rows = np.flatnonzero(np.isin(batch.resource, marked)).tolist()
+        if not self.accepting():
+            self._count("not_leader", len(rows))
+            return
+        edges: list[tuple[str, str]] = []
+        for row in rows[:MAX_CALLS]:
+            replica = batch.resources[int(batch.resource[row])].get(REPLICA)
+            attrs = batch.attributes[row]
+            caller, callee = attrs.get("rootward.call.caller"), attrs.get("rootward.call.callee")
+            ends = [e for e in (caller, callee) if isinstance(e, str) and len(e) <= MAX_TEXT and _ENTITY.fullmatch(e)]
+            if len(ends) == 2 and 0 < len(replica) <= MAX_TEXT and replica != self.own:
+                edges.append((ends[0], ends[1]))
+        self._count("calls_refused", len(rows) - len(edges))
+        self._count("calls_accepted", len(edges))
+        if edges:
+            self.learn_calls(edges)
 
     def _count(self, outcome: str, n: int) -> None:
         if n:

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
 from rootward.detector.detector import Anomaly
-from rootward.forwarded import PER_REQUEST, anomalies_request
+from rootward.forwarded import MAX_CALLS, PER_REQUEST, anomalies_request
 from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph
 from rootward.topology.export import Sightings, edge_aggregates, sightings, sightings_request, to_request
@@ -98,6 +98,7 @@ class AggregateExporter:
         self.edges = edges
         self.service_of = service_of if service_of is not None else {}  # pod -> service, sent with its anomalies
         self._queued: deque[tuple[Anomaly, tuple[float, ...]]] = deque()  # each with its series' recent values
+        self._calls: dict[tuple[str, str], None] = {}  # call edges around them, sent with the next request
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self.holder = holder
@@ -130,14 +131,22 @@ class AggregateExporter:
         return len(self._queued)
 
     def forward(
-        self, anomalies: list[Anomaly], windows: Mapping[tuple[str, str], tuple[float, ...]] | None = None
+        self,
+        anomalies: list[Anomaly],
+        windows: Mapping[tuple[str, str], tuple[float, ...]] | None = None,
+        calls: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Queue a window's anomalies (with their series' recent values from ``windows``) for the aggregator and
-        wake the sender (the detectors' sink; never blocks on the network)."""
+        """Queue a window's anomalies (with their series' recent values from ``windows``, and the ``calls`` around
+        them) for the aggregator and wake the sender (the detectors' sink; never blocks on the network)."""
         if not anomalies:
             return
         windows = windows or {}
         with self._queue_lock:
+            for edge in calls:
+                self._calls.pop(edge, None)
+                self._calls[edge] = None
+            while len(self._calls) > MAX_CALLS:
+                del self._calls[next(iter(self._calls))]
             self._queued.extend((a, windows.get((a.entity, a.signal), ())) for a in anomalies)
             over = len(self._queued) - MAX_QUEUED
             for _ in range(max(0, over)):
@@ -157,11 +166,12 @@ class AggregateExporter:
         while True:
             with self._queue_lock:
                 chunk = [self._queued.popleft() for _ in range(min(PER_REQUEST, len(self._queued)))]
+                calls, self._calls = list(self._calls), {}
             if not chunk:
                 return True
             try:
                 windows = {(a.entity, a.signal): recent for a, recent in chunk if recent}
-                request = anomalies_request([a for a, _ in chunk], self.replica, self.service_of, windows)
+                request = anomalies_request([a for a, _ in chunk], self.replica, self.service_of, windows, calls)
                 send = self._open().unary_unary(
                     _EXPORT_LOGS, response_deserializer=ExportLogsServiceResponse.FromString
                 )

@@ -102,7 +102,8 @@ class Telemetry:
         self.gateway_anomalies = Counter(
             "rootward_gateway_anomalies",
             "Forwarded anomalies by outcome: sent, failed (queued again), dropped (queue full) and refused (by the "
-            "aggregator) on a replica; accepted, refused, stale, over_limit and not_leader on the receiving end.",
+            "aggregator) on a replica; accepted, refused, stale, over_limit, not_leader, and for the call edges "
+            "sent with them calls_accepted and calls_refused, on the receiving end.",
             ["outcome"],
             registry=r,
         )

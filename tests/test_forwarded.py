@@ -33,6 +33,7 @@ from rootward.receiver import LogDecoder
 from rootward.telemetry import Telemetry
 from rootward.testing import free_ports
 from rootward.topology import Entity, TopologyGraph
+from rootward.topology.red import EdgeDelta
 
 from collectors import wait_until
 
@@ -455,3 +456,26 @@ def test_a_gateway_replica_says_where_its_anomalies_go() -> None:
     health = app.health()
     assert (health["acting"], health["forwards_to"], health["forward_queue"]) == (False, "127.0.0.1:9", 2)
     assert app.telemetry.value("rootward_acting") == 0
+
+
+def test_the_calls_around_what_a_replica_found_are_learned_as_structure_only() -> None:
+    app = make("topology.export.replica=rootward-0")
+    front, cart = (
+        Entity("service:shop/frontend", "service", "frontend", "shop"),
+        Entity(CART, "service", "cart", "shop"),
+    )
+    delta = EdgeDelta()
+    delta.add(0.02, error=False)
+    app.topology.merge_calls({(front.id, CART): delta}, [front, cart])  # counted here already
+    now = app.clock.now()
+    calls = [(front.id, CART), (CART, "database:shop/redis"), ("service:shop/x", "not an id"), (CART, "x" * 5000)]
+    request = anomalies_request(found(now), "rootward-1", calls=calls)
+    consume = app._replica_anomalies("rootward-0")
+    consume.consume_logs(decoded(request))
+    assert (front.id, CART, 1, 0) in app.topology.calls()  # its own count, not added to
+    assert (CART, "database:shop/redis", 0, 0) in app.topology.calls()
+    with app.topology.read() as g:
+        assert g.nodes["database:shop/redis"]["virtual"] is True
+        assert g.nodes["database:shop/redis"]["kind"] == "database"
+    assert consume.received["calls_accepted"] == 2
+    assert consume.received["calls_refused"] == 2

@@ -77,6 +77,13 @@ _ROLE[[KIND_SERVER, KIND_CONSUMER]] = _SERVER
 _ROLE[KIND_UNSPECIFIED] = _KINDLESS
 
 
+def _from_id(entity: str) -> Entity:
+    """An entity made from its id alone (``kind:namespace/name``, or ``kind:name``)."""
+    kind, _, rest = entity.partition(":")
+    namespace, _, name = rest.rpartition("/")
+    return Entity(entity, kind, name, namespace, virtual=kind not in ("service", "pod"))
+
+
 class TopologyGraph:
     """A :class:`~rootward.model.Consumer` that keeps the graph. Thread-safe: the pipeline writes, queries read."""
 
@@ -431,6 +438,35 @@ class TopologyGraph:
                 if entity.id not in g and not self._touch_entity(entity, now):
                     return None
             return service.id if self._touch_edge(pod.id, service.id, "instance_of", now) is not None else None
+
+    def calls_around(self, entities: Iterable[str], limit: int) -> list[tuple[str, str]]:
+        """The call edges (caller, callee) into and out of ``entities``, at most ``limit``."""
+        found: dict[tuple[str, str], None] = {}
+        with self._lock:
+            g = self.graph
+            for entity in entities:
+                if entity not in g:
+                    continue
+                for u, v, k in [*g.in_edges(entity, keys=True), *g.out_edges(entity, keys=True)]:
+                    if k == "calls":
+                        found[(u, v)] = None
+                        if len(found) >= limit:
+                            return list(found)
+        return list(found)
+
+    def learn_calls(self, edges: Iterable[tuple[str, str]]) -> int:
+        """Call edges another Rootward saw (rootward/forwarded.py: a sidecar's calls around what it found), as
+        structure only: the edge and its ends are made or kept alive, no count is added (this graph's counts, and
+        the servicegraph metrics built from them, stay its own). An end not in the graph is made from its id
+        (``<kind>:<namespace>/<name>``; a kind other than a service or a pod is a virtual peer). Return how many
+        edges were recorded."""
+        now = self.clock.now()
+        done = 0
+        with self._lock:
+            for src, dst in edges:
+                if all(e in self.graph or self._touch_entity(_from_id(e), now) for e in (src, dst)):
+                    done += self._touch_edge(src, dst, "calls", now) is not None
+        return done
 
     def merge_calls(
         self,

@@ -18,10 +18,13 @@ from rootward.actions.leader import LEADER_LABEL
 from rootward.app import App
 from rootward.config import LOCAL_PORTS, load_config
 from rootward.detector.detector import Anomaly
+from rootward.topology import Entity
+from rootward.topology.red import EdgeDelta
 
 from collectors import wait_until
 
 NAMESPACE = "rootward"
+CART = "service:shop/cart"
 
 
 def own_pod(kube: Kube, name: str) -> None:
@@ -94,8 +97,17 @@ def test_the_holder_labels_its_pod_and_a_follower_forwards_what_it_finds_to_it(
     assert follower["forwards_to"] == f"127.0.0.1:{a.receiver.grpc.port}"
     assert "rootward_acting 1.0" in httpx.get(f"http://127.0.0.1:{a.api.port}/metrics").text
     assert "rootward_acting 0.0" in httpx.get(f"http://127.0.0.1:{b.api.port}/metrics").text
+    frontend, cart = (
+        Entity("service:shop/frontend", "service", "frontend", "shop"),
+        Entity(CART, "service", "cart", "shop"),
+    )
+    delta = EdgeDelta()
+    delta.add(0.01, error=False)
+    b.topology.merge_calls({(frontend.id, CART): delta}, [frontend, cart])  # a call b's node saw
     b.detector.sink(b.clock.now(), failing("cart", b.clock.now()))
     assert wait_until(lambda: holds(a, "cart"), 10)  # the holder's incidents hold what the follower found
+    assert wait_until(lambda: (frontend.id, CART, 0, 0) in a.topology.calls(), 10)  # and the calls around it, as
+    # structure: the holder's counts (and its servicegraph metrics) stay its own
     assert holds(b, "cart")  # and the follower keeps its own
     assert wait_until(lambda: len(httpserver.log) == 1, 10)  # one message: the holder's
     a.detector.sink(a.clock.now(), failing("payment", a.clock.now()))  # the holder's own finding goes nowhere else
