@@ -27,7 +27,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -55,12 +55,23 @@ SETTLED = ("succeeded", "rolled_back", "pending_approval")
 CHANGES = ("executed", "rolled_back")
 
 
+class Listed(Protocol):
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...  # executed or rolled_back
+
+
 class Ledger(Protocol):
     """Changes made by whoever acted before, shared beyond this audit log (the Lease: actions/leader.py)."""
 
-    def changes(self, since: float) -> list[tuple[float, str]]: ...
+    def changes(self, since: float) -> Sequence[Listed]: ...
 
-    def note_change(self, target: str) -> None: ...
+    def note_change(self, target: str, kind: str = "executed") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -242,8 +253,9 @@ class Executor:
         hour = self.audit.count_since(("executed",), now - 3600)
         if self.ledger is not None:  # the Lease's list has the changes before a handover; this log has its own
             shared = self.ledger.changes(float("-inf"))  # kept as long as the longest cooldown
-            last = max([t for t, on in shared if on == target.id] + ([last] if last is not None else []), default=None)
-            hour = max(hour, sum(t >= now - 3600 for t, _ in shared))
+            last = max([c.at for c in shared if c.target == target.id] + ([last] if last is not None else []),
+                       default=None)  # fmt: skip
+            hour = max(hour, sum(c.at >= now - 3600 and c.kind == "executed" for c in shared))
         return {
             "schema": INPUT_SCHEMA,
             "mode": self.mode,
@@ -372,7 +384,7 @@ class Executor:
             record("execute_failed", {"error": str(e), "type": type(e).__name__})
             return done("failed", f"the change failed: {e}; {self._reconcile(op, record)}")
         record("executed", {"result": result})
-        self._share(op)
+        self._share(op, "executed")
         health = self._verify(op, diagnosis)
         if self._stopping.is_set() and not health.done:  # cut short, not a verdict
             record("verification_interrupted", {"detail": health.detail, "prior": op.prior})
@@ -390,19 +402,22 @@ class Executor:
             record("rollback_failed", {"error": str(e), "prior": op.prior})
             return done("failed", f"verification failed ({health.detail}) and the rollback failed: {e}")
         record("rolled_back", {"result": reverted})
-        self._share(op)
+        self._share(op, "rolled_back")
         after = self._verify(op, None)
         record("rollback_verified" if after.healthy else "rollback_unhealthy", {"detail": after.detail})
         return done("rolled_back", f"verification failed ({health.detail}); rolled back: {after.detail}")
 
-    def _share(self, op: Operation) -> None:
-        """List a change on the ledger; one that cannot be listed is logged (the audit log has it)."""
+    def _share(self, op: Operation, kind: str) -> None:
+        """List a change on the ledger; one that cannot be listed is logged (the audit log has it), and never
+        changes what the action does next."""
         if self.ledger is None:
             return
         try:
-            self.ledger.note_change(op.request.target.id)
+            self.ledger.note_change(op.request.target.id, kind)
         except ActionError as e:
             logger.warning("the change to %s is not listed on the Lease: %s", op.request.target.id, e)
+        except Exception:  # the ledger's own failure must not cut verification or rollback short
+            logger.exception("the change to %s is not listed on the Lease", op.request.target.id)
 
     def _reconcile(self, op: Operation, record: Callable[..., Any]) -> str:
         """After an error mid-change: find out whether the change landed, and undo it if it did."""
@@ -423,7 +438,7 @@ class Executor:
             record("reconciled", {"state": "applied, rollback failed", "error": str(e), "prior": op.prior})
             return f"it was applied and the rollback failed ({e}): its prior state is in the audit log"
         record("rolled_back", {"result": reverted, "why": "the failed change had been applied"})
-        self._share(op)
+        self._share(op, "rolled_back")
         return "it had been applied and was rolled back"
 
     def _verify(self, op: Operation, diagnosis: Diagnosis | None) -> Health:

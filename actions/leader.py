@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from rootward.actions.errors import ActionError, KubeError, NotFound
 from rootward.actions.kube import Json, Kube
@@ -39,22 +41,51 @@ _LABEL_PATH = "/metadata/labels/" + LEADER_LABEL.replace("~", "~0").replace("/",
 CHANGES_ANNOTATION = "rootward.dev/changes"
 _CHANGES_PATH = "/metadata/annotations/" + CHANGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
 MAX_CHANGES = 500
+#: What a listed change was: executed (counts for the rate limit and the cooldown), rolled_back (the cooldown).
+CHANGE_KINDS = ("executed", "rolled_back")
 
 
-def _changes(lease: Json) -> list[tuple[float, str]]:
-    """The changes a Lease's annotation lists (malformed entries, or a malformed annotation, give none)."""
-    raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(CHANGES_ANNOTATION)
+class Change(NamedTuple):
+    at: float
+    target: str
+    kind: str
+
+
+#: The longest annotation read (MAX_CHANGES entries are ~60 KiB); a longer one is read as no list.
+_MAX_ANNOTATION = 256 * 1024
+#: How far ahead of this clock a listed change may be (clock skew between nodes); later ones are not believed.
+_SKEW_S = 300.0
+
+
+def _raw(lease: Json) -> str | None:
+    annotations = (lease.get("metadata") or {}).get("annotations")
+    raw = annotations.get(CHANGES_ANNOTATION) if isinstance(annotations, dict) else None
+    return raw if isinstance(raw, str) else None
+
+
+def _changes(lease: Json, now: float) -> list[Change]:
+    """The changes a Lease's annotation lists (a malformed annotation gives none, a malformed entry is skipped, and
+    so is one dated after ``now`` plus the skew allowed)."""
+    raw = _raw(lease)
+    if raw is None or len(raw) > _MAX_ANNOTATION:
+        return []
     try:
-        listed = json.loads(raw) if isinstance(raw, str) else []
-    except ValueError:
+        listed = json.loads(raw)
+    except (ValueError, RecursionError):
         return []
     if not isinstance(listed, list):
         return []
-    return [
-        (float(e[0]), e[1])
-        for e in listed
-        if isinstance(e, list) and len(e) == 2 and isinstance(e[0], int | float) and isinstance(e[1], str)
-    ]
+    found = []
+    for e in listed:
+        if not (isinstance(e, list) and len(e) == 3 and isinstance(e[1], str) and e[2] in CHANGE_KINDS):
+            continue
+        try:
+            t = float(e[0])
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if math.isfinite(t) and t <= now + _SKEW_S:
+            found.append(Change(t, e[1], e[2]))
+    return found
 
 
 def _micro_time(t: float) -> str:
@@ -94,7 +125,7 @@ class LeaderElector:
         self._label_failed = False  # a write of the label failed: what the pod carries is not known
         self.holder: str | None = None  # who held the Lease when this replica last read or wrote it
         self.keep_s = keep_s  # how long a change stays listed on the Lease (the longest cooldown, an hour at least)
-        self._changes: list[tuple[float, str]] = []  # as last read from the Lease, or written
+        self._changes: list[Change] = []  # as last read from the Lease, or written
         self._round = threading.Lock()  # a round, and shutdown's giving up, one at a time
         self._held_until: float | None = None  # monotonic
         self._stop = threading.Event()
@@ -177,7 +208,7 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         self.holder = holder if isinstance(holder, str) else None
-        self._changes = _changes(lease)
+        self._changes = _changes(lease, now)
         renewed = spec.get("renewTime")
         duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
         guard: list[Json] = [
@@ -209,31 +240,41 @@ class LeaderElector:
         self.holder = self.identity
         return True
 
-    def changes(self, since: float) -> list[tuple[float, str]]:
-        """The changes (time, target id) listed on the Lease since ``since``, as last read or written."""
-        return [c for c in self._changes if c[0] >= since]
+    def changes(self, since: float) -> list[Change]:
+        """The changes listed on the Lease since ``since``, as last read or written."""
+        return [c for c in self._changes if c.at >= since]
 
-    def note_change(self, target: str) -> None:
-        """List a change to ``target`` on the Lease, now (only while holding it; the oldest past ``keep_s`` or
-        ``MAX_CHANGES`` go).
+    def note_change(self, target: str, kind: str = "executed") -> None:
+        """List a change (``kind``: executed or rolled_back) to ``target`` on the Lease, now: only while holding it,
+        on the list as read (a write since is tried once more on a fresh read); the oldest past ``keep_s`` or
+        ``MAX_CHANGES`` go.
 
         Raises:
             ActionError: the Lease cannot be read or written (the change is in the audit log all the same).
         """
-        now = self.clock.now()
-        lease = self.kube.lease(self.namespace, self.name)
-        recent = [c for c in _changes(lease) if c[0] >= now - self.keep_s][-(MAX_CHANGES - 1) :]
-        kept = [*recent, (now, target)]
-        value = json.dumps([[round(t, 3), name] for t, name in kept])
-        annotations = (lease.get("metadata") or {}).get("annotations")
-        write = (
-            {"op": "add", "path": _CHANGES_PATH, "value": value}
-            if isinstance(annotations, dict)
-            else {"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: value}}
-        )
-        guard = {"op": "test", "path": "/spec/holderIdentity", "value": self.identity}
-        self.kube.patch_lease(self.namespace, self.name, [guard, write])
-        self._changes = kept
+        for attempt in range(2):
+            now = self.clock.now()
+            lease = self.kube.lease(self.namespace, self.name)
+            recent = [c for c in _changes(lease, now) if c.at >= now - self.keep_s][-(MAX_CHANGES - 1) :]
+            kept = [*recent, Change(now, target, kind)]
+            value = json.dumps([[round(c.at, 3), c.target, c.kind] for c in kept])
+            raw = _raw(lease)
+            annotations = (lease.get("metadata") or {}).get("annotations")
+            patch: list[Json] = [{"op": "test", "path": "/spec/holderIdentity", "value": self.identity}]
+            if raw is not None:  # no one else's write in between
+                patch.append({"op": "test", "path": _CHANGES_PATH, "value": raw})
+            if isinstance(annotations, dict):
+                patch.append({"op": "add", "path": _CHANGES_PATH, "value": value})
+            else:
+                patch.append({"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: value}})
+            try:
+                self.kube.patch_lease(self.namespace, self.name, patch)
+            except KubeError as e:
+                if attempt == 0 and e.status in (409, 422):
+                    continue
+                raise
+            self._changes = kept
+            return
 
     def start(self) -> None:
         """Take part in the election in a background thread."""

@@ -111,7 +111,9 @@ def _request(top: Hypothesis, graph: Workloads, sizes: Sizes | None) -> ActionRe
     pod = graph.a_pod_of(top.entity)
     if pod is None:
         return None
-    ns, name = pod.removeprefix("pod:").split("/", 1)
+    ns, slash, name = pod.removeprefix("pod:").partition("/")
+    if not (slash and ns and name):  # a pod named without its namespace: nothing to address
+        return None
     if top.fault_class in ("resource_saturation", "code_error"):
         return RestartPod(ns, name)
     return Collect(ns, name)

@@ -413,7 +413,7 @@ class App:
         if self.exporter is not None and self._forwarding and not (self._follow and self.leading()):
             n = self.config.agent.window
             windows = {(a.entity, a.signal): self.detector.recent(a.entity, a.signal, n) for a in anomalies}
-            calls: list[tuple[str, str]] = []
+            calls: list[tuple[Entity, Entity]] = []
             if self._follow:  # the holder's graph has its own node's calls only: these go along, as structure
                 pods = self.detector.service_of
                 around = dict.fromkeys(e for a in anomalies for e in (a.entity, pods.get(a.entity, a.entity)))

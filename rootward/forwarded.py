@@ -41,6 +41,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from rootward.clock import Clock
 from rootward.detector.detector import Anomaly
 from rootward.model import AttrValue, LogBatch, MetricBatch, SpanBatch
+from rootward.topology import Entity
 
 KIND = "rootward.forwarded"
 REPLICA = "rootward.replica"
@@ -57,6 +58,7 @@ MAX_WINDOW = 120
 #: Forwarded anomalies taken in a minute, from all replicas together (a busy outage's few hundred a window fit).
 MAX_PER_MINUTE = 20_000
 _ENTITY = re.compile(r"[a-z][a-z_]*:\S[^\n]*")
+_KIND = re.compile(r"[a-z][a-z_]{0,31}")
 _POD = re.compile(r"pod:[^/\s]+/\S+")
 _SERVICE = re.compile(r"service:[^/\s]*/\S+")
 _LOCAL_IDS = ("log_template:", "log_missing:")  # signals naming a replica's own template ids
@@ -67,7 +69,7 @@ def anomalies_request(
     replica: str,
     service_of: Mapping[str, str] | None = None,
     windows: Mapping[tuple[str, str], Sequence[float]] | None = None,
-    calls: Sequence[tuple[str, str]] = (),
+    calls: Sequence[tuple[Entity, Entity]] = (),
 ) -> ExportLogsServiceRequest:
     """The OTLP logs request that carries ``anomalies`` from ``replica``; a pod's service goes along (the
     aggregator's reasoner reads a pod's evidence as its service's), and each series' recent values from
@@ -100,10 +102,30 @@ def anomalies_request(
         records.scope.name = "rootward.forwarded"
         for caller, callee in calls[:MAX_CALLS]:
             record = records.log_records.add()
-            record.body.string_value = f"{caller} calls {callee}"
-            record.attributes.add(key="rootward.call.caller", value=AnyValue(string_value=caller))
-            record.attributes.add(key="rootward.call.callee", value=AnyValue(string_value=callee))
+            record.body.string_value = f"{caller.id} calls {callee.id}"
+            for end, entity in (("caller", caller), ("callee", callee)):
+                for field in ("id", "kind", "name", "namespace"):
+                    value = AnyValue(string_value=getattr(entity, field))
+                    record.attributes.add(key=f"rootward.call.{end}.{field}", value=value)
+                record.attributes.add(key=f"rootward.call.{end}.virtual", value=AnyValue(bool_value=entity.virtual))
     return request
+
+
+def _end(attrs: Mapping[str, AttrValue], end: str) -> Entity | None:
+    """One end of a forwarded call edge, or None when a field is missing or out of bounds."""
+    fields: list[str] = []
+    for f in ("id", "kind", "name", "namespace"):
+        value = attrs.get(f"rootward.call.{end}.{f}")
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            return None
+        fields.append(value)
+    virtual = attrs.get(f"rootward.call.{end}.virtual")
+    if not isinstance(virtual, bool):
+        return None
+    entity, kind, name, namespace = fields
+    if not (_ENTITY.fullmatch(entity) and _KIND.fullmatch(kind) and entity.startswith(kind + ":") and name):
+        return None
+    return Entity(entity, kind, name, namespace, virtual)
 
 
 def _text(attrs: Mapping[str, AttrValue], name: str) -> str | None:
@@ -171,7 +193,7 @@ class ReplicaAnomalies:
         accepting: Callable[[], bool] = lambda: True,
         max_age_s: float = 120.0,
         remember: Callable[[str, str, tuple[float, ...]], None] = lambda entity, signal, values: None,
-        learn_calls: Callable[[list[tuple[str, str]]], object] = lambda edges: None,
+        learn_calls: Callable[[list[tuple[Entity, Entity]]], object] = lambda edges: None,
     ) -> None:
         self.sink, self.own, self.clock, self.learn, self.counted = sink, own, clock, learn, counted
         self.accepting, self.max_age_s, self.remember, self.learn_calls = accepting, max_age_s, remember, learn_calls
@@ -235,14 +257,12 @@ class ReplicaAnomalies:
         if not self.accepting():
             self._count("not_leader", len(rows))
             return
-        edges: list[tuple[str, str]] = []
+        edges: list[tuple[Entity, Entity]] = []
         for row in rows[:MAX_CALLS]:
             replica = batch.resources[int(batch.resource[row])].get(REPLICA)
-            attrs = batch.attributes[row]
-            caller, callee = attrs.get("rootward.call.caller"), attrs.get("rootward.call.callee")
-            ends = [e for e in (caller, callee) if isinstance(e, str) and len(e) <= MAX_TEXT and _ENTITY.fullmatch(e)]
-            if len(ends) == 2 and 0 < len(replica) <= MAX_TEXT and replica != self.own:
-                edges.append((ends[0], ends[1]))
+            caller, callee = _end(batch.attributes[row], "caller"), _end(batch.attributes[row], "callee")
+            if caller is not None and callee is not None and 0 < len(replica) <= MAX_TEXT and replica != self.own:
+                edges.append((caller, callee))
         self._count("calls_refused", len(rows) - len(edges))
         self._count("calls_accepted", len(edges))
         if edges:

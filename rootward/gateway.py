@@ -36,7 +36,7 @@ from rootward.config import Config
 from rootward.detector.detector import Anomaly
 from rootward.forwarded import MAX_CALLS, PER_REQUEST, anomalies_request
 from rootward.telemetry import Telemetry
-from rootward.topology import TopologyGraph
+from rootward.topology import Entity, TopologyGraph
 from rootward.topology.export import Sightings, edge_aggregates, sightings, sightings_request, to_request
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class AggregateExporter:
         self.edges = edges
         self.service_of = service_of if service_of is not None else {}  # pod -> service, sent with its anomalies
         self._queued: deque[tuple[Anomaly, tuple[float, ...]]] = deque()  # each with its series' recent values
-        self._calls: dict[tuple[str, str], None] = {}  # call edges around them, sent with the next request
+        self._calls: dict[tuple[Entity, Entity], None] = {}  # call edges around them, sent with the next request
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self.holder = holder
@@ -134,7 +134,7 @@ class AggregateExporter:
         self,
         anomalies: list[Anomaly],
         windows: Mapping[tuple[str, str], tuple[float, ...]] | None = None,
-        calls: Sequence[tuple[str, str]] = (),
+        calls: Sequence[tuple[Entity, Entity]] = (),
     ) -> None:
         """Queue a window's anomalies (with their series' recent values from ``windows``, and the ``calls`` around
         them) for the aggregator and wake the sender (the detectors' sink; never blocks on the network)."""

@@ -459,23 +459,35 @@ def test_a_gateway_replica_says_where_its_anomalies_go() -> None:
 
 
 def test_the_calls_around_what_a_replica_found_are_learned_as_structure_only() -> None:
+    """No count is added; an end the graph knows keeps its attributes (the user stays virtual); an unknown end is
+    made as the sender had it; malformed ends are refused."""
     app = make("topology.export.replica=rootward-0")
     front, cart = (
         Entity("service:shop/frontend", "service", "frontend", "shop"),
         Entity(CART, "service", "cart", "shop"),
     )
+    user = Entity("service:/user", "service", "user", "", virtual=True)
     delta = EdgeDelta()
     delta.add(0.02, error=False)
-    app.topology.merge_calls({(front.id, CART): delta}, [front, cart])  # counted here already
-    now = app.clock.now()
-    calls = [(front.id, CART), (CART, "database:shop/redis"), ("service:shop/x", "not an id"), (CART, "x" * 5000)]
-    request = anomalies_request(found(now), "rootward-1", calls=calls)
+    app.topology.merge_calls({(front.id, CART): delta, (user.id, front.id): delta}, [front, cart, user])
+    redis = Entity("database:redis/redis:6379", "database", "redis:6379", "", virtual=True)
+    calls = [
+        (front, cart),
+        (cart, redis),
+        (Entity(user.id, "service", "user", ""), front),  # a sender that says the user is a real service
+        (Entity("service:shop/x", "service", "x", "shop"), Entity("not an id", "service", "y", "shop")),
+        (cart, Entity("pod:x", "service", "x", "")),  # the kind does not match the id
+        (cart, Entity("service:shop/" + "x" * 5000, "service", "x", "shop")),
+    ]
+    request = anomalies_request(found(app.clock.now()), "rootward-1", calls=calls)
     consume = app._replica_anomalies("rootward-0")
     consume.consume_logs(decoded(request))
     assert (front.id, CART, 1, 0) in app.topology.calls()  # its own count, not added to
-    assert (CART, "database:shop/redis", 0, 0) in app.topology.calls()
+    assert (CART, redis.id, 0, 0) in app.topology.calls()
     with app.topology.read() as g:
-        assert g.nodes["database:shop/redis"]["virtual"] is True
-        assert g.nodes["database:shop/redis"]["kind"] == "database"
-    assert consume.received["calls_accepted"] == 2
-    assert consume.received["calls_refused"] == 2
+        assert (g.nodes[redis.id]["kind"], g.nodes[redis.id]["name"], g.nodes[redis.id]["virtual"]) == (
+            "database", "redis:6379", True,
+        )  # fmt: skip
+        assert g.nodes[user.id]["virtual"] is True
+    assert consume.received["calls_accepted"] == 3
+    assert consume.received["calls_refused"] == 3

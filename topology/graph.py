@@ -77,13 +77,6 @@ _ROLE[[KIND_SERVER, KIND_CONSUMER]] = _SERVER
 _ROLE[KIND_UNSPECIFIED] = _KINDLESS
 
 
-def _from_id(entity: str) -> Entity:
-    """An entity made from its id alone (``kind:namespace/name``, or ``kind:name``)."""
-    kind, _, rest = entity.partition(":")
-    namespace, _, name = rest.rpartition("/")
-    return Entity(entity, kind, name, namespace, virtual=kind not in ("service", "pod"))
-
-
 class TopologyGraph:
     """A :class:`~rootward.model.Consumer` that keeps the graph. Thread-safe: the pipeline writes, queries read."""
 
@@ -439,8 +432,8 @@ class TopologyGraph:
                     return None
             return service.id if self._touch_edge(pod.id, service.id, "instance_of", now) is not None else None
 
-    def calls_around(self, entities: Iterable[str], limit: int) -> list[tuple[str, str]]:
-        """The call edges (caller, callee) into and out of ``entities``, at most ``limit``."""
+    def calls_around(self, entities: Iterable[str], limit: int) -> list[tuple[Entity, Entity]]:
+        """The call edges (caller, callee) into and out of ``entities``, at most ``limit``, with their ends."""
         found: dict[tuple[str, str], None] = {}
         with self._lock:
             g = self.graph
@@ -448,24 +441,33 @@ class TopologyGraph:
                 if entity not in g:
                     continue
                 for u, v, k in [*g.in_edges(entity, keys=True), *g.out_edges(entity, keys=True)]:
-                    if k == "calls":
+                    if k == "calls" and len(found) < limit:
                         found[(u, v)] = None
-                        if len(found) >= limit:
-                            return list(found)
-        return list(found)
+            return [(self._entity(u), self._entity(v)) for u, v in found]
 
-    def learn_calls(self, edges: Iterable[tuple[str, str]]) -> int:
+    def _entity(self, entity: str) -> Entity:
+        data = self.graph.nodes[entity]
+        return Entity(entity, data["kind"], data["name"], data["namespace"], bool(data["virtual"]))
+
+    def learn_calls(self, edges: Iterable[tuple[Entity, Entity]]) -> int:
         """Call edges another Rootward saw (rootward/forwarded.py: a sidecar's calls around what it found), as
-        structure only: the edge and its ends are made or kept alive, no count is added (this graph's counts, and
-        the servicegraph metrics built from them, stay its own). An end not in the graph is made from its id
-        (``<kind>:<namespace>/<name>``; a kind other than a service or a pod is a virtual peer). Return how many
-        edges were recorded."""
+        structure only: no count is added (this graph's counts, and the servicegraph metrics built from them, stay
+        its own), an end this graph knows keeps its attributes and is only kept alive, an end it does not know is
+        made from the sender's. Return how many edges were recorded."""
         now = self.clock.now()
         done = 0
         with self._lock:
+            g = self.graph
             for src, dst in edges:
-                if all(e in self.graph or self._touch_entity(_from_id(e), now) for e in (src, dst)):
-                    done += self._touch_edge(src, dst, "calls", now) is not None
+                ends = []
+                for end in (src, dst):
+                    if end.id in g:
+                        g.nodes[end.id]["last_seen"] = now
+                        ends.append(True)
+                    else:
+                        ends.append(self._touch_entity(end, now))
+                if all(ends):
+                    done += self._touch_edge(src.id, dst.id, "calls", now) is not None
         return done
 
     def merge_calls(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from cluster import MakeExecutor, deploy, memory_limit
 
 from rootward.actions import Diagnosis, Executor, Kube, PatchResources
 from rootward.actions.errors import ActionError
-from rootward.actions.leader import CHANGES_ANNOTATION, LEADER_LABEL, LeaderElector
+from rootward.actions.leader import CHANGES_ANNOTATION, LEADER_LABEL, Change, LeaderElector
 from rootward.clock import ManualClock
 from rootward.policies import Approvals, AuditLog
 from rootward.policies.engine import PolicyEngine
@@ -164,7 +165,7 @@ def test_the_cooldown_holds_across_a_handover(kube: Kube, policy: PolicyEngine, 
         assert first.status == "succeeded"
         a.shutdown()  # hands the Lease over
         assert b.step()
-        assert [target for _, target in b.changes(0.0)] == ["Deployment/shop/cart"]
+        assert [c.target for c in b.changes(0.0)] == ["Deployment/shop/cart"]
         again = executor(b, "b").submit(PatchResources("shop", "cart", container="cart", limits={"memory": "384Mi"}),
                                         Diagnosis("oom", 0.95, "inc-2"))  # fmt: skip
     assert again.status == "denied"
@@ -180,19 +181,89 @@ def test_changes_older_than_kept_leave_the_lease_and_a_follower_cannot_list_one(
     a.note_change("Deployment/shop/cart")
     clock.advance(150)
     a.note_change("Deployment/shop/pay")
-    assert [t for _, t in a.changes(0.0)] == ["Deployment/shop/pay"]
+    assert [c.target for c in a.changes(0.0)] == ["Deployment/shop/pay"]
     with pytest.raises(ActionError):  # the Lease's holder is a, not b: the guarded patch is refused
         b.note_change("Deployment/shop/cart")
 
 
-def test_a_malformed_changes_annotation_lists_nothing(kube: Kube) -> None:
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("[[1, 2], oops", id="not-json"),
+        pytest.param("[" * 100_000 + "]" * 100_000, id="nested-past-the-recursion-limit"),
+        pytest.param("[[" + "9" * 400 + ', "Deployment/shop/cart", "executed"]]', id="a-time-past-float"),
+        pytest.param('[[Infinity, "Deployment/shop/cart", "executed"]]', id="infinite"),
+        pytest.param('[[1e12, "Deployment/shop/cart", "executed"]]', id="far-in-the-future"),
+        pytest.param('[[1, "Deployment/shop/cart", "deleted"]]', id="unknown-kind"),
+        pytest.param('{"a": 1}', id="not-a-list"),
+    ],
+)
+def test_a_malformed_changes_annotation_lists_nothing_and_the_election_goes_on(kube: Kube, raw: str) -> None:
     clock = ManualClock()
-    a, _ = _pair(kube, clock)
+    a, b = _pair(kube, clock)
     assert a.step()
-    kube.patch_lease("rootward", "rootward-executor",
-                     [{"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: "[[1, 2], oops"}}])  # fmt: skip
+    annotations = {CHANGES_ANNOTATION: raw, "keep.me/please": "yes"}
+    kube.patch_lease(
+        "rootward", "rootward-executor", [{"op": "add", "path": "/metadata/annotations", "value": annotations}]
+    )
     clock.advance(5)
     assert a.step()
+    assert not b.step()
     assert a.changes(0.0) == []
-    a.note_change("Deployment/shop/cart")  # and is written anew
-    assert [t for _, t in a.changes(0.0)] == ["Deployment/shop/cart"]
+    a.note_change("Deployment/shop/cart")  # and is written anew, the other annotations kept
+    assert [c.target for c in a.changes(0.0)] == ["Deployment/shop/cart"]
+    assert kube.lease("rootward", "rootward-executor")["metadata"]["annotations"]["keep.me/please"] == "yes"
+
+
+class Listed:
+    """A ledger of a predecessor's changes (the Lease's list), and what this holder lists on it."""
+
+    def __init__(self, changes: list[Change], fail: Exception | None = None) -> None:
+        self.listed, self.fail, self.noted = changes, fail, list[tuple[str, str]]()
+
+    def changes(self, since: float) -> list[Change]:
+        return [c for c in self.listed if c.at >= since]
+
+    def note_change(self, target: str, kind: str = "executed") -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.noted.append((target, kind))
+
+
+def test_the_rate_limit_counts_the_predecessors_executed_changes_and_not_its_rollbacks(
+    kube: Kube, make_executor: MakeExecutor
+) -> None:
+    deploy(kube, "cart")
+    deploy(kube, "pay")
+    now = time.time()
+    nine = [Change(now - 60 * i, f"Deployment/shop/s{i}", "executed") for i in range(9)]
+    rolled = [Change(now - 30, "Deployment/shop/s0", "rolled_back")]
+    first = make_executor(ledger=Listed(nine + rolled)).submit(
+        PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.95, "i-1")
+    )
+    assert first.status == "succeeded"  # 9 executed in the hour: the tenth may go (a rollback is no new change)
+    ten = Listed([*nine, Change(now - 5, "Deployment/shop/s9", "executed")])
+    again = make_executor(ledger=ten).submit(
+        PatchResources("shop", "pay", container="pay", limits={"memory": "256Mi"}), Diagnosis("oom", 0.95, "i-2")
+    )
+    assert again.status == "denied"
+    assert "rate limit" in again.detail
+
+
+def test_a_ledger_that_fails_never_changes_what_the_action_does(kube: Kube, make_executor: MakeExecutor) -> None:
+    deploy(kube, "cart")
+    ledger = Listed([], fail=RuntimeError("the annotation could not be parsed"))
+    outcome = make_executor(ledger=ledger).submit(
+        PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.95, "i-1")
+    )
+    assert outcome.status == "succeeded"  # verified and recorded all the same
+    assert memory_limit(kube, "cart") == "256Mi"
+
+
+def test_a_change_is_listed_with_its_kind(kube: Kube, make_executor: MakeExecutor) -> None:
+    deploy(kube, "cart")
+    ledger = Listed([])
+    make_executor(ledger=ledger).submit(
+        PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.95, "i-1")
+    )
+    assert ledger.noted == [("Deployment/shop/cart", "executed")]
