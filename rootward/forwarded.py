@@ -206,14 +206,24 @@ class ReplicaAnomalies:
     def consume_metrics(self, batch: MetricBatch) -> None:
         pass
 
+    def _rows(self, batch: LogBatch, kind: str) -> list[int]:
+        """The batch's records of ``kind`` (anomalies, calls); none while not ``accepting`` (counted not_leader)."""
+        marked = [i for i, r in enumerate(batch.resources) if r.get(KIND) == kind]
+        rows: list[int] = np.flatnonzero(np.isin(batch.resource, marked)).tolist() if marked else []
+        if rows and not self.accepting():
+            self._count("not_leader", len(rows))
+            return []
+        return rows
+
+    def _replica(self, batch: LogBatch, row: int) -> str | None:
+        """The name the record's sender gives, when it is one a replica may have (not this Rootward's own)."""
+        replica = batch.resources[int(batch.resource[row])].get(REPLICA)
+        return replica if 0 < len(replica) <= MAX_TEXT and replica != self.own else None
+
     def consume_logs(self, batch: LogBatch) -> None:
         self._calls(batch)
-        marked = [i for i, r in enumerate(batch.resources) if r.get(KIND) == "anomalies"]
-        if not marked:
-            return
-        rows = np.flatnonzero(np.isin(batch.resource, marked)).tolist()
-        if not self.accepting():
-            self._count("not_leader", len(rows))
+        rows = self._rows(batch, "anomalies")
+        if not rows:
             return
         now = self.clock.now()
         minute = int(now // 60)
@@ -224,10 +234,9 @@ class ReplicaAnomalies:
         found: list[Anomaly] = []
         refused = stale = 0
         for row in rows[: max(0, room)]:
-            replica = batch.resources[int(batch.resource[row])].get(REPLICA)
-            named = 0 < len(replica) <= MAX_TEXT and replica != self.own
-            parsed = parse(batch.attributes[row]) if named else None
-            if parsed is None:
+            replica = self._replica(batch, row)
+            parsed = parse(batch.attributes[row]) if replica is not None else None
+            if replica is None or parsed is None:
                 refused += 1
                 continue
             anomaly, service, recent = parsed
@@ -250,18 +259,13 @@ class ReplicaAnomalies:
     def _calls(self, batch: LogBatch) -> None:
         """Call edges a replica saw around what it found: learned as structure (``learn_calls``), at most
         MAX_CALLS a request, both ends well-formed entity ids; counted as calls_accepted / calls_refused."""
-        marked = [i for i, r in enumerate(batch.resources) if r.get(KIND) == "calls"]
-        if not marked:
-            return
-        rows = np.flatnonzero(np.isin(batch.resource, marked)).tolist()
-        if not self.accepting():
-            self._count("not_leader", len(rows))
+        rows = self._rows(batch, "calls")
+        if not rows:
             return
         edges: list[tuple[Entity, Entity]] = []
         for row in rows[:MAX_CALLS]:
-            replica = batch.resources[int(batch.resource[row])].get(REPLICA)
             caller, callee = _end(batch.attributes[row], "caller"), _end(batch.attributes[row], "callee")
-            if caller is not None and callee is not None and 0 < len(replica) <= MAX_TEXT and replica != self.own:
+            if caller is not None and callee is not None and self._replica(batch, row) is not None:
                 edges.append((caller, callee))
         self._count("calls_refused", len(rows) - len(edges))
         self._count("calls_accepted", len(edges))
