@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from rootward.config import Config
 from rootward.config_detection import Detection
 from rootward.detector.baseline import BOTH, DOWN, UP
 from rootward.detector.detector import Anomaly, Call, Detector, DetectorSettings
-from rootward.detector.incidents import Incident, Incidents, Sink
+from rootward.detector.incidents import Incident, Incidents
 from rootward.detector.kube import KubeSignals
 from rootward.detector.kube_metrics import KubeMetrics
 from rootward.detector.logflow import FlowSettings, sampling_key
@@ -43,7 +43,7 @@ from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
 from rootward.serving import ThreadedServer
-from rootward.slack import SlackNotifier, SlackSettings
+from rootward.slack import SlackNotifier, SlackSettings, WhileLeading
 from rootward.telemetry import Telemetry
 from rootward.topology import Entity, TopologyGraph, TopologyLimits
 from rootward.topology.graph import USER
@@ -206,25 +206,6 @@ class Ticker:
                 self.fn()
             except Exception:  # a failed tick must not end the loop; it is logged with its traceback
                 logger.exception("detector tick failed")
-
-
-class WhileLeading:
-    """An incident sink (Slack) that hears of changes only while ``leading()``: with follow_lease, the sidecar that
-    holds the Lease alerts, on what every sidecar forwarded to it. An incident it told of keeps being told of after
-    the Lease moves on, so that its message is updated and resolved, not left open."""
-
-    def __init__(self, sink: Sink, leading: Callable[[], bool]) -> None:
-        self.sink, self.leading = sink, leading
-        self.told: set[str] = set()  # incidents the sink heard of (forgotten once resolved)
-
-    def incident_changed(
-        self, incident: Incident, change: Literal["opened", "updated", "resolved", "reopened"]
-    ) -> None:
-        if incident.id in self.told or self.leading():
-            self.sink.incident_changed(incident, change)
-            self.told.add(incident.id)
-        if change == "resolved":
-            self.told.discard(incident.id)
 
 
 class App:

@@ -22,14 +22,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from rootward.agent.redact import Redactor
-from rootward.detector.incidents import Incident
+from rootward.detector.incidents import Incident, Sink
 
 logger = logging.getLogger(__name__)
 
@@ -368,3 +368,22 @@ class SlackNotifier:
         self._sent_at.append(self.clock())
         self.counts("sent")
         return True
+
+
+class WhileLeading:
+    """An incident sink (Slack) that hears of changes only while ``leading()``: with follow_lease, the sidecar that
+    holds the Lease alerts, on what every sidecar forwarded to it. An incident it told of keeps being told of after
+    the Lease moves on, so that its message is updated and resolved, not left open."""
+
+    def __init__(self, sink: Sink, leading: Callable[[], bool]) -> None:
+        self.sink, self.leading = sink, leading
+        self.told: set[str] = set()  # incidents the sink heard of (forgotten once resolved)
+
+    def incident_changed(
+        self, incident: Incident, change: Literal["opened", "updated", "resolved", "reopened"]
+    ) -> None:
+        if incident.id in self.told or self.leading():
+            self.sink.incident_changed(incident, change)
+            self.told.add(incident.id)
+        if change == "resolved":
+            self.told.discard(incident.id)

@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from pytest_httpserver import HTTPServer
 
 from rootward import forwarded
-from rootward.app import App, WhileLeading
+from rootward.app import App
 from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.detector.detector import Anomaly
@@ -30,6 +30,7 @@ from rootward.forwarded import KIND, REPLICA, ReplicaAnomalies, anomalies_reques
 from rootward.gateway import AggregateExporter
 from rootward.model import LogBatch
 from rootward.receiver import LogDecoder
+from rootward.slack import WhileLeading
 from rootward.telemetry import Telemetry
 from rootward.testing import free_ports
 from rootward.topology import Entity, TopologyGraph
