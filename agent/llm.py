@@ -372,14 +372,16 @@ MAX_CONTEXT_EVENTS = 20
 
 def _correlated(context: IncidentContext, sources: Sources) -> dict[str, Any]:
     """What the first message adds from outside the context: the text of the log templates its anomalies name
-    (``log_template:<id>``, ``log_missing:<id>``) and the newest Kubernetes Events of its entities."""
-    ids = {int(t) for a in context.anomalies if a.signal.startswith(("log_template:", "log_missing:"))
-           if (t := a.signal.rpartition(":")[2]).isdigit()}  # fmt: skip
-    texts = sources.templates.snapshot()[0] if sources.templates is not None and ids else {}
+    (``log_template:<id>``, ``log_missing:<id>``; another Rootward's as ``<replica>/<id>``) and the newest Kubernetes
+    Events of its entities."""
+    keys = {
+        a.signal.partition(":")[2] for a in context.anomalies if a.signal.startswith(("log_template:", "log_missing:"))
+    }
+    texts = sources.templates.texts(keys) if sources.templates is not None and keys else {}  # ours, and forwarded
     entities = {a.entity for a in context.anomalies} | set(context.service_of)
     events = sources.kube.history.of(entities)[-MAX_CONTEXT_EVENTS:] if sources.kube is not None else []
     return {
-        "log_templates": {str(i): texts[i][:500] for i in sorted(ids) if i in texts},
+        "log_templates": {k: texts[k][:500] for k in sorted(texts)},
         "kubernetes_events": [asdict(e) for e in events],
     }
 

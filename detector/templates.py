@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from drain3 import TemplateMiner
 from drain3.masking import MaskingInstruction
@@ -34,6 +34,9 @@ from rootward.detector.windows import WARN
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
 logging.getLogger("drain3").setLevel(logging.WARNING)
+
+#: Other Rootwards' template texts kept (``LogTemplates.remember``), at most ~0.5 KiB each.
+MAX_FOREIGN = 2000
 
 #: What the miner replaces before it compares lines: ids, times and numbers standing on their own (not the digits of
 #: a ``Class#123`` or ``G1234`` token, which name a place or a thing).
@@ -95,6 +98,22 @@ class LogTemplates:
         self.current: int | None = None
         self._mined = 0
         self._lock = threading.Lock()
+        self.foreign: dict[str, str] = {}  # "<replica>/<id>" -> the text of another Rootward's template
+
+    def texts(self, keys: Iterable[str]) -> dict[str, str]:
+        """The texts of templates by key: this miner's (``"17"``) and other Rootwards' (``"rootward-1/17"``, as
+        forwarded); unknown keys are left out."""
+        with self._lock:
+            found = {k: self.templates.get(int(k)) if k.isdigit() else self.foreign.get(k) for k in keys}
+        return {k: v for k, v in found.items() if v is not None}
+
+    def remember(self, key: str, text: str) -> None:
+        """Keep another Rootward's template text (its anomaly was forwarded here): the newest MAX_FOREIGN."""
+        with self._lock:
+            self.foreign.pop(key, None)
+            self.foreign[key] = text
+            while len(self.foreign) > MAX_FOREIGN:
+                del self.foreign[next(iter(self.foreign))]
 
     def consume_traces(self, batch: SpanBatch) -> None:
         pass

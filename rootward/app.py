@@ -208,6 +208,10 @@ class Ticker:
                 logger.exception("detector tick failed")
 
 
+#: Signals that name a log template by its id (the template's text goes along when they are forwarded).
+_TEMPLATE_SIGNALS = ("log_template:", "log_missing:")
+
+
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
@@ -399,7 +403,10 @@ class App:
                 pods = self.detector.service_of
                 around = dict.fromkeys(e for a in anomalies for e in (a.entity, pods.get(a.entity, a.entity)))
                 calls = self.topology.calls_around(around, MAX_CALLS)
-            self.exporter.forward(anomalies, windows, calls)
+            named = {a.signal: a.signal.partition(":")[2] for a in anomalies if a.signal.startswith(_TEMPLATE_SIGNALS)}
+            mined = self.log_templates.texts(named.values()) if named else {}
+            texts = {signal: mined[key] for signal, key in named.items() if key in mined}
+            self.exporter.forward(anomalies, windows, calls, texts)
 
     def leading(self) -> bool:
         """Whether this Rootward acts now: it has an executor, and holds the Lease when there is one."""
@@ -427,7 +434,8 @@ class App:
             self.incidents.observe, replica, self.clock, learn,
             lambda outcome, n: self.telemetry.gateway_anomalies.labels(outcome).inc(n),
             self.leading if self._follow else lambda: True, self.config.detection.incidents.hold_s,
-            self.detector.remember, self.topology.learn_calls,
+            remember=self.detector.remember, remember_text=self.log_templates.remember,
+            learn_calls=self.topology.learn_calls,
         )  # fmt: skip
 
     def diagnose(self, incident_id: str, llm: bool) -> Diagnosis | None:

@@ -53,6 +53,8 @@ MAX_TEXT = 1024
 PER_REQUEST = 1000
 #: Call edges sent with a batch of anomalies, at most (those around the anomalous entities, busiest first).
 MAX_CALLS = 500
+#: The longest template text sent with a log_template / log_missing anomaly.
+MAX_TEMPLATE = 500
 #: Recent values sent with an anomaly, at most (the agent's window is 30 by default).
 MAX_WINDOW = 120
 #: Forwarded anomalies taken in a minute, from all replicas together (a busy outage's few hundred a window fit).
@@ -70,10 +72,12 @@ def anomalies_request(
     service_of: Mapping[str, str] | None = None,
     windows: Mapping[tuple[str, str], Sequence[float]] | None = None,
     calls: Sequence[tuple[Entity, Entity]] = (),
+    texts: Mapping[str, str] | None = None,
 ) -> ExportLogsServiceRequest:
     """The OTLP logs request that carries ``anomalies`` from ``replica``; a pod's service goes along (the
     aggregator's reasoner reads a pod's evidence as its service's), and each series' recent values from
-    ``windows``; ``calls`` (caller, callee) around them go as records of their own (``rootward.forwarded=calls``)."""
+    ``windows``, and the text of the log template a signal names from ``texts`` (signal -> text); ``calls``
+    (caller, callee) around them go as records of their own (``rootward.forwarded=calls``)."""
     request = ExportLogsServiceRequest()
     resource_logs = request.resource_logs.add()
     for key, text in ((REPLICA, replica), (KIND, "anomalies")):
@@ -90,6 +94,9 @@ def anomalies_request(
         service = (service_of or {}).get(a.entity)
         if service:
             record.attributes.add(key=_PREFIX + "service", value=AnyValue(string_value=service))
+        named = (texts or {}).get(a.signal)
+        if named:
+            record.attributes.add(key=_PREFIX + "template", value=AnyValue(string_value=named[:MAX_TEMPLATE]))
         recent = (windows or {}).get((a.entity, a.signal))
         if recent:
             values = record.attributes.add(key=_PREFIX + "recent").value.array_value.values
@@ -137,6 +144,7 @@ class Forwarded(NamedTuple):
     anomaly: Anomaly
     service: str | None  # the pod's service, when the anomaly is a pod's
     recent: tuple[float, ...]  # the series' recent values, oldest first
+    template: str | None = None  # the text of the log template its signal names
 
 
 def _window(value: AttrValue) -> tuple[float, ...]:
@@ -164,7 +172,11 @@ def parse(attrs: Mapping[str, AttrValue]) -> Forwarded | None:
     if service is not None and not (_POD.fullmatch(entity) and _SERVICE.fullmatch(service)):
         service = None
     anomaly = Anomaly(entity, signal, value, expected, score, start, end)
-    return Forwarded(anomaly, service, _window(attrs.get(_PREFIX + "recent")))
+    text = attrs.get(_PREFIX + "template")
+    template = (
+        text if isinstance(text, str) and 0 < len(text) <= MAX_TEMPLATE and signal.startswith(_LOCAL_IDS) else None
+    )
+    return Forwarded(anomaly, service, _window(attrs.get(_PREFIX + "recent")), template)
 
 
 def _foreign(anomaly: Anomaly, replica: str) -> Anomaly:
@@ -193,10 +205,12 @@ class ReplicaAnomalies:
         accepting: Callable[[], bool] = lambda: True,
         max_age_s: float = 120.0,
         remember: Callable[[str, str, tuple[float, ...]], None] = lambda entity, signal, values: None,
+        remember_text: Callable[[str, str], None] = lambda key, text: None,
         learn_calls: Callable[[list[tuple[Entity, Entity]]], object] = lambda edges: None,
     ) -> None:
         self.sink, self.own, self.clock, self.learn, self.counted = sink, own, clock, learn, counted
         self.accepting, self.max_age_s, self.remember, self.learn_calls = accepting, max_age_s, remember, learn_calls
+        self.remember_text = remember_text
         self.received = Counter[str]()
         self._minute, self._taken = -1, 0
 
@@ -239,7 +253,7 @@ class ReplicaAnomalies:
             if replica is None or parsed is None:
                 refused += 1
                 continue
-            anomaly, service, recent = parsed
+            anomaly, service, recent, template = parsed
             if anomaly.end < now - self.max_age_s:
                 stale += 1
                 continue
@@ -249,6 +263,8 @@ class ReplicaAnomalies:
                 self.learn(anomaly.entity, service)
             if recent:
                 self.remember(anomaly.entity, anomaly.signal, recent)
+            if template is not None:  # under the qualified id: log_template:<replica>/<id> -> "<replica>/<id>"
+                self.remember_text(anomaly.signal.partition(":")[2], template)
         self._taken += len(found)  # what reaches the incidents: garbage is cheap, and must not crowd out the rest
         self._count("refused", refused)
         self._count("stale", stale)

@@ -97,7 +97,8 @@ class AggregateExporter:
         self._since = float("-inf")  # sightings from then on go in the next export
         self.edges = edges
         self.service_of = service_of if service_of is not None else {}  # pod -> service, sent with its anomalies
-        self._queued: deque[tuple[Anomaly, tuple[float, ...]]] = deque()  # each with its series' recent values
+        # each with its series' recent values and the text of the template it names
+        self._queued: deque[tuple[Anomaly, tuple[float, ...], str]] = deque()
         self._calls: dict[tuple[Entity, Entity], None] = {}  # call edges around them, sent with the next request
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
@@ -135,19 +136,20 @@ class AggregateExporter:
         anomalies: list[Anomaly],
         windows: Mapping[tuple[str, str], tuple[float, ...]] | None = None,
         calls: Sequence[tuple[Entity, Entity]] = (),
+        texts: Mapping[str, str] | None = None,
     ) -> None:
         """Queue a window's anomalies (with their series' recent values from ``windows``, and the ``calls`` around
         them) for the aggregator and wake the sender (the detectors' sink; never blocks on the network)."""
         if not anomalies:
             return
-        windows = windows or {}
+        windows, texts = windows or {}, texts or {}
         with self._queue_lock:
             for edge in calls:
                 self._calls.pop(edge, None)
                 self._calls[edge] = None
             while len(self._calls) > MAX_CALLS:
                 del self._calls[next(iter(self._calls))]
-            self._queued.extend((a, windows.get((a.entity, a.signal), ())) for a in anomalies)
+            self._queued.extend((a, windows.get((a.entity, a.signal), ()), texts.get(a.signal, "")) for a in anomalies)
             over = len(self._queued) - MAX_QUEUED
             for _ in range(max(0, over)):
                 self._queued.popleft()
@@ -170,8 +172,10 @@ class AggregateExporter:
             if not chunk:
                 return True
             try:
-                windows = {(a.entity, a.signal): recent for a, recent in chunk if recent}
-                request = anomalies_request([a for a, _ in chunk], self.replica, self.service_of, windows, calls)
+                windows = {(a.entity, a.signal): recent for a, recent, _ in chunk if recent}
+                texts = {a.signal: text for a, _, text in chunk if text}
+                anomalies = [a for a, _, _ in chunk]
+                request = anomalies_request(anomalies, self.replica, self.service_of, windows, calls, texts)
                 send = self._open().unary_unary(
                     _EXPORT_LOGS, response_deserializer=ExportLogsServiceResponse.FromString
                 )
@@ -234,7 +238,7 @@ class AggregateExporter:
         self._since = now
         return True
 
-    def _requeue(self, chunk: list[tuple[Anomaly, tuple[float, ...]]]) -> None:
+    def _requeue(self, chunk: list[tuple[Anomaly, tuple[float, ...], str]]) -> None:
         with self._queue_lock:
             self._queued.extendleft(reversed(chunk))
             over = max(0, len(self._queued) - MAX_QUEUED)

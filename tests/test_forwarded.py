@@ -140,7 +140,7 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(monkeypatch: pytest.Monke
     exporter = AggregateExporter(config, TopologyGraph(), telemetry)
     exporter.forward(found(1.0))
     exporter.forward(found(2.0))
-    assert [a.end for a, _ in exporter._queued] == [1.0, 2.0, 2.0]
+    assert [a.end for a, _, _ in exporter._queued] == [1.0, 2.0, 2.0]
     assert telemetry.value("rootward_gateway_anomalies_total", outcome="dropped") == 1
 
 
@@ -196,7 +196,7 @@ def test_what_a_replica_sends_reads_back_as_the_same_anomalies() -> None:
     request = anomalies_request(anomalies, "rootward-1", {POD: CART})
     batch = LogDecoder().decode(request.SerializeToString()).batch
     parsed = [parse(attrs) for attrs in batch.attributes]
-    assert parsed == [(anomalies[0], CART, ()), (anomalies[1], None, ())]
+    assert parsed == [(anomalies[0], CART, (), None), (anomalies[1], None, (), None)]
     assert batch.body[1] == f"{CART} error_ratio: 0.4 against 0.01 (z 14.5)"
 
 
@@ -434,8 +434,8 @@ def test_a_failed_send_requeued_past_the_limit_drops_the_oldest(monkeypatch: pyt
     config = load_config(environ={}, overrides=["topology.export.enabled=true", "topology.export.endpoint=127.0.0.1:9"])
     exporter = AggregateExporter(config, TopologyGraph(), telemetry)
     exporter.forward(found(1.0))
-    exporter._requeue([(a, ()) for a in found(0.5)])  # a failed chunk goes back first: the queue is 4 long
-    assert [a.end for a, _ in exporter._queued] == [0.5, 1.0, 1.0]
+    exporter._requeue([(a, (), "") for a in found(0.5)])  # a failed chunk goes back first: the queue is 4 long
+    assert [a.end for a, _, _ in exporter._queued] == [0.5, 1.0, 1.0]
     assert telemetry.value("rootward_gateway_anomalies_total", outcome="dropped") == 1
 
 
@@ -492,3 +492,27 @@ def test_the_calls_around_what_a_replica_found_are_learned_as_structure_only() -
         assert g.nodes[user.id]["virtual"] is True
     assert consume.received["calls_accepted"] == 3
     assert consume.received["calls_refused"] == 3
+
+
+def test_a_template_text_travels_with_its_anomaly_and_the_llm_context_reads_it() -> None:
+    """log_template:17 of rootward-1 arrives as log_template:rootward-1/17 with its text: the aggregator's miner
+    answers for it (agent/llm.py puts the texts of the incident's templates in the first message)."""
+    app = make("topology.export.replica=rootward-0")
+    now = app.clock.now()
+    sent = [
+        Anomaly(CART, "log_template:17", 9.0, 0.0, 8.0, now - 10, now),
+        Anomaly(CART, "p95", 2.0, 0.1, 9.0, now - 10, now),
+    ]
+    texts = {"log_template:17": "payment <*> declined: card <*>", "p95": "not a template"}
+    app._replica_anomalies("rootward-0").consume_logs(decoded(anomalies_request(sent, "rootward-1", texts=texts)))
+    assert app.log_templates.texts(["rootward-1/17", "17"]) == {"rootward-1/17": "payment <*> declined: card <*>"}
+    assert app.log_templates.foreign == {"rootward-1/17": "payment <*> declined: card <*>"}  # p95 names no template
+
+
+def test_a_replica_sends_the_text_of_the_template_its_anomaly_names() -> None:
+    app = make("topology.export.replica=rootward-1", "topology.export.endpoint=127.0.0.1:9")
+    app.log_templates.templates[17] = "payment <*> declined"
+    now = app.clock.now()
+    app._found(now, [Anomaly(CART, "log_missing:17", 0.0, 40.0, -8.0, now - 10, now), *found(now)])
+    assert app.exporter is not None
+    assert [text for _, _, text in app.exporter._queued] == ["payment <*> declined", "", ""]
