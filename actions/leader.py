@@ -13,7 +13,7 @@ holds the Lease and takes the label off when it loses or gives it up, so that a 
 there, and people approve there. A label that cannot be written is logged and tried again next round; a holder that
 died keeps its label only as long as its pod exists.
 
-The holder also keeps the changes it made on the Lease (annotation ``rootward.dev/changes``: when, and to which
+The holder also keeps the changes it made on the Lease (annotation ``rootward.dev/changes``: when, to which
 target, for the last ``keep_s``), so that the cooldowns and the hourly rate limit hold across a handover: a new
 holder's own audit log has none of its predecessor's changes (DESIGN.md has the audit log move with the Lease; on
 the DaemonSet it lives on each pod's emptyDir, so what moves is what the guards need).
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 #: The label the holder puts on its own pod.
 LEADER_LABEL = "rootward.dev/leader"
 _LABEL_PATH = "/metadata/labels/" + LEADER_LABEL.replace("~", "~0").replace("/", "~1")
-#: The Lease annotation that holds the changes made (a JSON list of [unix time, target id]), at most MAX_CHANGES.
+#: The Lease annotation that holds the changes made (a JSON list of [unix time, target id, kind]), at most MAX_CHANGES.
 CHANGES_ANNOTATION = "rootward.dev/changes"
 _CHANGES_PATH = "/metadata/annotations/" + CHANGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
 MAX_CHANGES = 500
@@ -79,9 +79,11 @@ def _changes(lease: Json, now: float) -> list[Change]:
     for e in listed:
         if not (isinstance(e, list) and len(e) == 3 and isinstance(e[1], str) and e[2] in CHANGE_KINDS):
             continue
+        if not isinstance(e[0], int | float) or isinstance(e[0], bool):
+            continue
         try:
             t = float(e[0])
-        except (TypeError, ValueError, OverflowError):
+        except OverflowError:  # an integer past float's range
             continue
         if math.isfinite(t) and t <= now + _SKEW_S:
             found.append(Change(t, e[1], e[2]))

@@ -12,13 +12,16 @@ defaults, TrainTicket's ``TravelServiceImpl#451`` and ``#457`` lines were one te
 not be told).
 
 Signals name templates by id, never by their text: log text is untrusted and may carry secrets, so it stays in
-the process (:attr:`LogTemplates.templates`) and never reaches Slack. Mining is bounded: at most
-``max_lines_per_window`` lines a window are mined (the rest counted in ``skipped``), at most ``max_templates``.
+the process (:attr:`LogTemplates.templates`) and never reaches Slack; in gateway mode and on the DaemonSet the text
+of a template a forwarded anomaly names goes to the Rootward that acts, redacted (rootward/forwarded.py). Mining is
+bounded: at most ``max_lines_per_window`` lines a window are mined (the rest counted in ``skipped``), at most
+``max_templates``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -35,8 +38,10 @@ from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
 
 logging.getLogger("drain3").setLevel(logging.WARNING)
 
-#: Other Rootwards' template texts kept (``LogTemplates.remember``), at most ~0.5 KiB each.
+#: Other Rootwards' template texts kept (``LogTemplates.remember``): up to ~2.5 KiB each with their keys.
 MAX_FOREIGN = 2000
+#: A template id of this miner's, as a signal names it (ASCII digits: ``str.isdigit`` takes "²", which int() refuses).
+_LOCAL_ID = re.compile(r"[0-9]{1,18}")
 
 #: What the miner replaces before it compares lines: ids, times and numbers standing on their own (not the digits of
 #: a ``Class#123`` or ``G1234`` token, which name a place or a thing).
@@ -102,9 +107,10 @@ class LogTemplates:
 
     def texts(self, keys: Iterable[str]) -> dict[str, str]:
         """The texts of templates by key: this miner's (``"17"``) and other Rootwards' (``"rootward-1/17"``, as
-        forwarded); unknown keys are left out."""
-        with self._lock:
-            found = {k: self.templates.get(int(k)) if k.isdigit() else self.foreign.get(k) for k in keys}
+        forwarded); unknown keys are left out. Takes no lock, so that a sink the miner calls while it holds its lock
+        (the App's, forwarding a window's anomalies with their texts) may ask: one dict read is atomic, and the
+        miner only adds and replaces texts."""
+        found = {k: self.templates.get(int(k)) if _LOCAL_ID.fullmatch(k) else self.foreign.get(k) for k in keys}
         return {k: v for k, v in found.items() if v is not None}
 
     def remember(self, key: str, text: str) -> None:

@@ -38,7 +38,7 @@ from rootward.detector.spanflow import SpanFlow
 from rootward.detector.store import IncidentStore
 from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
-from rootward.forwarded import MAX_CALLS, ReplicaAnomalies
+from rootward.forwarded import MAX_CALLS, MAX_TEMPLATE, TEMPLATE_SIGNALS, ReplicaAnomalies
 from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
 from rootward.receiver import Receiver
@@ -208,10 +208,6 @@ class Ticker:
                 logger.exception("detector tick failed")
 
 
-#: Signals that name a log template by its id (the template's text goes along when they are forwarded).
-_TEMPLATE_SIGNALS = ("log_template:", "log_missing:")
-
-
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
@@ -251,6 +247,7 @@ class App:
         self.exporter: AggregateExporter | None = None
         self.acting: Acting | None = None
         self._forwarding, self._follow = export.anomalies and (exporting or follow), follow
+        self._redact = _redactor(config).text  # a forwarded template's text, as Slack and the LLM get telemetry
         detection = config.detection
         shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(
@@ -403,9 +400,9 @@ class App:
                 pods = self.detector.service_of
                 around = dict.fromkeys(e for a in anomalies for e in (a.entity, pods.get(a.entity, a.entity)))
                 calls = self.topology.calls_around(around, MAX_CALLS)
-            named = {a.signal: a.signal.partition(":")[2] for a in anomalies if a.signal.startswith(_TEMPLATE_SIGNALS)}
+            named = {a.signal: a.signal.partition(":")[2] for a in anomalies if a.signal.startswith(TEMPLATE_SIGNALS)}
             mined = self.log_templates.texts(named.values()) if named else {}
-            texts = {signal: mined[key] for signal, key in named.items() if key in mined}
+            texts = {signal: self._redact(mined[key][:MAX_TEMPLATE]) for signal, key in named.items() if key in mined}
             self.exporter.forward(anomalies, windows, calls, texts)
 
     def leading(self) -> bool:

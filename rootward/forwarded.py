@@ -51,7 +51,7 @@ _NUMBERS = ("value", "expected", "score", "start", "end")
 MAX_TEXT = 1024
 #: Anomalies per request: ~0.3 KiB each. More in one request are refused.
 PER_REQUEST = 1000
-#: Call edges sent with a batch of anomalies, at most (those around the anomalous entities, busiest first).
+#: Call edges sent with a batch of anomalies, at most (those into and out of the anomalous entities).
 MAX_CALLS = 500
 #: The longest template text sent with a log_template / log_missing anomaly.
 MAX_TEMPLATE = 500
@@ -63,7 +63,8 @@ _ENTITY = re.compile(r"[a-z][a-z_]*:\S[^\n]*")
 _KIND = re.compile(r"[a-z][a-z_]{0,31}")
 _POD = re.compile(r"pod:[^/\s]+/\S+")
 _SERVICE = re.compile(r"service:[^/\s]*/\S+")
-_LOCAL_IDS = ("log_template:", "log_missing:")  # signals naming a replica's own template ids
+#: Signals that name a log template by its id, a replica's own (qualified by its name when forwarded).
+TEMPLATE_SIGNALS = ("log_template:", "log_missing:")
 
 
 def anomalies_request(
@@ -130,7 +131,8 @@ def _end(attrs: Mapping[str, AttrValue], end: str) -> Entity | None:
     if not isinstance(virtual, bool):
         return None
     entity, kind, name, namespace = fields
-    if not (_ENTITY.fullmatch(entity) and _KIND.fullmatch(kind) and entity.startswith(kind + ":") and name):
+    well_formed = _ENTITY.fullmatch(entity) and _KIND.fullmatch(kind)
+    if not (well_formed and entity.startswith(kind + ":") and name and entity.endswith(name)):
         return None
     return Entity(entity, kind, name, namespace, virtual)
 
@@ -174,7 +176,9 @@ def parse(attrs: Mapping[str, AttrValue]) -> Forwarded | None:
     anomaly = Anomaly(entity, signal, value, expected, score, start, end)
     text = attrs.get(_PREFIX + "template")
     template = (
-        text if isinstance(text, str) and 0 < len(text) <= MAX_TEMPLATE and signal.startswith(_LOCAL_IDS) else None
+        text
+        if isinstance(text, str) and 0 < len(text) <= MAX_TEMPLATE and signal.startswith(TEMPLATE_SIGNALS)
+        else None
     )
     return Forwarded(anomaly, service, _window(attrs.get(_PREFIX + "recent")), template)
 
@@ -183,7 +187,7 @@ def _foreign(anomaly: Anomaly, replica: str) -> Anomaly:
     """The anomaly as found by ``replica``: its source, and a template id of the replica's own qualified by its
     name."""
     signal = anomaly.signal
-    for prefix in _LOCAL_IDS:
+    for prefix in TEMPLATE_SIGNALS:
         if signal.startswith(prefix):
             signal = f"{prefix}{replica}/{signal[len(prefix) :]}"
     return replace(anomaly, signal=signal, source=replica)

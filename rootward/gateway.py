@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from rootward.clock import Clock, SystemClock
 from rootward.config import Config
 from rootward.detector.detector import Anomaly
-from rootward.forwarded import MAX_CALLS, PER_REQUEST, anomalies_request
+from rootward.forwarded import MAX_CALLS, MAX_TEMPLATE, PER_REQUEST, anomalies_request
 from rootward.telemetry import Telemetry
 from rootward.topology import Entity, TopologyGraph
 from rootward.topology.export import Sightings, edge_aggregates, sightings, sightings_request, to_request
@@ -138,8 +138,9 @@ class AggregateExporter:
         calls: Sequence[tuple[Entity, Entity]] = (),
         texts: Mapping[str, str] | None = None,
     ) -> None:
-        """Queue a window's anomalies (with their series' recent values from ``windows``, and the ``calls`` around
-        them) for the aggregator and wake the sender (the detectors' sink; never blocks on the network)."""
+        """Queue a window's anomalies (with their series' recent values from ``windows``, the ``calls`` around them
+        and the ``texts`` of the templates they name, by signal) for the aggregator and wake the sender (the
+        detectors' sink; never blocks on the network)."""
         if not anomalies:
             return
         windows, texts = windows or {}, texts or {}
@@ -149,7 +150,9 @@ class AggregateExporter:
                 self._calls[edge] = None
             while len(self._calls) > MAX_CALLS:
                 del self._calls[next(iter(self._calls))]
-            self._queued.extend((a, windows.get((a.entity, a.signal), ()), texts.get(a.signal, "")) for a in anomalies)
+            self._queued.extend(
+                (a, windows.get((a.entity, a.signal), ()), texts.get(a.signal, "")[:MAX_TEMPLATE]) for a in anomalies
+            )
             over = len(self._queued) - MAX_QUEUED
             for _ in range(max(0, over)):
                 self._queued.popleft()

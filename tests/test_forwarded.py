@@ -4,6 +4,7 @@ are not what a replica sends are refused one by one and counted; an aggregator t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -516,3 +517,63 @@ def test_a_replica_sends_the_text_of_the_template_its_anomaly_names() -> None:
     app._found(now, [Anomaly(CART, "log_missing:17", 0.0, 40.0, -8.0, now - 10, now), *found(now)])
     assert app.exporter is not None
     assert [text for _, _, text in app.exporter._queued] == ["payment <*> declined", "", ""]
+
+
+def log_lines(service: str, *texts: str, severity: int = 17) -> LogBatch:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
+    for n, text in enumerate(texts):
+        rl.scope_logs.add().log_records.add(
+            body=AnyValue(string_value=text),
+            severity_number=severity,
+            trace_id=bytes([n + 1]) * 16,  # type: ignore[arg-type]
+        )
+    return decoded(req)
+
+
+def test_a_new_template_found_by_the_miner_itself_is_forwarded_with_its_text() -> None:
+    """The miner calls its sink (the App's, which asks it for the text) while it holds its own lock: that ask must
+    not wait for the lock (it did: the replica's pipeline hung on the first new WARN template)."""
+    clock = ManualClock(1000.0)
+    overrides = [*LOCAL_PORTS, *NOTHING_ON_DISK, "topology.export.enabled=true", "topology.export.replica=rootward-1",
+                 "topology.export.endpoint=127.0.0.1:9", "detection.log_flow.enabled=false"]  # fmt: skip
+    app = App(load_config(environ={}, overrides=overrides), clock=clock)
+    app.log_templates.warmup_windows = 3
+    for w in range(8):
+        app.log_templates.consume_logs(log_lines("cart", f"redis slow: {w} ms", severity=13))
+        clock.advance(10)
+    app.log_templates.tick()
+    done = threading.Event()
+
+    def new_template() -> None:
+        app.log_templates.consume_logs(
+            log_lines("payment", *[f"charge failed: token {n} sk_live_abcdefghijklmnop" for n in range(3)])
+        )
+        clock.advance(10)
+        app.log_templates.tick()
+        done.set()
+
+    threading.Thread(target=new_template, daemon=True).start()
+    assert done.wait(10), "the miner's window close hung"
+    assert app.exporter is not None
+    texts = [text for a, _, text in app.exporter._queued if a.signal.startswith("log_template:")]
+    assert texts
+    assert texts[0].startswith("charge failed: token <NUM>")
+
+
+@pytest.mark.parametrize("key", ["²", "9" * 5000, "", "-1", "17abc", "rootward-1/17"])
+def test_an_odd_template_key_finds_no_text_and_raises_nothing(key: str) -> None:
+    app = make("topology.export.replica=rootward-0")
+    app.log_templates.templates[17] = "x"
+    assert app.log_templates.texts([key]) == {}
+
+
+def test_an_unknown_call_end_is_made_virtual_unless_a_service_or_pod_and_the_user_always() -> None:
+    app = make("topology.export.replica=rootward-0")
+    user = Entity("service:/user", "service", "user", "")
+    db = Entity("database:redis/redis:6379", "database", "redis:6379", "")
+    cart = Entity(CART, "service", "cart", "shop")
+    app.topology.learn_calls([(user, cart), (cart, db)])
+    with app.topology.read() as g:
+        assert [g.nodes[e.id]["virtual"] for e in (user, cart, db)] == [True, False, True]

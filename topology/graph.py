@@ -449,6 +449,15 @@ class TopologyGraph:
         data = self.graph.nodes[entity]
         return Entity(entity, data["kind"], data["name"], data["namespace"], bool(data["virtual"]))
 
+    def _learn_end(self, end: Entity, now: float) -> bool:
+        """Keep a known end alive as it is; make an unknown one as the sender had it, virtual unless it is a service
+        or a pod that reports itself, and never the user (USER is virtual wherever it is)."""
+        if end.id in self.graph:
+            self.graph.nodes[end.id]["last_seen"] = now
+            return True
+        virtual = end.virtual or end.kind not in ("service", "pod") or end.id == USER.id
+        return self._touch_entity(Entity(end.id, end.kind, end.name, end.namespace, virtual), now)
+
     def learn_calls(self, edges: Iterable[tuple[Entity, Entity]]) -> int:
         """Call edges another Rootward saw (rootward/forwarded.py: a sidecar's calls around what it found), as
         structure only: no count is added (this graph's counts, and the servicegraph metrics built from them, stay
@@ -457,16 +466,8 @@ class TopologyGraph:
         now = self.clock.now()
         done = 0
         with self._lock:
-            g = self.graph
             for src, dst in edges:
-                ends = []
-                for end in (src, dst):
-                    if end.id in g:
-                        g.nodes[end.id]["last_seen"] = now
-                        ends.append(True)
-                    else:
-                        ends.append(self._touch_entity(end, now))
-                if all(ends):
+                if self._learn_end(src, now) and self._learn_end(dst, now):  # a refused caller makes no callee
                     done += self._touch_edge(src.id, dst.id, "calls", now) is not None
         return done
 
