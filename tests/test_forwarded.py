@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from log_records import lines
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -519,19 +520,6 @@ def test_a_replica_sends_the_text_of_the_template_its_anomaly_names() -> None:
     assert [text for _, _, text in app.exporter._queued] == ["payment <*> declined", "", ""]
 
 
-def log_lines(service: str, *texts: str, severity: int = 17) -> LogBatch:
-    req = ExportLogsServiceRequest()
-    rl = req.resource_logs.add()
-    rl.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
-    for n, text in enumerate(texts):
-        rl.scope_logs.add().log_records.add(
-            body=AnyValue(string_value=text),
-            severity_number=severity,
-            trace_id=bytes([n + 1]) * 16,  # type: ignore[arg-type]
-        )
-    return decoded(req)
-
-
 def test_a_new_template_found_by_the_miner_itself_is_forwarded_with_its_text() -> None:
     """The miner calls its sink (the App's, which asks it for the text) while it holds its own lock: that ask must
     not wait for the lock (it did: the replica's pipeline hung on the first new WARN template)."""
@@ -541,14 +529,14 @@ def test_a_new_template_found_by_the_miner_itself_is_forwarded_with_its_text() -
     app = App(load_config(environ={}, overrides=overrides), clock=clock)
     app.log_templates.warmup_windows = 3
     for w in range(8):
-        app.log_templates.consume_logs(log_lines("cart", f"redis slow: {w} ms", severity=13))
+        app.log_templates.consume_logs(lines("cart", f"redis slow: {w} ms", severity=13))
         clock.advance(10)
     app.log_templates.tick()
     done = threading.Event()
 
     def new_template() -> None:
         app.log_templates.consume_logs(
-            log_lines("payment", *[f"charge failed: token {n} sk_live_abcdefghijklmnop" for n in range(3)])
+            lines("payment", *[f"charge failed: token {n} sk_live_abcdefghijklmnop" for n in range(3)])
         )
         clock.advance(10)
         app.log_templates.tick()

@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from log_records import lines
 
 from rootward.agent import GraphReasoner, IncidentContext
 from rootward.agent.llm import LLMReasoner, LLMSettings
@@ -20,7 +19,6 @@ from rootward.detector.detector import Anomaly
 from rootward.detector.kube import Change
 from rootward.detector.templates import LogTemplates
 from rootward.model import LogBatch
-from rootward.receiver import LogDecoder
 from rootward.topology import TopologyGraph, TopologyLimits
 
 from k8s_bodies import log_bodies
@@ -44,17 +42,7 @@ CLUSTER: list[dict[str, Any]] = [
 
 def logs(service: str, *texts: str, severity: int = 17) -> LogBatch:
     """WARN+ log lines of a service of namespace shop, through the real decoder."""
-    req = ExportLogsServiceRequest()
-    rl = req.resource_logs.add()
-    for key, value in (("service.name", service), ("service.namespace", "shop")):
-        rl.resource.attributes.add(key=key, value=AnyValue(string_value=value))
-    for n, text in enumerate(texts):
-        rl.scope_logs.add().log_records.add(
-            body=AnyValue(string_value=text),
-            severity_number=severity,
-            trace_id=bytes([n + 1]) * 16,  # type: ignore[arg-type]
-        )
-    return LogDecoder().decode(req.SerializeToString()).batch
+    return lines(service, *texts, severity=severity, namespace="shop")
 
 
 @pytest.fixture

@@ -3,27 +3,11 @@ service, named by template id (the text stays in the process), with a trace exem
 
 from __future__ import annotations
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from log_records import lines
 
 from rootward.clock import ManualClock
 from rootward.detector.detector import Anomaly
 from rootward.detector.templates import LogTemplates
-from rootward.model import LogBatch
-from rootward.receiver import LogDecoder
-
-
-def lines(service: str, *texts: str, severity: int = 17) -> LogBatch:
-    req = ExportLogsServiceRequest()
-    rl = req.resource_logs.add()
-    rl.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
-    for n, text in enumerate(texts):
-        rl.scope_logs.add().log_records.add(
-            body=AnyValue(string_value=text),
-            severity_number=severity,
-            trace_id=bytes([n + 1]) * 16,  # type: ignore[arg-type]
-        )
-    return LogDecoder().decode(req.SerializeToString()).batch
 
 
 def test_new_and_surging_error_templates_are_anomalies() -> None:
