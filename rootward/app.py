@@ -247,7 +247,9 @@ class App:
         self.exporter: AggregateExporter | None = None
         self.acting: Acting | None = None
         self._forwarding, self._follow = export.anomalies and (exporting or follow), follow
-        self._redact = _redactor(config).text  # a forwarded template's text, as Slack and the LLM get telemetry
+        # What Slack, the acting part and forwarded template texts redact with (the LLM keeps its own: it reports
+        # its redactions per investigation)
+        self.redactor = _redactor(config)
         detection = config.detection
         shared = threading.RLock()  # the detector's and the incidents' (detector/detector.py says why)
         self.incidents = Incidents(
@@ -280,7 +282,7 @@ class App:
             ),
             lambda outcome: self.telemetry.slack_messages.labels(outcome).inc(),
             links=self.topology.calls_among,
-            redactor=_redactor(config),
+            redactor=self.redactor,
         )
         kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
@@ -330,7 +332,7 @@ class App:
             pending = self.slack.approval_requested if self.slack.configured else None
             self.acting = Acting.build(
                 config, self.clock, self.topology, pending, self._count_action, self.kube, self.anomaly_cleared,
-                _redactor(config),
+                self.redactor,
             )  # fmt: skip
         if self.acting is not None:  # after the diagnoser: it proposes from the diagnosis
             self.incidents.sinks.insert(1 if self.diagnoser is not None else 0, self.acting.responder)
@@ -402,7 +404,8 @@ class App:
                 calls = self.topology.calls_around(around, MAX_CALLS)
             named = {a.signal: a.signal.partition(":")[2] for a in anomalies if a.signal.startswith(TEMPLATE_SIGNALS)}
             mined = self.log_templates.texts(named.values()) if named else {}
-            texts = {signal: self._redact(mined[key][:MAX_TEMPLATE]) for signal, key in named.items() if key in mined}
+            cut = {signal: mined[key][:MAX_TEMPLATE] for signal, key in named.items() if key in mined}
+            texts = {signal: self.redactor.text(text) for signal, text in cut.items()}
             self.exporter.forward(anomalies, windows, calls, texts)
 
     def leading(self) -> bool:
