@@ -36,10 +36,17 @@ logger = logging.getLogger(__name__)
 
 #: The label the holder puts on its own pod.
 LEADER_LABEL = "rootward.dev/leader"
-_LABEL_PATH = "/metadata/labels/" + LEADER_LABEL.replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(parent: str, key: str) -> str:
+    """The JSON Pointer of ``key`` under ``parent`` (``~`` and ``/`` escaped, RFC 6901)."""
+    return f"{parent}/" + key.replace("~", "~0").replace("/", "~1")
+
+
+_LABEL_PATH = _pointer("/metadata/labels", LEADER_LABEL)
 #: The Lease annotation that holds the changes made (a JSON list of [unix time, target id, kind]), at most MAX_CHANGES.
 CHANGES_ANNOTATION = "rootward.dev/changes"
-_CHANGES_PATH = "/metadata/annotations/" + CHANGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
+_CHANGES_PATH = _pointer("/metadata/annotations", CHANGES_ANNOTATION)
 MAX_CHANGES = 500
 #: What a listed change was: executed (counts for the rate limit and the cooldown), rolled_back (the cooldown).
 CHANGE_KINDS = ("executed", "rolled_back")

@@ -352,12 +352,9 @@ class Window:
         """(entity, signal, sum, count) of paired calls: per-call means (``_PER_CALL``) or, with ``_DELTA``, a count
         summed into a rate."""
         for entity, signal, total, count in items:
-            if count <= 0:
-                continue
-            row = self._row(entity, signal, mode)
+            row = self._counted_row(entity, signal, mode) if count > 0 else -1
             if row < 0:
                 continue
-            self._grow_values(len(self.values_.series))
             self.vsum[row] += total
             self.vcount[row] += count
             self.vmax[row] = max(self.vmax[row], total / count)
@@ -367,15 +364,19 @@ class Window:
         window's p95, interpolated within its bucket, once ``MIN_CALLS`` calls are in."""
         for entity, signal, counts in items:
             total = int(counts.sum())
-            if total <= 0:
-                continue
-            row = self._row(entity, signal, _P95)
+            row = self._counted_row(entity, signal, _P95) if total > 0 else -1
             if row < 0:
                 continue
-            self._grow_values(len(self.values_.series))
             self.vcount[row] += total
             held = self.buckets.get(row)
             self.buckets[row] = counts.astype(np.int64) if held is None else held + counts
+
+    def _counted_row(self, entity: str, signal: str, mode: int) -> int:
+        """The value row of (entity, signal), its accumulators grown to hold it; -1 past the series limit."""
+        row = self._row(entity, signal, mode)
+        if row >= 0:
+            self._grow_values(len(self.values_.series))
+        return row
 
     def _grow_values(self, n: int) -> None:
         if len(self.vsum) < n:

@@ -18,8 +18,7 @@ What arrives is telemetry, untrusted like the rest: fields are checked (an entit
 numbers, times in order), a bad record is refused alone and counted, and so is a record claiming to come from the
 aggregator's own name (a replica misconfigured to export to itself), one that is older than ``max_age_s`` (a
 backlog after an outage is no news), one past ``PER_REQUEST`` in a request or past ``MAX_PER_MINUTE`` taken in a
-minute,
-and every record while ``accepting`` says no (a sidecar that lost the Lease: the others reconnect to the new
+minute, and every record while ``accepting`` says no (a sidecar that lost the Lease: the others reconnect to the new
 holder). A replica's log template ids are its own: ``log_template:17`` arrives as ``log_template:<replica>/17``, so
 the aggregator never reads them as its own templates. A pod's service is learned only for a pod not known yet.
 Only an App in gateway mode, or following the Lease, listens for them.
@@ -149,11 +148,14 @@ class Forwarded(NamedTuple):
     template: str | None = None  # the text of the log template its signal names
 
 
+def _finite(value: AttrValue) -> bool:
+    """A number (not a bool) that is finite."""
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _window(value: AttrValue) -> tuple[float, ...]:
     """Recent values: finite numbers, at most MAX_WINDOW; anything else gives none (the anomaly still counts)."""
-    if not isinstance(value, tuple) or len(value) > MAX_WINDOW:
-        return ()
-    if not all(isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if not isinstance(value, tuple) or len(value) > MAX_WINDOW or not all(map(_finite, value)):
         return ()
     return tuple(float(v) for v in value)  # type: ignore[arg-type]
 
@@ -165,7 +167,7 @@ def parse(attrs: Mapping[str, AttrValue]) -> Forwarded | None:
     numbers = [attrs.get(_PREFIX + n) for n in _NUMBERS]
     if entity is None or signal is None or not _ENTITY.fullmatch(entity):
         return None
-    if not all(isinstance(x, float | int) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
+    if not all(map(_finite, numbers)):
         return None
     value, expected, score, start, end = (float(x) for x in numbers)  # type: ignore[arg-type]
     if start > end:
@@ -195,7 +197,7 @@ def _foreign(anomaly: Anomaly, replica: str) -> Anomaly:
 
 class ReplicaAnomalies:
     """The aggregator's consumer of forwarded anomalies: each batch's valid ones go to ``sink`` (the incidents) at
-    the clock's time, a pod's service to ``learn`` (for a pod ``known`` does not know yet); ``counted`` hears
+    the clock's time, a pod's service to ``learn`` (which keeps what this Rootward knows); ``counted`` hears
     (outcome, n): accepted, refused (malformed, or from the aggregator's own name), stale, over_limit,
     not_leader."""
 

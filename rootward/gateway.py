@@ -153,11 +153,7 @@ class AggregateExporter:
             self._queued.extend(
                 (a, windows.get((a.entity, a.signal), ()), texts.get(a.signal, "")[:MAX_TEMPLATE]) for a in anomalies
             )
-            over = len(self._queued) - MAX_QUEUED
-            for _ in range(max(0, over)):
-                self._queued.popleft()
-        if over > 0:
-            self.telemetry.gateway_anomalies.labels("dropped").inc(over)
+            self._bound()
         self._wake.set()
 
     def send_anomalies(self) -> bool:
@@ -244,10 +240,14 @@ class AggregateExporter:
     def _requeue(self, chunk: list[tuple[Anomaly, tuple[float, ...], str]]) -> None:
         with self._queue_lock:
             self._queued.extendleft(reversed(chunk))
-            over = max(0, len(self._queued) - MAX_QUEUED)
-            for _ in range(over):
-                self._queued.popleft()
+            self._bound()
         self.telemetry.gateway_anomalies.labels("failed").inc(len(chunk))
+
+    def _bound(self) -> None:
+        """Drop the oldest past MAX_QUEUED, counted (the queue's lock held)."""
+        over = max(0, len(self._queued) - MAX_QUEUED)
+        for _ in range(over):
+            self._queued.popleft()
         if over:
             self.telemetry.gateway_anomalies.labels("dropped").inc(over)
 
