@@ -133,13 +133,19 @@ def test_an_aggregator_that_is_down_gets_the_queued_anomalies_when_it_is_back() 
     assert telemetry.value("rootward_gateway_anomalies_total", outcome="sent") == 2
 
 
-def test_a_full_queue_drops_the_oldest_and_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def small_queue(monkeypatch: pytest.MonkeyPatch) -> tuple[AggregateExporter, Telemetry]:
+    """An exporter whose queue holds 3 anomalies, to an aggregator that is not there; its telemetry."""
     from rootward import gateway
 
     monkeypatch.setattr(gateway, "MAX_QUEUED", 3)
     telemetry = Telemetry()
     config = load_config(environ={}, overrides=["topology.export.enabled=true", "topology.export.endpoint=127.0.0.1:9"])
-    exporter = AggregateExporter(config, TopologyGraph(), telemetry)
+    return AggregateExporter(config, TopologyGraph(), telemetry), telemetry
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_them(small_queue: tuple[AggregateExporter, Telemetry]) -> None:
+    exporter, telemetry = small_queue
     exporter.forward(found(1.0))
     exporter.forward(found(2.0))
     assert [a.end for a, _, _ in exporter._queued] == [1.0, 2.0, 2.0]
@@ -428,13 +434,10 @@ def test_following_the_lease_a_sender_connects_anew_when_the_holder_changes() ->
         )
 
 
-def test_a_failed_send_requeued_past_the_limit_drops_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rootward import gateway
-
-    monkeypatch.setattr(gateway, "MAX_QUEUED", 3)
-    telemetry = Telemetry()
-    config = load_config(environ={}, overrides=["topology.export.enabled=true", "topology.export.endpoint=127.0.0.1:9"])
-    exporter = AggregateExporter(config, TopologyGraph(), telemetry)
+def test_a_failed_send_requeued_past_the_limit_drops_the_oldest(
+    small_queue: tuple[AggregateExporter, Telemetry],
+) -> None:
+    exporter, telemetry = small_queue
     exporter.forward(found(1.0))
     exporter._requeue([(a, (), "") for a in found(0.5)])  # a failed chunk goes back first: the queue is 4 long
     assert [a.end for a, _, _ in exporter._queued] == [0.5, 1.0, 1.0]

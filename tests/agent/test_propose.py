@@ -4,6 +4,7 @@ and the responder that hands it on, when the executor fails or cannot keep up.""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -212,6 +213,18 @@ def test_a_full_responder_queue_drops_visibly(graph: TopologyGraph) -> None:
     responder.close()
 
 
+def responded(submit: Callable[[ActionRequest, Reason], Outcome], graph: TopologyGraph, incident_id: str) -> Incident:
+    """An incident opened with a network-delay diagnosis of cart, after the responder handed its action to
+    ``submit`` and kept how it ended."""
+    responder = Responder(submit, graph)
+    incident = Incident(incident_id, 0.0, 0.0)
+    incident.diagnosis = diagnosis("service:shop/cart", "service", "network_delay").model_dump(mode="json")
+    responder.incident_changed(incident, "opened")
+    responder.flush()
+    responder.close()
+    return incident
+
+
 def test_what_a_collection_read_is_kept_on_the_incident_bounded_and_redacted(graph: TopologyGraph) -> None:
     def collect(request: ActionRequest, reason: Reason) -> Outcome:
         result = {
@@ -221,12 +234,7 @@ def test_what_a_collection_read_is_kept_on_the_incident_bounded_and_redacted(gra
         }
         return Outcome("act-1", "succeeded", "collected", result=result)
 
-    responder = Responder(collect, graph)
-    incident = Incident("inc-1", 0.0, 0.0)
-    incident.diagnosis = diagnosis("service:shop/cart", "service", "network_delay").model_dump(mode="json")
-    responder.incident_changed(incident, "opened")
-    responder.flush()
-    responder.close()
+    incident = responded(collect, graph, "inc-1")
     assert incident.action is not None
     collected = incident.action["collected"]
     assert collected["phase"] == "Running"
@@ -240,12 +248,7 @@ def test_a_dry_runs_plan_to_collect_is_not_shown_as_collected(graph: TopologyGra
     def plan(request: ActionRequest, reason: Reason) -> Outcome:
         return Outcome("act-2", "dry_run", "dry run only", result={"would_read": "shop/cart-7d9f-x1"})
 
-    responder = Responder(plan, graph)
-    incident = Incident("inc-2", 0.0, 0.0)
-    incident.diagnosis = diagnosis("service:shop/cart", "service", "network_delay").model_dump(mode="json")
-    responder.incident_changed(incident, "opened")
-    responder.flush()
-    responder.close()
+    incident = responded(plan, graph, "inc-2")
     assert incident.action is not None
     assert incident.action["status"] == "dry_run"
     assert "collected" not in incident.action
