@@ -26,6 +26,7 @@ import numpy as np
 
 from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.baseline import EDGE_PREFIX, Baselines, bad_side, rule_for
+from rootward.detector.kube_metrics import Bounded
 from rootward.detector.multivariate import Multivariate
 from rootward.detector.seasonal import Seasonal
 from rootward.detector.silence import Silence
@@ -124,7 +125,7 @@ class Detector:
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
         # windows of series other replicas judged, with when they came (Detector.remember)
-        self.foreign: dict[tuple[str, str], tuple[float, tuple[float, ...]]] = {}
+        self.foreign: Bounded[tuple[str, str], tuple[float, tuple[float, ...]]] = Bounded(MAX_FOREIGN)
         # re-entered when a sink (the agent) reads series windows. The App gives the incidents the same lock: a
         # closing window folds anomalies into incidents holding it, and an incident's sinks, told on any thread
         # (the log miner's, the Kubernetes signals'), read series windows; two locks would be taken in both orders
@@ -156,10 +157,7 @@ class Detector:
         routed to another replica; its own share of a service's spans is its own series), for ``series_ttl_s``.
         The newest ``MAX_FOREIGN`` are kept."""
         with self._lock:
-            self.foreign.pop((entity, signal), None)
-            self.foreign[(entity, signal)] = (self.clock.now(), values)
-            while len(self.foreign) > MAX_FOREIGN:
-                del self.foreign[next(iter(self.foreign))]
+            self.foreign.put((entity, signal), (self.clock.now(), values))
 
     # --- Consumer ----------------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from drain3.template_miner_config import TemplateMinerConfig
 
 from rootward.clock import Clock, SystemClock, roll
 from rootward.detector.detector import Anomaly
+from rootward.detector.kube_metrics import Bounded
 from rootward.detector.logflow import FlowSettings, LogFlow, bucket, sampling_key
 from rootward.detector.windows import WARN
 from rootward.model import LogBatch, MetricBatch, SpanBatch, entity_of
@@ -103,7 +104,7 @@ class LogTemplates:
         self.current: int | None = None
         self._mined = 0
         self._lock = threading.Lock()
-        self.foreign: dict[str, str] = {}  # "<replica>/<id>" -> the text of another Rootward's template
+        self.foreign: Bounded[str, str] = Bounded(MAX_FOREIGN)  # "<replica>/<id>" -> another Rootward's template
 
     def texts(self, keys: Iterable[str]) -> dict[str, str]:
         """The texts of templates by key: this miner's (``"17"``) and other Rootwards' (``"rootward-1/17"``, as
@@ -116,10 +117,7 @@ class LogTemplates:
     def remember(self, key: str, text: str) -> None:
         """Keep another Rootward's template text (its anomaly was forwarded here): the newest MAX_FOREIGN."""
         with self._lock:
-            self.foreign.pop(key, None)
-            self.foreign[key] = text
-            while len(self.foreign) > MAX_FOREIGN:
-                del self.foreign[next(iter(self.foreign))]
+            self.foreign.put(key, text)
 
     def consume_traces(self, batch: SpanBatch) -> None:
         pass
