@@ -27,7 +27,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -128,7 +129,15 @@ class Outcome:
 
 
 class Executor:
-    """Carries out action requests within policy; thread-safe (one request at a time)."""
+    """Carries out action requests within policy; thread-safe.
+
+    One change at a time: a request that may change the cluster (``autonomous`` mode, or an approved request)
+    holds the change lock from its decision to the end of its verification and rollback, so its decision reads a
+    current history (cooldowns, the hourly rate limit) and no second change muddles what its verification reads.
+    Everything else (dry runs, collections, requests that can end no further than an approval request in
+    ``approve-all`` mode) takes only the short decision lock and never waits behind a verification. In
+    ``autonomous`` mode any request that may change something waits for the verdict before it is decided.
+    """
 
     def __init__(
         self,
@@ -167,7 +176,8 @@ class Executor:
         self.flags = flags
         self.ledger = ledger
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        self._changing = threading.Lock()  # one change in flight, decision to verification
+        self._deciding = threading.Lock()  # dedupe, decision, dry run, the change itself: short
 
     # Entry points
 
@@ -178,11 +188,11 @@ class Executor:
         AuditError when the audit log cannot be written (nothing is done without a record).
         """
         request_id = request_id_of(request, diagnosis)
-        with self._lock:
+        with self._turn(not request.read_only and self.mode == "autonomous") as decided:
             earlier = self._settled(request_id)
             if earlier is not None:
                 return earlier
-            return self._run(request, diagnosis, request_id, approved_by=None)
+            return self._run(request, diagnosis, request_id, None, decided)
 
     def approve(self, approval_id: str, who: str, comment: str = "") -> Outcome:
         """Approve a pending request as ``who`` and carry it out (policy is asked again, with the approval).
@@ -208,8 +218,26 @@ class Executor:
         """Run an approved request: policy again (with the approval), dry run, execute, verify."""
         request = from_json(approval.payload["request"])
         diagnosis = Diagnosis.from_json(approval.payload["diagnosis"])
-        with self._lock:
-            return self._run(request, diagnosis, approval.request_id, approved_by=approval.decided_by)
+        with self._turn(not request.read_only and self.mode != "dry-run") as decided:
+            return self._run(request, diagnosis, approval.request_id, approval.decided_by, decided)
+
+    @contextmanager
+    def _turn(self, changes: bool) -> Iterator[Callable[[], None]]:
+        """Hold the decision lock (and the change lock first when the request may change something); yields the
+        call that lets the decision lock go once the change is made (verification runs without it)."""
+        with self._changing if changes else nullcontext():
+            self._deciding.acquire()
+            held = [True]
+
+            def decided() -> None:
+                if held[0]:
+                    held[0] = False
+                    self._deciding.release()
+
+            try:
+                yield decided
+            finally:
+                decided()
 
     def reject(self, approval_id: str, who: str, comment: str = "") -> Outcome:
         """Reject a pending request as ``who``.
@@ -277,7 +305,14 @@ class Executor:
             "approval": {"approved_by": approved_by} if approved_by else None,
         }
 
-    def _run(self, request: ActionRequest, diagnosis: Diagnosis, request_id: str, approved_by: str | None) -> Outcome:
+    def _run(
+        self,
+        request: ActionRequest,
+        diagnosis: Diagnosis,
+        request_id: str,
+        approved_by: str | None,
+        decided: Callable[[], None],
+    ) -> Outcome:
         target = request.target
         record = partial(self.audit.append, request_id=request_id, target=target.id)
 
@@ -344,35 +379,32 @@ class Executor:
             detail = "waits for a human: " + "; ".join(decision.reasons)
             return end("pending_approval", detail, decision=decision, approval_id=approval.id, blast_radius=blast)
 
-        return self._execute(op, diagnosis, record, end, decision, blast)
+        return self._change(op, diagnosis, record, partial(end, decision=decision, blast_radius=blast), decided)
 
     def _operation(self, request: ActionRequest) -> Operation:
         if isinstance(request, ToggleFlag):  # not a Kubernetes action: the flag file and OpenFeature
             return FlagOperation(request, self.kube, flags=self.flags)
         return operation(request, self.kube)
 
-    def _execute(
-        self,
-        op: Operation,
-        diagnosis: Diagnosis,
-        record: Callable[..., Any],
-        end: Callable[..., Outcome],
-        decision: Decision,
-        blast: BlastRadius,
-    ) -> Outcome:
-        return self._change(op, diagnosis, record, partial(end, decision=decision, blast_radius=blast))
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop acting (Rootward is shutting down): no change is made from now on (a request ends ``failed``,
         audited as ``not_run``); one under verification ends ``failed``, audited as ``verification_interrupted``,
         and is left as it is (its prior state is in the audit log), not rolled back on the way out. Waits up to
-        ``timeout_s`` for the request under way to be recorded."""
+        ``timeout_s`` for the requests under way to be recorded."""
         self._stopping.set()
-        if self._lock.acquire(timeout=timeout_s):  # submit and carry_out hold it to the end
-            self._lock.release()
+        deadline = time.monotonic() + timeout_s
+        for lock in (self._changing, self._deciding):  # the change under way holds the first to its end
+            if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return
+            lock.release()
 
     def _change(
-        self, op: Operation, diagnosis: Diagnosis, record: Callable[..., Any], done: Callable[..., Outcome]
+        self,
+        op: Operation,
+        diagnosis: Diagnosis,
+        record: Callable[..., Any],
+        done: Callable[..., Outcome],
+        decided: Callable[[], None],
     ) -> Outcome:
         if self._stopping.is_set():
             record("not_run", {"reason": "Rootward is stopping"})
@@ -385,6 +417,7 @@ class Executor:
             return done("failed", f"the change failed: {e}; {self._reconcile(op, record)}")
         record("executed", {"result": result})
         self._share(op, "executed")
+        decided()  # the change is made and counted: other requests may be decided while it is verified
         health = self._verify(op, diagnosis)
         if self._stopping.is_set() and not health.done:  # cut short, not a verdict
             record("verification_interrupted", {"detail": health.detail, "prior": op.prior})

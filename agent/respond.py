@@ -1,6 +1,7 @@
 """The last incident sink: an incident with a diagnosis gets one proposed action (agent/propose.py), submitted to the
-guarded executor on a worker thread (a submission blocks while the executor dry-runs, waits or verifies), once per
-incident episode. How it ended is kept on the incident (``action``), for the API, the store and approvers.
+guarded executor on one of ``workers`` threads (a submission blocks while the executor dry-runs or verifies; the
+executor makes one change at a time, the other workers meanwhile take dry runs, collections and approval requests),
+once per incident episode. How it ended is kept on the incident (``action``), for the API, the store and approvers.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Responder:
         counted: Callable[[str, str], None] | None = None,
         sizes: Sizes | None = None,
         redactor: Redactor | None = None,
+        workers: int = 4,
     ) -> None:
         """``pending(incident id, approval id, action)`` is told of actions that wait for a human (Slack);
         ``counted(kind, status)`` of every outcome (the metrics); ``sizes`` are what a resize starts from;
@@ -48,8 +50,11 @@ class Responder:
         self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
         self._queue: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
-        self._thread = threading.Thread(target=self._run, name="rootward-responder", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"rootward-responder-{n}", daemon=True) for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def incident_changed(self, incident: Incident, change: str) -> None:
         if change == "resolved":
@@ -78,11 +83,14 @@ class Responder:
             self.counted(request.kind, "dropped")
 
     def close(self, timeout_s: float = 5.0) -> None:
-        try:
-            self._queue.put(None, timeout=timeout_s)
-        except queue.Full:
-            return
-        self._thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for _ in self._threads:  # one end mark a worker
+            try:
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                return
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every submission so far has an outcome (tests, the demo)."""

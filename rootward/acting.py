@@ -71,7 +71,7 @@ class Acting:
         )  # fmt: skip
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
-            sizes=sizes, redactor=redactor,
+            sizes=sizes, redactor=redactor, workers=a.workers,
         )  # fmt: skip
 
     @classmethod

@@ -4,6 +4,7 @@ and the responder that hands it on, when the executor fails or cannot keep up.""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -202,7 +203,9 @@ def test_a_full_responder_queue_drops_visibly(graph: TopologyGraph) -> None:
         release.wait(10)
         return Outcome("r", "dry_run", "dry run only")
 
-    responder = Responder(stuck, graph, queue_size=1, counted=lambda kind, status: counts.append((kind, status)))
+    responder = Responder(
+        stuck, graph, queue_size=1, counted=lambda kind, status: counts.append((kind, status)), workers=1
+    )
     incidents = [incident_with("service:shop/cart", n) for n in range(4)]  # one in the executor, one queued
     for incident in incidents:
         responder.incident_changed(incident, "opened")
@@ -211,6 +214,34 @@ def test_a_full_responder_queue_drops_visibly(graph: TopologyGraph) -> None:
     release.set()
     responder.flush()
     responder.close()
+
+
+def test_a_submission_held_by_the_executor_does_not_hold_back_the_next_incidents(graph: TopologyGraph) -> None:
+    release = threading.Event()
+
+    def executor(request: ActionRequest, reason: Reason) -> Outcome:
+        if reason.incident_id == "inc-0":  # a change under verification
+            release.wait(10)
+            return Outcome("r0", "succeeded", "verified")
+        return Outcome("r1", "pending_approval", "waits for a human", approval_id="ap-1")
+
+    asked: list[str] = []
+    responder = Responder(executor, graph, pending=lambda incident, approval, action: asked.append(approval), workers=2)
+    first, second = incident_with("service:shop/cart", 0), incident_with("service:shop/cart", 1)
+    responder.incident_changed(first, "opened")
+    responder.incident_changed(second, "opened")
+    deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert asked == ["ap-1"]
+    assert second.action is not None
+    assert second.action["status"] == "pending_approval"
+    assert first.action is not None
+    assert first.action["status"] == "submitted"
+    release.set()
+    responder.flush()
+    responder.close()
+    assert first.action["status"] == "succeeded"
 
 
 def responded(submit: Callable[[ActionRequest, Reason], Outcome], graph: TopologyGraph, incident_id: str) -> Incident:
