@@ -37,7 +37,7 @@ import hmac
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,32 +299,15 @@ class AuditLog:
     def verify(self, key: bytes | None = None, public_key: Verifier | None = None) -> Verification:
         """Check the whole chain (and the MACs, with ``key``; the signatures, with ``public_key``: every record
         must then be signed); the first broken record ends the check."""
-        prev, count, expected_seq = GENESIS, 0, 1
         with self._lock:
             cursor = self._db().execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
-            for row in cursor:
-                seq = row[0]
-                try:
-                    record = _record(row)
-                except ValueError:
-                    return Verification(False, count, prev, seq, f"record {seq}: its data is not JSON")
-                problem = None
-                if seq != expected_seq:
-                    problem = f"record {expected_seq} is missing (found {seq} next)"
-                elif record.prev != prev:
-                    problem = f"record {seq}: prev does not match the hash of record {seq - 1}"
-                elif record_hash(record.body()) != record.hash:
-                    problem = f"record {seq}: its content does not match its hash"
-                elif key is not None and not hmac.compare_digest(record.mac or "", record_mac(key, record.hash)):
-                    problem = f"record {seq}: its MAC does not match (wrong key, or rewritten without it)"
-                elif public_key is not None and not record.sig:
-                    problem = f"record {seq}: it is not signed (written before signing was on, or stripped)"
-                elif public_key is not None and not public_key.verify(record.hash, record.sig):
-                    problem = f"record {seq}: its signature does not match (wrong public key, or rewritten without it)"
-                if problem:
-                    return Verification(False, count, prev, seq if seq == expected_seq else expected_seq, problem)
-                prev, count, expected_seq = record.hash, count + 1, seq + 1
-        return Verification(True, count, prev)
+            return verify_chain(map(_readable, cursor), key, public_key)
+
+    def head(self) -> tuple[int, str]:
+        """The last record's sequence number and hash; (0, GENESIS) when the log is empty."""
+        with self._lock:
+            row = self._db().execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def export(self, out: TextIO) -> int:
         """Write every record as one JSON line to ``out``; return how many."""
@@ -361,6 +344,77 @@ class AuditLog:
                 .fetchone()
             )
         return int(row[0])
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record whose stored data cannot be read back (not a JSON object)."""
+
+    seq: int
+
+
+def _readable(row: tuple[Any, ...]) -> Record | Unreadable:
+    try:
+        return _record(row)
+    except ValueError:
+        return Unreadable(row[0])
+
+
+def verify_chain(
+    records: Iterable[Record | Unreadable],
+    key: bytes | None = None,
+    public_key: Verifier | None = None,
+    seq: int = 1,
+    prev: str = GENESIS,
+) -> Verification:
+    """Check ``records``, in order, as a chain starting at record ``seq`` whose predecessor's hash is ``prev``
+    (the whole log by default; a later start checks what a log backend kept of it): sequence, links, hashes, and
+    with ``key`` the MACs, with ``public_key`` the signatures (every record must then be signed). The first broken
+    record ends the check."""
+    count, expected_seq = 0, seq
+    for record in records:
+        if isinstance(record, Unreadable):
+            return Verification(False, count, prev, record.seq, f"record {record.seq}: its data is not JSON")
+        seq = record.seq
+        problem = None
+        if seq != expected_seq:
+            problem = f"record {expected_seq} is missing (found {seq} next)"
+        elif record.prev != prev:
+            problem = f"record {seq}: prev does not match the hash of record {seq - 1}"
+        elif record_hash(record.body()) != record.hash:
+            problem = f"record {seq}: its content does not match its hash"
+        elif key is not None and not hmac.compare_digest(record.mac or "", record_mac(key, record.hash)):
+            problem = f"record {seq}: its MAC does not match (wrong key, or rewritten without it)"
+        elif public_key is not None and not record.sig:
+            problem = f"record {seq}: it is not signed (written before signing was on, or stripped)"
+        elif public_key is not None and not public_key.verify(record.hash, record.sig):
+            problem = f"record {seq}: its signature does not match (wrong public key, or rewritten without it)"
+        if problem:
+            return Verification(False, count, prev, seq if seq == expected_seq else expected_seq, problem)
+        prev, count, expected_seq = record.hash, count + 1, seq + 1
+    return Verification(True, count, prev)
+
+
+def from_json(value: Mapping[str, Any]) -> Record:
+    """A record from its JSON (:meth:`Record.as_json`, ``rootward audit export``, a shipped record's body).
+
+    Raises:
+        ValueError: a field is missing or of the wrong type.
+    """
+    try:
+        data = value["data"]
+        if not isinstance(data, dict):
+            raise ValueError("data is not an object")
+        fields = (value["seq"], value["time_us"], value["kind"], value["request_id"], value["target"], value["actor"])
+        seq, time_us, kind, request_id, target, actor = fields
+        prev, digest, mac, sig = value["prev"], value["hash"], value.get("mac"), value.get("sig")
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"not an audit record: {e}") from e
+    if not (isinstance(seq, int) and isinstance(time_us, int) and isinstance(kind, str) and isinstance(actor, str)):
+        raise ValueError("not an audit record: seq, time_us, kind or actor of the wrong type")
+    if not (isinstance(prev, str) and isinstance(digest, str)):
+        raise ValueError("not an audit record: prev or hash is not text")
+    return Record(seq, time_us, kind, request_id, target, actor, data, prev, digest, mac, sig)
 
 
 def _record(row: tuple[Any, ...]) -> Record:

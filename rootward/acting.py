@@ -17,6 +17,7 @@ from rootward.actions.leader import LeaderElector
 from rootward.agent.propose import Sizes
 from rootward.agent.redact import Redactor
 from rootward.agent.respond import Responder
+from rootward.audit_ship import AuditShipper
 from rootward.clock import Clock
 from rootward.config import Config
 from rootward.errors import RootwardError
@@ -62,6 +63,8 @@ class Acting:
             kube, lease.namespace, lease.name, lease.identity or socket.gethostname(), lease.duration_s,
             lease.renew_s, clock, lease.pod, max(3600.0, p.rules.cooldown_s),
         )  # fmt: skip
+        # the trail off the pod (policies.audit.ship): records go to a log backend as they are written
+        self.shipper = AuditShipper(self.audit, p.audit.ship, self.elector.identity) if p.audit.ship.endpoint else None
         self.flags = FeatureFlags(a.flags.source, a.flags.poll_interval_ms) if a.flags.source else None
         self.executor = Executor(
             kube, self.policy, self.audit, self.approvals, mode=a.mode, clock=clock,
@@ -98,6 +101,8 @@ class Acting:
 
     def start(self) -> None:
         self.audit.open()
+        if self.shipper is not None:
+            self.shipper.start()
         if self.flags is not None:
             try:
                 self.flags.open()
@@ -111,6 +116,8 @@ class Acting:
         self.responder.close()
         if self.config.actions.lease.enabled:
             self.elector.shutdown()
+        if self.shipper is not None:  # the last records (the executor's stop among them) go before the log closes
+            self.shipper.shutdown()
         for part in (self.policy, self.audit, self.approvals, self.kube, self.flags):
             if part is not None:
                 part.close()

@@ -343,6 +343,10 @@ class App:
             self._follow = follow = False
             self._forwarding = False
         self.telemetry.acting.set_function(lambda: float(self.leading()))
+        shipper = self.acting.shipper if self.acting is not None else None
+        if shipper is not None:
+            shipper.counted = lambda outcome, n: self.telemetry.audit_shipped.labels(outcome).inc(n)
+            self.telemetry.audit_unshipped.set_function(lambda: float(shipper.unshipped()))
         if self.slack.configured and self._forwarding and not follow:
             logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
                         export.aggregator)  # fmt: skip
@@ -511,7 +515,15 @@ class App:
             if exporter is not None and not (self._follow and self.leading())
             else None,
             "forward_queue": exporter.queued if exporter is not None else 0,
+            **self._audit_shipping(),
         }
+
+    def _audit_shipping(self) -> dict[str, object]:
+        """What of the audit trail waits for the log backend (policies.audit.ship), and why."""
+        shipper = self.acting.shipper if self.acting is not None else None
+        if shipper is None:
+            return {}
+        return {"audit_unshipped": shipper.unshipped(), "audit_ship_error": shipper.last_error}
 
     def start(self, timers: bool = True) -> None:
         """Restore the graph (with the history on), then start the receiver, the API, and the threads that run the

@@ -132,17 +132,40 @@ def _verifier(public_key: Path | None, config_path: Path | None, overrides: tupl
     help="Ed25519 public key (PEM) to check every record's signature with. [default: derived from "
     "policies.audit.signing_key_file / signing_key when set]",
 )
+@click.option(
+    "--from",
+    "shipped",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Check the records a log backend kept instead of the DB: JSON lines of OTLP logs requests (the "
+    "Collector's file exporter; policies.audit.ship sends them) or of `rootward audit export`.",
+)
 @config_options
 def audit_verify(
-    db: Path | None, public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]
+    db: Path | None,
+    public_key: Path | None,
+    shipped: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
 ) -> None:
     """Check the hash chain of the audit log DB (default <storage.data_dir>/audit.db) and, with
     policies.audit.hmac_key set (ROOTWARD_POLICIES__AUDIT__HMAC_KEY), every record's MAC; with a public key, every
     record's Ed25519 signature. Prints the count and the head hash (keep it elsewhere to detect records cut off the
-    end); exit 1 naming the first broken record."""
+    end); exit 1 naming the first broken record.
+
+    \b
+    Examples:
+      rootward audit verify
+      rootward audit verify --public-key audit.pub
+      rootward audit verify --from collector-logs.jsonl   # each shipped log (chain) checked on its own
+    """
     from rootward.policies.audit import AuditLog
     from rootward.policies.errors import AuditError
 
+    if shipped is not None:
+        if db is not None:
+            raise click.UsageError("give DB or --from, not both")
+        _verify_shipped(shipped, public_key, config_path, overrides)
+        return
     path, key = _audit_source(db, config_path, overrides)
     verifier = _verifier(public_key, config_path, overrides)
     log = AuditLog(path)
@@ -159,6 +182,38 @@ def audit_verify(
     click.echo(f"{log.path}: BROKEN at record {result.broken_seq}: {result.problem}")
     click.echo(f"  {result.records} records before it are intact (head {result.head})")
     sys.exit(1)
+
+
+def _verify_shipped(path: Path, public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """``audit verify --from``: each chain in ``path`` checked on its own; exit 1 when any is broken."""
+    from rootward.audit_ship import read_shipped
+
+    key = load(config_path, overrides).policies.audit.hmac_key
+    secret = key.get_secret_value().encode() if key else None
+    verifier = _verifier(public_key, config_path, overrides)
+    try:
+        with path.open(encoding="utf-8") as lines:
+            chains = read_shipped(lines)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise click.ClickException(f"{path}: {e}") from e
+    if not chains:
+        raise click.ClickException(f"{path}: no audit records in it")
+    checked = ", MACs checked" if secret else ""
+    checked += ", signatures checked" if verifier else ""
+    broken = False
+    for chain in chains.values():
+        result = chain.verify(secret, verifier)
+        first, last = min(chain.records), max(chain.records)
+        name = f"log {chain.chain[:16]}" + (f" ({chain.instance})" if chain.instance else "")
+        cut = f"; records before {first} are not in the file" if first > 1 else ""
+        if result.ok:
+            click.echo(f"{name}: ok, records {first}-{last}{checked}, head {result.head}{cut}")
+            continue
+        broken = True
+        click.echo(f"{name}: BROKEN at record {result.broken_seq}: {result.problem}")
+        click.echo(f"  {result.records} records from {first} are intact (head {result.head}){cut}")
+    if broken:
+        sys.exit(1)
 
 
 @audit_group.command("public-key")

@@ -34,7 +34,7 @@ from rootward.config_acting import (
 )
 from rootward.config_agent import LLM, Agent, GraphReasoner, Redaction
 from rootward.config_detection import Detection, Incidents, LogFlow, Multivariate, SpanFlow
-from rootward.config_section import _Section
+from rootward.config_section import OtlpDestination, _Section
 from rootward.errors import ConfigError
 
 ENV_PREFIX = "ROOTWARD_"
@@ -244,22 +244,10 @@ class Logging(_Section):
     """``json`` writes one JSON object a line, for log collectors."""
 
 
-class Traces(_Section):
+class Traces(OtlpDestination):
     """Rootward's own traces: the LLM reasoner's GenAI spans (one per model call and per tool call, ``gen_ai.*``
     attributes), sent over OTLP so teams see the agent in the tracing tools they already use. Off until
     ``endpoint`` is set. Sent to the node's Collector, they come back to Rootward like any service's spans."""
-
-    endpoint: str | None = None
-    """Where to send them: ``http://host:4318`` for OTLP/HTTP (``/v1/traces`` is added), ``host:4317`` for gRPC."""
-    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
-    insecure: bool = True
-    """gRPC only: plaintext (a Collector on the node); false for TLS."""
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    """Headers on each export (an auth token: a secret, set it from the environment)."""
-    service_name: str = "rootward"
-    """``service.name`` of the spans' resource."""
-    timeout_s: float = Field(default=10.0, gt=0)
-    """Timeout of one export, in seconds."""
 
 
 class Slack(_Section):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from rootward.config_section import _Section
+from rootward.config_section import OtlpDestination, _Section
 
 
 class FreezeWindow(_Section):
@@ -62,6 +62,20 @@ class PolicyRules(_Section):
     """Change freezes (releases, holidays)."""
 
 
+class AuditShip(OtlpDestination):
+    """The audit log's records, shipped as they are written to a log backend over OTLP (through the node's
+    Collector, say) as log records, so the trail outlives the pod and its volume. The log file is the queue: records
+    go in order from a cursor kept beside it (``<audit path>.shipped``); a backend that is down gets them when it is
+    back, nothing is dropped. Each record's body is its JSON with hash, MAC and signature:
+    ``rootward audit verify --from FILE`` checks the chain from what the backend kept. Off until ``endpoint`` is
+    set."""
+
+    interval_s: float = Field(default=2.0, gt=0)
+    """How often the log is read for records not shipped yet (a failed export is tried again then)."""
+    batch: int = Field(default=500, ge=1, le=10_000)
+    """Records in one export at most."""
+
+
 class Audit(_Section):
     """The hash-chained audit log of every decision, approval, dry-run, execution, verification and rollback."""
 
@@ -81,6 +95,7 @@ class Audit(_Section):
     (the record before a change) and the records before it, so after a power loss or OS crash every change has its
     decision and intent on disk, while later outcome records may be lost. ``FULL``: every record fsynced before the
     executor moves on (about 10x slower an append on a busy disk: bench/README.md)."""
+    ship: AuditShip = AuditShip()
 
     @model_validator(mode="after")
     def _one_signing_key(self) -> Audit:

@@ -3,8 +3,28 @@ errors, sections are immutable once loaded, and each field's docstring is its do
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class OtlpDestination(_Section):
+    """Where Rootward sends something of its own over OTLP (its traces, its audit records). Off until ``endpoint``
+    is set."""
+
+    endpoint: str | None = None
+    """``http://host:4318`` for OTLP/HTTP (the signal's path, ``/v1/traces`` or ``/v1/logs``, is added),
+    ``host:4317`` for gRPC."""
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    insecure: bool = True
+    """gRPC only: plaintext (a Collector on the node); false for TLS."""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Headers on each export (an auth token: a secret, set it from the environment)."""
+    service_name: str = "rootward"
+    """``service.name`` of what is sent."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one export, in seconds."""

@@ -107,6 +107,16 @@ class Telemetry:
             ["outcome"],
             registry=r,
         )
+        self.audit_shipped = Counter(
+            "rootward_audit_shipped",
+            "Audit records shipped to the log backend (policies.audit.ship) by outcome: shipped and rejected (by the "
+            "backend) records, failed exports (tried again).",
+            ["outcome"],
+            registry=r,
+        )
+        self.audit_unshipped = Gauge(
+            "rootward_audit_unshipped", "Audit records not shipped to the log backend yet.", registry=r
+        )
         self.gateway_exports = Counter(
             "rootward_gateway_exports",
             "Exports of this replica's call edges to the aggregator (gateway mode) by outcome: sent, partial, failed.",

@@ -128,6 +128,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         ("ROOTWARD_TRACES__HEADERS", "Bearer hunter2", "traces.headers"),
         ("ROOTWARD_NOTIFICATIONS__SLACK__WEBHOOK_URL", "{secret: hunter2}", "notifications.slack.webhook_url"),
         ("ROOTWARD_AGENT__LLM__API_KEY", "[hunter2]", "agent.llm.api_key"),
+        ("ROOTWARD_POLICIES__AUDIT__SHIP__HEADERS", "Bearer hunter2", "policies.audit.ship.headers"),
     ],
 )
 def test_errors_never_echo_a_secret(variable: str, value: str, key: str) -> None:

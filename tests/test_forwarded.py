@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from log_records import lines
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -39,6 +38,7 @@ from rootward.topology import Entity, TopologyGraph
 from rootward.topology.red import EdgeDelta
 
 from collectors import wait_until
+from log_records import lines
 
 CART = "service:shop/cart"
 POD = "pod:shop/cart-7d9f-x2"

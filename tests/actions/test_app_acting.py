@@ -26,6 +26,9 @@ from rootward.config import LOCAL_PORTS, load_config
 from rootward.policies import AuditLog
 from rootward.synthetic import Shop
 
+from collectors import wait_until
+from log_backend import running_log_backend
+
 
 @contextmanager
 def payment_failure(cluster: RunningCluster, data: Path, *settings: str) -> Iterator[App]:
@@ -96,6 +99,27 @@ def test_a_diagnosed_incident_gets_a_dry_run_action_with_an_audit_trail(
     verified = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "audit.db")], env=env)
     assert verified.exit_code == 0, verified.output
     assert "signatures checked" in verified.output
+
+
+def test_the_audit_trail_is_shipped_to_the_log_backend_as_it_is_written(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path
+) -> None:
+    deploy(kube, "payment", replicas=2)
+    with running_log_backend() as backend:
+        ship = (f"policies.audit.ship.endpoint=127.0.0.1:{backend.port}", "policies.audit.ship.protocol=grpc",
+                "policies.audit.ship.interval_s=0.05")  # fmt: skip
+        with payment_failure(cluster, tmp_path, *ship) as app:
+            assert wait_until(lambda: app.health()["audit_unshipped"] == 0 and backend.records(), 10)
+            assert app.health()["audit_ship_error"] is None
+            shipped = app.telemetry.value("rootward_audit_shipped_total", outcome="shipped")
+            assert shipped == len(backend.records()) > 0
+            assert app.telemetry.value("rootward_audit_unshipped") == 0
+        with AuditLog(tmp_path / "audit.db") as log:
+            written = len(list(log.records()))
+        assert len(backend.records()) == written  # the last records went at shutdown
+        verified = CliRunner().invoke(main, ["audit", "verify", "--from", str(backend.write_jsonl(tmp_path / "kept"))])
+    assert verified.exit_code == 0, verified.output
+    assert f"records 1-{written}" in verified.output
 
 
 def test_an_action_waiting_for_a_human_is_asked_for_in_slack_with_buttons(

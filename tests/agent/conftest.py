@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from log_records import lines
 
 from rootward.agent import GraphReasoner, IncidentContext
 from rootward.agent.llm import LLMReasoner, LLMSettings
@@ -22,6 +21,7 @@ from rootward.model import LogBatch
 from rootward.topology import TopologyGraph, TopologyLimits
 
 from k8s_bodies import log_bodies
+from log_records import lines
 
 FRONTEND, CART, CART_POD = "service:shop/frontend", "service:shop/cart", "pod:shop/cart-7d9f-x1"
 DEPLOYMENT = "workload:shop/deployment/cart"

@@ -3,11 +3,11 @@ service, named by template id (the text stays in the process), with a trace exem
 
 from __future__ import annotations
 
-from log_records import lines
-
 from rootward.clock import ManualClock
 from rootward.detector.detector import Anomaly
 from rootward.detector.templates import LogTemplates
+
+from log_records import lines
 
 
 def test_new_and_surging_error_templates_are_anomalies() -> None:

@@ -1,0 +1,238 @@
+"""The audit trail leaves the pod (rootward/audit_ship.py): records shipped as OTLP log records through a real
+collector (rotel) to a log backend (a real gRPC OTLP server), in order, nothing lost while the backend is down or
+refuses the credentials, resumed from the cursor after a restart; and checked from what the backend kept with
+``rootward audit verify --from``, which finds an edited, missing or conflicting record."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rootward.audit_ship import AuditShipper, read_shipped
+from rootward.cli import main
+from rootward.config_acting import AuditShip
+from rootward.policies import AuditLog
+from rootward.testing import free_ports
+
+from collectors import running_rotel, wait_until
+from log_backend import LogBackend, running_log_backend
+
+
+@pytest.fixture
+def backend() -> Iterator[LogBackend]:
+    with running_log_backend() as running:
+        yield running
+
+
+def audit_with(path: Path, n: int, start: int = 0) -> AuditLog:
+    log = AuditLog(path).open()
+    for k in range(start, start + n):
+        log.append(
+            "decision", {"n": k, "why": "cart out of memory"}, request_id=f"act-{k}", target="Deployment/shop/cart"
+        )
+    return log
+
+
+def shipper(log: AuditLog, endpoint: str, **settings: object) -> AuditShipper:
+    return AuditShipper(log, AuditShip(endpoint=endpoint, protocol="grpc", timeout_s=2, **settings), "rootward-0")  # type: ignore[arg-type]
+
+
+def attributes(record: object) -> dict[str, object]:
+    return {a.key: a.value.string_value or a.value.int_value for a in record.attributes}  # type: ignore[attr-defined]
+
+
+def verify_from(path: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["audit", "verify", "--from", str(path)])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_trail_reaches_the_backend_through_a_collector_and_verifies_there(
+    backend: LogBackend, tmp_path: Path, protocol: str
+) -> None:
+    log = audit_with(tmp_path / "audit.db", 7)
+    with running_rotel(tmp_path, f"http://127.0.0.1:{backend.port}") as rotel:
+        endpoint = f"127.0.0.1:{rotel.grpc_port}" if protocol == "grpc" else f"http://127.0.0.1:{rotel.http_port}"
+        ship = AuditShipper(log, AuditShip(endpoint=endpoint, protocol=protocol, batch=3), "rootward-0")  # type: ignore[arg-type]
+        assert ship.unshipped() == 7
+        assert ship.ship_all(10)
+        assert wait_until(lambda: len(backend.records()) == 7, 10)
+    assert ship.unshipped() == 0
+    first = next(log.records(limit=1))
+    shipped = sorted(backend.records(), key=lambda r: attributes(r)["rootward.audit.seq"])  # type: ignore[arg-type, return-value]
+    assert [attributes(r)["rootward.audit.seq"] for r in shipped] == list(range(1, 8))
+    assert {attributes(r)["rootward.audit.chain"] for r in shipped} == {first.hash}
+    assert attributes(shipped[0])["rootward.audit.kind"] == "decision"
+    assert attributes(shipped[0])["rootward.audit.target"] == "Deployment/shop/cart"
+    assert json.loads(shipped[0].body.string_value) == first.as_json()
+    assert shipped[0].time_unix_nano == first.time_us * 1000
+    resource = {a.key: a.value.string_value for a in backend.requests[0].resource_logs[0].resource.attributes}
+    assert resource["service.instance.id"] == "rootward-0"
+    code, output = verify_from(backend.write_jsonl(tmp_path / "kept.jsonl"))
+    assert code == 0, output
+    assert f"log {first.hash[:16]} (rootward-0): ok, records 1-7" in output
+    log.close()
+
+
+def test_nothing_is_lost_while_the_backend_is_down_and_nothing_goes_twice(backend: LogBackend, tmp_path: Path) -> None:
+    log = audit_with(tmp_path / "audit.db", 4)
+    counts: dict[str, int] = {}
+    ship = shipper(log, f"127.0.0.1:{backend.port}")
+    ship.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+    backend.down = True
+    assert not ship.ship_all(5)
+    assert "UNAVAILABLE" in (ship.last_error or "")
+    assert ship.unshipped() == 4
+    assert counts == {"failed": 1}
+    audit_with_more(log, 3)
+    backend.down = False
+    assert ship.ship_all(5)
+    assert ship.last_error is None
+    assert [attributes(r)["rootward.audit.seq"] for r in backend.records()] == list(range(1, 8))
+    assert counts == {"failed": 1, "shipped": 7}
+    assert ship.ship_all(5)  # nothing waits: nothing sent again
+    assert len(backend.records()) == 7
+    log.close()
+
+
+def audit_with_more(log: AuditLog, n: int) -> None:
+    for k in range(n):
+        log.append("outcome", {"status": "dry_run", "k": k}, request_id=f"act-more-{k}")
+
+
+def test_a_backend_refusing_the_credentials_gets_everything_once_they_are_right(
+    backend: LogBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.token = "s3cret"
+    log = audit_with(tmp_path / "audit.db", 3)
+    caplog.set_level(logging.DEBUG)
+    wrong = shipper(log, f"127.0.0.1:{backend.port}", headers={"Authorization": "Bearer wr0ng"})
+    assert not wrong.ship_all(5)
+    assert "UNAUTHENTICATED" in (wrong.last_error or "")
+    assert wrong.unshipped() == 3
+    right = shipper(log, f"127.0.0.1:{backend.port}", headers={"Authorization": "Bearer s3cret"})
+    assert right.ship_all(5)
+    assert len(backend.records()) == 3
+    assert "s3cret" not in caplog.text
+    assert "wr0ng" not in caplog.text
+    log.close()
+
+
+def test_a_restart_resumes_after_the_last_shipped_record_and_a_replaced_log_starts_again(
+    backend: LogBackend, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.db"
+    log = audit_with(path, 5)
+    assert shipper(log, f"127.0.0.1:{backend.port}").ship_all(5)
+    audit_with_more(log, 2)
+    again = shipper(log, f"127.0.0.1:{backend.port}")  # a new process: the cursor from its file
+    assert again.unshipped() == 2
+    assert again.ship_all(5)
+    assert [attributes(r)["rootward.audit.seq"] for r in backend.records()] == [1, 2, 3, 4, 5, 6, 7]
+    log.close()
+    for leftover in tmp_path.glob("audit.db*"):
+        if not leftover.name.endswith(".shipped"):
+            leftover.unlink()
+    fresh = audit_with(path, 2)  # the volume lost its log but not the cursor: a new chain
+    replaced = shipper(fresh, f"127.0.0.1:{backend.port}")
+    assert replaced.unshipped() == 2
+    assert replaced.ship_all(5)
+    chains = read_shipped(backend.write_jsonl(tmp_path / "kept.jsonl").read_text().splitlines())
+    assert sorted(len(c.records) for c in chains.values()) == [2, 7]
+    assert all(c.verify().ok for c in chains.values())
+    fresh.close()
+
+
+def test_records_the_backend_rejects_are_counted_and_not_sent_forever(backend: LogBackend, tmp_path: Path) -> None:
+    log = audit_with(tmp_path / "audit.db", 5)
+    counts: dict[str, int] = {}
+    ship = shipper(log, f"127.0.0.1:{backend.port}")
+    ship.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+    backend.reject = 2
+    assert ship.ship_all(5)
+    assert counts == {"rejected": 2, "shipped": 3}
+    assert ship.unshipped() == 0
+    log.close()
+
+
+def test_an_unreachable_endpoint_over_http_is_a_clear_error(tmp_path: Path) -> None:
+    log = audit_with(tmp_path / "audit.db", 1)
+    (port,) = free_ports(1)
+    ship = AuditShipper(log, AuditShip(endpoint=f"http://127.0.0.1:{port}", timeout_s=1), "rootward-0")
+    assert not ship.ship_all(5)
+    assert f"http://127.0.0.1:{port}/v1/logs" in (ship.last_error or "")
+    assert ship.unshipped() == 1
+    log.close()
+
+
+@pytest.fixture
+def kept(backend: LogBackend, tmp_path: Path) -> list[dict[str, object]]:
+    """Five records as the backend kept them: one OTLP JSON request a line, a record a request."""
+    log = audit_with(tmp_path / "audit.db", 5)
+    assert shipper(log, f"127.0.0.1:{backend.port}", batch=1).ship_all(5)
+    log.close()
+    return [json.loads(line) for line in backend.write_jsonl(tmp_path / "all.jsonl").read_text().splitlines()]
+
+
+def body_of(request: dict[str, object]) -> dict[str, object]:
+    entry = request["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]  # type: ignore[index]
+    return json.loads(entry["body"]["stringValue"])  # type: ignore[no-any-return]
+
+
+def with_body(request: dict[str, object], body: dict[str, object]) -> dict[str, object]:
+    copy = json.loads(json.dumps(request))
+    copy["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"] = json.dumps(body)
+    return copy  # type: ignore[no-any-return]
+
+
+def lines(path: Path, requests: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    return path
+
+
+def test_verify_from_finds_an_edited_a_missing_and_a_conflicting_record(
+    kept: list[dict[str, object]], tmp_path: Path
+) -> None:
+    edited = body_of(kept[2])
+    edited["data"] = {"n": 2, "why": "nothing happened"}
+    code, output = verify_from(lines(tmp_path / "edited.jsonl", [*kept[:2], with_body(kept[2], edited), *kept[3:]]))
+    assert code == 1
+    assert "BROKEN at record 3: record 3: its content does not match its hash" in output
+    code, output = verify_from(lines(tmp_path / "gap.jsonl", [*kept[:2], *kept[3:]]))
+    assert code == 1
+    assert "record 3 is missing (found 4 next)" in output
+    code, output = verify_from(lines(tmp_path / "twice.jsonl", [*kept, kept[1]]))  # at least once: a copy is fine
+    assert code == 0, output
+    code, output = verify_from(
+        lines(tmp_path / "conflict.jsonl", [*kept, with_body(kept[1], {**body_of(kept[1]), "actor": "eve"})])
+    )
+    assert code == 1
+    assert "record 2 was kept twice with different contents" in output
+
+
+def test_verify_from_checks_what_retention_left_and_reads_audit_export_lines(
+    kept: list[dict[str, object]], tmp_path: Path
+) -> None:
+    code, output = verify_from(lines(tmp_path / "tail.jsonl", kept[2:]))
+    assert code == 0, output
+    assert "ok, records 3-5" in output
+    assert "records before 3 are not in the file" in output
+    exported = lines(tmp_path / "export.jsonl", [body_of(r) for r in kept])  # rootward audit export's form
+    code, output = verify_from(exported)
+    assert code == 0, output
+    assert "ok, records 1-5" in output
+
+
+def test_verify_from_a_file_without_records_or_not_json_is_a_clear_error(tmp_path: Path) -> None:
+    code, output = verify_from(lines(tmp_path / "other.jsonl", [{"resourceLogs": []}]))
+    assert code == 1
+    assert "no audit records in it" in output
+    (tmp_path / "bad.jsonl").write_text('{"resourceLogs": []}\nnot json\n')
+    code, output = verify_from(tmp_path / "bad.jsonl")
+    assert code == 1
+    assert "line 2" in output
