@@ -23,6 +23,7 @@ import yaml
 
 from rootward._version import __version__
 from rootward.cli_acting import audit_group, policy_group
+from rootward.cli_approvals import approvals_group
 from rootward.cli_common import SET_HELP, config_options, load
 from rootward.errors import RootwardError
 from rootward.logs import setup_logging
@@ -511,6 +512,7 @@ def _shared_published() -> list[Any]:
 
 main.add_command(policy_group)
 main.add_command(audit_group)
+main.add_command(approvals_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,10 +12,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from cluster import MakeExecutor, deploy, memory_limit
 
 from rootward.actions import Diagnosis, Executor, Kube, PatchResources
 from rootward.api import build_api
+from rootward.cli import main
 from rootward.config import Approvals as ApprovalSettings
 from rootward.policies import Approvals, AuditLog
 from rootward.serving import ThreadedServer
@@ -251,3 +253,67 @@ def test_the_audit_log_pages_in_order_and_verifies_over_http(
     assert before.status_code == 400
     assert "after must be an integer" in before.json()["message"]
     assert client.get("/api/v1/audit").status_code == 401  # a bearer token, as for approvals
+
+
+def _cli(client: httpx.Client, *args: str, token: str = "alice-token") -> tuple[int, str]:
+    result = CliRunner().invoke(
+        main, ["approvals", *args, "--api", str(client.base_url)], env={"ROOTWARD_TOKEN": token}
+    )
+    return result.exit_code, result.output
+
+
+def test_the_approvals_cli_lists_shows_and_approves_through_the_api(
+    kube: Kube, api: tuple[httpx.Client, Executor]
+) -> None:
+    client, executor = api
+    deploy(kube, "cart")
+    approval_id = _held(kube, executor)
+    code, output = _cli(client, "list")
+    assert code == 0, output
+    assert approval_id in output
+    assert "pending" in output
+    assert "patch_resources shop/cart" in output
+    assert "50%" in output
+    code, output = _cli(client, "show", approval_id)
+    assert code == 0, output
+    assert "diagnosis: cart may need more memory (50% confident)" in output
+    assert "evidence: OOMKilled x2" in output
+    assert "blast radius: " in output
+    assert "of 5 pods at once" in output
+    assert "held back: medium-risk action and the diagnosis confidence 0.5 is under 0.8" in output
+    assert "dry run: passed on the API server" in output
+    code, output = _cli(client, "approve", approval_id, "--comment", "checked", "--wait", "10", token="bob-token")
+    assert code == 0, output
+    assert "approved by bob" in output
+    assert "succeeded" in output
+    assert memory_limit(kube, "cart") == "256Mi"
+    code, output = _cli(client, "list", "--status", "approved")
+    assert "by bob" in output
+    code, output = _cli(client, "approve", approval_id)
+    assert code == 1
+    assert "409" in output
+
+
+def test_the_approvals_cli_rejects_and_says_what_is_wrong(kube: Kube, api: tuple[httpx.Client, Executor]) -> None:
+    client, executor = api
+    deploy(kube, "cart")
+    approval_id = _held(kube, executor)
+    code, output = _cli(client, "reject", approval_id, "--comment", "not now")
+    assert code == 0, output
+    assert "rejected by alice: rejected by alice: not now" in output
+    assert memory_limit(kube, "cart") == "128Mi"
+    code, output = _cli(client, "list")
+    assert "no pending approvals" in output
+    code, output = _cli(client, "list", token="wrong")
+    assert code == 1
+    assert "401" in output
+    code, output = _cli(client, "show", "apr-nope")
+    assert code == 1
+    assert "404" in output
+    assert "svc/rootward-leader" in output
+    result = CliRunner().invoke(main, ["approvals", "list", "--api", "http://127.0.0.1:9"], env={"ROOTWARD_TOKEN": "x"})
+    assert result.exit_code == 1
+    assert "cannot reach http://127.0.0.1:9" in result.output
+    result = CliRunner().invoke(main, ["approvals", "list"], env={"ROOTWARD_TOKEN": ""})
+    assert result.exit_code == 2
+    assert "an operator token is needed" in result.output
