@@ -1,7 +1,9 @@
 """The last incident sink: an incident with a diagnosis gets one proposed action (agent/propose.py), submitted to the
-guarded executor on one of ``workers`` threads (a submission blocks while the executor dry-runs or verifies; the
-executor makes one change at a time, the other workers meanwhile take dry runs, collections and approval requests),
-once per incident episode. How it ended is kept on the incident (``action``), for the API, the store and approvers.
+guarded executor on a worker thread (a submission blocks while the executor dry-runs or verifies), once per incident
+episode. The executor makes one change at a time; ``workers`` threads take the requests that may change something
+(the others meanwhile take dry runs and approval requests), and read-only collections have a queue and a thread of
+their own, so that they never wait behind changes queued for a verdict. How it ended is kept on the incident
+(``action``), for the API, the store and approvers.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ class Responder:
         self.counted = counted or (lambda kind, status: None)
         self.proposed: dict[str, str] = {}  # incident id -> the request it got this episode (its description)
         self._queue: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
-        self._threads = [
-            threading.Thread(target=self._run, name=f"rootward-responder-{n}", daemon=True) for n in range(workers)
+        self._reads: queue.Queue[tuple[Incident, ActionRequest, Reason] | None] = queue.Queue(queue_size)
+        queues = [*([self._queue] * workers), self._reads]
+        self._workers = [
+            (threading.Thread(target=self._run, args=(q,), name=f"rootward-responder-{n}", daemon=True), q)
+            for n, q in enumerate(queues)
         ]
-        for thread in self._threads:
+        for thread, _ in self._workers:
             thread.start()
 
     def incident_changed(self, incident: Incident, change: str) -> None:
@@ -77,30 +82,30 @@ class Responder:
         self.proposed[incident.id] = request.describe()
         incident.action = {**_proposed(request, reason), "status": "submitted"}
         try:
-            self._queue.put_nowait((incident, request, reason))
+            (self._reads if request.read_only else self._queue).put_nowait((incident, request, reason))
         except queue.Full:  # the executor is stuck or slow: say so on the incident and in the counts
             incident.action = {**_proposed(request, reason), "status": "dropped", "detail": "responder queue full"}
             self.counted(request.kind, "dropped")
 
     def close(self, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for _ in self._threads:  # one end mark a worker
+        for _, work in self._workers:  # one end mark a worker, on its queue
             try:
-                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+                work.put(None, timeout=max(0.0, deadline - time.monotonic()))
             except queue.Full:
                 return
-        for thread in self._threads:
+        for thread, _ in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every submission so far has an outcome (tests, the demo)."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while (self._queue.unfinished_tasks or self._reads.unfinished_tasks) and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def _run(self) -> None:
+    def _run(self, work: queue.Queue[tuple[Incident, ActionRequest, Reason] | None]) -> None:
         while True:
-            item = self._queue.get()
+            item = work.get()
             try:
                 if item is None:
                     return
@@ -119,7 +124,7 @@ class Responder:
                     incident.action = {**_proposed(request, reason), "status": "failed", "detail": type(e).__name__}
                     self.counted(request.kind, "failed")
             finally:
-                self._queue.task_done()
+                work.task_done()
 
 
 def _proposed(request: ActionRequest, reason: Reason) -> dict[str, object]:

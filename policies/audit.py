@@ -189,7 +189,7 @@ class AuditLog:
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._since_checkpoint = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _db() opens the file on first use, inside the lock
 
     def open(self) -> AuditLog:
         """Open (creating it if needed) the file.
@@ -393,6 +393,16 @@ def verify_chain(
             return Verification(False, count, prev, seq if seq == expected_seq else expected_seq, problem)
         prev, count, expected_seq = record.hash, count + 1, seq + 1
     return Verification(True, count, prev)
+
+
+def authentic(record: Record, key: bytes | None = None, public_key: Verifier | None = None) -> bool:
+    """Whether ``record`` matches its hash and, with ``key``, its MAC, with ``public_key``, its signature (links to
+    other records aside)."""
+    if record_hash(record.body()) != record.hash:
+        return False
+    if key is not None and not hmac.compare_digest(record.mac or "", record_mac(key, record.hash)):
+        return False
+    return public_key is None or (bool(record.sig) and public_key.verify(record.hash, record.sig))
 
 
 def from_json(value: Mapping[str, Any]) -> Record:

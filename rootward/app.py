@@ -346,7 +346,7 @@ class App:
         shipper = self.acting.shipper if self.acting is not None else None
         if shipper is not None:
             shipper.counted = lambda outcome, n: self.telemetry.audit_shipped.labels(outcome).inc(n)
-            self.telemetry.audit_unshipped.set_function(lambda: float(shipper.unshipped()))
+            self.telemetry.audit_unshipped.set_function(lambda: float(shipper.waiting))
         if self.slack.configured and self._forwarding and not follow:
             logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
                         export.aggregator)  # fmt: skip
@@ -523,7 +523,7 @@ class App:
         shipper = self.acting.shipper if self.acting is not None else None
         if shipper is None:
             return {}
-        return {"audit_unshipped": shipper.unshipped(), "audit_ship_error": shipper.last_error}
+        return {"audit_unshipped": shipper.waiting, "audit_ship_error": shipper.last_error}  # never reads the log
 
     def start(self, timers: bool = True) -> None:
         """Restore the graph (with the history on), then start the receiver, the API, and the threads that run the

@@ -10,9 +10,13 @@ shipped record's sequence number and hash), sends up to ``batch`` of them in one
 when the backend took them; an export that fails is tried again ``interval_s`` later from the same record, so a
 backend that is down or refuses the credentials gets every record once it takes them (at least once: a cursor
 write lost to a crash sends a batch twice; ``verify --from`` skips identical copies). Nothing is dropped; what
-waits is visible (``rootward_audit_unshipped``, ``/healthz``). A cursor whose hash does not match the log (the
-log was replaced) starts again from the first record. Records a backend answers as rejected (OTLP partial success)
-are counted and logged, and the cursor moves on: sending them again would be refused again.
+waits is visible (``rootward_audit_unshipped``, ``/healthz``, as of the shipper's last look: neither reads the
+log). A cursor whose hash does not match the log (the log was replaced) starts again from the first record. An
+export stays under ``MAX_BYTES``; one the backend refuses as too large is sent again in halves. Records a backend
+answers as rejected (OTLP partial success, or a lone record too large for it) are counted and logged as an error,
+and the cursor moves on: sending them again would be refused again (``verify --from`` then names them missing;
+``rootward audit export`` has them). OTLP/HTTP follows no redirect (a redirect would carry the credentials to
+another host and turn the POST into a GET): it is an error, and the records wait.
 
 Each log record: body the record's JSON; time the record's; attributes ``rootward.audit.chain`` (the hash of the
 log's first record: one id per log file, whatever the pod's name), ``rootward.audit.seq``, ``.kind``,
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -45,17 +50,32 @@ from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO
 
 from rootward._version import __version__
 from rootward.config_acting import AuditShip
-from rootward.policies.audit import GENESIS, AuditLog, Record, Verification, from_json, verify_chain
+from rootward.policies.audit import GENESIS, AuditLog, Record, Verification, authentic, from_json, verify_chain
+from rootward.policies.errors import AuditError
 from rootward.policies.signing import Verifier
 
 logger = logging.getLogger(__name__)
 
 SCOPE = "rootward.audit"
 _EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+#: An export's records' JSON at most (gRPC's default message limit is 4 MiB).
+MAX_BYTES = 3 << 20
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx is raised as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class ShipError(Exception):
     """An export the backend did not take (the records are sent again later)."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large  # refused for its size: sent again in halves
 
 
 class AuditShipper:
@@ -75,6 +95,8 @@ class AuditShipper:
         self.counted = counted or (lambda outcome, n: None)
         self.cursor_path = Path(f"{audit.path}.shipped")
         self.last_error: str | None = None
+        self.waiting = 0  # records not shipped, as of the last look (health and metrics read this, not the log)
+        self._limit = MAX_BYTES  # halved after an export refused as too large (kept: smaller exports cost little)
         self._cursor: tuple[int, str] | None = None  # read from its file on first use
         self._chain: str | None = None
         self._channel: grpc.Channel | None = None
@@ -126,23 +148,30 @@ class AuditShipper:
         """Send the next batch after the cursor; return how many records went (0: none waiting).
 
         Raises:
-            ShipError: the backend did not take them (the cursor stays).
+            ShipError: the backend did not take them (the cursor stays), or the log cannot be read.
         """
         with self._lock:
-            seq, _ = self.cursor()
-            batch = list(self.audit.records(after_seq=seq, limit=self.settings.batch))
+            try:
+                seq, _ = self.cursor()
+                batch = list(self.audit.records(after_seq=seq, limit=self.settings.batch))
+                self.waiting = self.audit.head()[0] - seq
+            except (AuditError, sqlite3.Error) as e:
+                raise self._failed(f"the audit log cannot be read: {e}") from e
             if not batch:
                 return 0
+            batch = _within(batch, self._limit)
             try:
                 rejected = self._send(to_request(batch, self._chain_id(batch), self._resource()))
             except ShipError as e:
-                self.last_error = str(e)
-                self.counted("failed", 1)
-                raise
+                if not (e.too_large and len(batch) == 1):
+                    if e.too_large:
+                        self._limit = max(1, _size(batch) // 2)
+                    raise self._failed(str(e)) from e
+                rejected = 1  # one record the backend will never take: counted, logged, passed
             self.last_error = None
             if rejected:
-                logger.error("the log backend rejected %d of %d audit records (%d-%d)", rejected, len(batch),
-                             batch[0].seq, batch[-1].seq)  # fmt: skip
+                logger.error("the log backend rejected %d of %d audit records (%d-%d); rootward audit export has "
+                             "them", rejected, len(batch), batch[0].seq, batch[-1].seq)  # fmt: skip
                 self.counted("rejected", rejected)
             self.counted("shipped", len(batch) - rejected)
             try:
@@ -150,17 +179,24 @@ class AuditShipper:
             except OSError as e:  # they went; they will go again after a restart (at least once)
                 logger.warning("%s cannot be written (%s): records may be shipped twice", self.cursor_path, e)
                 self._cursor = (batch[-1].seq, batch[-1].hash)
+            self.waiting = max(0, self.waiting - len(batch))
             return len(batch)
 
-    def ship_all(self, deadline_s: float | None = None) -> bool:
-        """Ship until nothing waits (True) or an export fails or the deadline passes (False)."""
+    def _failed(self, message: str) -> ShipError:
+        self.last_error = message
+        self.counted("failed", 1)
+        return ShipError(message)
+
+    def ship_all(self, deadline_s: float | None = None, stop: threading.Event | None = None) -> bool:
+        """Ship until nothing waits (True), or an export fails, the deadline passes or ``stop`` is set (False).
+        Never raises."""
         deadline = None if deadline_s is None else time.monotonic() + deadline_s
-        while deadline is None or time.monotonic() < deadline:
+        while (deadline is None or time.monotonic() < deadline) and not (stop is not None and stop.is_set()):
             try:
                 if self.ship_once() == 0:
                     return True
             except ShipError as e:
-                logger.warning("audit records not shipped yet (%d waiting): %s", self.unshipped(), e)
+                logger.warning("audit records not shipped yet (%d waiting): %s", self.waiting, e)
                 return False
         return False
 
@@ -181,10 +217,19 @@ class AuditShipper:
         return [(name.lower(), value.get_secret_value()) for name, value in self.settings.headers.items()]
 
     def _send(self, request: ExportLogsServiceRequest) -> int:
-        """Export ``request``; return how many records the backend rejected."""
-        if self.settings.protocol == "grpc":
-            return self._send_grpc(request)
-        return self._send_http(request)
+        """Export ``request``; return how many records the backend rejected.
+
+        Raises:
+            ShipError: it was not taken, whatever the reason (a closed channel, a malformed URL included).
+        """
+        try:
+            if self.settings.protocol == "grpc":
+                return self._send_grpc(request)
+            return self._send_http(request)
+        except ShipError:
+            raise
+        except Exception as e:
+            raise ShipError(f"{self.settings.endpoint}: {type(e).__name__}: {e}") from e
 
     def _send_grpc(self, request: ExportLogsServiceRequest) -> int:
         if self._channel is None:
@@ -202,7 +247,9 @@ class AuditShipper:
         try:
             response = call(request, timeout=self.settings.timeout_s, metadata=self._headers())
         except grpc.RpcError as e:
-            raise ShipError(f"{self.settings.endpoint}: {e.code().name}: {e.details()}") from e
+            code = e.code()
+            large = code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            raise ShipError(f"{self.settings.endpoint}: {code.name}: {e.details()}", too_large=large) from e
         return int(response.partial_success.rejected_log_records)
 
     def _send_http(self, request: ExportLogsServiceRequest) -> int:
@@ -211,17 +258,18 @@ class AuditShipper:
         headers = {"Content-Type": "application/x-protobuf", **dict(self._headers())}
         post = urllib.request.Request(url, request.SerializeToString(), headers, method="POST")
         try:
-            with urllib.request.urlopen(post, timeout=self.settings.timeout_s) as answer:
+            with _OPENER.open(post, timeout=self.settings.timeout_s) as answer:
                 body = answer.read()
         except urllib.error.HTTPError as e:
-            raise ShipError(f"{url}: HTTP {e.code}: {e.read(200).decode(errors='replace')}") from e
+            why = "a redirect (not followed)" if 300 <= e.code < 400 else e.read(200).decode(errors="replace")
+            raise ShipError(f"{url}: HTTP {e.code}: {why}", too_large=e.code == 413) from e
         except (urllib.error.URLError, OSError) as e:
             raise ShipError(f"{url}: {e}") from e
         response = ExportLogsServiceResponse()
         try:
             response.ParseFromString(body)
-        except DecodeError:  # a backend answering 200 with something else took the records
-            return 0
+        except DecodeError as e:  # not an OTLP endpoint (a proxy's page): the records were not taken
+            raise ShipError(f"{url}: the answer is not an OTLP logs response") from e
         return int(response.partial_success.rejected_log_records)
 
     # The thread
@@ -236,8 +284,8 @@ class AuditShipper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.ship_all(deadline_s=self.settings.interval_s * 10)
-            except Exception:  # the log unreadable a moment (closing): never let the thread die
+                self.ship_all(stop=self._stop)
+            except Exception:  # never let the thread die
                 logger.exception("shipping the audit log failed")
             self._stop.wait(self.settings.interval_s)
 
@@ -248,10 +296,27 @@ class AuditShipper:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
-        self.ship_all(deadline_s=timeout_s)
+        try:
+            self.ship_all(deadline_s=timeout_s)
+        except Exception:  # shutdown goes on: the records wait in the log for the next start
+            logger.exception("shipping the last audit records failed")
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+def _size(records: Sequence[Record]) -> int:
+    return sum(len(json.dumps(r.as_json(), ensure_ascii=False)) for r in records)
+
+
+def _within(batch: list[Record], limit: int) -> list[Record]:
+    """The first records of ``batch`` whose JSON stays within ``limit`` bytes (one at least)."""
+    total = 0
+    for n, record in enumerate(batch):
+        total += len(json.dumps(record.as_json(), ensure_ascii=False))
+        if total > limit:
+            return batch[: max(1, n)]
+    return batch
 
 
 def _value(value: str | int | None) -> AnyValue:
@@ -293,61 +358,69 @@ def to_request(records: Sequence[Record], chain: str, resource: dict[str, str]) 
 
 @dataclass
 class Shipped:
-    """One log's records as read back: its chain id, who sent it, its records by sequence number, and the numbers
-    of records found twice with different contents (tampering, or two logs under one id)."""
+    """One log's records as read back: the chain id they were shipped under (None: lines of ``rootward audit
+    export``), who sent them, and every distinct copy of each record by sequence number (at least once delivery
+    repeats identical ones; a copy that differs is tampering, or two logs under one id)."""
 
-    chain: str
+    chain: str | None
     instance: str = ""
-    records: dict[int, Record] = field(default_factory=dict)
-    conflicts: list[int] = field(default_factory=list)
+    copies: dict[int, list[Record]] = field(default_factory=dict)
 
     def add(self, record: Record) -> None:
-        kept = self.records.setdefault(record.seq, record)
-        if kept != record:
-            self.conflicts.append(record.seq)
+        found = self.copies.setdefault(record.seq, [])
+        if record not in found:
+            found.append(record)
 
-    def verify(self, key: bytes | None = None, public_key: Verifier | None = None) -> Verification:
-        """Check the chain from the first record kept (the backend's retention may have cut earlier ones: then
-        from that record's ``prev``); identical copies count once, differing ones are a break."""
-        if self.conflicts:
-            seq = min(self.conflicts)
-            return Verification(False, 0, GENESIS, seq, f"record {seq} was kept twice with different contents")
-        ordered = [self.records[seq] for seq in sorted(self.records)]
+    def verify(
+        self, key: bytes | None = None, public_key: Verifier | None = None, partial: bool = False
+    ) -> Verification:
+        """Check the chain: each record once (of differing copies, with a key or a public key, those that do not
+        authenticate are set aside; more than one left is a break); from record 1 (with ``partial``, from the first
+        record kept, trusting its ``prev``: what a backend's retention left), under the chain id of record 1's
+        hash; then links, hashes, MACs and signatures as :func:`verify_chain`."""
+        ordered = []
+        for seq in sorted(self.copies):
+            copies = self.copies[seq]
+            if len(copies) > 1 and (key is not None or public_key is not None):
+                copies = [c for c in copies if authentic(c, key, public_key)] or copies
+            if len(copies) > 1:
+                return Verification(False, 0, GENESIS, seq, f"record {seq} was kept twice with different contents")
+            ordered.append(copies[0])
         if not ordered:
             return Verification(True, 0, GENESIS)
         first = ordered[0]
+        if first.seq != 1 and not partial:
+            problem = f"records 1-{first.seq - 1} are not in the file (--partial checks from the first one kept)"
+            return Verification(False, 0, GENESIS, 1, problem)
+        if first.seq == 1 and self.chain is not None and self.chain != first.hash:
+            return Verification(False, 0, GENESIS, 1, "shipped under a chain id that is not its first record's hash")
         return verify_chain(ordered, key, public_key, first.seq, GENESIS if first.seq == 1 else first.prev)
 
 
-def read_shipped(lines: Iterable[str]) -> dict[str, Shipped]:
-    """The audit records in ``lines``, by chain: JSON lines of OTLP logs requests (``{"resourceLogs": ...}``, what
-    the Collector's file exporter writes) holding shipped records, or of records as ``rootward audit export``
-    writes them (one chain, named by its first record's hash, or ``local``).
+def read_shipped(lines: Iterable[str]) -> list[Shipped]:
+    """The audit records in ``lines``, one :class:`Shipped` a chain in the order first seen: JSON lines of OTLP
+    logs requests (``{"resourceLogs": ...}``, what the Collector's file exporter writes) holding shipped records,
+    and lines of ``rootward audit export`` (a chain of their own, never merged with a shipped one).
 
     Raises:
         ValueError: a line is not JSON, or a record in it is not an audit record (the message names the line).
     """
-    chains: dict[str, Shipped] = {}
+    chains: dict[tuple[bool, str], Shipped] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
-            found = list(_records_in(value)) if "resourceLogs" in value else [("", "", from_json(value))]
+            found = list(_records_in(value)) if "resourceLogs" in value else [(None, "", from_json(value))]
         except (ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"line {number}: {e}") from e
         for chain, instance, record in found:
-            shipped = chains.setdefault(chain, Shipped(chain, instance))
+            shipped = chains.setdefault((chain is None, chain or ""), Shipped(chain, instance))
             shipped.add(record)
-    if "" in chains:  # rootward audit export's lines: the chain is the first record's hash
-        local = chains.pop("")
-        first = (local.records or {}).get(1)
-        local.chain = first.hash if first is not None else "local"
-        chains[local.chain] = local
-    return chains
+    return list(chains.values())
 
 
-def _records_in(request: dict[str, Any]) -> Iterator[tuple[str, str, Record]]:
+def _records_in(request: dict[str, Any]) -> Iterator[tuple[str | None, str, Record]]:
     for resource_logs in request.get("resourceLogs") or []:
         resource = _attributes((resource_logs.get("resource") or {}).get("attributes"))
         for scope_logs in resource_logs.get("scopeLogs") or []:

@@ -139,11 +139,18 @@ def _verifier(public_key: Path | None, config_path: Path | None, overrides: tupl
     help="Check the records a log backend kept instead of the DB: JSON lines of OTLP logs requests (the "
     "Collector's file exporter; policies.audit.ship sends them) or of `rootward audit export`.",
 )
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="With --from: a log whose first records are not in the file (a backend's retention cut them) is checked "
+    "from the first one kept instead of failing.",
+)
 @config_options
 def audit_verify(
     db: Path | None,
     public_key: Path | None,
     shipped: Path | None,
+    partial: bool,
     config_path: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
@@ -164,7 +171,7 @@ def audit_verify(
     if shipped is not None:
         if db is not None:
             raise click.UsageError("give DB or --from, not both")
-        _verify_shipped(shipped, public_key, config_path, overrides)
+        _verify_shipped(shipped, public_key, partial, config_path, overrides)
         return
     path, key = _audit_source(db, config_path, overrides)
     verifier = _verifier(public_key, config_path, overrides)
@@ -184,8 +191,11 @@ def audit_verify(
     sys.exit(1)
 
 
-def _verify_shipped(path: Path, public_key: Path | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """``audit verify --from``: each chain in ``path`` checked on its own; exit 1 when any is broken."""
+def _verify_shipped(
+    path: Path, public_key: Path | None, partial: bool, config_path: Path | None, overrides: tuple[str, ...]
+) -> None:
+    """``audit verify --from``: each chain in ``path`` checked on its own; exit 1 when any is broken. Without a
+    MAC key or a public key, a chain proves only that it is whole and unedited as it stands, not who wrote it."""
     from rootward.audit_ship import read_shipped
 
     key = load(config_path, overrides).policies.audit.hmac_key
@@ -201,10 +211,11 @@ def _verify_shipped(path: Path, public_key: Path | None, config_path: Path | Non
     checked = ", MACs checked" if secret else ""
     checked += ", signatures checked" if verifier else ""
     broken = False
-    for chain in chains.values():
-        result = chain.verify(secret, verifier)
-        first, last = min(chain.records), max(chain.records)
-        name = f"log {chain.chain[:16]}" + (f" ({chain.instance})" if chain.instance else "")
+    for chain in chains:
+        result = chain.verify(secret, verifier, partial)
+        first, last = min(chain.copies), max(chain.copies)
+        name = "exported records" if chain.chain is None else f"log {chain.chain[:16]}"
+        name += f" ({chain.instance})" if chain.instance else ""
         cut = f"; records before {first} are not in the file" if first > 1 else ""
         if result.ok:
             click.echo(f"{name}: ok, records {first}-{last}{checked}, head {result.head}{cut}")

@@ -209,8 +209,9 @@ class Actions(_Section):
     poll_interval_s: float = Field(default=2.0, gt=0)
     """How often verification reads the cluster."""
     workers: int = Field(default=4, ge=1, le=64)
-    """Incidents' proposed actions handled at once. Changes still go one at a time (the next waits for the last
-    one's verification); dry runs, collections and approval requests do not wait behind one."""
+    """Incidents' proposed actions handled at once (read-only collections have a worker of their own). Changes
+    still go one at a time (the next waits for the last one's verification); dry runs and approval requests do not
+    wait behind one."""
     kubernetes: KubernetesAccess = KubernetesAccess()
     lease: Lease = Lease()
     flags: FeatureFlagSource = FeatureFlagSource()

@@ -55,9 +55,11 @@ class LogBackend(logs_service_pb2_grpc.LogsServiceServicer):
 
 
 @contextmanager
-def running_log_backend() -> Iterator[LogBackend]:
+def running_log_backend(max_bytes: int | None = None) -> Iterator[LogBackend]:
+    """``max_bytes``: the largest request the server takes (gRPC answers RESOURCE_EXHAUSTED past it)."""
     backend = LogBackend()
-    server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.so_reuseport", 0)])
+    options = [("grpc.so_reuseport", 0), *([("grpc.max_receive_message_length", max_bytes)] if max_bytes else [])]
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=options)
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(backend, server)
     backend.port = server.add_insecure_port("127.0.0.1:0")
     server.start()

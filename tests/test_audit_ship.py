@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from rootward.audit_ship import AuditShipper, read_shipped
 from rootward.cli import main
@@ -39,15 +42,16 @@ def audit_with(path: Path, n: int, start: int = 0) -> AuditLog:
 
 
 def shipper(log: AuditLog, endpoint: str, **settings: object) -> AuditShipper:
-    return AuditShipper(log, AuditShip(endpoint=endpoint, protocol="grpc", timeout_s=2, **settings), "rootward-0")  # type: ignore[arg-type]
+    options = {"protocol": "grpc", "timeout_s": 2, **settings}
+    return AuditShipper(log, AuditShip(endpoint=endpoint, **options), "rootward-0")  # type: ignore[arg-type]
 
 
 def attributes(record: object) -> dict[str, object]:
     return {a.key: a.value.string_value or a.value.int_value for a in record.attributes}  # type: ignore[attr-defined]
 
 
-def verify_from(path: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["audit", "verify", "--from", str(path)])
+def verify_from(path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["audit", "verify", "--from", str(path), *args], env=env)
     return result.exit_code, result.output
 
 
@@ -143,8 +147,8 @@ def test_a_restart_resumes_after_the_last_shipped_record_and_a_replaced_log_star
     assert replaced.unshipped() == 2
     assert replaced.ship_all(5)
     chains = read_shipped(backend.write_jsonl(tmp_path / "kept.jsonl").read_text().splitlines())
-    assert sorted(len(c.records) for c in chains.values()) == [2, 7]
-    assert all(c.verify().ok for c in chains.values())
+    assert sorted(len(c.copies) for c in chains) == [2, 7]
+    assert all(c.verify().ok for c in chains)
     fresh.close()
 
 
@@ -219,6 +223,9 @@ def test_verify_from_checks_what_retention_left_and_reads_audit_export_lines(
     kept: list[dict[str, object]], tmp_path: Path
 ) -> None:
     code, output = verify_from(lines(tmp_path / "tail.jsonl", kept[2:]))
+    assert code == 1
+    assert "records 1-2 are not in the file (--partial checks from the first one kept)" in output
+    code, output = verify_from(lines(tmp_path / "tail.jsonl", kept[2:]), "--partial")
     assert code == 0, output
     assert "ok, records 3-5" in output
     assert "records before 3 are not in the file" in output
@@ -236,3 +243,117 @@ def test_verify_from_a_file_without_records_or_not_json_is_a_clear_error(tmp_pat
     code, output = verify_from(tmp_path / "bad.jsonl")
     assert code == 1
     assert "line 2" in output
+
+
+def relabelled(request: dict[str, object], chain: str) -> dict[str, object]:
+    copy = json.loads(json.dumps(request))
+    for attribute in copy["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["attributes"]:
+        if attribute["key"] == "rootward.audit.chain":
+            attribute["value"]["stringValue"] = chain
+    return copy  # type: ignore[no-any-return]
+
+
+def test_verify_from_is_not_fooled_by_an_export_line_a_relabelled_tail_or_a_chain_id(
+    kept: list[dict[str, object]], tmp_path: Path
+) -> None:
+    edited = body_of(kept[2])
+    edited["data"] = {"n": 2, "why": "nothing happened"}
+    forged = [*kept[:2], with_body(kept[2], edited), *kept[3:], body_of(kept[0])]  # + an export line of record 1
+    code, output = verify_from(lines(tmp_path / "mixed.jsonl", forged))
+    assert code == 1
+    assert "BROKEN at record 3" in output
+    assert "exported records: ok, records 1-1" in output  # its own chain, never merged with the shipped one
+    omitted = [*kept[:2], *(relabelled(r, "f" * 64) for r in kept[3:])]  # record 3 gone, the rest under a new id
+    code, output = verify_from(lines(tmp_path / "relabelled.jsonl", omitted))
+    assert code == 1
+    assert "records 1-3 are not in the file" in output
+    renamed = [relabelled(r, "e" * 64) for r in kept]
+    code, output = verify_from(lines(tmp_path / "renamed.jsonl", renamed))
+    assert code == 1
+    assert "shipped under a chain id that is not its first record's hash" in output
+
+
+def test_with_the_mac_key_an_injected_copy_cannot_break_a_genuine_trail(backend: LogBackend, tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db", hmac_key=b"k" * 32).open()
+    for k in range(3):
+        log.append("decision", {"n": k}, request_id=f"act-{k}")
+    assert shipper(log, f"127.0.0.1:{backend.port}", batch=1).ship_all(5)
+    log.close()
+    kept = [json.loads(line) for line in backend.write_jsonl(tmp_path / "all.jsonl").read_text().splitlines()]
+    injected = with_body(kept[1], {**body_of(kept[1]), "actor": "eve"})  # no valid MAC: anyone could send it
+    path = lines(tmp_path / "injected.jsonl", [*kept, injected])
+    code, output = verify_from(path)
+    assert code == 1  # without the key, which copy is genuine cannot be told
+    code, output = verify_from(path, env={"ROOTWARD_POLICIES__AUDIT__HMAC_KEY": "k" * 32})
+    assert code == 0, output
+    assert "ok, records 1-3, MACs checked" in output
+
+
+def test_an_oversized_export_goes_again_in_halves_and_a_lone_record_too_large_is_passed(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db").open()
+    for k in range(12):
+        log.append("dry_run", {"prior": "x" * 20_000, "k": k}, request_id=f"act-{k}")
+    log.append("dry_run", {"prior": "y" * 200_000}, request_id="act-huge")
+    log.append("outcome", {"status": "dry_run"}, request_id="act-huge")
+    counts: dict[str, int] = {}
+    with running_log_backend(max_bytes=100_000) as small:
+        ship = shipper(log, f"127.0.0.1:{small.port}")
+        ship.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+        for _ in range(20):
+            if ship.ship_all(5):
+                break
+        assert ship.unshipped() == 0
+        shipped = sorted(int(attributes(r)["rootward.audit.seq"]) for r in small.records())  # type: ignore[call-overload]
+    assert shipped == [*range(1, 13), 14]  # record 13 alone is too large for this backend
+    assert counts["rejected"] == 1
+    assert counts["shipped"] == 13
+    assert counts["failed"] >= 1
+    log.close()
+
+
+def test_over_http_a_redirect_is_not_followed_and_the_token_stays_home(
+    tmp_path: Path, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str | None] = []
+
+    def elsewhere(request: Request) -> Response:
+        seen.append(request.headers.get("authorization"))
+        return Response("<html>a login page</html>", 200, content_type="text/html")
+
+    httpserver.expect_request("/v1/logs").respond_with_response(
+        Response("", 302, headers={"Location": httpserver.url_for("/elsewhere")})
+    )
+    httpserver.expect_request("/elsewhere").respond_with_handler(elsewhere)
+    httpserver.expect_request("/html/v1/logs").respond_with_handler(elsewhere)
+    log = audit_with(tmp_path / "audit.db", 2)
+    caplog.set_level(logging.DEBUG)
+    settings = {"headers": {"Authorization": "Bearer s3cret"}, "timeout_s": 2}
+    redirected = AuditShipper(log, AuditShip(endpoint=httpserver.url_for("/"), **settings), "rootward-0")  # type: ignore[arg-type]
+    assert not redirected.ship_all(5)
+    assert "HTTP 302: a redirect (not followed)" in (redirected.last_error or "")
+    assert seen == []
+    not_otlp = AuditShipper(log, AuditShip(endpoint=httpserver.url_for("/html"), **settings), "rootward-0")  # type: ignore[arg-type]
+    assert not not_otlp.ship_all(5)
+    assert "not an OTLP logs response" in (not_otlp.last_error or "")
+    assert not_otlp.unshipped() == 2
+    assert "s3cret" not in caplog.text
+    log.close()
+
+
+def test_a_malformed_endpoint_is_a_failed_export_and_shutdown_is_prompt(tmp_path: Path) -> None:
+    log = audit_with(tmp_path / "audit.db", 1)
+    counts: dict[str, int] = {}
+    bad = AuditShipper(log, AuditShip(endpoint="http://127.0.0.1:notaport", timeout_s=1), "rootward-0")
+    bad.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+    assert not bad.ship_all(5)
+    assert bad.last_error is not None
+    assert counts == {"failed": 1}
+    (port,) = free_ports(1)
+    down = shipper(log, f"127.0.0.1:{port}", interval_s=0.05, timeout_s=0.5)
+    down.start()
+    assert wait_until(lambda: down.last_error is not None, 5)
+    started = time.monotonic()
+    down.shutdown(timeout_s=1)
+    assert time.monotonic() - started < 3
+    assert down.waiting == 1  # what health and the gauge read: the shipper's last look, not the log
+    log.close()

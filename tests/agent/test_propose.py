@@ -244,6 +244,34 @@ def test_a_submission_held_by_the_executor_does_not_hold_back_the_next_incidents
     assert first.action["status"] == "succeeded"
 
 
+def test_a_collection_does_not_wait_behind_changes_queued_for_a_verdict(graph: TopologyGraph) -> None:
+    release = threading.Event()
+
+    def executor(request: ActionRequest, reason: Reason) -> Outcome:
+        if not request.read_only:  # each waits for the executor's one change in flight
+            release.wait(10)
+            return Outcome("r", "succeeded", "verified")
+        return Outcome("c", "succeeded", "collected")
+
+    responder = Responder(executor, graph, workers=2)
+    changes = [incident_with("service:shop/cart", n) for n in range(3)]  # more than the workers
+    for incident in changes:
+        responder.incident_changed(incident, "opened")
+    collect = Incident("inc-collect", 0.0, 0.0)
+    collect.diagnosis = diagnosis("service:shop/cart", "service", "network_delay").model_dump(mode="json")
+    responder.incident_changed(collect, "opened")
+    deadline = time.monotonic() + 10
+    while (collect.action or {}).get("status") != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert collect.action is not None
+    assert collect.action["status"] == "succeeded"
+    assert [(i.action or {}).get("status") for i in changes] == ["submitted"] * 3
+    release.set()
+    responder.flush()
+    responder.close()
+    assert [(i.action or {}).get("status") for i in changes] == ["succeeded"] * 3
+
+
 def responded(submit: Callable[[ActionRequest, Reason], Outcome], graph: TopologyGraph, incident_id: str) -> Incident:
     """An incident opened with a network-delay diagnosis of cart, after the responder handed its action to
     ``submit`` and kept how it ended."""
