@@ -262,6 +262,19 @@ class Executor:
             outcomes.append(Outcome(approval.request_id, "expired", "no one decided in time", approval_id=approval.id))
         return outcomes
 
+    def withdraw(self, reason: str) -> list[Outcome]:
+        """End every pending approval as expired, with ``reason`` (this Rootward lost the Lease: it may not act on
+        them, and the holder proposes again for its own incidents); each is recorded."""
+        outcomes = []
+        for approval in self.approvals.withdraw_pending("rootward", reason):
+            record = partial(self.audit.append, request_id=approval.request_id, target=approval.payload.get("target"))
+            record("expired", {"approval_id": approval.id, "expires": approval.expires, "reason": reason})
+            record("outcome", {"status": "expired", "detail": reason})
+            outcomes.append(Outcome(approval.request_id, "expired", reason, approval_id=approval.id))
+        if outcomes:
+            logger.info("%d pending approvals withdrawn: %s", len(outcomes), reason)
+        return outcomes
+
     # The pipeline
 
     def _settled(self, request_id: str) -> Outcome | None:

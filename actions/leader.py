@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -138,6 +139,9 @@ class LeaderElector:
         self._round = threading.Lock()  # a round, and shutdown's giving up, one at a time
         self._held_until: float | None = None  # monotonic
         self._stop = threading.Event()
+        #: told (with the holder as read) when this replica loses the Lease: what it holds for its time as the
+        #: actor (approvals) is withdrawn there
+        self.on_lost: Callable[[str | None], None] | None = None
         self._thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
@@ -166,9 +170,18 @@ class LeaderElector:
         elif self._held_until is not None and not self.is_leader():
             logger.info("leader election: %s lost Lease %s/%s", self.identity, self.namespace, self.name)
             self._held_until = None
+            self._lost()
         leading = self.is_leader()
         self._label(leading)
         return leading
+
+    def _lost(self) -> None:
+        if self.on_lost is None:
+            return
+        try:
+            self.on_lost(self.holder if self.holder != self.identity else None)
+        except Exception:  # the election goes on whatever the listener does
+            logger.exception("leader election: handling the loss of the Lease failed")
 
     def _label(self, leading: bool) -> None:
         """Put the leader label on this replica's pod, or take it off, when it is not already so."""

@@ -134,6 +134,19 @@ class Approvals:
             )
         return [_approval(r) for r in rows]
 
+    def withdraw_pending(self, who: str, reason: str) -> list[Approval]:
+        """Mark every pending approval ``expired``, decided by ``who`` with ``reason`` as its comment (this
+        Rootward may no longer act on them); return them."""
+        now = self.clock.now()
+        with self._lock, transaction(self._db()) as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM approvals WHERE status = 'pending'").fetchall()
+            conn.execute(
+                "UPDATE approvals SET status = 'expired', decided_by = ?, decided_at = ?, comment = ? "
+                "WHERE status = 'pending'",
+                (who, now, reason),
+            )
+        return [replace(_approval(r), status="expired", decided_by=who, decided_at=now, comment=reason) for r in rows]
+
     def decide(self, approval_id: str, approve: bool, who: str, comment: str = "") -> Approval:
         """Approve or reject a pending approval, recording who and when.
 
@@ -154,7 +167,11 @@ class Approvals:
                     conn.execute(
                         "UPDATE approvals SET status = 'expired', decided_at = ? WHERE id = ?", (now, approval_id)
                     )
-                problem = ApprovalExpired(f"approval {approval_id} expired (it was open for {self.ttl_s:g} s)")
+                why = current.comment if current.status == "expired" and current.comment else None
+                problem = ApprovalExpired(
+                    f"approval {approval_id} expired: {why}" if why else
+                    f"approval {approval_id} expired (it was open for {self.ttl_s:g} s)"
+                )  # fmt: skip
             elif current.status != "pending":
                 problem = ApprovalError(f"approval {approval_id} was already {current.status} by {current.decided_by}")
             else:

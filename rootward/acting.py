@@ -72,10 +72,16 @@ class Acting:
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
             flags=self.flags, anomaly_cleared=cleared, ledger=self.elector if lease.enabled else None,
         )  # fmt: skip
+        if lease.enabled:  # approvals pending here can no longer be carried out here
+            self.elector.on_lost = self._lost
         self.responder = Responder(
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
             sizes=sizes, redactor=redactor, workers=a.workers,
         )  # fmt: skip
+
+    def _lost(self, holder: str | None) -> None:
+        now = f"{holder} holds it now and proposes again for its own incidents" if holder else "it could not renew it"
+        self.executor.withdraw(f"this Rootward lost the Lease ({now})")
 
     @classmethod
     def build(

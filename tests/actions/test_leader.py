@@ -7,7 +7,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from cluster import MakeExecutor, deploy, memory_limit
+from cluster import MakeExecutor, RunningCluster, deploy, memory_limit
 
 from rootward.actions import Diagnosis, Executor, Kube, PatchResources
 from rootward.actions.errors import ActionError
@@ -15,6 +15,7 @@ from rootward.actions.leader import CHANGES_ANNOTATION, LEADER_LABEL, Change, Le
 from rootward.clock import ManualClock
 from rootward.policies import Approvals, AuditLog
 from rootward.policies.engine import PolicyEngine
+from rootward.policies.errors import ApprovalExpired
 
 
 def _pair(kube: Kube, clock: ManualClock) -> tuple[LeaderElector, LeaderElector]:
@@ -267,3 +268,43 @@ def test_a_change_is_listed_with_its_kind(kube: Kube, make_executor: MakeExecuto
         PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.95, "i-1")
     )
     assert ledger.noted == [("Deployment/shop/cart", "executed")]
+
+
+def test_a_holder_that_loses_the_lease_withdraws_its_pending_approvals(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path
+) -> None:
+    from rootward.acting import Acting
+    from rootward.config import load_config
+    from rootward.topology import TopologyGraph
+
+    clock = ManualClock()
+    settings = [
+        f"storage.data_dir={tmp_path}", "actions.enabled=true", "actions.mode=approve-all",
+        f"actions.kubernetes.host={cluster.url}", "actions.lease.identity=replica-a",
+    ]  # fmt: skip
+    acting = Acting(load_config(environ={}, overrides=settings), clock, TopologyGraph(), kube)
+    acting.audit.open()
+    try:
+        deploy(kube, "cart")
+        assert acting.elector.step()
+        asked = acting.executor.submit(
+            PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.9, "inc-a")
+        )
+        assert asked.status == "pending_approval"
+        b = LeaderElector(kube, "rootward", "rootward-executor", "replica-b", duration_s=15, renew_s=5, clock=clock)
+        clock.advance(16)  # a did not renew: b takes the Lease, a learns it on its next round
+        assert b.step()
+        assert acting.elector.step() is False
+        (withdrawn,) = acting.approvals.listed("expired")
+        assert withdrawn.id == asked.approval_id
+        assert (
+            withdrawn.comment
+            == "this Rootward lost the Lease (replica-b holds it now and proposes again for its own incidents)"
+        )
+        assert [r.kind for r in acting.audit.records(request_id=asked.request_id)][-2:] == ["expired", "outcome"]
+        assert acting.approvals.listed("pending") == []
+        with pytest.raises(ApprovalExpired, match="expired: this Rootward lost the Lease"):
+            acting.executor.approve(asked.approval_id or "", "alice")
+        assert memory_limit(kube, "cart") == "128Mi"
+    finally:
+        acting.shutdown()
