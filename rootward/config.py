@@ -399,9 +399,16 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
     lines = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
-        where = next((s for k, s in source.items() if key == k or key.startswith(k + ".")), origin)
+        related = [s for k, s in source.items() if key == k or key.startswith(k + ".") or k.startswith(key + ".")]
+        where = ", ".join(dict.fromkeys(related)) or origin  # a section's check names whatever set keys inside it
         secret = any(word in key for word in _SECRET_WORDS)
-        got = "" if item["type"] == "extra_forbidden" or secret else f" (got {item['input']!r})"
+        value = item["input"]
+        shown = value if isinstance(value, str | int | float | bool) or value is None else None
+        got = (
+            ""
+            if item["type"] == "extra_forbidden" or secret or shown is None and value is not None
+            else f" (got {shown!r})"
+        )
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {key}: {message}{got}")
     return "\n".join(lines)

@@ -187,3 +187,29 @@ def test_following_the_lease_without_the_export_is_a_clear_error() -> None:
         ConfigError, match=r"follow_lease sends anomalies to the Lease holder: set topology\.export\.enabled"
     ):
         load_config(environ={}, overrides=["topology.export.follow_lease=true"])
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        (
+            {
+                "ROOTWARD_POLICIES__APPROVALS__TOKENS__ALICE": "hunter2",
+                "ROOTWARD_POLICIES__APPROVALS__SLACK_SIGNING_SECRET": "hunter2-signing-secret",
+            },
+            "environment ROOTWARD_POLICIES__APPROVALS__TOKENS__ALICE",
+        ),
+        (
+            {"ROOTWARD_NOTIFICATIONS__SLACK__BOT_TOKEN": "xoxb-hunter2"},
+            "environment ROOTWARD_NOTIFICATIONS__SLACK__BOT_TOKEN",
+        ),
+    ],
+    ids=["weak-token-beside-a-secret", "bot-token-without-channel"],
+)
+def test_a_sections_own_check_never_echoes_the_section_and_names_where_it_was_set(
+    environ: dict[str, str], names: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=environ)
+    assert "hunter2" not in str(info.value)
+    assert names in str(info.value)
