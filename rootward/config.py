@@ -406,7 +406,7 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
         shown = value if isinstance(value, str | int | float | bool) or value is None else None
         got = (
             ""
-            if item["type"] == "extra_forbidden" or secret or shown is None and value is not None
+            if item["type"] == "extra_forbidden" or secret or (shown is None and value is not None)
             else f" (got {shown!r})"
         )
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
