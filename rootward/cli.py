@@ -58,7 +58,10 @@ def serve(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 
     cfg = load(config_path, overrides)
     setup_logging(cfg.logging.level, cfg.logging.format)
-    app = App(cfg)
+    try:
+        app = App(cfg)  # a policy bundle that does not compile stops it here, with the compiler's message
+    except RootwardError as e:
+        raise click.ClickException(str(e)) from e
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -85,9 +88,20 @@ def config_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def config_check(path: Path, overrides: tuple[str, ...]) -> None:
-    """Validate the configuration in PATH (with the environment and --set applied); exit 1 naming each bad key."""
-    load(path, overrides)
-    click.echo(f"{path}: ok")
+    """Validate the configuration in PATH (with the environment and --set applied), and compile the policy bundle
+    it names (policies.bundle_dirs, the shipped one unless default_bundle is false); exit 1 naming each bad key or
+    the policy file that does not compile."""
+    from rootward.policies.engine import PolicyEngine
+
+    cfg = load(path, overrides)
+    p = cfg.policies
+    engine = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
+    try:
+        if not engine.ok:
+            raise click.ClickException(f"{path}: policies: {engine.error}")
+        click.echo(f"{path}: ok ({len(engine.modules)} policy files compile)")
+    finally:
+        engine.close()
 
 
 @config_group.command("show")

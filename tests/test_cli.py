@@ -41,6 +41,30 @@ def test_config_check_accepts_a_good_file_and_names_the_bad_key_of_a_bad_one(tmp
     assert f"{bad}: receiver.grpc.prot: unknown key" in result.output
 
 
+def test_config_check_compiles_the_policy_bundle_and_serve_refuses_one_that_does_not(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "mine.rego").write_text(
+        "package rootward.policy\nimport rego.v1\ndeny contains msg if {\n  msg :=\n}\n"
+    )
+    config = tmp_path / "rootward.yaml"
+    config.write_text(f"policies:\n  bundle_dirs: [{policies}]\n")
+    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    assert result.exit_code == 1
+    assert f"{config}: policies: " in result.output
+    assert "mine.rego" in result.output
+    settings = ["--set", "actions.enabled=true", "--set", "actions.kubernetes.host=http://127.0.0.1:9",
+                "--set", f"storage.data_dir={tmp_path / 'data'}"]  # fmt: skip
+    result = CliRunner().invoke(main, ["serve", "--config", str(config), *settings], env={})
+    assert result.exit_code == 1
+    assert "Error: the policy bundle does not compile: " in result.output
+    assert "Traceback" not in result.output
+    (policies / "mine.rego").unlink()
+    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    assert result.exit_code == 0, result.output
+    assert "policy files compile" in result.output
+
+
 def test_config_show_prints_every_default_and_masks_tokens() -> None:
     result = CliRunner().invoke(main, ["config", "show", "--set", "receiver.auth.tokens=[hunter2]"])
     assert result.exit_code == 0
