@@ -46,7 +46,8 @@ class PolicyRules(_Section):
     allowed_flags: list[str] = Field(default_factory=list)
     """If not empty, the only feature flags (keys) ``toggle_flag`` may change."""
     max_pods_fraction: float = Field(default=0.2, ge=0, le=1)
-    """Most of a workload's pods an action may take down at once (0.2: one pod in five)."""
+    """Most of a workload's pods an action may take down at once: max(1, floor(pods x fraction)) (0.2: one in five,
+    and one at a time whatever the size); 0: none. Every pod at once (one of one) waits for a human."""
     min_replicas: int = Field(default=1, ge=0)
     """Scale floor: fewer replicas than this is refused (1: never scale to zero)."""
     max_replicas: int = Field(default=50, ge=1)

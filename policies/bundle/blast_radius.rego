@@ -1,18 +1,28 @@
 # Blast radius: how much of a workload one action may take down at once, replica floor and ceiling, and
 # PodDisruptionBudgets with no headroom.
+#
+# At once, an action may take down max(1, floor(pods_total x max_pods_fraction)) pods: one at a time (a rolling
+# change's smallest step) whatever the workload's size, more only within the fraction (a max_pods_fraction of 0:
+# none). Taking down every pod of a workload at once (a single replica restarted, a Recreate rollout) waits for a
+# human.
 package rootward.policy
 
 import rego.v1
+
+pods_limit(total, fraction) := 0 if fraction <= 0
+
+pods_limit(total, fraction) := max([1, floor(total * fraction)]) if fraction > 0
 
 blast_denials(inp, s) := (too_many | over) | under if {
 	br := object.get(inp, "blast_radius", {})
 	too_many := {msg |
 		changes(inp)
 		br.pods_total > 0
-		br.pods_at_once / br.pods_total > s.max_pods_fraction
-		msg := sprintf("takes down %d of %d pods at once (%d%%), over the %d%% limit", [
+		limit := pods_limit(br.pods_total, s.max_pods_fraction)
+		br.pods_at_once > limit
+		msg := sprintf("takes down %d of %d pods at once (%d%%), over the %d%% limit (%d at a time)", [
 			br.pods_at_once, br.pods_total,
-			round((100 * br.pods_at_once) / br.pods_total), round(100 * s.max_pods_fraction),
+			round((100 * br.pods_at_once) / br.pods_total), round(100 * s.max_pods_fraction), limit,
 		])
 	}
 	over := {sprintf("%d replicas is over the ceiling of %d", [after, s.max_replicas]) |
@@ -27,8 +37,16 @@ blast_denials(inp, s) := (too_many | over) | under if {
 	}
 }
 
-blast_approvals(inp) := {sprintf("PodDisruptionBudget %s allows no disruption now", [pdb.name]) |
-	changes(inp)
-	some pdb in object.get(inp, ["blast_radius", "pdbs"], [])
-	pdb.disruptions_allowed < 1
+blast_approvals(inp) := pdbs | whole if {
+	br := object.get(inp, "blast_radius", {})
+	pdbs := {sprintf("PodDisruptionBudget %s allows no disruption now", [pdb.name]) |
+		changes(inp)
+		some pdb in object.get(br, "pdbs", [])
+		pdb.disruptions_allowed < 1
+	}
+	whole := {sprintf("takes down every pod of the workload at once (%d of %d)", [br.pods_at_once, br.pods_total]) |
+		changes(inp)
+		br.pods_total > 0
+		br.pods_at_once >= br.pods_total
+	}
 }

@@ -63,7 +63,33 @@ test_a_namespace_outside_the_allowlist_is_denied if {
 
 test_more_than_a_fifth_of_the_pods_at_once_is_denied if {
 	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"pods_at_once": 2})})
-	"takes down 2 of 5 pods at once (40%), over the 20% limit" in policy.denials(inp, settings)
+	"takes down 2 of 5 pods at once (40%), over the 20% limit (1 at a time)" in policy.denials(inp, settings)
+}
+
+with_pods(total, at_once) := object.union(base, {"blast_radius": object.union(
+	base.blast_radius,
+	{"pods_total": total, "pods_affected": total, "pods_at_once": at_once, "replicas_before": total, "replicas_after": total},
+)})
+
+test_one_pod_at_a_time_is_allowed_whatever_the_workloads_size if {
+	every total in [2, 3, 4] {
+		count(policy.denials(with_pods(total, 1), settings)) == 0
+		count(policy.approvals(with_pods(total, 1), settings)) == 0
+	}
+}
+
+test_a_larger_workload_may_lose_its_fraction_at_once if {
+	count(policy.denials(with_pods(10, 2), settings)) == 0
+	"takes down 3 of 10 pods at once (30%), over the 20% limit (2 at a time)" in policy.denials(with_pods(10, 3), settings)
+}
+
+test_a_fraction_of_zero_allows_no_pod_down if {
+	"takes down 1 of 5 pods at once (20%), over the 0% limit (0 at a time)" in policy.denials(base, set({"max_pods_fraction": 0}))
+}
+
+test_every_pod_of_a_workload_at_once_waits_for_a_human if {
+	count(policy.denials(with_pods(1, 1), settings)) == 0
+	"takes down every pod of the workload at once (1 of 1)" in policy.approvals(with_pods(1, 1), settings)
 }
 
 test_a_cooldown_denies_a_second_action_on_the_same_object if {

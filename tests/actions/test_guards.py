@@ -27,7 +27,7 @@ def test_taking_down_more_than_a_fifth_of_a_workloads_pods_is_denied(kube: Kube,
     deploy(kube, "cart", replicas=5)
     outcome = make_executor().submit(Scale("shop", "cart", replicas=3), SURE)
     assert outcome.status == "denied"
-    assert "takes down 2 of 5 pods at once (40%), over the 20% limit" in outcome.detail
+    assert "takes down 2 of 5 pods at once (40%), over the 20% limit (1 at a time)" in outcome.detail
     assert kube.workload("Deployment", "shop", "cart")["spec"]["replicas"] == 5
 
 

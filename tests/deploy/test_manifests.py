@@ -169,10 +169,14 @@ def test_the_shipped_config_passes_rootward_config_check_with_every_secret_set(
     path.write_text(config_map_data(rendered, "rootward-config")["rootward.yaml"])
     env = {name: _placeholder(_field(Config, name)) for name in _secret_env(rendered)}
 
+    shipped = ["--set", f"policies.bundle_dirs=[{BASE / 'policies'}]"]  # where the pod mounts rootward-policies
     for environ in ({}, env):
-        result = CliRunner().invoke(main, ["config", "check", str(path)], env=environ)
+        result = CliRunner().invoke(main, ["config", "check", str(path), *shipped], env=environ)
         assert result.exit_code == 0, result.output
-        assert result.output.strip() == f"{path}: ok"
+        assert result.output.strip() == f"{path}: ok (6 policy files compile)"
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "policies not compiled: /etc/rootward/policies is not on this machine" in result.output
     cfg = load_config(path, environ=env)
     assert [t.get_secret_value() for t in cfg.receiver.auth.tokens] == ["placeholder-a", "placeholder-b"]
 

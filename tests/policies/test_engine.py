@@ -40,7 +40,7 @@ def test_the_shipped_bundle_compiles_and_allows_a_request_in_scope(
         ),
         pytest.param(
             {"blast_radius": {"pods_at_once": 2}},
-            "takes down 2 of 5 pods at once (40%), over the 20% limit",
+            "takes down 2 of 5 pods at once (40%), over the 20% limit (1 at a time)",
             id="over-a-fifth",
         ),
         pytest.param(
