@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,27 +186,41 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
 
 class Ticker:
     """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
-    when no telemetry arrives)."""
+    when no telemetry arrives). ``last_ok`` is when a call last succeeded (monotonic; the start before the first),
+    so that health can tell detection that stopped closing windows."""
 
-    def __init__(self, fn: Callable[[], None], seconds: float) -> None:
-        self.fn, self.seconds = fn, seconds
+    def __init__(self, fn: Callable[[], None], seconds: float, failed: Callable[[], None] = lambda: None) -> None:
+        self.fn, self.seconds, self.failed = fn, seconds, failed
+        self.last_ok: float | None = None  # None: not started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rootward-ticker", daemon=True)
 
     def start(self) -> None:
+        self.last_ok = time.monotonic()
         self._thread.start()
+
+    def stalled(self) -> bool:
+        """Started, and no call succeeded for three periods (a minute at least): a thread that died, or a tick
+        that fails every time."""
+        if self.last_ok is None:
+            return False
+        return not self._thread.is_alive() or time.monotonic() - self.last_ok > max(3 * self.seconds, 60.0)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self.last_ok = None  # stopped: not stalled
 
     def _run(self) -> None:
         while not self._stop.wait(self.seconds):
             try:
                 self.fn()
-            except Exception:  # a failed tick must not end the loop; it is logged with its traceback
+            except Exception:  # a failed tick must not end the loop; it is logged with its traceback and counted
                 logger.exception("detector tick failed")
+                self.failed()
+            else:
+                self.last_ok = time.monotonic()
 
 
 class App:
@@ -383,7 +398,8 @@ class App:
                 stages.append(self.span_flow)
         pipeline = consumer or FanOut(*stages)
         self.receiver = Receiver(config.receiver, pipeline, self.telemetry, self.clock)
-        self._ticker = Ticker(self.tick, detection.window_s) if detection.enabled else None
+        failed = self.telemetry.tick_failures.inc
+        self._ticker = Ticker(self.tick, detection.window_s, failed) if detection.enabled else None
         api = config.api.listen
         app = build_api(
             self.telemetry, self.health, self.topology, self.history, self.incidents, self.clock,
@@ -503,9 +519,12 @@ class App:
         capacity = self.config.receiver.queue.max_items
         running = self.receiver.running
         exporter = self.exporter if self._forwarding else None
+        stalled = self._ticker is not None and self._ticker.stalled()
         return {
-            "alive": running,
-            "ready": running and queued < capacity,
+            "alive": running and not stalled,
+            "ready": running and queued < capacity and not stalled,
+            # the detector closes its windows (off: detection off, or a replay drives them)
+            "detection": "stalled" if stalled else "ok" if self._ticker and self._ticker.last_ok else "off",
             "queue_items": queued,
             "queue_capacity": capacity,
             # who acts: this Rootward (holding the Lease, if there is one), and where its anomalies go if not

@@ -94,6 +94,12 @@ class Telemetry:
             registry=r,
         )
 
+        self.tick_failures = Counter(
+            "rootward_detector_tick_failures",
+            "Detection windows whose close failed (logged with the traceback); three periods without a good one "
+            "and /healthz answers 503.",
+            registry=r,
+        )
         self.acting = Gauge(
             "rootward_acting",
             "1 while this Rootward acts: it has an executor and holds the Lease (when there is one); else 0.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,6 +12,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from rootward.app import App
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.testing import RecordingConsumer
+
+from collectors import wait_until
 
 LOCAL = [*LOCAL_PORTS, *NOTHING_ON_DISK]
 
@@ -68,7 +71,7 @@ def test_topology_endpoint_serves_the_live_graph(app: App) -> None:
 
 
 #: What health says of a Rootward with no executor and nothing to forward to.
-ALONE = {"acting": False, "lease_holder": None, "forwards_to": None, "forward_queue": 0}
+ALONE = {"detection": "ok", "acting": False, "lease_holder": None, "forwards_to": None, "forward_queue": 0}
 
 
 def test_health_and_readiness_report_ok_while_running(app: App) -> None:
@@ -91,7 +94,32 @@ def test_not_ready_while_the_queue_is_full_and_not_alive_after_shutdown() -> Non
         assert ready.json()["queue_items"] == 10
     finally:
         app.shutdown()
-    assert app.health() == {"alive": False, "ready": False, "queue_items": 0, "queue_capacity": 10, **ALONE}
+    stopped = {**ALONE, "detection": "off"}
+    assert app.health() == {"alive": False, "ready": False, "queue_items": 0, "queue_capacity": 10, **stopped}
+
+
+def test_detection_that_stops_closing_its_windows_fails_the_liveness_probe() -> None:
+    fast = ["detection.window_s=0.05", "detection.learn_after_s=5"]
+    app = App(load_config(environ={}, overrides=[*LOCAL, *fast]))
+    app.start()
+    try:
+        base = f"http://127.0.0.1:{app.api.port}"
+        assert httpx.get(f"{base}/healthz").json()["detection"] == "ok"
+        assert app._ticker is not None
+
+        def fails() -> None:
+            raise RuntimeError("a detector bug")
+
+        app._ticker.fn = fails
+        assert wait_until(lambda: app.telemetry.value("rootward_detector_tick_failures_total") >= 3, 10)
+        assert httpx.get(f"{base}/healthz").status_code == 200  # not yet a minute without a good close
+        app._ticker.last_ok = time.monotonic() - 61
+        health = httpx.get(f"{base}/healthz")
+        assert health.status_code == 503
+        assert health.json()["detection"] == "stalled"
+        assert httpx.get(f"{base}/readyz").status_code == 503
+    finally:
+        app.shutdown()
 
 
 def test_every_route_is_described_in_the_openapi_document() -> None:
