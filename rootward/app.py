@@ -522,7 +522,9 @@ class App:
         stalled = self._ticker is not None and self._ticker.stalled()
         return {
             "alive": running and not stalled,
-            "ready": running and queued < capacity and not stalled,
+            # a full queue is not unready: the receiver answers 429 / RESOURCE_EXHAUSTED, which Collectors retry,
+            # and readiness also puts the Lease holder behind svc/rootward-leader (approvals, forwarded anomalies)
+            "ready": running and not stalled,
             # the detector closes its windows (off: detection off, or a replay drives them)
             "detection": "stalled" if stalled else "ok" if self._ticker and self._ticker.last_ok else "off",
             "queue_items": queued,
