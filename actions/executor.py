@@ -38,11 +38,13 @@ from rootward.actions.errors import ActionError
 from rootward.actions.flags import FeatureFlags, FlagOperation
 from rootward.actions.kube import Kube
 from rootward.actions.operations import BlastRadius, Health, Operation, operation
+from rootward.actions.pause import LocalPause, Pause, Paused
 from rootward.actions.requests import ActionRequest, Target, ToggleFlag, from_json
 from rootward.clock import Clock, SystemClock
 from rootward.policies.approvals import Approval, Approvals
 from rootward.policies.audit import AuditLog, canonical
 from rootward.policies.engine import INPUT_SCHEMA, Decision, PolicyEngine
+from rootward.policies.errors import ApprovalError
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +157,15 @@ class Executor:
         sleep: Callable[[float], None] = time.sleep,
         flags: FeatureFlags | None = None,
         ledger: Ledger | None = None,
+        pause: Pause | None = None,
     ) -> None:
         """``dependents`` names the callers of a target (from the topology graph) for the blast radius;
         ``anomaly_cleared`` says whether the incident behind a diagnosis is over (None: cannot tell), and
         verification waits for it; ``is_leader`` (the Lease) is asked before acting; ``flags`` is the flagd flag
         file that ``toggle_flag`` changes (None: those requests fail); ``ledger`` lists the changes made by whoever held
-        the Lease before (the cooldowns and the rate limit count them as this audit log's own)."""
+        the Lease before (the cooldowns and the rate limit count them as this audit log's own); ``pause`` is where a
+        pause lives (actions/pause.py; default: this process): while paused, every request runs as in ``dry-run``
+        mode and no approval is accepted."""
         self.kube = kube
         self.policy = policy
         self.audit = audit
@@ -175,6 +180,7 @@ class Executor:
         self.sleep = sleep
         self.flags = flags
         self.ledger = ledger
+        self.pause: Pause = pause or LocalPause(self.clock)
         self._stopping = threading.Event()
         self._changing = threading.Lock()  # one change in flight, decision to verification
         self._deciding = threading.Lock()  # dedupe, decision, dry run, the change itself: short
@@ -188,11 +194,38 @@ class Executor:
         AuditError when the audit log cannot be written (nothing is done without a record).
         """
         request_id = request_id_of(request, diagnosis)
-        with self._turn(not request.read_only and self.mode == "autonomous") as decided:
+        mode, why = self.effective_mode()
+        with self._turn(not request.read_only and mode == "autonomous") as decided:
             earlier = self._settled(request_id)
             if earlier is not None:
                 return earlier
-            return self._run(request, diagnosis, request_id, None, decided)
+            return self._run(request, diagnosis, request_id, None, decided, mode, why)
+
+    def effective_mode(self) -> tuple[Mode, str | None]:
+        """The mode requests run in now, and why it is not ``mode`` (actions paused), else None."""
+        paused = self.pause.paused
+        return ("dry-run", paused.describe()) if paused else (self.mode, None)
+
+    def pause_actions(self, who: str, reason: str) -> Paused:
+        """Pause every action (recorded in the audit log as ``who``'s).
+
+        Raises:
+            ActionError: the pause cannot be written (the Lease); nothing is paused.
+        """
+        paused = self.pause.set_paused(who, reason)
+        self.audit.append("paused", paused.as_json(), actor=who)
+        logger.warning("actions %s", paused.describe())
+        return paused
+
+    def resume_actions(self, who: str) -> None:
+        """End a pause (recorded as ``who``'s).
+
+        Raises:
+            ActionError: the Lease cannot be written; the pause stays.
+        """
+        self.pause.clear_paused()
+        self.audit.append("resumed", {"by": who}, actor=who)
+        logger.warning("actions resumed by %s", who)
 
     def approve(self, approval_id: str, who: str, comment: str = "") -> Outcome:
         """Approve a pending request as ``who`` and carry it out (policy is asked again, with the approval).
@@ -207,8 +240,11 @@ class Executor:
         :meth:`carry_out` in the background).
 
         Raises:
-            ApprovalExpired, ApprovalError: it is not pending.
+            ApprovalExpired, ApprovalError: it is not pending, or actions are paused (it stays pending).
         """
+        _, why = self.effective_mode()
+        if why:
+            raise ApprovalError(f"actions are paused ({why}): approve {approval_id} once they resume")
         approval = self.approvals.decide(approval_id, True, who, comment)
         record = partial(self.audit.append, request_id=approval.request_id, target=approval.payload.get("target"))
         record("approved", {"approval_id": approval_id, "by": who, "comment": comment}, actor=who)
@@ -218,8 +254,9 @@ class Executor:
         """Run an approved request: policy again (with the approval), dry run, execute, verify."""
         request = from_json(approval.payload["request"])
         diagnosis = Diagnosis.from_json(approval.payload["diagnosis"])
-        with self._turn(not request.read_only and self.mode != "dry-run") as decided:
-            return self._run(request, diagnosis, approval.request_id, approval.decided_by, decided)
+        mode, why = self.effective_mode()  # paused since the approval was accepted: it ends as a dry run
+        with self._turn(not request.read_only and mode != "dry-run") as decided:
+            return self._run(request, diagnosis, approval.request_id, approval.decided_by, decided, mode, why)
 
     @contextmanager
     def _turn(self, changes: bool) -> Iterator[Callable[[], None]]:
@@ -285,7 +322,12 @@ class Executor:
         return None
 
     def policy_input(
-        self, request: ActionRequest, blast: BlastRadius, diagnosis: Diagnosis, approved_by: str | None
+        self,
+        request: ActionRequest,
+        blast: BlastRadius,
+        diagnosis: Diagnosis,
+        approved_by: str | None,
+        mode: Mode | None = None,
     ) -> dict[str, Any]:
         """The input document of policies/README.md (schema 1)."""
         target = request.target
@@ -299,7 +341,7 @@ class Executor:
             hour = max(hour, sum(c.at >= now - 3600 and c.kind == "executed" for c in shared))
         return {
             "schema": INPUT_SCHEMA,
-            "mode": self.mode,
+            "mode": mode or self.mode,
             "action": {
                 "kind": request.kind,
                 "tier": request.tier,
@@ -325,6 +367,8 @@ class Executor:
         request_id: str,
         approved_by: str | None,
         decided: Callable[[], None],
+        mode: Mode,
+        why: str | None = None,
     ) -> Outcome:
         target = request.target
         record = partial(self.audit.append, request_id=request_id, target=target.id)
@@ -344,8 +388,8 @@ class Executor:
             return end("failed", f"cannot read the cluster to decide: {e}")
         if self.dependents is not None:
             blast = replace(blast, dependents=tuple(self.dependents(target)))
-        decision = self.policy.decide(self.policy_input(request, blast, diagnosis, approved_by))
-        if decision.result == "allow" and self.mode == "approve-all" and approved_by is None and not request.read_only:
+        decision = self.policy.decide(self.policy_input(request, blast, diagnosis, approved_by, mode))
+        if decision.result == "allow" and mode == "approve-all" and approved_by is None and not request.read_only:
             decision = replace(decision, result="needs_approval", approval=("actions.mode is approve-all",))
         record(
             "decision",
@@ -354,7 +398,8 @@ class Executor:
                 "diagnosis": diagnosis.as_json(),
                 "blast_radius": blast.as_json(),
                 "decision": decision.as_json(),
-                "mode": self.mode,
+                "mode": mode,
+                **({"paused": why} if why else {}),
             },
         )
         if decision.result == "deny":
@@ -362,7 +407,7 @@ class Executor:
 
         if request.read_only:
             try:
-                collected = op.apply(dry_run=self.mode == "dry-run")
+                collected = op.apply(dry_run=mode == "dry-run")
             except ActionError as e:
                 return end("failed", f"cannot collect: {e}", decision=decision, blast_radius=blast)
             record("collected", {"keys": sorted(collected)})
@@ -375,8 +420,9 @@ class Executor:
             record("dry_run", {"ok": False, "error": str(e)})
             return end("failed", f"the server-side dry run failed: {e}", decision=decision, blast_radius=blast)
         record("dry_run", {"ok": True, "prior": prior, "result": dry})
-        if self.mode == "dry-run":
-            return end("dry_run", "dry run only (actions.mode)", decision=decision, blast_radius=blast, result=dry)
+        if mode == "dry-run":
+            detail = f"dry run only: actions are paused ({why})" if why else "dry run only (actions.mode)"
+            return end("dry_run", detail, decision=decision, blast_radius=blast, result=dry)
 
         if decision.result == "needs_approval":
             payload = {

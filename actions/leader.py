@@ -31,6 +31,9 @@ from typing import NamedTuple
 
 from rootward.actions.errors import ActionError, KubeError, NotFound
 from rootward.actions.kube import Json, Kube
+from rootward.actions.pause import MAX_TEXT, Paused
+from rootward.actions.pause import parse as parse_pause
+from rootward.actions.pause import text as pause_text
 from rootward.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,9 @@ _LABEL_PATH = _pointer("/metadata/labels", LEADER_LABEL)
 CHANGES_ANNOTATION = "rootward.dev/changes"
 _CHANGES_PATH = _pointer("/metadata/annotations", CHANGES_ANNOTATION)
 MAX_CHANGES = 500
+#: The Lease annotation that pauses every Rootward's actions (actions/pause.py).
+PAUSED_ANNOTATION = "rootward.dev/paused"
+_PAUSED_PATH = _pointer("/metadata/annotations", PAUSED_ANNOTATION)
 #: What a listed change was: executed (counts for the rate limit and the cooldown), rolled_back (the cooldown).
 CHANGE_KINDS = ("executed", "rolled_back")
 
@@ -142,6 +148,7 @@ class LeaderElector:
         #: told (with the holder as read) when this replica loses the Lease: what it holds for its time as the
         #: actor (approvals) is withdrawn there
         self.on_lost: Callable[[str | None], None] | None = None
+        self.paused: Paused | None = None  # the Lease's pause as last read or written (actions/pause.py)
         self._thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
@@ -231,6 +238,7 @@ class LeaderElector:
         holder = spec.get("holderIdentity")
         self.holder = holder if isinstance(holder, str) else None
         self._changes = _changes(lease, now)
+        self.paused = parse_pause(((lease.get("metadata") or {}).get("annotations") or {}).get(PAUSED_ANNOTATION))
         renewed = spec.get("renewTime")
         duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
         guard: list[Json] = [
@@ -297,6 +305,36 @@ class LeaderElector:
                 raise
             self._changes = kept
             return
+
+    def set_paused(self, by: str, reason: str) -> Paused:
+        """Pause every Rootward's actions: the Lease's annotation (anyone may write it, holder or not).
+
+        Raises:
+            ActionError: the Lease cannot be read or written (nothing is paused).
+        """
+        paused = Paused(by[:MAX_TEXT], round(self.clock.now(), 3), reason[:MAX_TEXT])
+        lease = self.kube.lease(self.namespace, self.name)
+        annotations = (lease.get("metadata") or {}).get("annotations")
+        if isinstance(annotations, dict):
+            op: Json = {"op": "add", "path": _PAUSED_PATH, "value": pause_text(paused)}
+        else:
+            op = {"op": "add", "path": "/metadata/annotations", "value": {PAUSED_ANNOTATION: pause_text(paused)}}
+        self.kube.patch_lease(self.namespace, self.name, [op])
+        self.paused = paused
+        return paused
+
+    def clear_paused(self) -> None:
+        """Take the pause off the Lease (none there: done).
+
+        Raises:
+            ActionError: the Lease cannot be written (the pause stays).
+        """
+        try:
+            self.kube.patch_lease(self.namespace, self.name, [{"op": "remove", "path": _PAUSED_PATH}])
+        except KubeError as e:
+            if e.status != 422:  # 422: no such annotation, not paused
+                raise
+        self.paused = None
 
     def start(self) -> None:
         """Take part in the election in a background thread."""

@@ -71,6 +71,7 @@ class Acting:
             verify_timeout_s=a.verify_timeout_s, poll_interval_s=a.poll_interval_s,
             dependents=topology_dependents(topology), is_leader=self.elector.is_leader if lease.enabled else None,
             flags=self.flags, anomaly_cleared=cleared, ledger=self.elector if lease.enabled else None,
+            pause=self.elector if lease.enabled else None,  # the Lease's pause, honoured by every Rootward
         )  # fmt: skip
         if lease.enabled:  # approvals pending here can no longer be carried out here
             self.elector.on_lost = self._lost

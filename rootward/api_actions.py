@@ -7,6 +7,9 @@ executor):
     GET  /api/v1/approvals/{id}
     POST /api/v1/approvals/{id}/approve   {"comment": "..."} (optional)   202: recorded; the action runs now
     POST /api/v1/approvals/{id}/reject    {"comment": "..."} (optional)   200
+    GET  /api/v1/actions/pause                                            whether actions are paused (by whom, why)
+    POST /api/v1/actions/pause            {"reason": "..."}               pause every action (actions/pause.py)
+    POST /api/v1/actions/resume                                           end the pause
     GET  /api/v1/actions/{request_id}                                     the request's audit records so far
     GET  /api/v1/audit?after=0&limit=100                                  the audit log in order, a page at a time
                                                                           (``next``: the ``after`` of the next page)
@@ -42,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rootward.actions import Executor
+from rootward.actions.errors import ActionError
 from rootward.api import bounded_int
 from rootward.auth import writer
 from rootward.config import Approvals as ApprovalSettings
@@ -136,6 +140,30 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         }
         return JSONResponse(body, status_code=202)
 
+    def pause_state() -> dict[str, object]:
+        paused = executor.pause.paused
+        mode, _ = executor.effective_mode()
+        return {"paused": paused.as_json() if paused else None, "mode": executor.mode, "effective_mode": mode}
+
+    async def pause(request: Request, who: str) -> Response:
+        if request.method == "GET":
+            return JSONResponse(pause_state())
+        reason = await _text(request, "reason")
+        if isinstance(reason, Response):
+            return reason
+        try:
+            await run_in_threadpool(executor.pause_actions, who, reason)
+        except ActionError as e:
+            return JSONResponse({"message": f"cannot pause: {e}"}, status_code=503)
+        return JSONResponse(pause_state())
+
+    async def resume(request: Request, who: str) -> Response:
+        try:
+            await run_in_threadpool(executor.resume_actions, who)
+        except ActionError as e:
+            return JSONResponse({"message": f"cannot resume: {e}"}, status_code=503)
+        return JSONResponse(pause_state())
+
     async def action(request: Request, _: str) -> Response:
         request_id = request.path_params["request_id"]
         records = await run_in_threadpool(lambda: list(executor.audit.records(request_id=request_id)))
@@ -202,6 +230,8 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         Route("/api/v1/approvals", authenticated(listing)),
         Route("/api/v1/approvals/{id}", authenticated(one)),
         Route("/api/v1/approvals/{id}/{verb}", authenticated(decide), methods=["POST"]),
+        Route("/api/v1/actions/pause", authenticated(pause), methods=["GET", "POST"]),
+        Route("/api/v1/actions/resume", authenticated(resume), methods=["POST"]),
         Route("/api/v1/actions/{request_id}", authenticated(action)),
         Route("/api/v1/audit", authenticated(audit)),
         Route("/api/v1/audit/verify", authenticated(verify)),
@@ -219,17 +249,22 @@ def _elsewhere(approval_id: str) -> str:
 
 
 async def _comment(request: Request) -> str | Response:
+    return await _text(request, "comment")
+
+
+async def _text(request: Request, key: str, limit: int = 4000) -> str | Response:
+    """The body's ``{key: "..."}`` (empty body: ""), or a 400 saying what is wrong."""
     body = await request.body()
     if not body:
         return ""
     try:
         data = json.loads(body)
     except ValueError:
-        return JSONResponse({"message": 'the body must be JSON: {"comment": "..."}'}, status_code=400)
-    comment = data.get("comment", "") if isinstance(data, dict) else None
-    if not isinstance(comment, str) or len(comment) > 4000:
-        return JSONResponse({"message": "comment must be a string of at most 4000 characters"}, status_code=400)
-    return comment
+        return JSONResponse({"message": f'the body must be JSON: {{"{key}": "..."}}'}, status_code=400)
+    value = data.get(key, "") if isinstance(data, dict) else None
+    if not isinstance(value, str) or len(value) > limit:
+        return JSONResponse({"message": f"{key} must be a string of at most {limit} characters"}, status_code=400)
+    return value
 
 
 def _carry_out(executor: Executor, approval: object) -> None:

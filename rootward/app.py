@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,7 +23,7 @@ import numpy as np
 from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, GraphReasonerSettings, Reasoner
 from rootward.agent.redact import Redactor
 from rootward.api import build_api
-from rootward.clock import Clock, SystemClock
+from rootward.clock import Clock, SystemClock, Ticker
 from rootward.config import Config
 from rootward.config_detection import Detection
 from rootward.detector.baseline import BOTH, DOWN, UP
@@ -184,45 +182,6 @@ def _llm_reasoner(app: App, fallback: Reasoner) -> LLMReasoner:
     )
 
 
-class Ticker:
-    """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
-    when no telemetry arrives). ``last_ok`` is when a call last succeeded (monotonic; the start before the first),
-    so that health can tell detection that stopped closing windows."""
-
-    def __init__(self, fn: Callable[[], None], seconds: float, failed: Callable[[], None] = lambda: None) -> None:
-        self.fn, self.seconds, self.failed = fn, seconds, failed
-        self.last_ok: float | None = None  # None: not started
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rootward-ticker", daemon=True)
-
-    def start(self) -> None:
-        self.last_ok = time.monotonic()
-        self._thread.start()
-
-    def stalled(self) -> bool:
-        """Started, and no call succeeded for three periods (a minute at least): a thread that died, or a tick
-        that fails every time."""
-        if self.last_ok is None:
-            return False
-        return not self._thread.is_alive() or time.monotonic() - self.last_ok > max(3 * self.seconds, 60.0)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self.last_ok = None  # stopped: not stalled
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.seconds):
-            try:
-                self.fn()
-            except Exception:  # a failed tick must not end the loop; it is logged with its traceback and counted
-                logger.exception("detector tick failed")
-                self.failed()
-            else:
-                self.last_ok = time.monotonic()
-
-
 class App:
     """A running Rootward: receiver -> pipeline, plus its own API endpoint. ``start``/``shutdown`` are idempotent."""
 
@@ -358,6 +317,7 @@ class App:
             self._follow = follow = False
             self._forwarding = False
         self.telemetry.acting.set_function(lambda: float(self.leading()))
+        self.telemetry.actions_paused.set_function(lambda: float(self._paused() is not None))
         shipper = self.acting.shipper if self.acting is not None else None
         if shipper is not None:
             shipper.counted = lambda outcome, n: self.telemetry.audit_shipped.labels(outcome).inc(n)
@@ -536,8 +496,14 @@ class App:
             if exporter is not None and not (self._follow and self.leading())
             else None,
             "forward_queue": exporter.queued if exporter is not None else 0,
+            **({"actions_paused": paused} if (paused := self._paused()) else {}),
             **self._audit_shipping(),
         }
+
+    def _paused(self) -> str | None:
+        """Why actions are paused (actions/pause.py), else None."""
+        pause = self.acting.executor.pause.paused if self.acting is not None else None
+        return pause.describe() if pause is not None else None
 
     def _audit_shipping(self) -> dict[str, object]:
         """What of the audit trail waits for the log backend (policies.audit.ship), and why."""

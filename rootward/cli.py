@@ -23,7 +23,7 @@ import yaml
 
 from rootward._version import __version__
 from rootward.cli_acting import audit_group, policy_group
-from rootward.cli_approvals import approvals_group
+from rootward.cli_approvals import actions_group, approvals_group
 from rootward.cli_common import SET_HELP, config_options, load
 from rootward.errors import RootwardError
 from rootward.logs import setup_logging
@@ -532,6 +532,7 @@ def _shared_published() -> list[Any]:
 main.add_command(policy_group)
 main.add_command(audit_group)
 main.add_command(approvals_group)
+main.add_command(actions_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

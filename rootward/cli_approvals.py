@@ -1,6 +1,7 @@
-"""`rootward approvals list|show|approve|reject`: the actions waiting for a human, from the terminal, through a
-running Rootward's API (rootward/api_actions.py) with an operator token (policies.approvals.tokens). The server
-records the token's name as who decided. Registered on the main group by rootward/cli.py."""
+"""`rootward approvals list|show|approve|reject` (the actions waiting for a human) and `rootward actions
+pause|resume|status` (the brake), from the terminal, through a running Rootward's API (rootward/api_actions.py)
+with an operator token (policies.approvals.tokens). The server records the token's name as who decided.
+Registered on the main group by rootward/cli.py."""
 
 from __future__ import annotations
 
@@ -168,3 +169,53 @@ def approvals_reject(approval_id: str, comment: str, api: str, token: str | None
     """Reject: nothing is done; the rejection and its comment go to the audit log."""
     answer = _call(api, token, "POST", f"/api/v1/approvals/{approval_id}/reject", {"comment": comment})
     click.echo(f"rejected by {answer['decided_by']}: {answer['outcome']['detail']}")
+
+
+@click.group("actions")
+def actions_group() -> None:
+    """Pause and resume every action: the brake. While paused, requests run as dry runs (decided and dry-run on the
+    API server, never changing the cluster) and approvals wait; detection, incidents and alerts go on. With the
+    Lease (the shipped manifests) the pause is its annotation rootward.dev/paused, honoured by every Rootward and
+    kept across handovers and restarts.
+
+    \b
+    Examples:
+      rootward actions pause --reason "incident review: no automated changes"
+      rootward actions status
+      rootward actions resume
+      # without Rootward's API, the same brake:
+      kubectl -n rootward annotate lease rootward-executor rootward.dev/paused="incident review"
+      kubectl -n rootward annotate lease rootward-executor rootward.dev/paused-
+    """
+
+
+def _show_pause(state: dict[str, Any]) -> None:
+    paused = state.get("paused")
+    if paused:
+        reason = f": {paused['reason']}" if paused.get("reason") else ""
+        click.echo(f"actions are PAUSED by {paused['by']} since {_when(paused.get('at'))}{reason}")
+        click.echo(f"requests run as {state['effective_mode']} (configured: {state['mode']}); approvals wait")
+    else:
+        click.echo(f"actions run (mode {state['mode']})")
+
+
+@actions_group.command("pause")
+@click.option("--reason", required=True, help="Why (shown to everyone, kept in the audit log).")
+@_api_options
+def actions_pause(reason: str, api: str, token: str | None) -> None:
+    """Pause every action until `rootward actions resume`."""
+    _show_pause(_call(api, token, "POST", "/api/v1/actions/pause", {"reason": reason}))
+
+
+@actions_group.command("resume")
+@_api_options
+def actions_resume(api: str, token: str | None) -> None:
+    """End the pause: actions run in actions.mode again."""
+    _show_pause(_call(api, token, "POST", "/api/v1/actions/resume"))
+
+
+@actions_group.command("status")
+@_api_options
+def actions_status(api: str, token: str | None) -> None:
+    """Whether actions are paused, by whom and why, and the mode requests run in."""
+    _show_pause(_call(api, token, "GET", "/api/v1/actions/pause"))

@@ -1,4 +1,5 @@
-"""An injected clock, so that windows, TTLs and timeouts can be driven by tests and by replayed telemetry.
+"""An injected clock, so that windows, TTLs and timeouts can be driven by tests and by replayed telemetry; and the
+wall-clock :class:`Ticker` a live App closes its detection windows with.
 
 Components take a :class:`Clock` instead of calling ``time`` themselves. :class:`SystemClock` is the real one;
 :class:`ManualClock` only moves when told to (tests, replay at recorded time).
@@ -6,10 +7,13 @@ Components take a :class:`Clock` instead of calling ``time`` themselves. :class:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Clock(Protocol):
@@ -66,3 +70,42 @@ def roll(current: int | None, now: float, window_s: float, close: Callable[[int]
     if current is not None and number > current:
         close(current)
     return number if current is None or number > current else current
+
+
+class Ticker:
+    """Calls ``fn`` every ``seconds`` of wall time on a daemon thread until stopped (the detector's window close
+    when no telemetry arrives). ``last_ok`` is when a call last succeeded (monotonic; the start before the first),
+    so that health can tell detection that stopped closing windows."""
+
+    def __init__(self, fn: Callable[[], None], seconds: float, failed: Callable[[], None] = lambda: None) -> None:
+        self.fn, self.seconds, self.failed = fn, seconds, failed
+        self.last_ok: float | None = None  # None: not started
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rootward-ticker", daemon=True)
+
+    def start(self) -> None:
+        self.last_ok = time.monotonic()
+        self._thread.start()
+
+    def stalled(self) -> bool:
+        """Started, and no call succeeded for three periods (a minute at least): a thread that died, or a tick
+        that fails every time."""
+        if self.last_ok is None:
+            return False
+        return not self._thread.is_alive() or time.monotonic() - self.last_ok > max(3 * self.seconds, 60.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.last_ok = None  # stopped: not stalled
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.fn()
+            except Exception:  # a failed tick must not end the loop; it is logged with its traceback and counted
+                logger.exception("detector tick failed")
+                self.failed()
+            else:
+                self.last_ok = time.monotonic()

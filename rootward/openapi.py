@@ -151,6 +151,26 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/actions/pause": {
+            "get": {
+                "summary": "whether actions are paused, by whom and why; the configured and the effective mode",
+                "parameters": [],
+                "responses": {"200": {"description": "{paused, mode, effective_mode}"}},
+            },
+            "post": {
+                "summary": 'pause every action (body {"reason": "..."}): requests run as dry runs, approvals wait; '
+                "on the Lease, so every Rootward honours it",
+                "parameters": [],
+                "responses": {"200": {"description": "paused"}, "503": {"description": "the Lease cannot be written"}},
+            },
+        },
+        "/api/v1/actions/resume": {
+            "post": {
+                "summary": "end the pause",
+                "parameters": [],
+                "responses": {"200": {"description": "resumed"}, "503": {"description": "the Lease cannot be written"}},
+            }
+        },
         "/api/v1/actions/{request_id}": _get(
             "An action request's audit records so far (bearer token)",
             [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],

@@ -100,6 +100,12 @@ class Telemetry:
             "and /healthz answers 503.",
             registry=r,
         )
+        self.actions_paused = Gauge(
+            "rootward_actions_paused",
+            "1 while actions are paused (the Lease's rootward.dev/paused, or this Rootward's own pause): every "
+            "request runs as a dry run and approvals wait.",
+            registry=r,
+        )
         self.acting = Gauge(
             "rootward_acting",
             "1 while this Rootward acts: it has an executor and holds the Lease (when there is one); else 0.",

@@ -317,3 +317,38 @@ def test_the_approvals_cli_rejects_and_says_what_is_wrong(kube: Kube, api: tuple
     result = CliRunner().invoke(main, ["approvals", "list"], env={"ROOTWARD_TOKEN": ""})
     assert result.exit_code == 2
     assert "an operator token is needed" in result.output
+
+
+def test_actions_are_paused_and_resumed_through_the_api_and_the_cli(
+    kube: Kube, api: tuple[httpx.Client, Executor], audit: AuditLog
+) -> None:
+    client, executor = api
+    deploy(kube, "cart")
+    code, output = _cli_actions(client, "status")
+    assert code == 0, output
+    assert "actions run (mode autonomous)" in output
+    code, output = _cli_actions(client, "pause", "--reason", "incident review")
+    assert code == 0, output
+    assert "actions are PAUSED by alice since " in output
+    assert ": incident review" in output
+    assert "requests run as dry-run (configured: autonomous); approvals wait" in output
+    held = executor.submit(PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), UNSURE)
+    assert held.status == "dry_run"
+    assert memory_limit(kube, "cart") == "128Mi"
+    state = client.get("/api/v1/actions/pause", headers=ALICE).json()
+    assert state["paused"]["by"] == "alice"
+    assert state["effective_mode"] == "dry-run"
+    assert client.post("/api/v1/actions/pause", headers=ALICE, json={"reason": 7}).status_code == 400
+    assert client.post("/api/v1/actions/resume").status_code == 401
+    code, output = _cli_actions(client, "resume", token="bob-token")
+    assert code == 0, output
+    assert "actions run (mode autonomous)" in output
+    assert [(r.kind, r.actor) for r in audit.records() if r.kind in ("paused", "resumed")] == [
+        ("paused", "alice"),
+        ("resumed", "bob"),
+    ]
+
+
+def _cli_actions(client: httpx.Client, *args: str, token: str = "alice-token") -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["actions", *args, "--api", str(client.base_url)], env={"ROOTWARD_TOKEN": token})
+    return result.exit_code, result.output
