@@ -81,6 +81,9 @@ class Incident:
     diagnosis: dict[str, Any] | None = None  # the agent's latest (rootward.agent.Diagnosis as JSON data)
     action: dict[str, Any] | None = None  # the action proposed for it and how it ended (agent/respond.py)
     trace: dict[str, Any] | None = None  # the LLM reasoner's reasoning trace of the diagnosis (agent/trace.py)
+    # where it was told, by notifier (slack: the message's ts), so that a restart edits the same message; replaced
+    # whole, never changed in place (the notifier's thread sets it while the store reads it)
+    notified: dict[str, str] = field(default_factory=dict)
 
     @property
     def severity(self) -> Literal["critical", "warning"]:
@@ -125,6 +128,7 @@ class Incident:
             "changes": [asdict(c) for c in self.changes],
             "diagnosis": self.diagnosis,
             "action": self.action,
+            **({"notified": self.notified} if self.notified else {}),
             **({"trace": self.trace} if with_trace else {}),
         }
 

@@ -57,6 +57,8 @@ def from_json(doc: dict[str, Any]) -> Incident:
     incident.diagnosis = doc.get("diagnosis")
     incident.action = doc.get("action")
     incident.trace = doc.get("trace")
+    notified = doc.get("notified")
+    incident.notified = {str(k): str(v) for k, v in notified.items()} if isinstance(notified, dict) else {}
     for a in doc.get("anomalies", []):
         anomaly = Anomaly(**a)
         incident.anomalies[(anomaly.entity, anomaly.signal)] = anomaly

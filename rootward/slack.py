@@ -191,6 +191,7 @@ class _Note:
     text: str
     blocks: list[dict[str, Any]]
     digest_line: str
+    remember: Callable[[str], None] | None = None  # keeps a new message's ts on the incident (stored with it)
 
 
 def _digest_line(incident: Incident, redact: Callable[[str], str] = _DEFAULT_REDACTOR.text) -> str:
@@ -264,7 +265,16 @@ class SlackNotifier:
             return  # a webhook cannot edit; updates would be new messages each window
         links = self.links(list(incident.first_seen)) if self.links is not None else None
         text, blocks = render(incident, self.settings.page_url, links, self.redact)  # now: it changes while it waits
-        note = _Note(incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident, self.redact))
+        told = incident.notified.get("slack")
+        if told is not None and self.web is not None:  # posted before a restart: edit that message
+            self._posted.setdefault(incident.id, told)
+
+        def remember(ts: str, incident: Incident = incident) -> None:
+            incident.notified = {**incident.notified, "slack": ts}
+
+        note = _Note(
+            incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident, self.redact), remember
+        )
         try:
             self._queue.put_nowait(note)
         except queue.Full:
@@ -330,7 +340,7 @@ class SlackNotifier:
             self.counts("digested")
             return
         self._digest()
-        if self._post(note.incident, note.text, note.blocks):
+        if self._post(note.incident, note.text, note.blocks, note.remember):
             self._last[note.incident] = digest
 
     def _allowed(self, now: float) -> bool:
@@ -347,7 +357,13 @@ class SlackNotifier:
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n" + "\n".join(lines[:20])}}]
         self._post(None, text, blocks)
 
-    def _post(self, incident_id: str | None, text: str, blocks: list[dict[str, Any]]) -> bool:
+    def _post(
+        self,
+        incident_id: str | None,
+        text: str,
+        blocks: list[dict[str, Any]],
+        remember: Callable[[str], None] | None = None,
+    ) -> bool:
         try:
             if self.web is not None:
                 ts = self._posted.get(incident_id) if incident_id else None
@@ -357,6 +373,8 @@ class SlackNotifier:
                     response = self.web.chat_postMessage(channel=self.settings.channel or "", text=text, blocks=blocks)
                     if incident_id is not None:
                         self._posted[incident_id] = str(response["ts"])
+                        if remember is not None:
+                            remember(str(response["ts"]))
             elif self.webhook is not None:
                 response_ = self.webhook.send(text=text, blocks=blocks)
                 if response_.status_code != 200:
@@ -382,7 +400,7 @@ class WhileLeading:
     def incident_changed(
         self, incident: Incident, change: Literal["opened", "updated", "resolved", "reopened"]
     ) -> None:
-        if incident.id in self.told or self.leading():
+        if incident.id in self.told or incident.notified or self.leading():  # notified: told before a restart
             self.sink.incident_changed(incident, change)
             self.told.add(incident.id)
         if change == "resolved":

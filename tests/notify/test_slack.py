@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,3 +220,35 @@ def test_linked_changes_are_in_the_message() -> None:
     inc.changes = [Change(990.0, "workload:shop/deployment/payment", "rollout", "revision 7")]
     _, blocks = render(inc)
     assert "rollout `workload:shop/deployment/payment` revision 7" in json.dumps(blocks)
+
+
+def test_after_a_restart_the_incidents_message_is_edited_not_posted_again(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    from rootward.detector.incidents import Incidents
+    from rootward.detector.store import IncidentStore
+    from rootward.topology import TopologyGraph
+
+    notifier, recorder, _ = web(httpserver)
+    inc = incident()
+    notifier.incident_changed(inc, "opened")
+    notifier.flush()
+    assert inc.notified == {"slack": "1.0"}  # kept on the incident
+    store = IncidentStore(tmp_path / "incidents.db")
+    store.open()
+    inc.add(Anomaly("service:shop/frontend", "p99", 2.0, 0.2, 8.0, 1010.0, 1020.0), 1020.0)
+    store.incident_changed(inc, "updated")  # the next change stores it with the incident
+    store.close()
+    notifier.close()
+    restarted = Incidents(TopologyGraph())
+    again = IncidentStore(tmp_path / "incidents.db")
+    again.open()
+    assert again.load(restarted) == 1
+    (restored,) = restarted.listed()
+    assert restored.notified == {"slack": "1.0"}
+    notifier = SlackNotifier(notifier.settings)  # the restarted process's, on the same server
+    restored.status, restored.resolved = "resolved", 1300.0
+    notifier.incident_changed(restored, "resolved")
+    notifier.close()
+    again.close()
+    assert [(m, body.get("ts")) for m, body in recorder.calls] == [("chat.postMessage", None), ("chat.update", "1.0")]
