@@ -194,11 +194,11 @@ class Executor:
         AuditError when the audit log cannot be written (nothing is done without a record).
         """
         request_id = request_id_of(request, diagnosis)
-        mode, why = self.effective_mode()
-        with self._turn(not request.read_only and mode == "autonomous") as decided:
+        with self._turn(not request.read_only and self.mode == "autonomous") as decided:  # a pause is read inside
             earlier = self._settled(request_id)
             if earlier is not None:
                 return earlier
+            mode, why = self.effective_mode()
             return self._run(request, diagnosis, request_id, None, decided, mode, why)
 
     def effective_mode(self) -> tuple[Mode, str | None]:
@@ -254,8 +254,8 @@ class Executor:
         """Run an approved request: policy again (with the approval), dry run, execute, verify."""
         request = from_json(approval.payload["request"])
         diagnosis = Diagnosis.from_json(approval.payload["diagnosis"])
-        mode, why = self.effective_mode()  # paused since the approval was accepted: it ends as a dry run
-        with self._turn(not request.read_only and mode != "dry-run") as decided:
+        with self._turn(not request.read_only and self.mode != "dry-run") as decided:
+            mode, why = self.effective_mode()  # paused since the approval was accepted: it ends as a dry run
             return self._run(request, diagnosis, approval.request_id, approval.decided_by, decided, mode, why)
 
     @contextmanager
@@ -407,7 +407,7 @@ class Executor:
 
         if request.read_only:
             try:
-                collected = op.apply(dry_run=mode == "dry-run")
+                collected = op.apply(dry_run=self.mode == "dry-run")  # reading is no change: a pause lets it be
             except ActionError as e:
                 return end("failed", f"cannot collect: {e}", decision=decision, blast_radius=blast)
             record("collected", {"keys": sorted(collected)})
@@ -468,6 +468,10 @@ class Executor:
         if self._stopping.is_set():
             record("not_run", {"reason": "Rootward is stopping"})
             return done("failed", "Rootward is stopping: the change was not made")
+        paused = self.pause.paused  # the last moment a pause can stop it
+        if paused is not None:
+            record("not_run", {"reason": paused.describe()})
+            return done("dry_run", f"dry run only: actions were paused before the change ({paused.describe()})")
         record("intent", {"request": op.request.as_json(), "prior": op.prior})
         try:
             result = op.apply(dry_run=False)

@@ -104,6 +104,13 @@ def _changes(lease: Json, now: float) -> list[Change]:
     return found
 
 
+def _unchanged(lease: Json) -> list[Json]:
+    """A JSON Patch test that the object is as read (its resourceVersion), when the server gave one: a whole-map
+    write then cannot erase what another wrote since."""
+    version = (lease.get("metadata") or {}).get("resourceVersion")
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}] if version else []
+
+
 def _micro_time(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -149,6 +156,7 @@ class LeaderElector:
         #: actor (approvals) is withdrawn there
         self.on_lost: Callable[[str | None], None] | None = None
         self.paused: Paused | None = None  # the Lease's pause as last read or written (actions/pause.py)
+        self._lost_to_someone = False  # lost the Lease, and not yet seen who holds it now
         self._thread: threading.Thread | None = None
 
     def is_leader(self) -> bool:
@@ -177,8 +185,13 @@ class LeaderElector:
         elif self._held_until is not None and not self.is_leader():
             logger.info("leader election: %s lost Lease %s/%s", self.identity, self.namespace, self.name)
             self._held_until = None
-            self._lost()
+            self._lost_to_someone = True  # told once another holds it (not on a blip of the API)
         leading = self.is_leader()
+        if leading:
+            self._lost_to_someone = False
+        elif self._lost_to_someone and self.holder not in (None, self.identity):
+            self._lost_to_someone = False
+            self._lost()
         self._label(leading)
         return leading
 
@@ -186,7 +199,7 @@ class LeaderElector:
         if self.on_lost is None:
             return
         try:
-            self.on_lost(self.holder if self.holder != self.identity else None)
+            self.on_lost(self.holder)
         except Exception:  # the election goes on whatever the listener does
             logger.exception("leader election: handling the loss of the Lease failed")
 
@@ -217,7 +230,9 @@ class LeaderElector:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
+                # what this replica last knew of the annotations (a deleted Lease keeps its pause and its changes),
+                # and a map to add to by key from now on (never a whole-map write another's could race with)
+                "metadata": {"name": self.name, "namespace": self.namespace, "annotations": self._annotations()},
                 "spec": {
                     "holderIdentity": self.identity,
                     "leaseDurationSeconds": round(self.duration_s),
@@ -270,6 +285,14 @@ class LeaderElector:
         self.holder = self.identity
         return True
 
+    def _annotations(self) -> dict[str, str]:
+        kept: dict[str, str] = {}
+        if self._changes:
+            kept[CHANGES_ANNOTATION] = json.dumps([[round(c.at, 3), c.target, c.kind] for c in self._changes])
+        if self.paused is not None:
+            kept[PAUSED_ANNOTATION] = pause_text(self.paused)
+        return kept
+
     def changes(self, since: float) -> list[Change]:
         """The changes listed on the Lease since ``since``, as last read or written."""
         return [c for c in self._changes if c.at >= since]
@@ -295,8 +318,11 @@ class LeaderElector:
                 patch.append({"op": "test", "path": _CHANGES_PATH, "value": raw})
             if isinstance(annotations, dict):
                 patch.append({"op": "add", "path": _CHANGES_PATH, "value": value})
-            else:
-                patch.append({"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: value}})
+            else:  # a Lease made before annotations were kept: the whole map, if nothing changed since the read
+                patch += [
+                    *_unchanged(lease),
+                    {"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: value}},
+                ]
             try:
                 self.kube.patch_lease(self.namespace, self.name, patch)
             except KubeError as e:
@@ -313,13 +339,21 @@ class LeaderElector:
             ActionError: the Lease cannot be read or written (nothing is paused).
         """
         paused = Paused(by[:MAX_TEXT], round(self.clock.now(), 3), reason[:MAX_TEXT])
-        lease = self.kube.lease(self.namespace, self.name)
-        annotations = (lease.get("metadata") or {}).get("annotations")
-        if isinstance(annotations, dict):
-            op: Json = {"op": "add", "path": _PAUSED_PATH, "value": pause_text(paused)}
-        else:
-            op = {"op": "add", "path": "/metadata/annotations", "value": {PAUSED_ANNOTATION: pause_text(paused)}}
-        self.kube.patch_lease(self.namespace, self.name, [op])
+        for attempt in range(3):
+            lease = self.kube.lease(self.namespace, self.name)
+            annotations = (lease.get("metadata") or {}).get("annotations")
+            if isinstance(annotations, dict):
+                patch: list[Json] = [{"op": "add", "path": _PAUSED_PATH, "value": pause_text(paused)}]
+            else:  # the whole map, if nothing changed since the read
+                whole = {"op": "add", "path": "/metadata/annotations", "value": {PAUSED_ANNOTATION: pause_text(paused)}}
+                patch = [*_unchanged(lease), whole]
+            try:
+                self.kube.patch_lease(self.namespace, self.name, patch)
+            except KubeError as e:
+                if attempt < 2 and e.status in (409, 422):
+                    continue
+                raise
+            break
         self.paused = paused
         return paused
 

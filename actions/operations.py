@@ -47,6 +47,9 @@ class BlastRadius:
     flag: dict[str, Any] | None = None
     """A feature-flag toggle's reach instead of pods: the flag, its setting before and after, its variants, and
     whether targeting rules serve some evaluations regardless (flags.py)."""
+    workloads: tuple[tuple[int, int], ...] = ()
+    """A drain's every workload on the node as (pods down at once, its pods): the policy judges each (the one
+    losing the largest share, in pods_at_once / pods_total, need not be the one over its limit)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class BlastRadius:
             "pdbs": [dict(p) for p in self.pdbs],
             "dependents": list(self.dependents),
             "flag": self.flag,
+            "workloads": [list(w) for w in self.workloads],
         }
 
 
@@ -469,6 +473,7 @@ class DrainOperation(CordonOperation):
         # judges (pods of one owner, counted across the namespace; finished and terminating pods do not count).
         live: dict[str, Counter[str]] = {}  # namespace -> live pods per owner
         at_once, total = 0, 0
+        workloads = []
         for (ns, owner), on_node in groups.items():
             if ns not in live:
                 alive = (p for p in self.kube.pods(ns) if _evictable(p) and not p["metadata"].get("deletionTimestamp"))
@@ -476,6 +481,7 @@ class DrainOperation(CordonOperation):
             size = max(live[ns][owner], len(on_node))
             key = (ns, owner)
             down = min(len(on_node), max(budgets[key], 0)) if key in budgets else len(on_node)
+            workloads.append((down, size))
             if not total or down / size > at_once / total:
                 at_once, total = down, size
         return BlastRadius(
@@ -484,6 +490,7 @@ class DrainOperation(CordonOperation):
             pods_at_once=at_once,
             namespaces=tuple(namespaces),
             pdbs=tuple(pdbs.values()),
+            workloads=tuple(sorted(workloads)),
         )
 
     def apply(self, dry_run: bool) -> Json:

@@ -96,10 +96,11 @@ def config_check(path: Path, overrides: tuple[str, ...]) -> None:
     cfg = load(path, overrides)
     p = cfg.policies
     absent = [str(d) for d in p.bundle_dirs if not d.exists()]
-    if absent:  # a pod's paths, checked from elsewhere: what can be checked here is
-        click.echo(f"{path}: ok; policies not compiled: {', '.join(absent)} is not on this machine "
-                   "(--set policies.bundle_dirs=[DIR] to compile a copy)")  # fmt: skip
-        return
+    if absent:  # a typo, or a pod's paths checked from elsewhere: either way the bundle cannot be compiled here
+        raise click.ClickException(
+            f"{path}: policies: {', '.join(absent)}: no such directory (checking a pod's config elsewhere? "
+            "--set policies.bundle_dirs=[DIR] compiles a copy)"
+        )
     engine = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
     try:
         if not engine.ok:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -358,7 +360,8 @@ def load_config(
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. receiver.grpc.port=4317")
+            shown = item.split(":", 1)[0].split(" ", 1)[0][:80]  # the key as far as it goes: the rest may be a secret
+            raise ConfigError(f"--set {shown}...: expected KEY=VALUE, e.g. receiver.grpc.port=4317")
         keys = key.strip().split(".")
         _set(data, keys, _yaml_value(raw, f"--set {key}"))
         source[".".join(keys)] = f"--set {key}"
@@ -403,15 +406,40 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
         where = ", ".join(dict.fromkeys(related)) or origin  # a section's check names whatever set keys inside it
         secret = any(word in key for word in _SECRET_WORDS)
         value = item["input"]
+        echo = not secret and item["type"] != "extra_forbidden" and _plain(_annotation(item["loc"]))
         shown = value if isinstance(value, str | int | float | bool) or value is None else None
-        got = (
-            ""
-            if item["type"] == "extra_forbidden" or secret or (shown is None and value is not None)
-            else f" (got {shown!r})"
-        )
+        got = f" (got {shown!r})" if echo and (shown is not None or value is None) else ""
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {key}: {message}{got}")
     return "\n".join(lines)
+
+
+def _annotation(loc: tuple[int | str, ...]) -> Any:
+    """The type of the setting at ``loc`` in Config, or None when ``loc`` is not a setting's path."""
+    model: Any = Config
+    annotation: Any = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type)), None)
+    return annotation
+
+
+def _plain(annotation: Any) -> bool:
+    """Whether a setting's value may be echoed: a number, a flag, a word, a path or a choice (not a section, a map,
+    a list or a secret, whose value holds others or is one)."""
+    if annotation is None:
+        return False
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _plain(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is Literal:
+        return True
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return all(_plain(a) for a in args)
+    return annotation in (int, float, bool, str, Path)
 
 
 # every section, with those of the config_*.py parts, is looked up here

@@ -109,6 +109,13 @@ def test_bad_environment_value_names_the_variable() -> None:
         load_config(environ={"ROOTWARD_API__LISTEN__PORT": "-1"})
 
 
+def test_a_flag_without_its_equals_sign_does_not_echo_what_follows_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={}, overrides=["policies.approvals.tokens.alice:hunter2"])
+    assert "hunter2" not in str(info.value)
+    assert "--set policies.approvals.tokens.alice...: expected KEY=VALUE" in str(info.value)
+
+
 def test_bad_flag_names_the_flag() -> None:
     with pytest.raises(ConfigError, match=r"--set receiver.queue.max_items: receiver.queue.max_items"):
         load_config(environ={}, overrides=["receiver.queue.max_items=0"])
@@ -129,6 +136,8 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         ("ROOTWARD_NOTIFICATIONS__SLACK__WEBHOOK_URL", "{secret: hunter2}", "notifications.slack.webhook_url"),
         ("ROOTWARD_AGENT__LLM__API_KEY", "[hunter2]", "agent.llm.api_key"),
         ("ROOTWARD_POLICIES__AUDIT__SHIP__HEADERS", "Bearer hunter2", "policies.audit.ship.headers"),
+        ("ROOTWARD_NOTIFICATIONS__SLACK", "xoxb-hunter2", "notifications.slack"),  # a string for a section
+        ("ROOTWARD_AGENT__LLM", "sk-hunter2", "agent.llm"),
     ],
 )
 def test_errors_never_echo_a_secret(variable: str, value: str, key: str) -> None:

@@ -87,6 +87,20 @@ test_a_fraction_of_zero_allows_no_pod_down if {
 	"takes down 1 of 5 pods at once (20%), over the 0% limit (0 at a time)" in policy.denials(base, set({"max_pods_fraction": 0}))
 }
 
+test_a_drain_is_judged_on_every_workload_on_the_node if {
+	drain := object.union(with_pods(2, 1), {"blast_radius": object.union(with_pods(2, 1).blast_radius, {"workloads": [[1, 2], [4, 10]]})})
+	"takes down 4 of 10 pods at once (40%), over the 20% limit (2 at a time)" in policy.denials(drain, settings)
+	fine := object.union(with_pods(2, 1), {"blast_radius": object.union(with_pods(2, 1).blast_radius, {"workloads": [[1, 2], [2, 10]]})})
+	count(policy.denials(fine, settings)) == 0
+}
+
+test_pods_that_do_not_come_back_count_within_the_fraction_alone if {
+	down := object.union(with_pods(2, 1), {"blast_radius": object.union(with_pods(2, 1).blast_radius, {"replicas_after": 1})})
+	"takes down 1 of 2 pods at once (50%), over the 20% limit (0 at a time)" in policy.denials(down, settings)
+	fewer := object.union(with_pods(5, 1), {"blast_radius": object.union(with_pods(5, 1).blast_radius, {"replicas_after": 4})})
+	count(policy.denials(fewer, settings)) == 0
+}
+
 test_every_pod_of_a_workload_at_once_waits_for_a_human if {
 	count(policy.denials(with_pods(1, 1), settings)) == 0
 	"takes down every pod of the workload at once (1 of 1)" in policy.approvals(with_pods(1, 1), settings)

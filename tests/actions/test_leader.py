@@ -308,3 +308,41 @@ def test_a_holder_that_loses_the_lease_withdraws_its_pending_approvals(
         assert memory_limit(kube, "cart") == "128Mi"
     finally:
         acting.shutdown()
+
+
+def test_an_api_blip_that_ends_with_the_same_holder_withdraws_nothing(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path
+) -> None:
+    from rootward.acting import Acting
+    from rootward.config import load_config
+    from rootward.topology import TopologyGraph
+
+    clock = ManualClock()
+    settings = [
+        f"storage.data_dir={tmp_path}", "actions.enabled=true", "actions.mode=approve-all",
+        f"actions.kubernetes.host={cluster.url}", "actions.lease.identity=replica-a",
+    ]  # fmt: skip
+    acting = Acting(load_config(environ={}, overrides=settings), clock, TopologyGraph(), kube)
+    acting.audit.open()
+    try:
+        deploy(kube, "cart")
+        assert acting.elector.step()
+        asked = acting.executor.submit(
+            PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.9, "inc-a")
+        )
+        read = kube.lease
+
+        def down(namespace: str, name: str) -> dict[str, object]:
+            raise ActionError("the API server is being upgraded")
+
+        kube.lease = down  # type: ignore[method-assign]
+        for _ in range(4):  # 20 s without a renewal: it stops counting itself the holder
+            clock.advance(5)
+            acting.elector.step()
+        assert not acting.elector.is_leader()
+        kube.lease = read  # type: ignore[method-assign]
+        clock.advance(5)
+        assert acting.elector.step()  # no one else took it: the same holder again
+        assert [a.id for a in acting.approvals.listed("pending")] == [asked.approval_id]
+    finally:
+        acting.shutdown()

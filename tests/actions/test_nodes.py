@@ -154,3 +154,4 @@ def test_a_drains_share_counts_each_owners_live_pods_only() -> None:
     radius = operation(Drain("node-1"), _Pods(pods)).blast_radius()  # type: ignore[arg-type]
     assert (radius.pods_at_once, radius.pods_total) == (2, 3)  # cart's share, not db's 1 of 10
     assert radius.pods_affected == 3
+    assert radius.workloads == ((1, 10), (2, 3))  # each judged by the policy

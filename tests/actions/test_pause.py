@@ -3,11 +3,15 @@ its next election round; while it holds, requests run as dry runs and approvals 
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from cluster import MakeExecutor, deploy, kinds, memory_limit
+from test_concurrency import Held
 
 from rootward.actions import Diagnosis, Kube, PatchResources
-from rootward.actions.leader import PAUSED_ANNOTATION, LeaderElector
+from rootward.actions.leader import CHANGES_ANNOTATION, PAUSED_ANNOTATION, LeaderElector
 from rootward.actions.pause import LocalPause, parse
 from rootward.clock import ManualClock
 from rootward.policies import Approvals, AuditLog
@@ -121,3 +125,62 @@ def test_without_a_lease_the_pause_is_this_rootwards_own(kube: Kube, make_execut
     assert executor.submit(_raise("256Mi"), OOM).status == "dry_run"
     executor.resume_actions("alice")
     assert executor.submit(_raise("256Mi"), Diagnosis("oom", 0.95, "inc-2")).status == "succeeded"
+
+
+def test_a_change_queued_behind_a_verification_does_not_run_once_paused(
+    kube: Kube, make_executor: MakeExecutor, audit: AuditLog
+) -> None:
+    deploy(kube, "cart")
+    deploy(kube, "email")
+    held = Held()
+    executor = make_executor(anomaly_cleared=held, verify_timeout_s=30)
+    email = PatchResources("shop", "email", container="email", limits={"memory": "256Mi"})
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(executor.submit, _raise("256Mi"), OOM)
+        assert held.asked.wait(10)
+        second = pool.submit(executor.submit, email, Diagnosis("email is OOMKilled", 0.95, "inc-email"))
+        time.sleep(0.3)  # it waits for the first one's verdict
+        executor.pause_actions("alice", "stop")
+        held.release.set()
+        assert first.result(10).status == "succeeded"
+        queued = second.result(10)
+    assert queued.status == "dry_run"
+    assert "actions are paused (paused by alice" in queued.detail
+    assert memory_limit(kube, "email") == "128Mi"
+
+
+def test_a_deleted_lease_comes_back_with_its_pause(kube: Kube) -> None:
+    clock = ManualClock()
+    holder = _elector(kube, clock, "replica-a")
+    assert holder.step()
+    holder.set_paused("alice", "stop")
+    holder.note_change("Deployment/shop/cart")
+    kube.coordination.delete_namespaced_lease("rootward-executor", "rootward")  # a forced handover, say
+    clock.advance(5)
+    assert holder.step()  # made again
+    annotations = kube.lease("rootward", "rootward-executor")["metadata"]["annotations"]
+    assert parse(annotations[PAUSED_ANNOTATION]) is not None
+    assert "Deployment/shop/cart" in annotations[CHANGES_ANNOTATION]
+    other = _elector(kube, clock, "replica-b")
+    other.step()
+    assert other.paused is not None
+    assert other.paused.reason == "stop"
+
+
+def test_a_pause_written_while_the_holder_lists_a_change_is_kept(kube: Kube) -> None:
+    clock = ManualClock()
+    holder, other = _elector(kube, clock, "replica-a"), _elector(kube, clock, "replica-b")
+    assert holder.step()
+    read = kube.lease
+
+    def pause_in_between(namespace: str, name: str) -> dict[str, object]:
+        found = read(namespace, name)
+        kube.lease = read  # once: between the holder's read and its write
+        other.set_paused("alice", "stop")
+        return found
+
+    kube.lease = pause_in_between  # type: ignore[method-assign]
+    holder.note_change("Deployment/shop/cart")
+    annotations = read("rootward", "rootward-executor")["metadata"]["annotations"]
+    assert PAUSED_ANNOTATION in annotations
+    assert CHANGES_ANNOTATION in annotations
