@@ -393,6 +393,10 @@ class Incidents:
         with self._lock:
             return [i for i in reversed(self.history) if status is None or i.status == status]
 
+    def open_count(self) -> int:
+        """Open incidents now, without the pipeline's lock (a metrics scrape must not wait for a window)."""
+        return sum(i.status == "open" for i in tuple(self.history))
+
     def get(self, incident_id: str) -> Incident | None:
         with self._lock:
             return next((i for i in self.history if i.id == incident_id), None)

@@ -111,6 +111,16 @@ class Approvals:
             row = self._db().execute(f"SELECT {_COLUMNS} FROM approvals WHERE id = ?", (approval_id,)).fetchone()
         return _approval(row) if row else None
 
+    def pending_count(self) -> int:
+        """Approvals waiting for a human now (past-due ones are not counted)."""
+        with self._lock:
+            row = (
+                self._db()
+                .execute("SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires > ?", (self.clock.now(),))
+                .fetchone()
+            )
+        return int(row[0])
+
     def listed(self, status: Status | None = "pending", limit: int = 100) -> list[Approval]:
         """Approvals newest first (only ``status``'s when given)."""
         self.expire_due()

@@ -318,6 +318,10 @@ class App:
             self._forwarding = False
         self.telemetry.acting.set_function(lambda: float(self.leading()))
         self.telemetry.actions_paused.set_function(lambda: float(self._paused() is not None))
+        self.telemetry.incidents_open.set_function(lambda: float(self.incidents.open_count()))
+        self.telemetry.since_window.set_function(lambda: self._ticker.since_ok() if self._ticker is not None else 0.0)
+        if self.acting is not None:
+            self.telemetry.approvals_pending.set_function(lambda: float(self._pending()))
         shipper = self.acting.shipper if self.acting is not None else None
         if shipper is not None:
             shipper.counted = lambda outcome, n: self.telemetry.audit_shipped.labels(outcome).inc(n)
@@ -499,6 +503,13 @@ class App:
             **({"actions_paused": paused} if (paused := self._paused()) else {}),
             **self._audit_shipping(),
         }
+
+    def _pending(self) -> int:
+        try:
+            return self.acting.approvals.pending_count() if self.acting is not None else 0
+        except Exception:  # a scrape must not fail for the approvals table (closing, locked): logged, not counted
+            logger.warning("approvals could not be counted for /metrics", exc_info=True)
+            return 0
 
     def _paused(self) -> str | None:
         """Why actions are paused (actions/pause.py), else None."""

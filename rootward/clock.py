@@ -87,6 +87,10 @@ class Ticker:
         self.last_ok = time.monotonic()
         self._thread.start()
 
+    def since_ok(self) -> float:
+        """Seconds since a call last succeeded (0 when not started)."""
+        return 0.0 if self.last_ok is None else max(0.0, time.monotonic() - self.last_ok)
+
     def stalled(self) -> bool:
         """Started, and no call succeeded for three periods (a minute at least): a thread that died, or a tick
         that fails every time."""

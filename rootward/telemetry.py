@@ -77,7 +77,8 @@ class Telemetry:
         )
         self.actions = Counter(
             "rootward_actions",
-            "Proposed actions by kind and how they ended (denied, dry_run, pending_approval, succeeded, failed, ...).",
+            "Proposed actions by kind and how they ended: denied, dry_run, pending_approval, succeeded, rolled_back, "
+            "failed, not_leader, dropped (the responder's queue full).",
             ["kind", "status"],
             registry=r,
         )
@@ -104,6 +105,15 @@ class Telemetry:
             "rootward_actions_paused",
             "1 while actions are paused (the Lease's rootward.dev/paused, or this Rootward's own pause): every "
             "request runs as a dry run and approvals wait.",
+            registry=r,
+        )
+        self.incidents_open = Gauge("rootward_incidents_open", "Incidents open now.", registry=r)
+        self.approvals_pending = Gauge(
+            "rootward_approvals_pending", "Actions waiting for a human's approval on this Rootward.", registry=r
+        )
+        self.since_window = Gauge(
+            "rootward_detector_seconds_since_window",
+            "Seconds since detection last closed its windows (0 when detection is off or a replay drives it).",
             registry=r,
         )
         self.acting = Gauge(
