@@ -253,6 +253,8 @@ class App:
                 base_url=slack.api_url,
                 page_url=slack.page_url,
                 max_per_minute=slack.max_per_minute,
+                resend=slack.resend,
+                resend_after_s=slack.resend_after_s,
             ),
             lambda outcome: self.telemetry.slack_messages.labels(outcome).inc(),
             links=self.topology.calls_among,

@@ -267,6 +267,10 @@ class Slack(_Section):
     """Rootward's web page as users reach it; messages link to the incident there."""
     max_per_minute: int = Field(default=10, ge=1)
     """Messages a minute to the channel; past it new incidents go out together as one digest."""
+    resend: int = Field(default=5, ge=0, le=20)
+    """Times a message Slack did not take (after slack_sdk's own retries of 429 and 5xx) is sent again, the
+    waits doubling from ``resend_after_s`` up to 5 minutes; a newer rendering of the same incident replaces it."""
+    resend_after_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _channel_with_token(self) -> Slack:

@@ -209,11 +209,18 @@ class SlackSettings:
     max_per_minute: int = 10
     queue_size: int = 1000
     retries: int = 2
+    resend: int = 5  # times a message Slack did not take is sent again (a newer one of its incident replaces it)
+    resend_after_s: float = 10.0  # the first wait; doubling, at most RESEND_MAX_S
+
+
+#: The longest wait before a message is sent again.
+RESEND_MAX_S = 300.0
 
 
 class SlackNotifier:
     """An incident sink posting to Slack from its own thread. ``counts(outcome)`` is told of each message:
-    sent, failed, dropped (queue full), silenced, unchanged, digested."""
+    sent, failed (each attempt Slack did not take), given_up (after ``resend`` more), dropped (queue full),
+    silenced, unchanged, digested."""
 
     def __init__(
         self,
@@ -249,6 +256,7 @@ class SlackNotifier:
         self._last: dict[str, str] = {}  # incident id -> hash of the last rendering sent
         self._sent_at: deque[float] = deque()  # times of recent posts (the per-channel rate limit)
         self._waiting: list[str] = []  # lines for new incidents held back by the rate limit: the next digest
+        self._resend: dict[str, tuple[float, _Note, int]] = {}  # key -> (due, the note, attempts so far)
         self._thread = threading.Thread(target=self._run, name="rootward-slack", daemon=True)
         self._thread.start()
 
@@ -309,23 +317,35 @@ class SlackNotifier:
 
     def _run(self) -> None:
         while True:
+            due = min((d for d, _, _ in self._resend.values()), default=None)
+            wait = 5.0 if due is None else min(5.0, max(0.0, due - time.monotonic()))
             try:
-                item = self._queue.get(timeout=5.0)
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
                 self._digest()
+                self._resend_due()
                 continue
             try:
                 if item is None:
                     self._digest(force=True)
                     return
+                self._resend.pop(item.incident, None)  # a newer rendering of the same: it replaces the old
                 self._handle(item)
+                self._resend_due()
             except Exception:  # a bug here must not kill the worker; logged with its traceback, never the secrets
                 logger.exception("slack notification failed")
                 self.counts("failed")
             finally:
                 self._queue.task_done()
 
-    def _handle(self, note: _Note) -> None:
+    def _resend_due(self) -> None:
+        now = time.monotonic()
+        for key, (due, note, attempts) in list(self._resend.items()):
+            if due <= now:
+                del self._resend[key]
+                self._handle(note, attempts)
+
+    def _handle(self, note: _Note, attempts: int = 0) -> None:
         now = self.clock()
         if note.silenced_until is not None and note.silenced_until > now:
             self.counts("silenced")
@@ -342,6 +362,12 @@ class SlackNotifier:
         self._digest()
         if self._post(note.incident, note.text, note.blocks, note.remember):
             self._last[note.incident] = digest
+        elif attempts < self.settings.resend:
+            wait = min(RESEND_MAX_S, self.settings.resend_after_s * 2**attempts)
+            self._resend[note.incident] = (time.monotonic() + wait, note, attempts + 1)
+        else:
+            logger.warning("slack: gave up on a message after %d attempts", attempts + 1)
+            self.counts("given_up")
 
     def _allowed(self, now: float) -> bool:
         while self._sent_at and self._sent_at[0] <= now - 60:

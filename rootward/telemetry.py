@@ -90,7 +90,8 @@ class Telemetry:
         )
         self.slack_messages = Counter(
             "rootward_slack_messages",
-            "Incident notifications by outcome: sent, failed, dropped, silenced, unchanged, digested.",
+            "Incident notifications by outcome: sent, failed (an attempt Slack did not take; sent again later), "
+            "given_up (after notifications.slack.resend more), dropped, silenced, unchanged, digested.",
             ["outcome"],
             registry=r,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,55 @@ def test_an_outage_is_counted_and_never_blocks_or_leaks_the_token(
         notifier.close()
     assert outcomes == ["failed"]
     assert TOKEN not in caplog.text
+
+
+def test_a_message_slack_did_not_take_is_sent_again_later(httpserver: HTTPServer) -> None:
+    recorder = Recorder()
+    for _ in range(2):  # an outage longer than slack_sdk's own retry: the first attempt and its retry
+        httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_response(Response("down", 503))
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_handler(recorder)
+    outcomes: list[str] = []
+    settings = SlackSettings(
+        bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"), retries=1, resend_after_s=0.05
+    )
+    notifier = SlackNotifier(settings, outcomes.append)
+    inc = incident()
+    notifier.incident_changed(inc, "opened")
+    deadline = time.monotonic() + 10
+    while "sent" not in outcomes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    notifier.close()
+    assert outcomes == ["failed", "sent"]
+    assert len(recorder.calls) == 1
+    assert inc.notified == {"slack": "1.0"}
+
+
+def test_a_message_is_given_up_after_its_resends_and_a_newer_one_replaces_it(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/api/chat.postMessage").respond_with_response(Response("down", 503))
+    outcomes: list[str] = []
+    settings = SlackSettings(
+        bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"), retries=0, resend=2, resend_after_s=0.02
+    )
+    notifier = SlackNotifier(settings, outcomes.append)
+    notifier.incident_changed(incident(1), "opened")
+    deadline = time.monotonic() + 10
+    while "given_up" not in outcomes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert outcomes == ["failed", "failed", "failed", "given_up"]  # the first attempt, then two more
+    outcomes.clear()
+    settings_slow = SlackSettings(
+        bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"), retries=0, resend=1, resend_after_s=60
+    )
+    slow = SlackNotifier(settings_slow, outcomes.append)
+    two = incident(2)
+    slow.incident_changed(two, "opened")
+    two.add(Anomaly("service:shop/cart", "p99", 2.0, 0.2, 8.0, 1010.0, 1020.0), 1020.0)
+    slow.incident_changed(two, "updated")  # the newer rendering replaces the one waiting to be sent again
+    slow.flush()
+    assert len(slow._resend) == 1
+    assert slow._resend["inc-2"][1].change == "updated"
+    slow.close()
+    notifier.close()
 
 
 def test_past_the_rate_limit_new_incidents_go_out_as_one_digest(httpserver: HTTPServer) -> None:
