@@ -18,6 +18,7 @@ The input document (schema 1) is described in policies/README.md.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import queue
@@ -162,6 +163,14 @@ def interpreter(modules: Iterable[Module], settings: Mapping[str, Any]) -> regop
     return rego
 
 
+def _digest(modules: Iterable[Module], settings: Mapping[str, Any]) -> str:
+    """Which bundle: the same files (by name and text, in any order) and settings give the same digest."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for module in sorted(modules, key=lambda m: m.name):
+        h.update(f"\0{module.name.rsplit('/', 1)[-1]}\0{module.source}".encode())  # where it is mounted aside
+    return h.hexdigest()[:16]
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " ".join(lines[:4])[:500] if lines else "error"
@@ -218,11 +227,14 @@ class PolicyEngine:
         self.error: str | None = None
         """Why the policies could not be loaded (every decision is then a deny), else None."""
         self.modules: list[str] = []
+        self.digest = ""
+        """sha256 (16 hex digits) of the modules' names and sources and the settings: which bundle this is."""
         self._lock = threading.Lock()
         self._compiled: _Compiled | None = None
         try:
             modules = load_modules(self.bundle_dirs, default)
             self.modules = [m.name for m in modules]
+            self.digest = _digest(modules, self.settings)
             self._compiled = self._compile(modules)
         except PolicyLoadError as e:
             self.error = str(e)

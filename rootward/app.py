@@ -324,6 +324,7 @@ class App:
         self.telemetry.since_window.set_function(lambda: self._ticker.since_ok() if self._ticker is not None else 0.0)
         if self.acting is not None:
             self.telemetry.approvals_pending.set_function(lambda: float(self._pending()))
+            self.telemetry.policy_bundle.labels(self.acting.policy.digest).set(1)
         shipper = self.acting.shipper if self.acting is not None else None
         if shipper is not None:
             shipper.counted = lambda outcome, n: self.telemetry.audit_shipped.labels(outcome).inc(n)
@@ -503,6 +504,7 @@ class App:
             else None,
             "forward_queue": exporter.queued if exporter is not None else 0,
             **({"actions_paused": paused} if (paused := self._paused()) else {}),
+            **({"policy_bundle": self.acting.policy.digest} if self.acting is not None else {}),
             **self._audit_shipping(),
         }
 

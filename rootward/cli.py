@@ -105,7 +105,7 @@ def config_check(path: Path, overrides: tuple[str, ...]) -> None:
     try:
         if not engine.ok:
             raise click.ClickException(f"{path}: policies: {engine.error}")
-        click.echo(f"{path}: ok ({len(engine.modules)} policy files compile)")
+        click.echo(f"{path}: ok ({len(engine.modules)} policy files compile: bundle {engine.digest}, as /readyz says)")
     finally:
         engine.close()
 

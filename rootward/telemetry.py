@@ -117,6 +117,13 @@ class Telemetry:
             "Seconds since detection last closed its windows (0 when detection is off or a replay drives it).",
             registry=r,
         )
+        self.policy_bundle = Gauge(
+            "rootward_policy_bundle_info",
+            "1, labelled with the digest of the policy bundle this Rootward compiled (its files and settings): "
+            "pods running different policies show different digests.",
+            ["digest"],
+            registry=r,
+        )
         self.acting = Gauge(
             "rootward_acting",
             "1 while this Rootward acts: it has an executor and holds the Lease (when there is one); else 0.",

@@ -187,3 +187,18 @@ def _merge(target: dict[str, Any], change: dict[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = value
+
+
+def test_the_bundles_digest_names_its_files_and_settings_wherever_they_are_mounted(tmp_path: Path) -> None:
+    from rootward.config import PolicyRules
+
+    shipped = PolicyEngine()
+    copy = tmp_path / "policies"
+    copy.mkdir()
+    for name in shipped.modules:
+        source = (Path(__file__).parents[2] / "policies" / name).read_text()
+        (copy / Path(name).name).write_text(source)
+    assert PolicyEngine([copy], default=False).digest == shipped.digest
+    assert PolicyEngine(rules=PolicyRules(cooldown_s=60)).digest != shipped.digest
+    (copy / "decision.rego").write_text((copy / "decision.rego").read_text() + "\n# edited\n")
+    assert PolicyEngine([copy], default=False).digest != shipped.digest
