@@ -124,6 +124,8 @@ class Detector:
         self.current: int | None = None  # the open window's number (start / window_s)
         self.judged = Counter[str]()  # windows, values, anomalies
         self.last_tick_s = 0.0
+        # saved rings by key (detector/warm.py): a series seen again after a restart starts from its own
+        self.warm: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         # windows of series other replicas judged, with when they came (Detector.remember)
         self.foreign: Bounded[tuple[str, str], tuple[float, tuple[float, ...]]] = Bounded(MAX_FOREIGN)
         # re-entered when a sink (the agent) reads series windows. The App gives the incidents the same lock: a
@@ -341,6 +343,24 @@ class Detector:
         self.is_log[ids] = [self.table.keys[i][1] in LOG_SIGNALS for i in ids.tolist()]
         self.trail[ids] = 0.0
         self.valued[ids] = number
+        if self.warm:
+            self._seed(ids)
+
+    def _seed(self, ids: np.ndarray) -> None:
+        """New series whose keys have saved rings (a restart) take them up: values oldest first from the ring's
+        start, as many counted as were written, the statistics recomputed at their next judgement."""
+        b, history = self.baselines, self.baselines.history
+        for i in ids.tolist():
+            ring = self.warm.pop(self.table.keys[i], None)
+            if ring is None:
+                continue
+            values, kept = ring
+            n = min(len(values), history)
+            b.values[i, :n] = values[len(values) - n :]
+            b.kept[i, :n] = kept[len(kept) - n :]
+            b.seen[i] = n
+            b.left_out[i] = int((~b.kept[i, :n]).sum())
+            b.stats[i] = np.nan
 
     def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` with each log series' count replaced by its sum over the windows of the last ``log_trail_s``

@@ -23,6 +23,7 @@ from rootward.config import Config
 from rootward.errors import RootwardError
 from rootward.policies import Approvals, AuditLog, PolicyEngine
 from rootward.policies.signing import Signer
+from rootward.telemetry import Telemetry
 from rootward.topology import TopologyGraph
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,36 @@ class Acting:
             self.executor.submit, topology, config.agent.min_action_confidence, pending=pending, counted=counted,
             sizes=sizes, redactor=redactor, workers=a.workers,
         )  # fmt: skip
+
+    def measured(self, telemetry: Telemetry) -> None:
+        """Its gauges on ``telemetry``: paused, approvals waiting, the bundle's digest, what the shipper does."""
+        telemetry.actions_paused.set_function(lambda: float(self.executor.pause.paused is not None))
+        telemetry.approvals_pending.set_function(lambda: float(self._pending()))
+        telemetry.policy_bundle.labels(self.policy.digest).set(1)
+        shipper = self.shipper
+        if shipper is not None:
+            shipper.counted = lambda outcome, n: telemetry.audit_shipped.labels(outcome).inc(n)
+            telemetry.audit_unshipped.set_function(lambda: float(shipper.waiting))
+
+    def health(self) -> dict[str, object]:
+        """Its part of /healthz and /readyz (never reads a database: the audit shipping as the shipper last saw)."""
+        paused = self.executor.pause.paused
+        return {
+            **({"actions_paused": paused.describe()} if paused is not None else {}),
+            "policy_bundle": self.policy.digest,
+            **(
+                {"audit_unshipped": self.shipper.waiting, "audit_ship_error": self.shipper.last_error}
+                if self.shipper is not None
+                else {}
+            ),
+        }
+
+    def _pending(self) -> int:
+        try:
+            return self.approvals.pending_count()
+        except Exception:  # a scrape must not fail for the approvals table (closing, locked): logged, not counted
+            logger.warning("approvals could not be counted for /metrics", exc_info=True)
+            return 0
 
     def _lost(self, holder: str | None) -> None:
         now = f"{holder} holds it now and proposes again for its own incidents" if holder else "it could not renew it"

@@ -37,6 +37,7 @@ from rootward.detector.spanflow import SpanFlow
 from rootward.detector.store import IncidentStore
 from rootward.detector.telemetry import DetectorMetrics
 from rootward.detector.templates import LogTemplates
+from rootward.detector.warm import WarmStart
 from rootward.forwarded import MAX_CALLS, MAX_TEMPLATE, TEMPLATE_SIGNALS, ReplicaAnomalies
 from rootward.gateway import AggregateExporter, replica_name
 from rootward.model import Consumer, LogBatch, MetricBatch, SpanBatch
@@ -260,7 +261,7 @@ class App:
             links=self.topology.calls_among,
             redactor=self.redactor,
         )
-        kube_keys = {"memory_near_limit", "pod_pending_s"}  # read by KubeSignals, not the detector
+        kube_keys = {"memory_near_limit", "pod_pending_s", "warm_start"}  # read by KubeSignals and WarmStart
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
         settings = DetectorSettings(
             **detection.model_dump(exclude={"enabled", "incidents", "multivariate", "rules", *flows, *kube_keys}),
@@ -270,6 +271,8 @@ class App:
         multivariate = Multivariate(MultivariateSettings(**mv.model_dump(exclude={"enabled"}))) if mv.enabled else None
         self.detector = Detector(self._found, settings, self.clock, multivariate, lock=shared)
         self.detector.holding = self.incidents.open_series
+        self.warm = WarmStart(self.detector, config.detector_path) if detection.warm_start else None
+        self._restored = False  # the saved baselines were read: only then may shutdown write over them
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
         key = sampling_key(detection.sampling_key)  # one for both flows: they sample the same traces
@@ -319,16 +322,10 @@ class App:
             self._follow = follow = False
             self._forwarding = False
         self.telemetry.acting.set_function(lambda: float(self.leading()))
-        self.telemetry.actions_paused.set_function(lambda: float(self._paused() is not None))
         self.telemetry.incidents_open.set_function(lambda: float(self.incidents.open_count()))
         self.telemetry.since_window.set_function(lambda: self._ticker.since_ok() if self._ticker is not None else 0.0)
         if self.acting is not None:
-            self.telemetry.approvals_pending.set_function(lambda: float(self._pending()))
-            self.telemetry.policy_bundle.labels(self.acting.policy.digest).set(1)
-        shipper = self.acting.shipper if self.acting is not None else None
-        if shipper is not None:
-            shipper.counted = lambda outcome, n: self.telemetry.audit_shipped.labels(outcome).inc(n)
-            self.telemetry.audit_unshipped.set_function(lambda: float(shipper.waiting))
+            self.acting.measured(self.telemetry)
         if self.slack.configured and self._forwarding and not follow:
             logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
                         export.aggregator)  # fmt: skip
@@ -479,6 +476,8 @@ class App:
         self.log_templates.tick()
         if self.span_flow is not None:
             self.span_flow.tick()
+        if self.warm is not None:
+            self.warm.maybe_save(self.clock.now())
 
     def health(self) -> dict[str, object]:
         """Liveness and readiness with their reasons."""
@@ -503,29 +502,8 @@ class App:
             if exporter is not None and not (self._follow and self.leading())
             else None,
             "forward_queue": exporter.queued if exporter is not None else 0,
-            **({"actions_paused": paused} if (paused := self._paused()) else {}),
-            **({"policy_bundle": self.acting.policy.digest} if self.acting is not None else {}),
-            **self._audit_shipping(),
+            **(self.acting.health() if self.acting is not None else {}),
         }
-
-    def _pending(self) -> int:
-        try:
-            return self.acting.approvals.pending_count() if self.acting is not None else 0
-        except Exception:  # a scrape must not fail for the approvals table (closing, locked): logged, not counted
-            logger.warning("approvals could not be counted for /metrics", exc_info=True)
-            return 0
-
-    def _paused(self) -> str | None:
-        """Why actions are paused (actions/pause.py), else None."""
-        pause = self.acting.executor.pause.paused if self.acting is not None else None
-        return pause.describe() if pause is not None else None
-
-    def _audit_shipping(self) -> dict[str, object]:
-        """What of the audit trail waits for the log backend (policies.audit.ship), and why."""
-        shipper = self.acting.shipper if self.acting is not None else None
-        if shipper is None:
-            return {}
-        return {"audit_unshipped": shipper.waiting, "audit_ship_error": shipper.last_error}  # never reads the log
 
     def start(self, timers: bool = True) -> None:
         """Restore the graph (with the history on), then start the receiver, the API, and the threads that run the
@@ -554,6 +532,9 @@ class App:
             restored = self.incident_store.load(self.incidents)
             if restored:
                 logger.info("%d incidents restored from %s", restored, self.incident_store.path)
+        if self.warm is not None:
+            self.warm.restore(self.clock.now())
+            self._restored = True
         if self.acting is not None:
             self.acting.start()
         self.receiver.start()
@@ -581,6 +562,8 @@ class App:
         if self._ticker is not None:
             self._ticker.stop()
         self.receiver.shutdown()
+        if self.warm is not None and self._restored:
+            self.warm.save(self.clock.now())  # after the drain: what came last is in
         self.slack.close()
         if self.acting is not None:
             self.acting.shutdown()

@@ -309,6 +309,11 @@ class Config(_Section):
         return self.topology.history.path or self.storage.data_dir / "topology.db"
 
     @property
+    def detector_path(self) -> Path:
+        """The detector's saved baselines (``detection.warm_start``): ``<storage.data_dir>/detector.npz``."""
+        return self.storage.data_dir / "detector.npz"
+
+    @property
     def incidents_path(self) -> Path:
         """The incident store's file: ``<storage.data_dir>/incidents.db``."""
         return self.storage.data_dir / "incidents.db"
@@ -321,7 +326,7 @@ LOCAL_PORTS = tuple(
     for setting in ("host=127.0.0.1", "port=0")
 )
 #: ``--set`` strings for a Rootward that writes nothing to disk: no topology history, no incident store.
-NOTHING_ON_DISK = ("topology.history.enabled=false", "detection.incidents.store=false")
+NOTHING_ON_DISK = ("topology.history.enabled=false", "detection.incidents.store=false", "detection.warm_start=false")
 #: A fixed sampling key: the same replay samples the same traces (the default key is random per process).
 REPRODUCIBLE = ("detection.sampling_key=11400714819323198485",)
 

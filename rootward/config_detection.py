@@ -179,6 +179,11 @@ class Detection(_Section):
     ``.p95``),
     the first ones seen; calls of further callers still count for the callee's own series and are counted as
     dropped (``rootward_detector_dropped_total``). Bounds what a hub called by hundreds adds to ``max_series``."""
+    warm_start: bool = True
+    """Save every series' recent values to ``<storage.data_dir>/detector.npz`` every 5 minutes and at shutdown, and
+    read them back at start (a day old at most, same ``window_s``): after a restart or an upgrade a series judges
+    against its own history at once instead of warming up from nothing. Seasonal profiles, log templates and flows
+    are not saved (they learn again)."""
     learn_after_s: float = Field(default=300.0, ge=0)
     """An anomalous value of a series in an open incident is left out of its baseline (still shown in its history)
     until the series has been anomalous this long without a break; then it is a new level, and is learned. A fault's
