@@ -81,6 +81,8 @@ def test_a_ring_comes_back_oldest_first_even_when_it_wrapped(tmp_path: Path) -> 
     keys, values, kept, count = snapshot(source)
     assert keys == [("service:shop/cart", "rate")]
     assert count.tolist() == [8]
+    assert values[0].tolist() == [float(v) for v in range(4, 12)]  # oldest first, the wrap undone
+    assert kept[0].tolist() == [v != 9 for v in range(4, 12)]
     rings = load(tmp_path / "detector.npz", source.settings.window_s, now=200.0, max_age_s=3600)
     target = _detector()
     target.warm = rings
