@@ -116,6 +116,22 @@ class IncidentStore:
             row = self.conn.execute("SELECT trace FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         return None if row is None or row[0] is None else json.loads(row[0])
 
+    def note_message(self, incident_id: str, notifier: str, message: str) -> None:
+        """Keep where an incident was told (its Slack message's ts) now, not with its next change: a restart in
+        between would post it again. Never raises (a failure is counted and logged)."""
+        if self.conn is None:
+            return
+        try:
+            with self._lock, transaction(self.conn):
+                self.conn.execute(
+                    "UPDATE incidents SET doc = json_set(doc, '$.notified', json(json_patch("
+                    "COALESCE(json_extract(doc, '$.notified'), '{}'), json_object(?, ?)))) WHERE id = ?",
+                    (notifier, message, incident_id),
+                )
+        except (sqlite3.Error, StorageError) as e:
+            self.failed()
+            logger.warning("%s: where incident %s was told is not stored: %s", self.path, incident_id, e)
+
     def incident_changed(self, incident: Incident, change: str) -> None:
         if self.conn is None:
             return

@@ -123,7 +123,7 @@ def default_bundle() -> list[Module]:
 
 
 def read_modules(directory: Path) -> list[Module]:
-    """The ``.rego`` files under ``directory`` (recursively), in path order.
+    """The ``.rego`` files under ``directory`` (recursively, hidden folders aside), in path order.
 
     Raises:
         PolicyLoadError: the directory or a file cannot be read.
@@ -132,6 +132,8 @@ def read_modules(directory: Path) -> list[Module]:
         raise PolicyLoadError(f"{directory}: not a directory of .rego files")
     modules = []
     for path in sorted(directory.rglob("*.rego")):
+        if any(part.startswith(".") for part in path.relative_to(directory).parts[:-1]):
+            continue  # a ConfigMap volume's ..data and ..<timestamp> folders: the same files again
         try:
             modules.append(Module(str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:

@@ -260,6 +260,7 @@ class App:
             lambda outcome: self.telemetry.slack_messages.labels(outcome).inc(),
             links=self.topology.calls_among,
             redactor=self.redactor,
+            stored=self.incident_store.note_message if self.incident_store is not None else None,
         )
         kube_keys = {"memory_near_limit", "pod_pending_s", "warm_start"}  # read by KubeSignals and WarmStart
         flows = {"log_flow", "span_flow", "sampling_key"}  # read by LogTemplates and SpanFlow
@@ -563,7 +564,7 @@ class App:
             self._ticker.stop()
         self.receiver.shutdown()
         if self.warm is not None and self._restored:
-            self.warm.save(self.clock.now())  # after the drain: what came last is in
+            self.warm.save(self.clock.now())  # after the drain (the window still open is not saved)
         self.slack.close()
         if self.acting is not None:
             self.acting.shutdown()

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
@@ -215,6 +216,22 @@ class SlackSettings:
 
 #: The longest wait before a message is sent again.
 RESEND_MAX_S = 300.0
+#: Slack's answers that no resend changes (the token, the channel, the app's rights): given up at once.
+_PERMANENT = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "channel_not_found",
+    "not_in_channel", "is_archived", "missing_scope", "no_permission", "restricted_action",
+})  # fmt: skip
+#: chat.update's answers for a message that is gone: post a new one.
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+
+
+def _error(e: SlackApiError) -> str | None:
+    """Slack's error code in a failed Web API answer (the code only: never the request, which holds the token)."""
+    try:
+        code = e.response.get("error")
+    except (AttributeError, TypeError, KeyError):  # an answer that is no JSON object
+        return None
+    return code if isinstance(code, str) else None
 
 
 class SlackNotifier:
@@ -229,9 +246,12 @@ class SlackNotifier:
         clock: Callable[[], float] = time.time,
         links: Callable[[list[str]], list[tuple[str, str]]] | None = None,
         redactor: Redactor | None = None,
+        stored: Callable[[str, str, str], None] | None = None,
     ) -> None:
         """``links(entities)``: the calls between the services of an incident's entities (the topology's);
-        ``redactor``: what is removed from every word of telemetry a message holds (default: the shipped patterns)."""
+        ``redactor``: what is removed from every word of telemetry a message holds (default: the shipped patterns);
+        ``stored(incident id, "slack", ts)`` keeps a new message's ts at once (the incident store)."""
+        self.stored = stored
         self.redact = (redactor or Redactor()).text
         self.settings = settings
         self.counts = counts or (lambda outcome: None)
@@ -257,6 +277,7 @@ class SlackNotifier:
         self._sent_at: deque[float] = deque()  # times of recent posts (the per-channel rate limit)
         self._waiting: list[str] = []  # lines for new incidents held back by the rate limit: the next digest
         self._resend: dict[str, tuple[float, _Note, int]] = {}  # key -> (due, the note, attempts so far)
+        self._permanent = False  # the last failed post was refused for good (see _PERMANENT)
         self._thread = threading.Thread(target=self._run, name="rootward-slack", daemon=True)
         self._thread.start()
 
@@ -279,6 +300,8 @@ class SlackNotifier:
 
         def remember(ts: str, incident: Incident = incident) -> None:
             incident.notified = {**incident.notified, "slack": ts}
+            if self.stored is not None:
+                self.stored(incident.id, "slack", ts)
 
         note = _Note(
             incident.id, change, incident.silenced_until, text, blocks, _digest_line(incident, self.redact), remember
@@ -362,7 +385,7 @@ class SlackNotifier:
         self._digest()
         if self._post(note.incident, note.text, note.blocks, note.remember):
             self._last[note.incident] = digest
-        elif attempts < self.settings.resend:
+        elif attempts < self.settings.resend and not self._permanent:
             wait = min(RESEND_MAX_S, self.settings.resend_after_s * 2**attempts)
             self._resend[note.incident] = (time.monotonic() + wait, note, attempts + 1)
         else:
@@ -390,11 +413,19 @@ class SlackNotifier:
         blocks: list[dict[str, Any]],
         remember: Callable[[str], None] | None = None,
     ) -> bool:
+        self._permanent = False
         try:
             if self.web is not None:
                 ts = self._posted.get(incident_id) if incident_id else None
                 if ts is not None:
-                    self.web.chat_update(channel=self.settings.channel or "", ts=ts, text=text, blocks=blocks)
+                    try:
+                        self.web.chat_update(channel=self.settings.channel or "", ts=ts, text=text, blocks=blocks)
+                    except SlackApiError as e:
+                        if _error(e) not in _GONE:
+                            raise
+                        assert incident_id is not None
+                        del self._posted[incident_id]  # the message was deleted: a new one, told again
+                        return self._post(incident_id, text, blocks, remember)
                 else:
                     response = self.web.chat_postMessage(channel=self.settings.channel or "", text=text, blocks=blocks)
                     if incident_id is not None:
@@ -406,7 +437,9 @@ class SlackNotifier:
                 if response_.status_code != 200:
                     raise RuntimeError(f"webhook answered {response_.status_code}")
         except Exception as e:  # noqa: BLE001 (SlackApiError, connection errors: counted and logged by type only)
-            logger.warning("slack post failed: %s", type(e).__name__)
+            code = _error(e) if isinstance(e, SlackApiError) else None
+            self._permanent = code in _PERMANENT  # sending again would be refused again: given up at once
+            logger.warning("slack post failed: %s%s", type(e).__name__, f" ({code})" if code else "")
             self.counts("failed")
             return False
         self._sent_at.append(self.clock())

@@ -19,16 +19,23 @@ MONITORING = DEPLOY / "monitoring"
 
 
 @pytest.fixture(scope="module")
-def exported() -> Iterator[tuple[set[str], str]]:
-    """The metric names a Rootward with actions on exports (families and samples), and its exposition."""
+def exported() -> Iterator[tuple[dict[str, set[str]], str]]:
+    """Each metric name a Rootward with actions on exports (families and their samples) with its label names, and
+    its exposition."""
     overrides = [*LOCAL_PORTS, *NOTHING_ON_DISK, "actions.enabled=true", "actions.kubernetes.host=http://127.0.0.1:9"]
     app = App(load_config(environ={}, overrides=overrides))
     try:
-        names: set[str] = set()
+        labels: dict[str, set[str]] = {}
+        for metric in vars(app.telemetry).values():  # label names even of families with no sample yet
+            name, names = getattr(metric, "_name", None), getattr(metric, "_labelnames", None)
+            if isinstance(name, str) and names is not None:
+                for exposed in (name, f"{name}_total"):
+                    labels.setdefault(exposed, set()).update(names)
         for family in app.telemetry.registry.collect():
-            names.add(family.name)
-            names.add(f"{family.name}_total" if family.type == "counter" else family.name)
-        yield names, app.telemetry.exposition().decode()
+            labels.setdefault(family.name, set())
+            for sample in family.samples:
+                labels.setdefault(sample.name, set()).update(sample.labels)
+        yield labels, app.telemetry.exposition().decode()
     finally:
         app.shutdown()
 
@@ -58,19 +65,30 @@ def test_the_pod_monitor_scrapes_the_port_the_pods_name() -> None:
 
 
 @pytest.mark.parametrize("rule", _rules(), ids=lambda r: str(r["alert"]))
-def test_every_alert_names_only_what_rootward_exports(rule: dict[str, object], exported: tuple[set[str], str]) -> None:
-    names, exposition = exported
+def test_every_alert_names_only_what_rootward_exports(
+    rule: dict[str, object], exported: tuple[dict[str, set[str]], str]
+) -> None:
+    labels, exposition = exported
     expr = str(rule["expr"])
+    for a, b in ("()", "{}", "[]"):
+        assert expr.count(a) == expr.count(b), f"{rule['alert']}: unbalanced {a}{b}"
     used = set(re.findall(r"\brootward_[a-z_]+", expr))
     assert used, expr
-    assert used <= names, f"{rule['alert']}: not exported: {sorted(used - names)}"
+    assert used <= labels.keys(), f"{rule['alert']}: not exported: {sorted(used - labels.keys())}"
     helps = "\n".join(line for line in exposition.splitlines() if line.startswith("# HELP"))
-    for label, value in re.findall(r'(\w+)=~?"([^"]+)"', expr):  # a label value it exports, or its help names
-        for one in value.split("|"):
-            assert f'{label}="{one}"' in exposition or one in helps, f"{rule['alert']}: {label}={one!r}"
-    assert rule["annotations"]["summary"]
-    assert rule["annotations"]["description"]
-    assert rule["labels"]["severity"] in ("critical", "warning", "info")  # type: ignore[index]
+    for metric, selector in re.findall(r"\b(rootward_[a-z_]+)\{([^}]*)\}", expr):
+        for label, value in re.findall(r'(\w+)=~?"([^"]+)"', selector):
+            assert label in labels[metric], f"{rule['alert']}: {metric} has no label {label!r}"
+            for one in value.split("|"):  # a value it exports, or one its help names
+                assert f'{label}="{one}"' in exposition or one in helps, f"{rule['alert']}: {label}={one!r}"
+    for label in re.findall(r"by \(([^)]*)\)", expr):
+        assert {name.strip() for name in label.split(",")} <= {"namespace", "pod"}, "by: the scrape's own labels"
+    annotations, rule_labels = rule["annotations"], rule["labels"]
+    assert isinstance(annotations, dict)
+    assert isinstance(rule_labels, dict)
+    assert annotations["summary"]
+    assert annotations["description"]
+    assert rule_labels["severity"] in ("critical", "warning", "info")
 
 
 def test_the_alert_files_are_plain_yaml_documents(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ right after a restart is found; a cold one is still warming up. Files it cannot 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,3 +116,49 @@ def test_a_file_it_cannot_trust_gives_a_cold_start(tmp_path: Path, problem: str)
     else:
         path.unlink()
     assert load(path, window, now, max_age_s=86400) == {}
+
+
+def test_a_restart_soon_after_a_restart_keeps_the_saved_rings(tmp_path: Path) -> None:
+    clock = ManualClock(1_000.0)
+    with running(tmp_path, clock) as (app, shop):
+        windows(app, shop, clock, 6)
+    first = load(tmp_path / "detector.npz", 10.0, clock.now(), 86400)
+    assert ("service:shop/payment", "error_ratio") in first
+    with running(tmp_path, clock):
+        pass  # stopped before any series came back (a crash loop, an aborted rollout)
+    again = load(tmp_path / "detector.npz", 10.0, clock.now(), 86400)
+    assert again.keys() == first.keys()
+    ring, _ = again[("service:shop/payment", "error_ratio")]
+    assert len(ring) == 6
+
+
+def test_a_slot_given_to_a_new_series_is_not_saved_under_the_new_key(tmp_path: Path) -> None:
+    detector = _detector()
+    a = detector.table.get("pod:shop/a", "rate")
+    detector.baselines.add_series([Rule()])
+    detector.baselines.learn(np.array([a]), np.array([111.0]))
+    detector.table.release([a])
+    b = detector.table.get("pod:shop/b", "rate")  # the same slot, not started over until the next window closes
+    assert b == a
+    keys, _, _, _ = snapshot(detector)
+    assert keys == []
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"values": np.zeros(3, np.float32), "kept": np.ones(3, bool), "count": np.ones(1, np.int64)},
+        {"values": np.zeros((1, 2, 3), np.float32), "kept": np.ones((1, 2, 3), bool), "count": np.ones(1, np.int64)},
+        {"values": np.array([["x"]]), "kept": np.ones((1, 1), bool), "count": np.ones(1, np.int64)},
+    ],
+    ids=["flat", "three-dimensional", "text"],
+)
+def test_a_file_of_other_shapes_is_a_cold_start_and_the_app_starts(tmp_path: Path, arrays: dict[str, object]) -> None:
+    path = tmp_path / "detector.npz"
+    keys = np.array(json.dumps([["service:shop/cart", "rate"]]))
+    np.savez(path, version=np.array(1), saved_at=np.array(990.0), window_s=np.array(10.0), keys=keys, **arrays)
+    assert load(path, 10.0, 1_000.0, 86400) == {}
+    clock = ManualClock(1_000.0)
+    with running(tmp_path, clock) as (app, shop):
+        windows(app, shop, clock, 1)
+        assert app.detector.warm == {}

@@ -302,3 +302,55 @@ def test_after_a_restart_the_incidents_message_is_edited_not_posted_again(
     notifier.close()
     again.close()
     assert [(m, body.get("ts")) for m, body in recorder.calls] == [("chat.postMessage", None), ("chat.update", "1.0")]
+
+
+def slack_error(code: str) -> Response:
+    return Response(json.dumps({"ok": False, "error": code}), 200, content_type="application/json")
+
+
+def test_a_refused_token_is_given_up_at_once_and_a_deleted_message_is_posted_anew(httpserver: HTTPServer) -> None:
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_response(slack_error("invalid_auth"))
+    outcomes: list[str] = []
+    settings = SlackSettings(bot_token=TOKEN, channel="#c", base_url=httpserver.url_for("/api/"), resend_after_s=0.01)
+    notifier = SlackNotifier(settings, outcomes.append)
+    notifier.incident_changed(incident(1), "opened")
+    notifier.flush()
+    time.sleep(0.1)
+    notifier.close()
+    assert outcomes == ["failed", "given_up"]  # no resend would be taken
+    recorder = Recorder()
+    httpserver.clear()
+    httpserver.expect_request("/api/chat.update").respond_with_response(slack_error("message_not_found"))
+    httpserver.expect_request("/api/chat.postMessage").respond_with_handler(recorder)
+    outcomes.clear()
+    stored: list[tuple[str, str, str]] = []
+    notifier = SlackNotifier(settings, outcomes.append, stored=lambda *told: stored.append(told))
+    inc = incident(2)
+    inc.notified = {"slack": "99.0"}  # posted before a restart, deleted in Slack since
+    inc.status, inc.resolved = "resolved", 1300.0
+    notifier.incident_changed(inc, "resolved")
+    notifier.close()
+    assert outcomes == ["sent"]
+    assert [m for m, _ in recorder.calls] == ["chat.postMessage"]
+    assert inc.notified == {"slack": "1.0"}
+    assert stored == [("inc-2", "slack", "1.0")]  # kept at once, not with the incident's next change
+
+
+def test_where_an_incident_was_told_is_stored_before_its_next_change(tmp_path: Path) -> None:
+    from rootward.detector.incidents import Incidents
+    from rootward.detector.store import IncidentStore
+    from rootward.topology import TopologyGraph
+
+    store = IncidentStore(tmp_path / "incidents.db")
+    store.open()
+    inc = incident()
+    store.incident_changed(inc, "opened")  # stored before Slack answered
+    store.note_message(inc.id, "slack", "5.0")
+    store.note_message(inc.id, "webhook", "x")  # another notifier's beside it
+    store.close()
+    restored = Incidents(TopologyGraph())
+    again = IncidentStore(tmp_path / "incidents.db")
+    again.open()
+    again.load(restored)
+    again.close()
+    assert restored.listed()[0].notified == {"slack": "5.0", "webhook": "x"}

@@ -202,3 +202,18 @@ def test_the_bundles_digest_names_its_files_and_settings_wherever_they_are_mount
     assert PolicyEngine(rules=PolicyRules(cooldown_s=60)).digest != shipped.digest
     (copy / "decision.rego").write_text((copy / "decision.rego").read_text() + "\n# edited\n")
     assert PolicyEngine([copy], default=False).digest != shipped.digest
+
+
+def test_a_configmap_volumes_hidden_folders_are_not_read_twice(tmp_path: Path) -> None:
+    """A ConfigMap mounted as a volume: each file a link into ..data, itself a link to a ..<timestamp> folder."""
+    shipped = PolicyEngine()
+    stamp = tmp_path / "..2026_11_26_12_00_00.123"
+    stamp.mkdir()
+    for name in shipped.modules:
+        (stamp / Path(name).name).write_text((Path(__file__).parents[2] / "policies" / name).read_text())
+    (tmp_path / "..data").symlink_to(stamp.name)
+    for name in shipped.modules:
+        (tmp_path / Path(name).name).symlink_to(Path("..data") / Path(name).name)
+    mounted = PolicyEngine([tmp_path], default=False)
+    assert len(mounted.modules) == len(shipped.modules)
+    assert mounted.digest == shipped.digest
