@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from cluster import MakeExecutor, RunningCluster, deploy, memory_limit
 
+from rootward.acting import Acting
 from rootward.actions import Diagnosis, Executor, Kube, PatchResources
 from rootward.actions.errors import ActionError
+from rootward.actions.executor import Outcome
 from rootward.actions.leader import CHANGES_ANNOTATION, LEADER_LABEL, Change, LeaderElector
 from rootward.clock import ManualClock
+from rootward.config import load_config
 from rootward.policies import Approvals, AuditLog
 from rootward.policies.engine import PolicyEngine
 from rootward.policies.errors import ApprovalExpired
+from rootward.topology import TopologyGraph
 
 
 def _pair(kube: Kube, clock: ManualClock) -> tuple[LeaderElector, LeaderElector]:
@@ -273,23 +278,8 @@ def test_a_change_is_listed_with_its_kind(kube: Kube, make_executor: MakeExecuto
 def test_a_holder_that_loses_the_lease_withdraws_its_pending_approvals(
     cluster: RunningCluster, kube: Kube, tmp_path: Path
 ) -> None:
-    from rootward.acting import Acting
-    from rootward.config import load_config
-    from rootward.topology import TopologyGraph
-
     clock = ManualClock()
-    settings = [
-        f"storage.data_dir={tmp_path}", "actions.enabled=true", "actions.mode=approve-all",
-        f"actions.kubernetes.host={cluster.url}", "actions.lease.identity=replica-a",
-    ]  # fmt: skip
-    acting = Acting(load_config(environ={}, overrides=settings), clock, TopologyGraph(), kube)
-    acting.audit.open()
-    try:
-        deploy(kube, "cart")
-        assert acting.elector.step()
-        asked = acting.executor.submit(
-            PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.9, "inc-a")
-        )
+    with _holding_an_approval(cluster, kube, tmp_path, clock) as (acting, asked):
         assert asked.status == "pending_approval"
         b = LeaderElector(kube, "rootward", "rootward-executor", "replica-b", duration_s=15, renew_s=5, clock=clock)
         clock.advance(16)  # a did not renew: b takes the Lease, a learns it on its next round
@@ -306,30 +296,13 @@ def test_a_holder_that_loses_the_lease_withdraws_its_pending_approvals(
         with pytest.raises(ApprovalExpired, match="expired: this Rootward lost the Lease"):
             acting.executor.approve(asked.approval_id or "", "alice")
         assert memory_limit(kube, "cart") == "128Mi"
-    finally:
-        acting.shutdown()
 
 
 def test_an_api_blip_that_ends_with_the_same_holder_withdraws_nothing(
     cluster: RunningCluster, kube: Kube, tmp_path: Path
 ) -> None:
-    from rootward.acting import Acting
-    from rootward.config import load_config
-    from rootward.topology import TopologyGraph
-
     clock = ManualClock()
-    settings = [
-        f"storage.data_dir={tmp_path}", "actions.enabled=true", "actions.mode=approve-all",
-        f"actions.kubernetes.host={cluster.url}", "actions.lease.identity=replica-a",
-    ]  # fmt: skip
-    acting = Acting(load_config(environ={}, overrides=settings), clock, TopologyGraph(), kube)
-    acting.audit.open()
-    try:
-        deploy(kube, "cart")
-        assert acting.elector.step()
-        asked = acting.executor.submit(
-            PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.9, "inc-a")
-        )
+    with _holding_an_approval(cluster, kube, tmp_path, clock) as (acting, asked):
         read = kube.lease
 
         def down(namespace: str, name: str) -> dict[str, object]:
@@ -344,5 +317,25 @@ def test_an_api_blip_that_ends_with_the_same_holder_withdraws_nothing(
         clock.advance(5)
         assert acting.elector.step()  # no one else took it: the same holder again
         assert [a.id for a in acting.approvals.listed("pending")] == [asked.approval_id]
+
+
+@contextmanager
+def _holding_an_approval(
+    cluster: RunningCluster, kube: Kube, tmp_path: Path, clock: ManualClock
+) -> Iterator[tuple[Acting, Outcome]]:
+    """replica-a's acting part (approve-all) holding the Lease, with an approval pending for cart; shut down after."""
+    settings = [
+        f"storage.data_dir={tmp_path}", "actions.enabled=true", "actions.mode=approve-all",
+        f"actions.kubernetes.host={cluster.url}", "actions.lease.identity=replica-a",
+    ]  # fmt: skip
+    acting = Acting(load_config(environ={}, overrides=settings), clock, TopologyGraph(), kube)
+    acting.audit.open()
+    try:
+        deploy(kube, "cart")
+        assert acting.elector.step()
+        asked = acting.executor.submit(
+            PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), Diagnosis("oom", 0.9, "inc-a")
+        )
+        yield acting, asked
     finally:
         acting.shutdown()
