@@ -22,6 +22,7 @@ import numpy as np
 
 from rootward.agent import ContextBuilder, Diagnoser, Diagnosis, GraphReasoner, GraphReasonerSettings, Reasoner
 from rootward.agent.redact import Redactor
+from rootward.alertmanager import AlertmanagerNotifier, AlertmanagerSettings
 from rootward.api import build_api
 from rootward.clock import Clock, SystemClock, Ticker
 from rootward.config import Config
@@ -245,6 +246,12 @@ class App:
         )
         if self.incident_store is not None:
             self.incidents.sinks.append(self.incident_store)
+        am = config.notifications.alertmanager
+        headers = {k: v.get_secret_value() for k, v in am.headers.items()}
+        self.alertmanager = AlertmanagerNotifier(
+            AlertmanagerSettings(tuple(am.urls), am.interval_s, dict(am.labels), headers, am.page_url, am.timeout_s),
+            lambda outcome: self.telemetry.alertmanager_posts.labels(outcome).inc(), redactor=self.redactor,
+        )  # fmt: skip
         slack = config.notifications.slack
         self.slack = SlackNotifier(
             SlackSettings(
@@ -327,11 +334,12 @@ class App:
         self.telemetry.since_window.set_function(lambda: self._ticker.since_ok() if self._ticker is not None else 0.0)
         if self.acting is not None:
             self.acting.measured(self.telemetry)
-        if self.slack.configured and self._forwarding and not follow:
-            logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; Slack is off here", replica,
-                        export.aggregator)  # fmt: skip
-        elif self.slack.configured:
-            self.incidents.sinks.append(WhileLeading(self.slack, self.leading) if follow else self.slack)
+        for notifier in (self.slack, self.alertmanager):
+            if notifier.configured and self._forwarding and not follow:
+                logger.info("gateway mode: %s forwards its anomalies to %s, which alerts; %s is off here", replica,
+                            export.aggregator, type(notifier).__name__)  # fmt: skip
+            elif notifier.configured:
+                self.incidents.sinks.append(WhileLeading(notifier, self.leading) if follow else notifier)
         # Only in gateway mode (or following the Lease): what replicas send becomes graph and incidents, so no other
         # OTLP sender may speak as one. Following the Lease, no edges travel: nothing merges them.
         merging = export.enabled and not export.follow_lease
@@ -566,6 +574,7 @@ class App:
         if self.warm is not None and self._restored:
             self.warm.save(self.clock.now())  # after the drain (the window still open is not saved)
         self.slack.close()
+        self.alertmanager.close()
         if self.acting is not None:
             self.acting.shutdown()
         if self.diagnoser is not None:

@@ -67,7 +67,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx is raised as an HTTPError
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+#: An opener that follows no redirect (a redirect would carry the credentials elsewhere and turn a POST into a GET).
+OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class ShipError(Exception):
@@ -258,7 +259,7 @@ class AuditShipper:
         headers = {"Content-Type": "application/x-protobuf", **dict(self._headers())}
         post = urllib.request.Request(url, request.SerializeToString(), headers, method="POST")
         try:
-            with _OPENER.open(post, timeout=self.settings.timeout_s) as answer:
+            with OPENER.open(post, timeout=self.settings.timeout_s) as answer:
                 body = answer.read()
         except urllib.error.HTTPError as e:
             why = "a redirect (not followed)" if 300 <= e.code < 400 else e.read(200).decode(errors="replace")

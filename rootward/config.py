@@ -279,8 +279,33 @@ class Slack(_Section):
         return self
 
 
+class Alertmanager(_Section):
+    """Incidents as alerts to Prometheus Alertmanager (rootward/alertmanager.py): routed, silenced and paged by
+    the team's own Alertmanager configuration. Off until ``urls`` is set."""
+
+    urls: list[str] = Field(default_factory=list)
+    """Alertmanagers to post to (every one of an HA cluster), e.g. ``http://alertmanager.monitoring:9093``."""
+    interval_s: float = Field(default=60.0, gt=0)
+    """How often open incidents are posted again (an alert not posted again ends four intervals later)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels on every alert, e.g. ``{cluster: prod-eu}`` (names as Prometheus' label names)."""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Headers on each post (an Authorization for a proxy in front of Alertmanager: a secret)."""
+    page_url: str | None = None
+    """Rootward's web page as users reach it: each alert links to its incident there."""
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _label_names(self) -> Alertmanager:
+        for name in self.labels:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) or name.startswith("__"):
+                raise ValueError(f"notifications.alertmanager.labels: {name!r} is not a label name")
+        return self
+
+
 class Notifications(_Section):
     slack: Slack = Slack()
+    alertmanager: Alertmanager = Alertmanager()
 
 
 class Config(_Section):
@@ -460,6 +485,7 @@ __all__ = [
     "TLS",
     "Actions",
     "Agent",
+    "Alertmanager",
     "Api",
     "Approvals",
     "Audit",

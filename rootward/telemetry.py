@@ -124,6 +124,13 @@ class Telemetry:
             ["digest"],
             registry=r,
         )
+        self.alertmanager_posts = Counter(
+            "rootward_alertmanager_posts",
+            "Posts of the current alerts to an Alertmanager (notifications.alertmanager) by outcome: sent, failed "
+            "(everything is posted again next round).",
+            ["outcome"],
+            registry=r,
+        )
         self.acting = Gauge(
             "rootward_acting",
             "1 while this Rootward acts: it has an executor and holds the Lease (when there is one); else 0.",

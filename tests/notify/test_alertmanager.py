@@ -1,0 +1,152 @@
+"""Incidents as Alertmanager alerts (rootward/alertmanager.py), posted to a local HTTP server that answers as
+Alertmanager's /api/v2/alerts does and records what it was sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from rootward.alertmanager import ALERTNAME, AlertmanagerNotifier, AlertmanagerSettings
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+from rootward.detector.detector import Anomaly
+from rootward.detector.incidents import Incident
+from rootward.errors import ConfigError
+
+
+def incident(n: int = 1) -> Incident:
+    inc = Incident(f"inc-{n}", 1_000.0, 1_010.0)
+    inc.add(Anomaly("service:shop/payment", "error_ratio", 0.4, 0.01, 12.0, 1_000.0, 1_010.0), 1_010.0)
+    inc.add(
+        Anomaly("service:shop/payment", "log_template:7 token=sk-live-abcdef1234567890", 9, 0, 8.0, 1_000.0, 1_010.0),
+        1_010.0,
+    )
+    inc.candidates = ["service:shop/payment", "service:shop/checkout"]
+    return inc
+
+
+class Alertmanager:
+    """What the server was posted: each request's alerts, and its headers."""
+
+    def __init__(self) -> None:
+        self.posts: list[list[dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []
+
+    def __call__(self, request: Request) -> Response:
+        self.posts.append(json.loads(request.get_data()))
+        self.headers.append(dict(request.headers))
+        return Response("", 200)
+
+
+@pytest.fixture
+def alertmanager(httpserver: HTTPServer) -> Alertmanager:
+    recorder = Alertmanager()
+    httpserver.expect_request("/api/v2/alerts", method="POST").respond_with_handler(recorder)
+    return recorder
+
+
+def notifier(httpserver: HTTPServer, outcomes: list[str], now: list[float], **kw: Any) -> AlertmanagerNotifier:
+    settings = AlertmanagerSettings(urls=(httpserver.url_for("/"),), interval_s=3600, **kw)
+    return AlertmanagerNotifier(settings, outcomes.append, clock=lambda: now[0], background=False)
+
+
+def test_an_incident_fires_as_an_alert_and_ends_when_it_resolves(
+    httpserver: HTTPServer, alertmanager: Alertmanager
+) -> None:
+    outcomes: list[str] = []
+    now = [1_020.0]
+    am = notifier(
+        httpserver, outcomes, now, labels={"cluster": "prod-eu"}, headers={"Authorization": "Bearer am-token"},
+        page_url="https://rootward.example",
+    )  # fmt: skip
+    inc = incident()
+    am.incident_changed(inc, "opened")
+    am.post_once()
+    (alert,) = alertmanager.posts[-1]
+    assert alert["labels"] == {
+        "alertname": ALERTNAME, "incident": "inc-1", "severity": inc.severity, "cluster": "prod-eu",
+        "root_cause": "service:shop/payment", "service": "payment", "namespace": "shop",
+    }  # fmt: skip
+    assert alert["startsAt"] == "1970-01-01T00:16:40.000Z"
+    assert alert["endsAt"] > "1970-01-01T00:17:00.000Z"  # ahead: it ends by itself if Rootward stops
+    assert alert["generatorURL"] == "https://rootward.example/incidents/inc-1"
+    assert "service:shop/payment error_ratio: 0.4" in alert["annotations"]["description"]
+    assert "sk-live-abcdef1234567890" not in json.dumps(alert)  # telemetry's words are redacted
+    assert alertmanager.headers[-1]["Authorization"] == "Bearer am-token"
+    inc.status, inc.resolved = "resolved", 1_100.0
+    am.incident_changed(inc, "resolved")
+    for _ in range(3):  # the end is posted three times, then the incident is forgotten
+        am.post_once()
+        assert alertmanager.posts[-1][0]["endsAt"] == "1970-01-01T00:18:20.000Z"
+    posted = len(alertmanager.posts)
+    am.post_once()
+    assert len(alertmanager.posts) == posted  # nothing left to post
+    am.close()
+    assert outcomes == ["sent"] * 4
+
+
+def test_a_silenced_incident_is_not_posted_and_a_failure_is_counted_and_posted_again(httpserver: HTTPServer) -> None:
+    httpserver.expect_ordered_request("/api/v2/alerts").respond_with_response(Response("unavailable", 503))
+    recorder = Alertmanager()
+    httpserver.expect_ordered_request("/api/v2/alerts").respond_with_handler(recorder)
+    outcomes: list[str] = []
+    now = [1_020.0]
+    am = notifier(httpserver, outcomes, now)
+    quiet, loud = incident(1), incident(2)
+    quiet.silenced_until = 2_000.0
+    am.incident_changed(quiet, "opened")
+    am.incident_changed(loud, "opened")
+    assert am.post_once() is False
+    assert am.post_once() is True
+    assert [a["labels"]["incident"] for a in recorder.posts[-1]] == ["inc-2"]
+    am.close()
+    assert outcomes[:2] == ["failed", "sent"]
+
+
+def test_an_unreachable_alertmanager_never_blocks_or_leaks_the_header(caplog: pytest.LogCaptureFixture) -> None:
+    outcomes: list[str] = []
+    settings = AlertmanagerSettings(
+        urls=("http://127.0.0.1:9",), interval_s=3600, headers={"Authorization": "Bearer am-secret"}, timeout_s=1
+    )
+    am = AlertmanagerNotifier(settings, outcomes.append, background=False)
+    caplog.set_level(logging.DEBUG)
+    am.incident_changed(incident(), "opened")
+    assert am.post_once() is False
+    am.close()
+    assert "failed" in outcomes
+    assert "am-secret" not in caplog.text
+
+
+def test_the_app_sends_incidents_to_a_configured_alertmanager_only() -> None:
+    from rootward.app import App
+
+    base = [*LOCAL_PORTS, *NOTHING_ON_DISK]
+    off = App(load_config(environ={}, overrides=base))
+    on = App(load_config(environ={}, overrides=[*base, "notifications.alertmanager.urls=[http://127.0.0.1:9]"]))
+    try:
+        assert off.alertmanager not in off.incidents.sinks
+        assert on.alertmanager in on.incidents.sinks
+    finally:
+        off.shutdown()
+        on.shutdown()
+    with pytest.raises(ConfigError, match=r"notifications.alertmanager.labels: 'bad-name' is not a label name"):
+        load_config(environ={}, overrides=["notifications.alertmanager.labels={bad-name: x}"])
+
+
+def test_a_change_is_posted_at_once_from_the_notifiers_thread(
+    httpserver: HTTPServer, alertmanager: Alertmanager
+) -> None:
+    settings = AlertmanagerSettings(urls=(httpserver.url_for("/"),), interval_s=3600)
+    am = AlertmanagerNotifier(settings)
+    am.incident_changed(incident(), "opened")
+    deadline = time.monotonic() + 5
+    while not alertmanager.posts and time.monotonic() < deadline:
+        time.sleep(0.01)
+    am.close()
+    assert alertmanager.posts
+    assert alertmanager.posts[0][0]["labels"]["incident"] == "inc-1"
