@@ -9,7 +9,9 @@ incident is posted with its resolution time as ``endsAt`` three more times, then
 posted (it ends at its last ``endsAt``). A failed post is counted and the next round sends everything again.
 
 Labels: ``incident``, ``severity`` (critical / warning), ``root_cause`` (the top candidate's entity id), ``namespace``
-and ``service`` when it is a service, and ``notifications.alertmanager.labels`` (e.g. the cluster's name).
+and ``service`` when it is a service, and ``notifications.alertmanager.labels`` (e.g. the cluster's name). They are
+the alert's identity to Alertmanager, so they are the ones of its first post, kept for the incident's life (a
+diagnosis that changes its mind changes the annotations, not the alert); the annotations say what is now.
 Annotations: ``summary``, ``description`` (the strongest anomalies), ``rootward_url`` (the incident on Rootward's
 page, with ``page_url``). Telemetry's words in them are redacted and bounded, as in Slack messages.
 """
@@ -112,6 +114,7 @@ class AlertmanagerNotifier:
         self.redact = (redactor or Redactor()).text
         self._incidents: dict[str, Incident] = {}  # open ones, and resolved ones still to be posted
         self._resolved_rounds: dict[str, int] = {}
+        self._labels: dict[str, dict[str, str]] = {}  # each incident's labels as first posted: its identity
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -142,7 +145,10 @@ class AlertmanagerNotifier:
                 continue
             resolved = incident.status == "resolved"
             ends = incident.resolved or now if resolved else now + 4 * self.settings.interval_s
-            alerts.append(to_alert(incident, self.settings, self.redact, ends))
+            alert = to_alert(incident, self.settings, self.redact, ends)
+            with self._lock:
+                alert["labels"] = self._labels.setdefault(incident.id, alert["labels"])
+            alerts.append(alert)
         if not alerts:
             return True
         body = json.dumps(alerts).encode()
@@ -156,6 +162,7 @@ class AlertmanagerNotifier:
                     if told >= RESOLVED_ROUNDS:
                         self._incidents.pop(incident.id, None)
                         self._resolved_rounds.pop(incident.id, None)
+                        self._labels.pop(incident.id, None)
                     else:
                         self._resolved_rounds[incident.id] = told
         return ok

@@ -78,6 +78,11 @@ def test_an_incident_fires_as_an_alert_and_ends_when_it_resolves(
     assert "service:shop/payment error_ratio: 0.4" in alert["annotations"]["description"]
     assert "sk-live-abcdef1234567890" not in json.dumps(alert)  # telemetry's words are redacted
     assert alertmanager.headers[-1]["Authorization"] == "Bearer am-token"
+    inc.candidates = ["service:shop/checkout"]  # the diagnosis changes its mind: the same alert, told anew
+    am.post_once()
+    (again,) = alertmanager.posts[-1]
+    assert again["labels"] == alert["labels"]
+    assert "likely root cause service:shop/checkout" in again["annotations"]["summary"]
     inc.status, inc.resolved = "resolved", 1_100.0
     am.incident_changed(inc, "resolved")
     for _ in range(3):  # the end is posted three times, then the incident is forgotten
@@ -87,7 +92,7 @@ def test_an_incident_fires_as_an_alert_and_ends_when_it_resolves(
     am.post_once()
     assert len(alertmanager.posts) == posted  # nothing left to post
     am.close()
-    assert outcomes == ["sent"] * 4
+    assert outcomes == ["sent"] * 5
 
 
 def test_a_silenced_incident_is_not_posted_and_a_failure_is_counted_and_posted_again(httpserver: HTTPServer) -> None:
