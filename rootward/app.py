@@ -250,7 +250,8 @@ class App:
         headers = {k: v.get_secret_value() for k, v in am.headers.items()}
         self.alertmanager = AlertmanagerNotifier(
             AlertmanagerSettings(tuple(am.urls), am.interval_s, dict(am.labels), headers, am.page_url, am.timeout_s),
-            lambda outcome: self.telemetry.alertmanager_posts.labels(outcome).inc(), redactor=self.redactor,
+            lambda outcome: self.telemetry.alertmanager_posts.labels(outcome).inc(), self.clock.now, self.redactor,
+            stored=self.incident_store.note_message if self.incident_store is not None else None,
         )  # fmt: skip
         slack = config.notifications.slack
         self.slack = SlackNotifier(

@@ -300,6 +300,8 @@ class Alertmanager(_Section):
         for name in self.labels:
             if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) or name.startswith("__"):
                 raise ValueError(f"notifications.alertmanager.labels: {name!r} is not a label name")
+            if name in ("alertname", "incident", "severity", "root_cause", "service", "namespace"):
+                raise ValueError(f"notifications.alertmanager.labels: {name!r} is Rootward's own label")
         return self
 
 
