@@ -19,10 +19,14 @@ MONITORING = DEPLOY / "monitoring"
 
 
 @pytest.fixture(scope="module")
-def exported() -> Iterator[tuple[dict[str, set[str]], str]]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, set[str]], str]]:
     """Each metric name a Rootward with actions on exports (families and their samples) with its label names, and
     its exposition."""
-    overrides = [*LOCAL_PORTS, *NOTHING_ON_DISK, "actions.enabled=true", "actions.kubernetes.host=http://127.0.0.1:9"]
+    data = tmp_path_factory.mktemp("data")  # the audit log and approvals live there
+    overrides = [
+        *LOCAL_PORTS, *NOTHING_ON_DISK, f"storage.data_dir={data}", "actions.enabled=true",
+        "actions.kubernetes.host=http://127.0.0.1:9",
+    ]  # fmt: skip
     app = App(load_config(environ={}, overrides=overrides))
     try:
         labels: dict[str, set[str]] = {}
