@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from cluster import MakeExecutor, deploy, memory_limit
 
-from rootward.actions import Diagnosis, Kube, PatchResources
+from rootward.actions import Diagnosis, Executor, Kube, PatchResources
 from rootward.actions.executor import Outcome
 from rootward.actions.requests import Collect
 from rootward.policies import Approvals, AuditLog
@@ -31,6 +31,14 @@ class Held:
         return self.release.is_set()
 
 
+def held_executor(kube: Kube, make_executor: MakeExecutor, mode: str = "autonomous") -> tuple[Executor, Held]:
+    """An executor whose verifications wait until released, with Deployments cart and email to change."""
+    deploy(kube, "cart")
+    deploy(kube, "email")
+    held = Held()
+    return make_executor(mode, anomaly_cleared=held, verify_timeout_s=30), held
+
+
 def _verifying(pool: ThreadPoolExecutor, call: object, held: Held) -> Future[Outcome]:
     future: Future[Outcome] = pool.submit(call)  # type: ignore[arg-type]
     assert held.asked.wait(10), "the change never reached verification"
@@ -40,10 +48,7 @@ def _verifying(pool: ThreadPoolExecutor, call: object, held: Held) -> Future[Out
 def test_a_collection_is_answered_while_a_change_is_verified(
     kube: Kube, make_executor: MakeExecutor, audit: AuditLog
 ) -> None:
-    deploy(kube, "cart")
-    deploy(kube, "email")
-    held = Held()
-    executor = make_executor(anomaly_cleared=held, verify_timeout_s=30)
+    executor, held = held_executor(kube, make_executor)
     change = PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"})
     with ThreadPoolExecutor(1) as pool:
         first = _verifying(pool, lambda: executor.submit(change, CART), held)
@@ -63,10 +68,7 @@ def test_a_collection_is_answered_while_a_change_is_verified(
 def test_a_second_change_waits_for_the_first_ones_verdict(
     kube: Kube, make_executor: MakeExecutor, audit: AuditLog
 ) -> None:
-    deploy(kube, "cart")
-    deploy(kube, "email")
-    held = Held()
-    executor = make_executor(anomaly_cleared=held, verify_timeout_s=30)
+    executor, held = held_executor(kube, make_executor)
     with ThreadPoolExecutor(2) as pool:
         first = _verifying(
             pool,
@@ -90,10 +92,7 @@ def test_a_second_change_waits_for_the_first_ones_verdict(
 def test_an_approval_request_is_made_while_an_approved_change_is_verified(
     kube: Kube, make_executor: MakeExecutor, approvals: Approvals
 ) -> None:
-    deploy(kube, "cart")
-    deploy(kube, "email")
-    held = Held()
-    executor = make_executor("approve-all", anomaly_cleared=held, verify_timeout_s=30)
+    executor, held = held_executor(kube, make_executor, "approve-all")
     asked = executor.submit(PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), CART)
     assert asked.status == "pending_approval"
     assert asked.approval_id
@@ -110,9 +109,7 @@ def test_an_approval_request_is_made_while_an_approved_change_is_verified(
 def test_stopping_waits_for_the_change_under_verification_to_be_recorded(
     kube: Kube, make_executor: MakeExecutor, audit: AuditLog
 ) -> None:
-    deploy(kube, "cart")
-    held = Held()
-    executor = make_executor(anomaly_cleared=held, verify_timeout_s=30)
+    executor, held = held_executor(kube, make_executor)
     change = PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"})
     with ThreadPoolExecutor(1) as pool:
         first = _verifying(pool, lambda: executor.submit(change, CART), held)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cluster import MakeExecutor, deploy, kinds, memory_limit
-from test_concurrency import Held
+from test_concurrency import held_executor
 
 from rootward.actions import Diagnosis, Kube, PatchResources
 from rootward.actions.leader import CHANGES_ANNOTATION, PAUSED_ANNOTATION, LeaderElector
@@ -130,10 +130,7 @@ def test_without_a_lease_the_pause_is_this_rootwards_own(kube: Kube, make_execut
 def test_a_change_queued_behind_a_verification_does_not_run_once_paused(
     kube: Kube, make_executor: MakeExecutor, audit: AuditLog
 ) -> None:
-    deploy(kube, "cart")
-    deploy(kube, "email")
-    held = Held()
-    executor = make_executor(anomaly_cleared=held, verify_timeout_s=30)
+    executor, held = held_executor(kube, make_executor)
     email = PatchResources("shop", "email", container="email", limits={"memory": "256Mi"})
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(executor.submit, _raise("256Mi"), OOM)
