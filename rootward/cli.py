@@ -327,18 +327,53 @@ def replay_command(
 @click.option("--status", type=click.Choice(["open", "resolved"]), help="Only open or only resolved incidents.")
 @click.option("--id", "incident_id", help="Show one incident: its ranked candidates and anomalies.")
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")
-def incidents(api: str, status: str | None, incident_id: str | None, limit: int) -> None:
-    """List a running Rootward's incidents, newest first, or show one.
+@click.option("--ack", is_flag=True, help="With --id: acknowledge it (someone is on it; Slack shows it).")
+@click.option("--silence", metavar="DURATION", help="With --id: no notification for it this long (90, 30m, 2h, 1d).")
+@click.option("--resolve", is_flag=True, help="With --id: resolve it now.")
+@click.option(
+    "--token",
+    envvar="ROOTWARD_TOKEN",
+    default=None,
+    help="An operator token (policies.approvals.tokens) for --ack, --silence, --resolve; env ROOTWARD_TOKEN.",
+)
+def incidents(
+    api: str,
+    status: str | None,
+    incident_id: str | None,
+    limit: int,
+    ack: bool,
+    silence: str | None,
+    resolve: bool,
+    token: str | None,
+) -> None:
+    """List a running Rootward's incidents, newest first, or show one; acknowledge, silence or resolve one.
 
     \b
     Examples:
       rootward incidents --status open
       rootward incidents --id inc-1714564800-3
+      rootward incidents --id inc-1714564800-3 --silence 2h      # ROOTWARD_TOKEN set, or from the pod itself
       rootward incidents --api http://rootward.monitoring:8080
     """
     import httpx
 
     base = api.rstrip("/") + "/api/v1/incidents"
+    actions = [a for a, on in (("acknowledge", ack), ("silence", silence), ("resolve", resolve)) if on]
+    if actions:
+        if not incident_id or len(actions) > 1:
+            raise click.UsageError("--ack, --silence and --resolve take --id and one at a time")
+        params = {"for_s": _seconds(silence)} if silence else {}
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        try:
+            r = httpx.post(f"{base}/{incident_id}/{actions[0]}", params=params, headers=headers, timeout=30)
+        except httpx.HTTPError as err:
+            raise click.ClickException(f"cannot reach {api}: {err}") from err
+        if r.status_code != 200:
+            raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
+        done = r.json()
+        until = f" until {_when(done['silenced_until'])}" if done.get("silenced_until") and silence else ""
+        click.echo(f"{done['id']}: {actions[0]}d{until} ({done['status']})")
+        return
     try:
         if incident_id:
             r = httpx.get(f"{base}/{incident_id}", timeout=30)
@@ -376,10 +411,23 @@ def incidents(api: str, status: str | None, incident_id: str | None, limit: int)
         return
     for inc in data["incidents"]:
         top = ", ".join(inc["candidates"][:3]) or "-"
-        ack = " ack" if inc["acknowledged"] else ""
-        click.echo(f"{inc['id']:<24} {inc['status']:<9} {inc['severity']:<9}{ack} {_when(inc['opened'])}  {top}")
+        mark = " ack" if inc["acknowledged"] else ""
+        click.echo(f"{inc['id']:<24} {inc['status']:<9} {inc['severity']:<9}{mark} {_when(inc['opened'])}  {top}")
     if data["total"] > len(data["incidents"]):
         click.echo(f"({data['total'] - len(data['incidents'])} more; --limit)")
+
+
+def _seconds(text: str) -> int:
+    """A duration as seconds: 90, 30m, 2h, 1d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = int(float(number) * units[unit])
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: a duration such as 90, 30m, 2h or 1d", param_hint="--silence") from None
+    if seconds < 1:
+        raise click.BadParameter(f"{text!r}: at least a second", param_hint="--silence")
+    return seconds
 
 
 @main.command()

@@ -131,3 +131,39 @@ def test_a_slow_database_opens_an_incident_on_the_services_that_call_it() -> Non
     finally:
         shop.close()
         app.shutdown()
+
+
+def test_the_cli_acknowledges_silences_and_resolves_an_incident_with_a_token() -> None:
+    from rootward.detector.detector import Anomaly
+
+    clock = ManualClock(1_000.0)
+    tokens = ["policies.approvals.tokens={alice: alice-token-123}"]
+    app = App(load_config(environ={}, overrides=LOCAL + SETTINGS + tokens), clock=clock)
+    app.start()
+    try:
+        app.incidents.observe(1_000.0, [Anomaly("service:shop/payment", "error_ratio", 0.5, 0.0, 9.0, 990.0, 1_000.0)])
+        (incident,) = app.incidents.listed()
+        base = ["incidents", "--api", f"http://127.0.0.1:{app.api.port}", "--id", incident.id]
+        with_token = {"ROOTWARD_TOKEN": "alice-token-123"}
+        refused = CliRunner().invoke(main, [*base, "--ack"], env={"ROOTWARD_TOKEN": ""})
+        assert refused.exit_code == 1
+        assert "401" in refused.output
+        acked = CliRunner().invoke(main, [*base, "--ack"], env=with_token)
+        assert acked.exit_code == 0, acked.output
+        assert f"{incident.id}: acknowledged (open)" in acked.output
+        assert incident.acknowledged
+        quiet = CliRunner().invoke(main, [*base, "--silence", "2h"], env=with_token)
+        assert quiet.exit_code == 0, quiet.output
+        assert "silenced until" in quiet.output
+        assert incident.silenced_until == 1_000.0 + 7200
+        done = CliRunner().invoke(main, [*base, "--resolve"], env=with_token)
+        assert done.exit_code == 0, done.output
+        assert f"{incident.id}: resolved (resolved)" in done.output
+        bad = CliRunner().invoke(main, [*base, "--silence", "soon"], env=with_token)
+        assert bad.exit_code == 2
+        assert "a duration such as 90, 30m, 2h or 1d" in bad.output
+        alone = CliRunner().invoke(main, ["incidents", "--ack"], env=with_token)
+        assert alone.exit_code == 2
+        assert "take --id" in alone.output
+    finally:
+        app.shutdown()
