@@ -19,7 +19,9 @@ executor):
 
 Every route needs ``Authorization: Bearer <token>`` with one of ``policies.approvals.tokens`` (name -> token); the
 name behind the token is recorded as who decided, never a name the client sends. No tokens configured: 403
-(approvals over HTTP are off). Wrong or missing token: 401. An approval already decided: 409; expired: 410.
+(approvals over HTTP are off), except for the brake (``/api/v1/actions/pause`` and ``/resume``), which then takes a
+call from the pod itself, as the incidents' writes do. Wrong or missing token: 401. An approval already decided:
+409; expired: 410.
 
 Slack callbacks carry no token: they are verified with the app's signing secret (``X-Slack-Signature`` =
 ``v0=`` HMAC-SHA256 of ``v0:<timestamp>:<body>``, compared in constant time) and refused (401) when the timestamp
@@ -92,6 +94,21 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
                     {"message": "approvals over HTTP are off: set policies.approvals.tokens"}, status_code=403
                 )
             who = writer(tokens, request)  # tokens are set: a name, or 401
+            if isinstance(who, Response):
+                return who
+            return await handler(request, who)
+
+        return endpoint
+
+    def braking(
+        handler: Callable[[Request, str], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The brake is pulled as Rootward's other writes are (rootward/auth.py ``writer``): with tokens, a valid one;
+        without, from the pod itself (``kubectl exec ... rootward actions pause``): an emergency must not wait for
+        tokens to be configured."""
+
+        async def endpoint(request: Request) -> Response:
+            who = writer(tokens, request)
             if isinstance(who, Response):
                 return who
             return await handler(request, who)
@@ -230,8 +247,8 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         Route("/api/v1/approvals", authenticated(listing)),
         Route("/api/v1/approvals/{id}", authenticated(one)),
         Route("/api/v1/approvals/{id}/{verb}", authenticated(decide), methods=["POST"]),
-        Route("/api/v1/actions/pause", authenticated(pause), methods=["GET", "POST"]),
-        Route("/api/v1/actions/resume", authenticated(resume), methods=["POST"]),
+        Route("/api/v1/actions/pause", braking(pause), methods=["GET", "POST"]),
+        Route("/api/v1/actions/resume", braking(resume), methods=["POST"]),
         Route("/api/v1/actions/{request_id}", authenticated(action)),
         Route("/api/v1/audit", authenticated(audit)),
         Route("/api/v1/audit/verify", authenticated(verify)),

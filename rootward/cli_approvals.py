@@ -33,15 +33,19 @@ def _api_options(command: F) -> F:
     )(command)
 
 
-def _call(api: str, token: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One API call; its JSON, or a ClickException with the server's message (or why it could not be reached)."""
+def _call(
+    api: str, token: str | None, method: str, path: str, body: dict[str, Any] | None = None, local: bool = False
+) -> Any:
+    """One API call; its JSON, or a ClickException with the server's message (or why it could not be reached).
+    ``local``: a call that may go without a token (the brake, from the pod itself when no tokens are set)."""
     import httpx
 
-    if not token:
+    if not token and not local:
         raise click.UsageError("an operator token is needed: --token or ROOTWARD_TOKEN (policies.approvals.tokens)")
     url = api.rstrip("/") + path
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        r = httpx.request(method, url, headers={"authorization": f"Bearer {token}"}, json=body, timeout=30)
+        r = httpx.request(method, url, headers=headers, json=body, timeout=30)
     except httpx.HTTPError as err:
         raise click.ClickException(f"cannot reach {api}: {err}") from err
     try:
@@ -176,7 +180,8 @@ def actions_group() -> None:
     """Pause and resume every action: the brake. While paused, requests run as dry runs (decided and dry-run on the
     API server, never changing the cluster) and approvals wait; detection, incidents and alerts go on. With the
     Lease (the shipped manifests) the pause is its annotation rootward.dev/paused, honoured by every Rootward and
-    kept across handovers and restarts.
+    kept across handovers and restarts. With policies.approvals.tokens set it takes one (ROOTWARD_TOKEN); without,
+    it works from the pod itself (kubectl exec).
 
     \b
     Examples:
@@ -204,18 +209,18 @@ def _show_pause(state: dict[str, Any]) -> None:
 @_api_options
 def actions_pause(reason: str, api: str, token: str | None) -> None:
     """Pause every action until `rootward actions resume`."""
-    _show_pause(_call(api, token, "POST", "/api/v1/actions/pause", {"reason": reason}))
+    _show_pause(_call(api, token, "POST", "/api/v1/actions/pause", {"reason": reason}, local=True))
 
 
 @actions_group.command("resume")
 @_api_options
 def actions_resume(api: str, token: str | None) -> None:
     """End the pause: actions run in actions.mode again."""
-    _show_pause(_call(api, token, "POST", "/api/v1/actions/resume"))
+    _show_pause(_call(api, token, "POST", "/api/v1/actions/resume", local=True))
 
 
 @actions_group.command("status")
 @_api_options
 def actions_status(api: str, token: str | None) -> None:
     """Whether actions are paused, by whom and why, and the mode requests run in."""
-    _show_pause(_call(api, token, "GET", "/api/v1/actions/pause"))
+    _show_pause(_call(api, token, "GET", "/api/v1/actions/pause", local=True))

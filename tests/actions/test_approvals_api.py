@@ -352,3 +352,24 @@ def test_actions_are_paused_and_resumed_through_the_api_and_the_cli(
 def _cli_actions(client: httpx.Client, *args: str, token: str = "alice-token") -> tuple[int, str]:
     result = CliRunner().invoke(main, ["actions", *args, "--api", str(client.base_url)], env={"ROOTWARD_TOKEN": token})
     return result.exit_code, result.output
+
+
+def test_without_tokens_the_brake_is_pulled_from_the_pod_itself(make_executor: MakeExecutor) -> None:
+    executor = make_executor()
+    server = _serve(executor, {})
+    api = f"http://127.0.0.1:{server.port}"
+    try:
+        assert httpx.get(f"{api}/api/v1/approvals", timeout=10).status_code == 403  # approvals need tokens
+        result = CliRunner().invoke(
+            main, ["actions", "pause", "--reason", "fire", "--api", api], env={"ROOTWARD_TOKEN": ""}
+        )
+        assert result.exit_code == 0, result.output
+        assert "actions are PAUSED by local" in result.output
+        assert executor.pause.paused is not None
+        result = CliRunner().invoke(main, ["actions", "resume", "--api", api], env={"ROOTWARD_TOKEN": ""})
+        assert result.exit_code == 0, result.output
+        assert executor.pause.paused is None
+        foreign = httpx.post(f"{api}/api/v1/actions/pause", headers={"host": "rootward.example"}, timeout=10)
+        assert foreign.status_code == 403  # not the pod's own name: refused
+    finally:
+        server.shutdown()
