@@ -291,25 +291,24 @@ class Executor:
 
     def expire(self) -> list[Outcome]:
         """Record the approvals that expired since the last call (the API's listing calls it)."""
-        outcomes = []
-        for approval in self.approvals.expire_due():
-            record = partial(self.audit.append, request_id=approval.request_id, target=approval.payload.get("target"))
-            record("expired", {"approval_id": approval.id, "expires": approval.expires})
-            record("outcome", {"status": "expired", "detail": "no one decided in time"})
-            outcomes.append(Outcome(approval.request_id, "expired", "no one decided in time", approval_id=approval.id))
-        return outcomes
+        return self._expired(self.approvals.expire_due(), "no one decided in time")
 
     def withdraw(self, reason: str) -> list[Outcome]:
         """End every pending approval as expired, with ``reason`` (this Rootward lost the Lease: it may not act on
         them, and the holder proposes again for its own incidents); each is recorded."""
-        outcomes = []
-        for approval in self.approvals.withdraw_pending("rootward", reason):
-            record = partial(self.audit.append, request_id=approval.request_id, target=approval.payload.get("target"))
-            record("expired", {"approval_id": approval.id, "expires": approval.expires, "reason": reason})
-            record("outcome", {"status": "expired", "detail": reason})
-            outcomes.append(Outcome(approval.request_id, "expired", reason, approval_id=approval.id))
+        outcomes = self._expired(self.approvals.withdraw_pending("rootward", reason), reason, {"reason": reason})
         if outcomes:
             logger.info("%d pending approvals withdrawn: %s", len(outcomes), reason)
+        return outcomes
+
+    def _expired(self, ended: list[Approval], detail: str, why: dict[str, Any] | None = None) -> list[Outcome]:
+        """Record each of ``ended`` (expired, ``why`` beside its expiry) and its outcome."""
+        outcomes = []
+        for approval in ended:
+            record = partial(self.audit.append, request_id=approval.request_id, target=approval.payload.get("target"))
+            record("expired", {"approval_id": approval.id, "expires": approval.expires, **(why or {})})
+            record("outcome", {"status": "expired", "detail": detail})
+            outcomes.append(Outcome(approval.request_id, "expired", detail, approval_id=approval.id))
         return outcomes
 
     # The pipeline

@@ -27,11 +27,11 @@ import math
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from rootward.actions.errors import ActionError, KubeError, NotFound
 from rootward.actions.kube import Json, Kube
-from rootward.actions.pause import MAX_TEXT, Paused
+from rootward.actions.pause import Paused
 from rootward.actions.pause import parse as parse_pause
 from rootward.actions.pause import text as pause_text
 from rootward.clock import Clock, SystemClock
@@ -71,10 +71,28 @@ _MAX_ANNOTATION = 256 * 1024
 _SKEW_S = 300.0
 
 
-def _raw(lease: Json) -> str | None:
+def _annotations_of(lease: Json) -> dict[str, Any] | None:
+    """The Lease's annotations, or None when it has no map of them."""
     annotations = (lease.get("metadata") or {}).get("annotations")
-    raw = annotations.get(CHANGES_ANNOTATION) if isinstance(annotations, dict) else None
+    return annotations if isinstance(annotations, dict) else None
+
+
+def _raw(lease: Json) -> str | None:
+    raw = (_annotations_of(lease) or {}).get(CHANGES_ANNOTATION)
     return raw if isinstance(raw, str) else None
+
+
+def _changes_text(changes: list[Change]) -> str:
+    """The annotation's value listing ``changes``."""
+    return json.dumps([[round(c.at, 3), c.target, c.kind] for c in changes])
+
+
+def _add(lease: Json, key: str, value: str) -> list[Json]:
+    """The JSON Patch that sets annotation ``key`` of ``lease`` (as read): by its key; on a Lease made before
+    annotations were kept, the whole map, if nothing changed since the read."""
+    if _annotations_of(lease) is not None:
+        return [{"op": "add", "path": _pointer("/metadata/annotations", key), "value": value}]
+    return [*_unchanged(lease), {"op": "add", "path": "/metadata/annotations", "value": {key: value}}]
 
 
 def _changes(lease: Json, now: float) -> list[Change]:
@@ -253,7 +271,7 @@ class LeaderElector:
         holder = spec.get("holderIdentity")
         self.holder = holder if isinstance(holder, str) else None
         self._changes = _changes(lease, now)
-        self.paused = parse_pause(((lease.get("metadata") or {}).get("annotations") or {}).get(PAUSED_ANNOTATION))
+        self.paused = parse_pause((_annotations_of(lease) or {}).get(PAUSED_ANNOTATION))
         renewed = spec.get("renewTime")
         duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
         guard: list[Json] = [
@@ -288,7 +306,7 @@ class LeaderElector:
     def _annotations(self) -> dict[str, str]:
         kept: dict[str, str] = {}
         if self._changes:
-            kept[CHANGES_ANNOTATION] = json.dumps([[round(c.at, 3), c.target, c.kind] for c in self._changes])
+            kept[CHANGES_ANNOTATION] = _changes_text(self._changes)
         if self.paused is not None:
             kept[PAUSED_ANNOTATION] = pause_text(self.paused)
         return kept
@@ -310,19 +328,11 @@ class LeaderElector:
             lease = self.kube.lease(self.namespace, self.name)
             recent = [c for c in _changes(lease, now) if c.at >= now - self.keep_s][-(MAX_CHANGES - 1) :]
             kept = [*recent, Change(now, target, kind)]
-            value = json.dumps([[round(c.at, 3), c.target, c.kind] for c in kept])
             raw = _raw(lease)
-            annotations = (lease.get("metadata") or {}).get("annotations")
             patch: list[Json] = [{"op": "test", "path": "/spec/holderIdentity", "value": self.identity}]
             if raw is not None:  # no one else's write in between
                 patch.append({"op": "test", "path": _CHANGES_PATH, "value": raw})
-            if isinstance(annotations, dict):
-                patch.append({"op": "add", "path": _CHANGES_PATH, "value": value})
-            else:  # a Lease made before annotations were kept: the whole map, if nothing changed since the read
-                patch += [
-                    *_unchanged(lease),
-                    {"op": "add", "path": "/metadata/annotations", "value": {CHANGES_ANNOTATION: value}},
-                ]
+            patch += _add(lease, CHANGES_ANNOTATION, _changes_text(kept))
             try:
                 self.kube.patch_lease(self.namespace, self.name, patch)
             except KubeError as e:
@@ -338,17 +348,11 @@ class LeaderElector:
         Raises:
             ActionError: the Lease cannot be read or written (nothing is paused).
         """
-        paused = Paused(by[:MAX_TEXT], round(self.clock.now(), 3), reason[:MAX_TEXT])
+        paused = Paused.now(by, reason, self.clock)
         for attempt in range(3):
             lease = self.kube.lease(self.namespace, self.name)
-            annotations = (lease.get("metadata") or {}).get("annotations")
-            if isinstance(annotations, dict):
-                patch: list[Json] = [{"op": "add", "path": _PAUSED_PATH, "value": pause_text(paused)}]
-            else:  # the whole map, if nothing changed since the read
-                whole = {"op": "add", "path": "/metadata/annotations", "value": {PAUSED_ANNOTATION: pause_text(paused)}}
-                patch = [*_unchanged(lease), whole]
             try:
-                self.kube.patch_lease(self.namespace, self.name, patch)
+                self.kube.patch_lease(self.namespace, self.name, _add(lease, PAUSED_ANNOTATION, pause_text(paused)))
             except KubeError as e:
                 if attempt < 2 and e.status in (409, 422):
                     continue

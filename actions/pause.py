@@ -27,6 +27,11 @@ class Paused(NamedTuple):
     at: float | None
     reason: str
 
+    @classmethod
+    def now(cls, by: str, reason: str, clock: Clock) -> Paused:
+        """A pause ``by`` someone, now, for ``reason`` (both bounded)."""
+        return cls(by[:MAX_TEXT], round(clock.now(), 3), reason[:MAX_TEXT])
+
     def describe(self) -> str:
         when = f" at {datetime.fromtimestamp(self.at, UTC):%Y-%m-%d %H:%M:%S} UTC" if self.at is not None else ""
         return f"paused by {self.by}{when}" + (f": {self.reason}" if self.reason else "")
@@ -78,7 +83,7 @@ class LocalPause:
         self.clock = clock or SystemClock()
 
     def set_paused(self, by: str, reason: str) -> Paused:
-        self.paused = Paused(by[:MAX_TEXT], round(self.clock.now(), 3), reason[:MAX_TEXT])
+        self.paused = Paused.now(by, reason, self.clock)
         return self.paused
 
     def clear_paused(self) -> None:
