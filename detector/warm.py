@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import zipfile
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from rootward.storage import replace_file
 
 if TYPE_CHECKING:
     from rootward.detector.detector import Detector
@@ -81,26 +82,19 @@ def save(detector: Detector, path: Path, now: float) -> int:
         OSError: the file cannot be written (the previous one, if any, stays; nothing is left behind).
     """
     keys, values, kept, count = snapshot(detector)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with temporary.open("wb") as out:
-            np.savez(
-                out,
-                version=np.array(_VERSION),
-                saved_at=np.array(now),
-                window_s=np.array(detector.settings.window_s),
-                keys=np.array(json.dumps(keys)),
-                values=values,
-                kept=kept,
-                count=count,
-            )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
+    replace_file(
+        path,
+        lambda out: np.savez(
+            out,
+            version=np.array(_VERSION),
+            saved_at=np.array(now),
+            window_s=np.array(detector.settings.window_s),
+            keys=np.array(json.dumps(keys)),
+            values=values,
+            kept=kept,
+            count=count,
+        ),
+    )
     return len(keys)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -53,6 +52,7 @@ from rootward.config_acting import AuditShip
 from rootward.policies.audit import GENESIS, AuditLog, Record, Verification, authentic, from_json, verify_chain
 from rootward.policies.errors import AuditError
 from rootward.policies.signing import Verifier
+from rootward.storage import replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ class AuditShipper:
         return seq, digest
 
     def _write_cursor(self, seq: int, digest: str) -> None:
-        temporary = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        temporary.write_text(json.dumps({"seq": seq, "hash": digest}))
-        os.replace(temporary, self.cursor_path)
+        replace_file(self.cursor_path, lambda out: out.write(json.dumps({"seq": seq, "hash": digest}).encode()))
         self._cursor = (seq, digest)
 
     # Shipping
@@ -160,13 +158,14 @@ class AuditShipper:
                 raise self._failed(f"the audit log cannot be read: {e}") from e
             if not batch:
                 return 0
-            batch = _within(batch, self._limit)
+            bodies = _within([_body(r) for r in batch], self._limit)
+            batch = batch[: len(bodies)]
             try:
-                rejected = self._send(to_request(batch, self._chain_id(batch), self._resource()))
+                rejected = self._send(to_request(batch, bodies, self._chain_id(batch), self._resource()))
             except ShipError as e:
                 if not (e.too_large and len(batch) == 1):
                     if e.too_large:
-                        self._limit = max(1, _size(batch) // 2)
+                        self._limit = max(1, sum(map(len, bodies)) // 2)
                     raise self._failed(str(e)) from e
                 rejected = 1  # one record the backend will never take: counted, logged, passed
             self.last_error = None
@@ -306,18 +305,19 @@ class AuditShipper:
             self._channel = None
 
 
-def _size(records: Sequence[Record]) -> int:
-    return sum(len(json.dumps(r.as_json(), ensure_ascii=False)) for r in records)
+def _body(record: Record) -> str:
+    """A shipped record's body: its JSON with hash, MAC and signature."""
+    return json.dumps(record.as_json(), ensure_ascii=False, sort_keys=True)
 
 
-def _within(batch: list[Record], limit: int) -> list[Record]:
-    """The first records of ``batch`` whose JSON stays within ``limit`` bytes (one at least)."""
+def _within(bodies: list[str], limit: int) -> list[str]:
+    """The first of ``bodies`` that stay within ``limit`` characters together (one at least)."""
     total = 0
-    for n, record in enumerate(batch):
-        total += len(json.dumps(record.as_json(), ensure_ascii=False))
+    for n, body in enumerate(bodies):
+        total += len(body)
         if total > limit:
-            return batch[: max(1, n)]
-    return batch
+            return bodies[: max(1, n)]
+    return bodies
 
 
 def _value(value: str | int | None) -> AnyValue:
@@ -326,21 +326,24 @@ def _value(value: str | int | None) -> AnyValue:
     return AnyValue(string_value="" if value is None else value)
 
 
-def to_request(records: Sequence[Record], chain: str, resource: dict[str, str]) -> ExportLogsServiceRequest:
-    """One OTLP logs request holding ``records`` (module docstring: what each log record carries)."""
+def to_request(
+    records: Sequence[Record], bodies: Sequence[str], chain: str, resource: dict[str, str]
+) -> ExportLogsServiceRequest:
+    """One OTLP logs request holding ``records`` with their ``bodies`` (:func:`_body`; module docstring: what each
+    log record carries)."""
     request = ExportLogsServiceRequest()
     logs = request.resource_logs.add()
     logs.resource.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in resource.items())
     scoped = logs.scope_logs.add()
     scoped.scope.name, scoped.scope.version = SCOPE, __version__
     now = time.time_ns()
-    for record in records:
+    for record, body in zip(records, bodies, strict=True):
         entry = scoped.log_records.add()
         entry.time_unix_nano = record.time_us * 1000
         entry.observed_time_unix_nano = now
         entry.severity_number, entry.severity_text = SEVERITY_NUMBER_INFO, "INFO"
         entry.event_name = SCOPE
-        entry.body.string_value = json.dumps(record.as_json(), ensure_ascii=False, sort_keys=True)
+        entry.body.string_value = body
         attributes: dict[str, str | int | None] = {
             "rootward.audit.chain": chain,
             "rootward.audit.seq": record.seq,

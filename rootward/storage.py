@@ -24,12 +24,13 @@ schema. It is permanent until someone acts on the file, so the message says what
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from rootward.errors import RootwardError
 
@@ -153,6 +154,26 @@ def reclaim(conn: sqlite3.Connection) -> None:
     auto-vacuum), and fold the write-ahead log into the database file."""
     conn.execute("PRAGMA incremental_vacuum").fetchall()  # frees one page a step: step to the end
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def replace_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` whole through ``write`` into a file beside it, synced, then renamed over it: a reader (or a
+    crash) sees the old file or the new one, never half of one.
+
+    Raises:
+        OSError: it cannot be written (the old file, if any, stays; nothing is left beside it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with temporary.open("wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def size_bytes(path: str | Path) -> int:
