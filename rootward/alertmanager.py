@@ -62,10 +62,9 @@ def _time(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_alert(
-    incident: Incident, settings: AlertmanagerSettings, redact: Callable[[str], str], ends: float
-) -> dict[str, Any]:
-    """The alert for ``incident``, ending at ``ends`` (its resolution, or a few intervals ahead while open)."""
+def to_alert(incident: Incident, settings: AlertmanagerSettings, redact: Callable[[str], str]) -> dict[str, Any]:
+    """The alert for ``incident``, but for its ``endsAt`` (set at each post: its resolution, or a few intervals
+    ahead while open)."""
 
     def clean(text: str) -> str:
         return redact(text)[:MAX_VALUE]
@@ -96,7 +95,6 @@ def to_alert(
         "labels": labels,
         "annotations": annotations,
         "startsAt": _time(incident.opened),
-        "endsAt": _time(ends),
         "generatorURL": link,
     }
 
@@ -151,7 +149,7 @@ class AlertmanagerNotifier:
         """Render the incident's alert now, on the pipeline's thread (it changes while the notifier's thread posts).
         Its labels stay those it was first posted with, but for its severity: an escalation ends the old alert and
         starts the new one (routing on severity must see it)."""
-        alert = to_alert(incident, self.settings, self.redact, 0.0)
+        alert = to_alert(incident, self.settings, self.redact)
         known = incident.notified.get("alertmanager")
         with self._lock:
             told = self._told.get(incident.id)

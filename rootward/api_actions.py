@@ -86,29 +86,18 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
     slack_approvers = settings.slack_approvers
 
     def authenticated(
-        handler: Callable[[Request, str], Awaitable[Response]],
+        handler: Callable[[Request, str], Awaitable[Response]], local: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` behind a valid token; without tokens configured, refused, but with ``local`` (the brake),
+        taken from the pod itself as Rootward's other writes are (rootward/auth.py ``writer``): an emergency must
+        not wait for tokens to be configured."""
+
         async def endpoint(request: Request) -> Response:
-            if not tokens:
+            if not tokens and not local:
                 return JSONResponse(
                     {"message": "approvals over HTTP are off: set policies.approvals.tokens"}, status_code=403
                 )
-            who = writer(tokens, request)  # tokens are set: a name, or 401
-            if isinstance(who, Response):
-                return who
-            return await handler(request, who)
-
-        return endpoint
-
-    def braking(
-        handler: Callable[[Request, str], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """The brake is pulled as Rootward's other writes are (rootward/auth.py ``writer``): with tokens, a valid one;
-        without, from the pod itself (``kubectl exec ... rootward actions pause``): an emergency must not wait for
-        tokens to be configured."""
-
-        async def endpoint(request: Request) -> Response:
-            who = writer(tokens, request)
+            who = writer(tokens, request)  # with tokens: a name, or 401; without: "local", or 403
             if isinstance(who, Response):
                 return who
             return await handler(request, who)
@@ -247,8 +236,8 @@ def approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Rout
         Route("/api/v1/approvals", authenticated(listing)),
         Route("/api/v1/approvals/{id}", authenticated(one)),
         Route("/api/v1/approvals/{id}/{verb}", authenticated(decide), methods=["POST"]),
-        Route("/api/v1/actions/pause", braking(pause), methods=["GET", "POST"]),
-        Route("/api/v1/actions/resume", braking(resume), methods=["POST"]),
+        Route("/api/v1/actions/pause", authenticated(pause, local=True), methods=["GET", "POST"]),
+        Route("/api/v1/actions/resume", authenticated(resume, local=True), methods=["POST"]),
         Route("/api/v1/actions/{request_id}", authenticated(action)),
         Route("/api/v1/audit", authenticated(audit)),
         Route("/api/v1/audit/verify", authenticated(verify)),
