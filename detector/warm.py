@@ -146,7 +146,7 @@ class WarmStart:
         self.detector, self.path, self.every_s, self.max_age_s = detector, path, every_s, max_age_s
         self.keep_s = keep_s
         self._last = time.monotonic()
-        self._restored_at: float | None = None
+        self._restored_at: float | None = None  # None: never read, so nothing may be written over the file
         self._lock = threading.Lock()  # the ticker's save and shutdown's, one at a time
 
     def restore(self, now: float) -> int:
@@ -162,15 +162,17 @@ class WarmStart:
         return len(rings)
 
     def maybe_save(self, now: float) -> None:
-        if self._restored_at is not None and time.monotonic() - self._restored_at > self.keep_s:
+        if self.detector.warm and self._restored_at is not None and time.monotonic() - self._restored_at > self.keep_s:
             with self.detector.held():
                 self.detector.warm = {}  # not seen again within keep_s: gone
-            self._restored_at = None
         if time.monotonic() - self._last >= self.every_s:
             self.save(now)
 
     def save(self, now: float) -> None:
-        """Never raises: a failed save is logged (the next one tries again)."""
+        """Never raises: a failed save is logged (the next one tries again). Before :meth:`restore` read the file
+        (a start that failed first), nothing is written over it."""
+        if self._restored_at is None:
+            return
         with self._lock:
             self._last = time.monotonic()
             try:

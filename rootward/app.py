@@ -281,7 +281,6 @@ class App:
         self.detector = Detector(self._found, settings, self.clock, multivariate, lock=shared)
         self.detector.holding = self.incidents.open_series
         self.warm = WarmStart(self.detector, config.detector_path) if detection.warm_start else None
-        self._restored = False  # the saved baselines were read: only then may shutdown write over them
         flow = detection.log_flow
         flow_settings = FlowSettings(**flow.model_dump(exclude={"enabled"})) if flow.enabled else None
         key = sampling_key(detection.sampling_key)  # one for both flows: they sample the same traces
@@ -544,7 +543,6 @@ class App:
                 logger.info("%d incidents restored from %s", restored, self.incident_store.path)
         if self.warm is not None:
             self.warm.restore(self.clock.now())
-            self._restored = True
         if self.acting is not None:
             self.acting.start()
         self.receiver.start()
@@ -572,7 +570,7 @@ class App:
         if self._ticker is not None:
             self._ticker.stop()
         self.receiver.shutdown()
-        if self.warm is not None and self._restored:
+        if self.warm is not None:
             self.warm.save(self.clock.now())  # after the drain (the window still open is not saved)
         self.slack.close()
         self.alertmanager.close()

@@ -162,3 +162,13 @@ def test_a_file_of_other_shapes_is_a_cold_start_and_the_app_starts(tmp_path: Pat
     with running(tmp_path, clock) as (app, shop):
         windows(app, shop, clock, 1)
         assert app.detector.warm == {}
+
+
+def test_an_app_shut_down_before_it_started_leaves_the_saved_file_alone(tmp_path: Path) -> None:
+    clock = ManualClock(1_000.0)
+    with running(tmp_path, clock) as (app, shop):
+        windows(app, shop, clock, 6)
+    saved = (tmp_path / "detector.npz").read_bytes()
+    overrides = [*LOCAL_PORTS, f"storage.data_dir={tmp_path}", "topology.history.enabled=false"]
+    App(load_config(environ={}, overrides=overrides), clock=clock).shutdown()  # never started: nothing was read
+    assert (tmp_path / "detector.npz").read_bytes() == saved
