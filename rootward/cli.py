@@ -24,7 +24,7 @@ import yaml
 from rootward._version import __version__
 from rootward.cli_acting import audit_group, policy_group
 from rootward.cli_approvals import actions_group, approvals_group
-from rootward.cli_common import SET_HELP, config_options, load
+from rootward.cli_common import SET_HELP, api_call, config_options, load, when
 from rootward.errors import RootwardError
 from rootward.logs import setup_logging
 from rootward.scoring import LEAD_S
@@ -180,15 +180,9 @@ def topology(
         _print_graph(r.json(), bool(entity_id))
 
 
-def _when(t: float) -> str:
-    from rootward.topology.queries import format_time
-
-    return format_time(t)
-
-
 def _print_graph(data: dict[str, Any], structure: bool) -> None:
     calls = [e for e in data["edges"] if e["kind"] == "calls"]
-    as_of = f" (as of {_when(data['as_of'])})" if "as_of" in data else ""
+    as_of = f" (as of {when(data['as_of'])})" if "as_of" in data else ""
     click.echo(f"{len(data['entities'])} entities, {len(calls)} call edges{as_of}")
     width = max((len(e["source"]) for e in calls), default=10)
     for e in sorted(calls, key=lambda e: (e["source"], e["target"])):
@@ -206,7 +200,7 @@ def _print_graph(data: dict[str, Any], structure: bool) -> None:
 
 def _print_diff(data: dict[str, Any]) -> None:
     ents, edges = data["entities"], data["edges"]
-    click.echo(f"from {_when(data['as_of']['from'])} to {_when(data['as_of']['to'])} (checkpoints):")
+    click.echo(f"from {when(data['as_of']['from'])} to {when(data['as_of']['to'])} (checkpoints):")
     click.echo(
         f"  entities +{len(ents['added'])} -{len(ents['removed'])} ~{len(ents['changed'])}, "
         f"edges +{len(edges['added'])} -{len(edges['removed'])}"
@@ -362,16 +356,10 @@ def incidents(
     if actions:
         if not incident_id or len(actions) > 1:
             raise click.UsageError("--ack, --silence and --resolve take --id and one at a time")
-        params = {"for_s": _seconds(silence)} if silence else {}
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        try:
-            r = httpx.post(f"{base}/{incident_id}/{actions[0]}", params=params, headers=headers, timeout=30)
-        except httpx.HTTPError as err:
-            raise click.ClickException(f"cannot reach {api}: {err}") from err
-        if r.status_code != 200:
-            raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
-        done = r.json()
-        until = f" until {_when(done['silenced_until'])}" if done.get("silenced_until") and silence else ""
+        params = {"for_s": _seconds(silence)} if silence else None
+        path = f"/api/v1/incidents/{incident_id}/{actions[0]}"
+        done = api_call(api, token, "POST", path, local=True, params=params)
+        until = f" until {when(done['silenced_until'])}" if done.get("silenced_until") and silence else ""
         click.echo(f"{done['id']}: {actions[0]}d{until} ({done['status']})")
         return
     try:
@@ -385,7 +373,7 @@ def incidents(
         raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
     data = r.json()
     if incident_id:
-        click.echo(f"{data['id']}  {data['status']}  {data['severity']}  opened {_when(data['opened'])}")
+        click.echo(f"{data['id']}  {data['status']}  {data['severity']}  opened {when(data['opened'])}")
         click.echo("likely root cause, most likely first:")
         for i, candidate in enumerate(data["candidates"][:10], 1):
             click.echo(f"  {i}. {candidate}")
@@ -412,7 +400,7 @@ def incidents(
     for inc in data["incidents"]:
         top = ", ".join(inc["candidates"][:3]) or "-"
         mark = " ack" if inc["acknowledged"] else ""
-        click.echo(f"{inc['id']:<24} {inc['status']:<9} {inc['severity']:<9}{mark} {_when(inc['opened'])}  {top}")
+        click.echo(f"{inc['id']:<24} {inc['status']:<9} {inc['severity']:<9}{mark} {when(inc['opened'])}  {top}")
     if data["total"] > len(data["incidents"]):
         click.echo(f"({data['total'] - len(data['incidents'])} more; --limit)")
 

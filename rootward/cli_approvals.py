@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+
+from rootward.cli_common import api_call, when
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,34 +32,6 @@ def _api_options(command: F) -> F:
         show_default=True,
         help="The acting Rootward's API (on the DaemonSet: svc/rootward-leader, port-forwarded).",
     )(command)
-
-
-def _call(
-    api: str, token: str | None, method: str, path: str, body: dict[str, Any] | None = None, local: bool = False
-) -> Any:
-    """One API call; its JSON, or a ClickException with the server's message (or why it could not be reached).
-    ``local``: a call that may go without a token (the brake, from the pod itself when no tokens are set)."""
-    import httpx
-
-    if not token and not local:
-        raise click.UsageError("an operator token is needed: --token or ROOTWARD_TOKEN (policies.approvals.tokens)")
-    url = api.rstrip("/") + path
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    try:
-        r = httpx.request(method, url, headers=headers, json=body, timeout=30)
-    except httpx.HTTPError as err:
-        raise click.ClickException(f"cannot reach {api}: {err}") from err
-    try:
-        data = r.json()
-    except ValueError:
-        data = {"message": r.text[:300]}
-    if r.status_code >= 400:
-        raise click.ClickException(f"{r.status_code}: {data.get('message', data)}")
-    return data
-
-
-def _when(t: float | None) -> str:
-    return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _action(approval: dict[str, Any]) -> str:
@@ -92,7 +65,7 @@ def approvals_group() -> None:
 def approvals_list(status: str, api: str, token: str | None) -> None:
     """List approvals, newest first: id, status, the action, the confidence behind it, when it expires or who
     decided."""
-    found = _call(api, token, "GET", f"/api/v1/approvals?status={status}")["approvals"]
+    found = api_call(api, token, "GET", f"/api/v1/approvals?status={status}")["approvals"]
     if not found:
         click.echo(f"no {status} approvals" if status != "all" else "no approvals")
         return
@@ -103,7 +76,7 @@ def approvals_list(status: str, api: str, token: str | None) -> None:
             left = max(0, int(a["expires"] - time.time()))
             state = f"expires in {left // 60} min" if left >= 60 else f"expires in {left} s"
         else:
-            state = f"by {a.get('decided_by') or '-'} {_when(a.get('decided_at'))}"
+            state = f"by {a.get('decided_by') or '-'} {when(a.get('decided_at'))}"
         click.echo(f"{a['id']:<20} {a['status']:<9} {_action(a):<40} {sure:>5}  {state}")
 
 
@@ -113,15 +86,15 @@ def approvals_list(status: str, api: str, token: str | None) -> None:
 def approvals_show(approval_id: str, api: str, token: str | None) -> None:
     """What an approver decides on: the action, the diagnosis and its evidence, the blast radius, why policy held
     it back, and the server-side dry run."""
-    a = _call(api, token, "GET", f"/api/v1/approvals/{approval_id}")
+    a = api_call(api, token, "GET", f"/api/v1/approvals/{approval_id}")
     diagnosis = a.get("diagnosis") or {}
     blast = a.get("blast_radius") or {}
     decision = a.get("decision") or {}
     click.echo(f"{a['id']}  {a['status']}  {_action(a)}  (request {a['request_id']})")
-    click.echo(f"asked {_when(a.get('created'))}, expires {_when(a.get('expires'))}")
+    click.echo(f"asked {when(a.get('created'))}, expires {when(a.get('expires'))}")
     if a.get("decided_by"):
         comment = f": {a['comment']}" if a.get("comment") else ""
-        click.echo(f"decided by {a['decided_by']} {_when(a.get('decided_at'))}{comment}")
+        click.echo(f"decided by {a['decided_by']} {when(a.get('decided_at'))}{comment}")
     confidence = diagnosis.get("confidence")
     sure = f" ({confidence:.0%} confident)" if isinstance(confidence, int | float) else ""
     click.echo(f"diagnosis: {diagnosis.get('summary', '-')}{sure}")
@@ -146,7 +119,7 @@ def approvals_show(approval_id: str, api: str, token: str | None) -> None:
 def approvals_approve(approval_id: str, comment: str, wait_s: float, api: str, token: str | None) -> None:
     """Approve: the acting Rootward asks policy again (with the approval), dry-runs, changes, verifies, and rolls
     back if verification fails. With --wait, print how it ended; exit 1 unless it succeeded."""
-    answer = _call(api, token, "POST", f"/api/v1/approvals/{approval_id}/approve", {"comment": comment})
+    answer = api_call(api, token, "POST", f"/api/v1/approvals/{approval_id}/approve", {"comment": comment})
     request_id = answer["request_id"]
     click.echo(f"approved by {answer['decided_by']}: {request_id} runs now")
     if wait_s <= 0:
@@ -154,7 +127,7 @@ def approvals_approve(approval_id: str, comment: str, wait_s: float, api: str, t
         return
     deadline = time.monotonic() + wait_s
     while True:
-        outcome = _call(api, token, "GET", answer["follow"]).get("outcome")
+        outcome = api_call(api, token, "GET", answer["follow"]).get("outcome")
         if outcome is not None and outcome.get("status") != "pending_approval":
             click.echo(f"{outcome['status']}: {outcome.get('detail', '')}")
             if outcome["status"] != "succeeded":
@@ -171,7 +144,7 @@ def approvals_approve(approval_id: str, comment: str, wait_s: float, api: str, t
 @_api_options
 def approvals_reject(approval_id: str, comment: str, api: str, token: str | None) -> None:
     """Reject: nothing is done; the rejection and its comment go to the audit log."""
-    answer = _call(api, token, "POST", f"/api/v1/approvals/{approval_id}/reject", {"comment": comment})
+    answer = api_call(api, token, "POST", f"/api/v1/approvals/{approval_id}/reject", {"comment": comment})
     click.echo(f"rejected by {answer['decided_by']}: {answer['outcome']['detail']}")
 
 
@@ -198,7 +171,7 @@ def _show_pause(state: dict[str, Any]) -> None:
     paused = state.get("paused")
     if paused:
         reason = f": {paused['reason']}" if paused.get("reason") else ""
-        click.echo(f"actions are PAUSED by {paused['by']} since {_when(paused.get('at'))}{reason}")
+        click.echo(f"actions are PAUSED by {paused['by']} since {when(paused.get('at'))}{reason}")
         click.echo(f"requests run as {state['effective_mode']} (configured: {state['mode']}); approvals wait")
     else:
         click.echo(f"actions run (mode {state['mode']})")
@@ -209,18 +182,18 @@ def _show_pause(state: dict[str, Any]) -> None:
 @_api_options
 def actions_pause(reason: str, api: str, token: str | None) -> None:
     """Pause every action until `rootward actions resume`."""
-    _show_pause(_call(api, token, "POST", "/api/v1/actions/pause", {"reason": reason}, local=True))
+    _show_pause(api_call(api, token, "POST", "/api/v1/actions/pause", {"reason": reason}, local=True))
 
 
 @actions_group.command("resume")
 @_api_options
 def actions_resume(api: str, token: str | None) -> None:
     """End the pause: actions run in actions.mode again."""
-    _show_pause(_call(api, token, "POST", "/api/v1/actions/resume", local=True))
+    _show_pause(api_call(api, token, "POST", "/api/v1/actions/resume", local=True))
 
 
 @actions_group.command("status")
 @_api_options
 def actions_status(api: str, token: str | None) -> None:
     """Whether actions are paused, by whom and why, and the mode requests run in."""
-    _show_pause(_call(api, token, "GET", "/api/v1/actions/pause", local=True))
+    _show_pause(api_call(api, token, "GET", "/api/v1/actions/pause", local=True))
