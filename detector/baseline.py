@@ -175,6 +175,16 @@ class Baselines:
         self.min_rel[ids] = [r.min_rel for r in rules]
         self.min_abs[ids] = [r.min_abs for r in rules]
 
+    def seed(self, i: int, values: np.ndarray, kept: np.ndarray) -> None:
+        """Series ``i`` (new, empty) starts from ``values`` (oldest first; the last ``history`` of them) and which of
+        them count for its baseline; its statistics are recomputed at its next judgement."""
+        n = min(len(values), self.history)
+        self.values[i, :n] = values[len(values) - n :]
+        self.kept[i, :n] = kept[len(kept) - n :]
+        self.seen[i] = n
+        self.left_out[i] = int((~self.kept[i, :n]).sum())
+        self.stats[i] = np.nan
+
     def _refresh(self, ids: np.ndarray) -> None:
         """Recompute the order statistics (median, MAD, tail quantiles; nearest rank, one partial sort each) of the
         series of ``ids`` that are due: each series every ``refresh`` of its values, staggered by its index, or when

@@ -349,18 +349,10 @@ class Detector:
     def _seed(self, ids: np.ndarray) -> None:
         """New series whose keys have saved rings (a restart) take them up: values oldest first from the ring's
         start, as many counted as were written, the statistics recomputed at their next judgement."""
-        b, history = self.baselines, self.baselines.history
         for i in ids.tolist():
             ring = self.warm.pop(self.table.keys[i], None)
-            if ring is None:
-                continue
-            values, kept = ring
-            n = min(len(values), history)
-            b.values[i, :n] = values[len(values) - n :]
-            b.kept[i, :n] = kept[len(kept) - n :]
-            b.seen[i] = n
-            b.left_out[i] = int((~b.kept[i, :n]).sum())
-            b.stats[i] = np.nan
+            if ring is not None:
+                self.baselines.seed(i, *ring)
 
     def _trailing_logs(self, number: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` with each log series' count replaced by its sum over the windows of the last ``log_trail_s``
