@@ -181,14 +181,18 @@ def audit_verify(
             result = log.verify(key, verifier)
     except AuditError as e:
         raise click.ClickException(str(e)) from e
-    checked = ", MACs checked" if key else ""
-    checked += ", signatures checked" if verifier else ""
+    checked = _checked(key, verifier)
     if result.ok:
         click.echo(f"{log.path}: ok, {result.records} records{checked}, head {result.head}")
         return
     click.echo(f"{log.path}: BROKEN at record {result.broken_seq}: {result.problem}")
     click.echo(f"  {result.records} records before it are intact (head {result.head})")
     sys.exit(1)
+
+
+def _checked(key: bytes | None, verifier: Verifier | None) -> str:
+    """What a verification checked beyond the chain, as its report says."""
+    return (", MACs checked" if key else "") + (", signatures checked" if verifier else "")
 
 
 def _verify_shipped(
@@ -208,8 +212,7 @@ def _verify_shipped(
         raise click.ClickException(f"{path}: {e}") from e
     if not chains:
         raise click.ClickException(f"{path}: no audit records in it")
-    checked = ", MACs checked" if secret else ""
-    checked += ", signatures checked" if verifier else ""
+    checked = _checked(secret, verifier)
     broken = False
     for chain in chains:
         result = chain.verify(secret, verifier, partial)
