@@ -28,6 +28,7 @@ from rootward.synthetic import Shop
 
 from collectors import wait_until
 from log_backend import running_log_backend
+from shop_windows import shop_window
 
 
 @contextmanager
@@ -52,12 +53,7 @@ def payment_failure(cluster: RunningCluster, data: Path, *settings: str) -> Iter
     shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
     try:
         for window in range(12):
-            for _ in range(12):
-                shop.request(payment_failing=window >= 8)
-            shop.flush()
-            app.receiver.queue.wait_idle()
-            clock.advance(10)
-            app.tick()
+            shop_window(app, shop, clock, failing=window >= 8)
         app.acting.responder.flush()
         app.slack.flush()
         yield app

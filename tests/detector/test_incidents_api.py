@@ -18,6 +18,8 @@ from rootward.clock import ManualClock
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.synthetic import Shop
 
+from shop_windows import shop_window
+
 LOCAL = [*LOCAL_PORTS, *NOTHING_ON_DISK]
 SETTINGS = [
     "detection.window_s=10",
@@ -41,12 +43,7 @@ def test_an_error_surge_opens_an_incident_ranked_payment_first_and_it_resolves(h
     shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
 
     def window(failing: bool) -> None:
-        for _ in range(12):
-            shop.request(payment_failing=failing)
-        shop.flush()
-        app.receiver.queue.wait_idle()
-        clock.advance(10)
-        app.tick()
+        shop_window(app, shop, clock, failing)
 
     try:
         for _ in range(8):

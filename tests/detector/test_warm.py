@@ -19,6 +19,8 @@ from rootward.detector.detector import Detector, DetectorSettings
 from rootward.detector.warm import load, save, snapshot
 from rootward.synthetic import Shop
 
+from shop_windows import shop_window
+
 
 @contextmanager
 def running(data: Path, clock: ManualClock, *settings: str) -> Iterator[tuple[App, Shop]]:
@@ -38,12 +40,7 @@ def running(data: Path, clock: ManualClock, *settings: str) -> Iterator[tuple[Ap
 
 def windows(app: App, shop: Shop, clock: ManualClock, n: int, failing: bool = False) -> None:
     for _ in range(n):
-        for _ in range(12):
-            shop.request(payment_failing=failing)
-        shop.flush()
-        app.receiver.queue.wait_idle()
-        clock.advance(10)
-        app.tick()
+        shop_window(app, shop, clock, failing)
 
 
 @pytest.mark.parametrize("warm", [True, False])

@@ -21,6 +21,8 @@ from rootward.config import LOCAL_PORTS, load_config
 from rootward.simcluster import deploy, running_cluster
 from rootward.synthetic import Shop
 
+from shop_windows import shop_window
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
 TOKEN = "alice-s3cret"
@@ -79,12 +81,7 @@ def _failing_payment(app: App) -> Running:
     shop = Shop(f"127.0.0.1:{app.receiver.grpc.port}")
     try:
         for window in range(12):
-            for _ in range(12):
-                shop.request(payment_failing=window >= 8)
-            shop.flush()
-            app.receiver.queue.wait_idle()
-            app.clock.advance(10)
-            app.tick()
+            shop_window(app, shop, app.clock, failing=window >= 8)
     finally:
         shop.close()
     hostile = {
