@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def audit_with(path: Path, n: int, start: int = 0) -> AuditLog:
 def shipper(log: AuditLog, endpoint: str, **settings: object) -> AuditShipper:
     options = {"protocol": "grpc", "timeout_s": 2, **settings}
     return AuditShipper(log, AuditShip(endpoint=endpoint, **options), "rootward-0")  # type: ignore[arg-type]
+
+
+def counting(ship: AuditShipper) -> Counter[str]:
+    """What ``ship`` counts (records shipped and rejected, exports failed), as it counts them."""
+    counts: Counter[str] = Counter()
+    ship.counted = lambda outcome, n: counts.update({outcome: n})
+    return counts
 
 
 def attributes(record: object) -> dict[str, object]:
@@ -85,9 +93,8 @@ def test_the_trail_reaches_the_backend_through_a_collector_and_verifies_there(
 
 def test_nothing_is_lost_while_the_backend_is_down_and_nothing_goes_twice(backend: LogBackend, tmp_path: Path) -> None:
     log = audit_with(tmp_path / "audit.db", 4)
-    counts: dict[str, int] = {}
     ship = shipper(log, f"127.0.0.1:{backend.port}")
-    ship.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+    counts = counting(ship)
     backend.down = True
     assert not ship.ship_all(5)
     assert "UNAVAILABLE" in (ship.last_error or "")
@@ -154,9 +161,8 @@ def test_a_restart_resumes_after_the_last_shipped_record_and_a_replaced_log_star
 
 def test_records_the_backend_rejects_are_counted_and_not_sent_forever(backend: LogBackend, tmp_path: Path) -> None:
     log = audit_with(tmp_path / "audit.db", 5)
-    counts: dict[str, int] = {}
     ship = shipper(log, f"127.0.0.1:{backend.port}")
-    ship.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+    counts = counting(ship)
     backend.reject = 2
     assert ship.ship_all(5)
     assert counts == {"rejected": 2, "shipped": 3}
@@ -295,10 +301,9 @@ def test_an_oversized_export_goes_again_in_halves_and_a_lone_record_too_large_is
         log.append("dry_run", {"prior": "x" * 20_000, "k": k}, request_id=f"act-{k}")
     log.append("dry_run", {"prior": "y" * 200_000}, request_id="act-huge")
     log.append("outcome", {"status": "dry_run"}, request_id="act-huge")
-    counts: dict[str, int] = {}
     with running_log_backend(max_bytes=100_000) as small:
         ship = shipper(log, f"127.0.0.1:{small.port}")
-        ship.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+        counts = counting(ship)
         for _ in range(20):
             if ship.ship_all(5):
                 break
@@ -342,9 +347,8 @@ def test_over_http_a_redirect_is_not_followed_and_the_token_stays_home(
 
 def test_a_malformed_endpoint_is_a_failed_export_and_shutdown_is_prompt(tmp_path: Path) -> None:
     log = audit_with(tmp_path / "audit.db", 1)
-    counts: dict[str, int] = {}
     bad = AuditShipper(log, AuditShip(endpoint="http://127.0.0.1:notaport", timeout_s=1), "rootward-0")
-    bad.counted = lambda outcome, n: counts.__setitem__(outcome, counts.get(outcome, 0) + n)
+    counts = counting(bad)
     assert not bad.ship_all(5)
     assert bad.last_error is not None
     assert counts == {"failed": 1}
