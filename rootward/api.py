@@ -16,6 +16,9 @@ the topology queries. Later stages add theirs (incidents, approvals) here.
     GET /api/v1/openapi.json                                          all of the above as OpenAPI 3.1
     GET /, /incidents/{id}, ...                                       the web page over this API (rootward/page.py)
 
+Reads are open unless ``api.reads: token`` (rootward/auth.py ReadGuard: a reader's or an operator's bearer token);
+writes always want an operator's token, or the pod's own loopback when none are configured (rootward/auth.py).
+
 Time travel: each of the first five takes ``at=T`` (RFC 3339 with an offset, ``2024-05-01T12:00:00Z``, or unix
 seconds) and answers from the graph as of the last checkpoint at or before T, adding ``"as_of"`` (that checkpoint's
 unix time) to JSON answers. ``/api/v1/diff`` compares the graphs as of ``from`` and ``to`` (default: now): entities
@@ -38,12 +41,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from rootward.agent.schema import Diagnosis
-from rootward.auth import writer
+from rootward.auth import ReadGuard, writer
 from rootward.clock import Clock, SystemClock
 from rootward.config import Approvals as ApprovalSettings
 from rootward.detector.incidents import Incidents
@@ -71,11 +75,13 @@ def build_api(
     diagnose: Callable[[str, bool], Diagnosis | None] | None = None,
     stored_trace: Callable[[str], Any] | None = None,
     series: Callable[[str, str, int], tuple[float, ...]] | None = None,
+    readers: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The API app. ``health()`` returns ``{"alive": bool, "ready": bool, ...details}``; ``history`` (when the
     topology history is on) answers ``at=`` and ``/api/v1/diff``; ``incidents`` serves ``/api/v1/incidents``;
     ``diagnose(incident id, llm)`` re-diagnoses one (it raises LookupError when the LLM is asked for and missing);
-    ``series(entity, signal, n)`` gives a series' last ``n`` values for an incident's page."""
+    ``series(entity, signal, n)`` gives a series' last ``n`` values for an incident's page; ``readers`` (the tokens
+    of ``api.reads: token``, rootward/auth.py ReadGuard) close the reads to everyone else."""
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(SPEC)
@@ -150,7 +156,8 @@ def build_api(
             ),
             *(_approval_routes(executor, approvals or ApprovalSettings()) if executor is not None else []),
             *page_routes(),  # the web page (rootward/page.py): not API, so not in the OpenAPI document
-        ]
+        ],
+        middleware=[Middleware(ReadGuard, tokens=readers)] if readers is not None else [],
     )
 
 

@@ -380,6 +380,7 @@ class App:
             self.diagnose if self.diagnoser is not None else None,
             self.incident_store.trace if self.incident_store is not None else None,
             self.detector.recent if detection.enabled else None,
+            config.api.read_tokens(config.policies.approvals.tokens),
         )  # fmt: skip
         self.api = ThreadedServer(app, api.host, api.port, "API")
 

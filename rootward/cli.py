@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import yaml
@@ -135,6 +136,12 @@ def config_show(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     metavar="FROM TO",
     help="What changed from FROM to TO (times as for --at; TO may be now).",
 )
+@click.option(
+    "--token",
+    envvar="ROOTWARD_TOKEN",
+    default=None,
+    help="A reader's or operator's token when the server has api.reads: token; env ROOTWARD_TOKEN.",
+)
 def topology(
     api: str,
     entity_id: str | None,
@@ -143,6 +150,7 @@ def topology(
     namespace: str | None,
     at: str | None,
     diff: tuple[str, str] | None,
+    token: str | None,
 ) -> None:
     """Print the live dependency graph of a running Rootward: call edges with requests, errors and mean latency.
     With --at, the graph as of a past time; with --diff, what changed between two times (needs the topology
@@ -155,29 +163,18 @@ def topology(
       rootward topology --at 2024-05-01T12:00:00Z
       rootward topology --diff 2024-05-01T12:00:00Z now --namespace shop
     """
-    import httpx
-
-    base = api.rstrip("/") + "/api/v1"
     filters = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
-    try:
-        if diff:
-            params = {"from": diff[0], **filters, **({"to": diff[1]} if diff[1] != "now" else {})}
-            if entity_id:
-                params.update({"id": entity_id, "depth": str(depth)})
-            r = httpx.get(f"{base}/diff", params=params, timeout=30)
-        elif entity_id:
-            params = {"id": entity_id, "depth": str(depth), **({"at": at} if at else {})}
-            r = httpx.get(f"{base}/subgraph", params=params, timeout=30)
-        else:
-            r = httpx.get(f"{base}/topology", params={**filters, **({"at": at} if at else {})}, timeout=30)
-    except httpx.HTTPError as err:
-        raise click.ClickException(f"cannot reach Rootward at {api}: {err}") from err
-    if r.status_code != 200:
-        raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
     if diff:
-        _print_diff(r.json())
+        params = {"from": diff[0], **filters, **({"to": diff[1]} if diff[1] != "now" else {})}
+        if entity_id:
+            params.update({"id": entity_id, "depth": str(depth)})
+        _print_diff(api_call(api, token, "GET", "/api/v1/diff", params=params, local=True))
+    elif entity_id:
+        params = {"id": entity_id, "depth": str(depth), **({"at": at} if at else {})}
+        _print_graph(api_call(api, token, "GET", "/api/v1/subgraph", params=params, local=True), True)
     else:
-        _print_graph(r.json(), bool(entity_id))
+        params = {**filters, **({"at": at} if at else {})}
+        _print_graph(api_call(api, token, "GET", "/api/v1/topology", params=params, local=True), False)
 
 
 def _print_graph(data: dict[str, Any], structure: bool) -> None:
@@ -328,7 +325,8 @@ def replay_command(
     "--token",
     envvar="ROOTWARD_TOKEN",
     default=None,
-    help="An operator token (policies.approvals.tokens) for --ack, --silence, --resolve; env ROOTWARD_TOKEN.",
+    help="An operator token (policies.approvals.tokens) for --ack, --silence, --resolve, a reader's for the rest "
+    "when the server has api.reads: token; env ROOTWARD_TOKEN.",
 )
 def incidents(
     api: str,
@@ -349,29 +347,21 @@ def incidents(
       rootward incidents --id inc-1714564800-3 --silence 2h      # ROOTWARD_TOKEN set, or from the pod itself
       rootward incidents --api http://rootward.monitoring:8080
     """
-    import httpx
-
-    base = api.rstrip("/") + "/api/v1/incidents"
     actions = [a for a, on in (("acknowledge", ack), ("silence", silence), ("resolve", resolve)) if on]
     if actions:
         if not incident_id or len(actions) > 1:
             raise click.UsageError("--ack, --silence and --resolve take --id and one at a time")
         params = {"for_s": _seconds(silence)} if silence else None
-        path = f"/api/v1/incidents/{incident_id}/{actions[0]}"
+        path = f"/api/v1/incidents/{quote(incident_id, safe='')}/{actions[0]}"
         done = api_call(api, token, "POST", path, local=True, params=params)
         until = f" until {when(done['silenced_until'])}" if done.get("silenced_until") and silence else ""
         click.echo(f"{done['id']}: {actions[0]}d{until} ({done['status']})")
         return
-    try:
-        if incident_id:
-            r = httpx.get(f"{base}/{incident_id}", timeout=30)
-        else:
-            r = httpx.get(base, params={"limit": limit, **({"status": status} if status else {})}, timeout=30)
-    except httpx.HTTPError as err:
-        raise click.ClickException(f"cannot reach {api}: {err}") from err
-    if r.status_code != 200:
-        raise click.ClickException(f"{r.status_code}: {r.json().get('message', r.text)}")
-    data = r.json()
+    if incident_id:
+        data = api_call(api, token, "GET", f"/api/v1/incidents/{quote(incident_id, safe='')}", local=True)
+    else:
+        listing = {"limit": str(limit), **({"status": status} if status else {})}
+        data = api_call(api, token, "GET", "/api/v1/incidents", params=listing, local=True)
     if incident_id:
         click.echo(f"{data['id']}  {data['status']}  {data['severity']}  opened {when(data['opened'])}")
         click.echo("likely root cause, most likely first:")

@@ -36,7 +36,7 @@ from rootward.config_acting import (
 )
 from rootward.config_agent import LLM, Agent, GraphReasoner, Redaction
 from rootward.config_detection import Detection, Incidents, LogFlow, Multivariate, SpanFlow
-from rootward.config_section import OtlpDestination, _Section
+from rootward.config_section import OtlpDestination, _Section, strong_tokens
 from rootward.errors import ConfigError
 
 ENV_PREFIX = "ROOTWARD_"
@@ -136,9 +136,31 @@ class Receiver(_Section):
 
 
 class Api(_Section):
-    """Rootward's own HTTP endpoint: /metrics (Prometheus), /healthz, /readyz, and the query API."""
+    """Rootward's own HTTP endpoint: /metrics (Prometheus), /healthz, /readyz, the query API and the web page."""
 
     listen: Listen = Listen(port=8080)
+    reads: Literal["open", "token"] = "open"
+    """Who may read the API's data (the topology, incidents with their anomalies, diagnoses and LLM reasoning
+    traces, which quote your telemetry): ``open``, anyone who reaches the port; ``token``, a bearer token of
+    ``api.readers`` or ``policies.approvals.tokens``, and without any token configured only a client on the pod's
+    loopback (``kubectl port-forward``, ``kubectl exec ... rootward incidents``), as for writes. /metrics, /healthz,
+    /readyz, the OpenAPI document and the page's own files stay open (Prometheus, the kubelet's probes)."""
+    readers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Name -> read-only bearer token (at least 8 characters) for ``api.reads: token``: sees what the API and the
+    web page show, decides nothing (approvals, the brake and the audit log want an operator's token)."""
+
+    @model_validator(mode="after")
+    def _strong_readers(self) -> Api:
+        strong_tokens(self.readers, "api.readers")
+        return self
+
+    def read_tokens(self, operators: Mapping[str, SecretStr]) -> dict[str, str] | None:
+        """The tokens that may read with ``reads: token`` (readers' names as ``reader:<name>``, operators' as they
+        are), else None: reads are open."""
+        if self.reads == "open":
+            return None
+        readers = {f"reader:{name}": t.get_secret_value() for name, t in self.readers.items()}
+        return readers | {name: t.get_secret_value() for name, t in operators.items()}
 
 
 class Storage(_Section):

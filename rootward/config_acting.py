@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from rootward.config_section import OtlpDestination, _Section
+from rootward.config_section import OtlpDestination, _Section, strong_tokens
 
 
 class FreezeWindow(_Section):
@@ -122,10 +122,7 @@ class Approvals(_Section):
 
     @model_validator(mode="after")
     def _strong_tokens(self) -> Approvals:
-        for name, token in self.tokens.items():
-            value = token.get_secret_value()
-            if len(value) < 8 or value != value.strip():
-                raise ValueError(f"policies.approvals.tokens.{name}: at least 8 characters, no surrounding whitespace")
+        strong_tokens(self.tokens, "policies.approvals.tokens")
         return self
 
 

@@ -12,6 +12,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+def strong_tokens(tokens: dict[str, SecretStr], where: str) -> None:
+    """Bearer tokens of at least 8 characters and no surrounding whitespace (an empty value from a missing Secret
+    key must not let anyone in); ValueError naming the token's key otherwise."""
+    for name, token in tokens.items():
+        value = token.get_secret_value()
+        if len(value) < 8 or value != value.strip():
+            raise ValueError(f"{where}.{name}: at least 8 characters, no surrounding whitespace")
+
+
 class OtlpDestination(_Section):
     """Where Rootward sends something of its own over OTLP (its traces, its audit records). Off until ``endpoint``
     is set."""

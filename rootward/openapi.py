@@ -46,8 +46,11 @@ SPEC: dict[str, Any] = {
     "info": {
         "title": "Rootward API",
         "version": __version__,
-        "description": "The live dependency graph, its history, and incidents. JSON unless asked otherwise.",
+        "description": "The live dependency graph, its history, and incidents. JSON unless asked otherwise. Writes, "
+        "approvals and the audit log take an operator's bearer token (policies.approvals.tokens); with api.reads: "
+        "token every GET under /api/v1/ but this document takes a reader's or an operator's (401 without).",
     },
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "paths": {
         "/metrics": _get("Prometheus metrics", [], {"description": "text/plain exposition"}),
         "/healthz": _get("Liveness (200 while the receiver runs)", [], {"description": "state"}),

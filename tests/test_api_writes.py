@@ -72,7 +72,7 @@ def test_without_tokens_the_local_cli_may_write() -> None:
         app.shutdown()
 
 
-def _other_address() -> str | None:
+def other_address() -> str | None:
     """An address of this machine that is not loopback, if it has one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -84,7 +84,7 @@ def _other_address() -> str | None:
 
 
 def test_without_tokens_a_client_on_another_address_is_refused() -> None:
-    address = _other_address()
+    address = other_address()
     if address is None:
         pytest.skip("this machine has no address but loopback")
     app = serving("api.listen.host=0.0.0.0")

@@ -19,7 +19,8 @@ export class ApiError extends Error {
   }
 }
 
-/** The bearer token the approver pasted (sessionStorage: gone with the tab, never in the address). */
+/** The bearer token pasted here (sessionStorage: gone with the tab, never in the address); sent with every API
+ * call: an operator's decides and writes, a reader's (api.readers) reads when the API wants a token to read. */
 export const token = {
   get: () => sessionStorage.getItem(TOKEN_KEY) || "",
   set: (value) => sessionStorage.setItem(TOKEN_KEY, value.trim()),
@@ -27,11 +28,11 @@ export const token = {
 };
 
 /** JSON from `api/v1/<path>`; throws ApiError for a non-2xx answer, TypeError when the API is unreachable. */
-export async function api(path, { method = "GET", params = {}, body, auth = false } = {}) {
+export async function api(path, { method = "GET", params = {}, body } = {}) {
   const url = new URL("api/v1/" + path, ROOT);
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== "") url.searchParams.set(k, v);
   const headers = { accept: "application/json" };
-  if (auth && token.get()) headers.authorization = "Bearer " + token.get();
+  if (token.get()) headers.authorization = "Bearer " + token.get();
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(url, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
@@ -95,12 +96,32 @@ async function show(fresh) {
     await view(el, { fresh });
     status("updated " + new Date().toLocaleTimeString(), false);
   } catch (e) {
-    el.replaceChildren(problem(e));
+    el.replaceChildren(...(e instanceof ApiError && e.status === 401 ? locked() : [problem(e)]));
     status(e instanceof ApiError ? `API answered ${e.status}` : "API unreachable", true);
   }
   if (mine !== generation) return; // a newer render started meanwhile: its result wins
   main().replaceChildren(el);
   timer = setTimeout(refresh, REFRESH_MS);
+}
+
+/** The API wants a token to read (api.reads: token): the form to paste one, and why. */
+function locked() {
+  const why = token.get()
+    ? "The token pasted in this tab was refused: forget it and paste a valid one."
+    : "This Rootward shows its data to token holders only (api.reads: token): paste a reader's (api.readers) or an operator's token.";
+  return [h("h1", {}, "Token needed"), h("p", { class: "error", role: "alert", id: "locked" }, why), tokenForm()];
+}
+
+/** Paste a token, or forget the one in use; `changed` runs after either (then the view renders again). */
+export function tokenForm(changed = () => {}) {
+  const input = h("input", { type: "password", id: "token", autocomplete: "off", placeholder: "token", "aria-label": "token" });
+  const use = () => { if (input.value.trim()) { token.set(input.value); changed(); input.value = ""; input.blur(); rerender(); } };
+  input.addEventListener("keydown", (e) => { if (e.key === "Enter") use(); });
+  if (token.get()) {
+    return h("p", { class: "token" }, "Using the token pasted in this tab. ",
+      h("button", { id: "forget-token", onclick: () => { token.clear(); changed(); rerender(); } }, "Forget token"));
+  }
+  return h("p", { class: "token" }, input, " ", h("button", { id: "use-token", onclick: use }, "Use token"));
 }
 
 /** What went wrong, for the view's place. */

@@ -3,7 +3,7 @@
 // the approver pastes it once; it stays in this tab's sessionStorage and goes only in the Authorization header.
 
 import { h, when, num } from "./dom.js";
-import { api, token, link, incidentPath, rerender, ApiError, ROOT } from "./app.js";
+import { api, token, tokenForm, link, incidentPath, rerender, ApiError, ROOT } from "./app.js";
 import { confidence } from "./incidents.js";
 
 const state = { status: "pending", notice: null };
@@ -12,7 +12,7 @@ export async function approvalsView(el) {
   el.append(h("h1", {}, "Approvals"));
   const who = await whoActs();
   if (who && who.acting === false) el.append(notActing(who));
-  el.append(tokenForm());
+  el.append(tokenForm(() => { state.notice = null; }));
   if (state.notice) el.append(h("p", { class: state.notice.bad ? "error notice" : "ok notice", role: "alert" }, state.notice.text));
   if (!token.get()) {
     el.append(h("p", { class: "empty" }, "Paste an approver's token (policies.approvals.tokens) to see and decide on pending actions."));
@@ -20,7 +20,7 @@ export async function approvalsView(el) {
   }
   let data;
   try {
-    data = await api("approvals", { params: { status: state.status }, auth: true });
+    data = await api("approvals", { params: { status: state.status } });
   } catch (e) {
     el.append(refused(e));
     return;
@@ -52,17 +52,6 @@ function notActing(who) {
     ? `${who.lease_holder} holds the Lease, acts, and keeps the approvals: open this page through svc/rootward-leader.`
     : "Approvals are kept by the Rootward that acts (actions are off here, or this is a replica that forwards).";
   return h("p", { class: "note", id: "not-acting", role: "note" }, "This Rootward does not act. ", holder);
-}
-
-function tokenForm() {
-  const input = h("input", { type: "password", id: "token", autocomplete: "off", placeholder: "approver token", "aria-label": "approver token" });
-  const use = () => { if (input.value.trim()) { token.set(input.value); state.notice = null; input.value = ""; input.blur(); rerender(); } };
-  input.addEventListener("keydown", (e) => { if (e.key === "Enter") use(); });
-  if (token.get()) {
-    return h("p", { class: "token" }, "Using the token pasted in this tab. ",
-      h("button", { onclick: () => { token.clear(); state.notice = null; rerender(); } }, "Forget token"));
-  }
-  return h("p", { class: "token" }, input, " ", h("button", { id: "use-token", onclick: use }, "Use token"));
 }
 
 /** Why the list could not be read: a wrong token (401), approvals off (403), no actions here (404). */
@@ -106,7 +95,7 @@ function card(a) {
 
 async function decide(a, verb, comment) {
   try {
-    const answer = await api(`approvals/${encodeURIComponent(a.id)}/${verb}`, { method: "POST", body: { comment }, auth: true });
+    const answer = await api(`approvals/${encodeURIComponent(a.id)}/${verb}`, { method: "POST", body: { comment } });
     state.notice = verb === "approve"
       ? { text: `Approved by ${answer.decided_by}: running ${answer.request_id}.`, bad: false }
       : { text: `Rejected by ${answer.decided_by}.`, bad: false };

@@ -157,7 +157,7 @@ function respond(incident) {
 
 async function write(incident, verb, params = {}) {
   try {
-    await api(`incidents/${encodeURIComponent(incident.id)}/${verb}`, { method: "POST", params, auth: true });
+    await api(`incidents/${encodeURIComponent(incident.id)}/${verb}`, { method: "POST", params });
     state.notice = { id: incident.id, text: `${verb === "silence" ? "Silenced for an hour" : verb === "resolve" ? "Resolved" : "Acknowledged"}.`, bad: false };
   } catch (e) {
     const text = e instanceof ApiError && e.status === 401

@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from rootward.app import App
 from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+from rootward.detector.detector import Anomaly
 
 SHOP = {
     "service:shop/frontend",
@@ -169,5 +170,34 @@ def test_a_rootward_that_does_not_act_says_where_the_approvals_are(page: Page) -
         page.goto(f"http://127.0.0.1:{app.api.port}/approvals")
         expect(page.locator("#not-acting")).to_contain_text("This Rootward does not act.")
         expect(page.locator("#not-acting")).to_contain_text("kept by the Rootward that acts")
+    finally:
+        app.shutdown()
+
+
+def test_with_reads_closed_the_page_asks_for_a_token_and_shows_the_incidents_with_a_readers(page: Page) -> None:
+    """api.reads: token, reached from another host's browser (tokens configured, so loopback is no exception)."""
+    sets = ["api.reads=token", "api.readers.bob=bob-reads-only", f"policies.approvals.tokens.alice={TOKEN}"]
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK, *sets]))
+    app.start()
+    try:
+        app.incidents.observe(100.0, [Anomaly("service:shop/payment", "error_ratio", 0.5, 0.0, 9.0, 90.0, 100.0)])
+        (incident,) = app.incidents.listed()
+        page.goto(f"http://127.0.0.1:{app.api.port}/incidents")
+        expect(page.locator("#locked")).to_contain_text("api.reads: token")
+        expect(page.locator("main")).not_to_contain_text(incident.id)
+        page.fill("#token", "not-a-token")
+        page.click("#use-token")
+        expect(page.locator("#locked")).to_contain_text("was refused")
+        page.click("#forget-token")
+        page.fill("#token", "bob-reads-only")
+        page.click("#use-token")
+        expect(page.locator("main")).to_contain_text(incident.id)
+        page.goto(f"http://127.0.0.1:{app.api.port}/")  # the graph reads with the same token
+        expect(page.locator("#status")).to_contain_text("updated")
+        expect(page.locator("#locked")).to_have_count(0)
+        page.goto(f"http://127.0.0.1:{app.api.port}/incidents/{incident.id}")
+        page.click("#acknowledge")  # a reader decides nothing
+        expect(page.locator("main .notice")).to_contain_text("401")
+        assert app.incidents.listed()[0].acknowledged is False
     finally:
         app.shutdown()
