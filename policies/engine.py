@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import regopy
 
-from rootward.config import PolicyRules
+from rootward.config import Config, PolicyRules
 from rootward.policies.errors import PolicyLoadError
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,11 @@ def failed(error: str) -> Decision:
     return Decision("deny", deny=(f"policy error: {error}",), error=error)
 
 
-def settings_data(rules: PolicyRules) -> dict[str, Any]:
-    """``rules`` as ``data.rootward.settings``: times as unix seconds (with the end also in RFC 3339)."""
+def settings_data(rules: PolicyRules, home_namespace: str | None = None) -> dict[str, Any]:
+    """``rules`` as ``data.rootward.settings``: times as unix seconds (with the end also in RFC 3339), and
+    ``home_namespace``, Rootward's own ("" when none)."""
     data = rules.model_dump(mode="json", exclude={"freeze_windows"})
+    data["home_namespace"] = home_namespace or ""
     data["freeze_windows"] = [
         {
             "start": w.start.timestamp(),
@@ -222,9 +224,12 @@ class PolicyEngine:
         rules: PolicyRules | None = None,
         default: bool = True,
         timeout_s: float = 1.0,
+        home_namespace: str | None = None,
     ) -> None:
+        """``home_namespace``: Rootward's own, where the shipped scope policy never acts (its own pods and workload
+        live there: a restart of itself would end its verification under way)."""
         self.bundle_dirs = tuple(bundle_dirs)
-        self.settings = settings_data(rules or PolicyRules())
+        self.settings = settings_data(rules or PolicyRules(), home_namespace)
         self.timeout_s = timeout_s
         self.error: str | None = None
         """Why the policies could not be loaded (every decision is then a deny), else None."""
@@ -241,6 +246,13 @@ class PolicyEngine:
         except PolicyLoadError as e:
             self.error = str(e)
             logger.error("policies not loaded, every action will be denied: %s", e)
+
+    @classmethod
+    def from_config(cls, config: Config) -> PolicyEngine:
+        """The engine a Rootward with ``config`` runs, its own namespace ``actions.lease.namespace`` (`rootward config
+        check` and `rootward policy eval` build the same, so the digests agree with /readyz)."""
+        p = config.policies
+        return cls(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s, config.actions.lease.namespace)
 
     def _compile(self, modules: list[Module]) -> _Compiled:
         if not modules:

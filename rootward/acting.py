@@ -53,7 +53,7 @@ class Acting:
         p, a = config.policies, config.actions
         self.config = config
         self.kube = kube
-        self.policy = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
+        self.policy = PolicyEngine.from_config(config)
         if not self.policy.ok:
             raise RootwardError(f"the policy bundle does not compile: {self.policy.error}")
         key = p.audit.hmac_key.get_secret_value().encode() if p.audit.hmac_key else None

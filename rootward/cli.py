@@ -102,7 +102,7 @@ def config_check(path: Path, overrides: tuple[str, ...]) -> None:
             f"{path}: policies: {', '.join(absent)}: no such directory (checking a pod's config elsewhere? "
             "--set policies.bundle_dirs=[DIR] compiles a copy)"
         )
-    engine = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
+    engine = PolicyEngine.from_config(cfg)
     try:
         if not engine.ok:
             raise click.ClickException(f"{path}: policies: {engine.error}")

@@ -85,8 +85,7 @@ def policy_eval(input_path: Path, config_path: Path | None, overrides: tuple[str
         raise click.ClickException(f"{input_path}: cannot read it as JSON or YAML: {e}") from e
     if not isinstance(document, dict):
         raise click.ClickException(f"{input_path}: the input document must be an object")
-    p = cfg.policies
-    engine = PolicyEngine(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s)
+    engine = PolicyEngine.from_config(cfg)
     try:
         decision = engine.decide(document)
     finally:

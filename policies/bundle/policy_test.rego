@@ -56,6 +56,21 @@ test_a_protected_namespace_is_denied if {
 	"namespace kube-public is protected" in policy.denials(inp, settings)
 }
 
+test_rootwards_own_namespace_is_denied if {
+	inp := with_target("rootward")
+	"namespace rootward is Rootward's own: it never acts on itself" in policy.denials(inp, set({"home_namespace": "rootward"}))
+}
+
+test_a_drain_that_reaches_rootwards_own_namespace_is_denied if {
+	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"namespaces": ["shop", "rootward"]})})
+	"namespace rootward is Rootward's own: it never acts on itself" in policy.denials(inp, set({"home_namespace": "rootward"}))
+}
+
+test_without_a_home_namespace_nothing_is_denied_for_it if {
+	inp := with_target("rootward")
+	count(policy.denials(inp, set({"home_namespace": ""}))) == 0
+}
+
 test_a_namespace_outside_the_allowlist_is_denied if {
 	inp := base
 	"namespace shop is not in the allowed namespaces" in policy.denials(inp, set({"allowed_namespaces": ["web"]}))

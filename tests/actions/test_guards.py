@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 from cluster import MakeExecutor, RunningCluster, deploy, kinds, memory_limit
 
-from rootward.actions import Diagnosis, Kube, PatchResources, RestartPod, Scale
-from rootward.policies import Approvals, AuditLog
+from rootward.actions import Diagnosis, Executor, Kube, PatchResources, RestartPod, Scale
+from rootward.cli import main
+from rootward.config import load_config
+from rootward.policies import Approvals, AuditLog, PolicyEngine
 from rootward.policies.errors import ApprovalError, ApprovalExpired
 
 SURE = Diagnosis("cart needs more memory", 0.95, "inc-1")
@@ -136,3 +141,44 @@ def test_a_rejected_or_expired_approval_never_acts(
     assert [o.approval_id for o in executor.expire()] == []  # already marked expired by the refused approval
     assert memory_limit(kube, "cart") == "128Mi"
     assert "rejected" in kinds(audit, held.request_id)
+
+
+def test_rootwards_own_namespace_is_never_touched(kube: Kube, audit: AuditLog, approvals: Approvals) -> None:
+    """Its kubeletstats reach it too: a Rootward near its memory limit must not restart or resize itself (the
+    restart would end the verification under way, and on an emptyDir the audit log with it)."""
+    deploy(kube, "rootward", namespace="rootward", replicas=3)
+    pod = kube.pods("rootward", {"app": "rootward"})[0]["metadata"]["name"]
+    policy = PolicyEngine(home_namespace="rootward")
+    try:
+        executor = Executor(kube, policy, audit, approvals, mode="autonomous")
+        for request in (
+            RestartPod("rootward", pod),
+            PatchResources("rootward", "rootward", container="rootward", limits={"memory": "1Gi"}),
+        ):
+            outcome = executor.submit(request, SURE)
+            assert outcome.status == "denied", request
+            assert "namespace rootward is Rootward's own: it never acts on itself" in outcome.detail
+        assert pod in {p["metadata"]["name"] for p in kube.pods("rootward")}
+        elsewhere = executor.submit(RestartPod("shop", _a_pod(kube)), SURE)
+        assert "Rootward's own" not in elsewhere.detail
+    finally:
+        policy.close()
+
+
+def _a_pod(kube: Kube) -> str:
+    deploy(kube, "cart", replicas=5)
+    return str(kube.pods("shop", {"app": "cart"})[0]["metadata"]["name"])
+
+
+def test_the_running_policy_knows_rootwards_namespace_and_config_check_prints_its_digest(tmp_path: Path) -> None:
+    config = load_config(environ={}, overrides=["actions.lease.namespace=ops-rootward"])
+    engine = PolicyEngine.from_config(config)
+    try:
+        assert engine.settings["home_namespace"] == "ops-rootward"
+        path = tmp_path / "rootward.yaml"
+        path.write_text("actions:\n  lease: {namespace: ops-rootward}\n")
+        checked = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+        assert f"bundle {engine.digest}" in checked.output, checked.output
+        assert engine.digest != PolicyEngine().digest
+    finally:
+        engine.close()
