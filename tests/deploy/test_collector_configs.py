@@ -310,6 +310,10 @@ POD_LOGS = {
     f"observability_otel-agent-7x2kq_{UID}/otel-collector/0.log": (
         "2025-01-01T00:00:03.000000000Z stderr F exporting failed, will retry\n"
     ),
+    # Rootward's own container: excluded, or its incident lines would become incidents about itself
+    f"rootward_rootward-8xk2p_{UID}/rootward/0.log": (
+        "2025-01-01T00:00:04.000000000Z stderr F WARNING incident inc-1 opened (critical): service:shop/cart\n"
+    ),
 }
 
 
@@ -361,6 +365,7 @@ def test_the_agents_container_log_pipeline_runs_on_the_real_collector_into_rootw
     assert cart["containers"] == ["cart"]
     assert pay["containers"] == ["pay"]
     assert _entity(app, "pod:observability/otel-agent-7x2kq") is None, "the Collector's own logs were not excluded"
+    assert _entity(app, "pod:rootward/rootward-8xk2p") is None, "Rootward's own logs were not excluded"
     for probe in ("/healthz", "/readyz"):  # what the manifests' probes ask
         assert httpx.get(f"http://127.0.0.1:{app.api.port}{probe}", timeout=5).status_code == 200
 
