@@ -44,7 +44,7 @@ class Limits:
 
     max_attributes: int = 128
     max_value_bytes: int = 65536
-    max_depth: int = 8
+    max_depth: int = 32
     max_items: int = 50_000
 
     def __post_init__(self) -> None:

@@ -101,8 +101,10 @@ class Limits(_Section):
     """Most attributes on one span, event, link, data point, log record or resource (the OTel SDK's default)."""
     max_value_bytes: int = Field(default=64 * 2**10, gt=0)
     """Longest attribute key or string/bytes value, in bytes. 64 KiB leaves room for stack traces."""
-    max_depth: int = Field(default=8, gt=0, le=64)
-    """Deepest nesting of AnyValue arrays and key-value lists."""
+    max_depth: int = Field(default=32, gt=0, le=64)
+    """Deepest nesting of AnyValue arrays and key-value lists. An everyday Pod as the Collector's k8sobjects receiver
+    sends it in watch mode (its managedFields, the service-account token's projected volume) nests 13 deep; 32
+    leaves room for custom resources and still stops a hostile payload long before the decoder's recursion would."""
     body_timeout_s: float = Field(default=30.0, gt=0)
     """How long an HTTP sender may take to send its body; slower senders get 408 (and cannot hold a slot)."""
 

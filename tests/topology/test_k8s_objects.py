@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from rootward.app import App
 from rootward.clock import ManualClock
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.model import LogBatch, SpanBatch
 from rootward.receiver import LogDecoder, TraceDecoder
 from rootward.topology import TopologyGraph, TopologyLimits, queries
@@ -195,3 +198,68 @@ def test_the_blast_radius_of_a_database_pod_reaches_the_services_that_query_the_
     assert up["pods"] == ["pod:shop/frontend-1", "pod:shop/orders-1"]
     assert "pod:shop/postgres-0" in down["pods"]
     assert "database:postgresql/postgres" in down["services"]
+
+
+def real_pod(name: str) -> dict[str, Any]:
+    """A Pod as the API server serves it: the auto-mounted service-account token (a projected volume) and the
+    managedFields of a Deployment's pod, the deepest parts of an everyday object."""
+    container_fields = {"f:image": {}, "f:name": {}, "f:resources": {".": {}, "f:limits": {".": {}, "f:memory": {}}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "labels": {"app": "cart"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "cart-7d9f", "controller": True}],
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {"f:containers": {'k:{"name":"cart"}': container_fields}}},
+                }
+            ],
+        },
+        "spec": {
+            "nodeName": "node-a",
+            "containers": [{"name": "cart", "image": "shop/cart:4", "resources": {"limits": {"memory": "256Mi"}}}],
+            "volumes": [
+                {
+                    "name": "kube-api-access-x7k2p",
+                    "projected": {
+                        "defaultMode": 420,
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+                        ],
+                    },
+                }
+            ],
+        },
+        "status": {"podIP": "10.0.0.9", "phase": "Running"},
+    }  # fmt: skip
+
+
+def test_an_everyday_pod_in_watch_mode_is_taken_whole_by_the_default_limits() -> None:
+    """The depth limit was 8: every real Pod (and Deployment) was refused with a 400, which the Collector drops."""
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]))
+    app.start()
+    try:
+        req = ExportLogsServiceRequest()
+        records = req.resource_logs.add().scope_logs.add().log_records
+        records.add(body=any_value({"type": "ADDED", "object": real_pod("cart-7d9f-x9")}))
+        sent = httpx.post(
+            f"http://127.0.0.1:{app.receiver.http.port}/v1/logs",
+            content=req.SerializeToString(),
+            headers={"content-type": "application/x-protobuf"},
+            timeout=10,
+        )
+        assert sent.status_code == 200, sent.text
+        app.receiver.queue.wait_idle()
+        with app.topology.read() as g:
+            assert g.has_edge("pod:shop/cart-7d9f-x9", "node:node-a", "runs_on")
+            assert g.has_edge("pod:shop/cart-7d9f-x9", "workload:shop/replicaset/cart-7d9f", "owned_by")
+    finally:
+        app.shutdown()
