@@ -40,6 +40,9 @@ from rootward.config_section import OtlpDestination, _Section, strong_tokens
 from rootward.errors import ConfigError
 
 ENV_PREFIX = "ROOTWARD_"
+#: The command line's own variables (the operator token its API commands send): never configuration, or exporting
+#: it for `rootward approvals` would stop every command that loads the configuration.
+CLI_VARIABLES = frozenset({"ROOTWARD_TOKEN"})
 #: What Kubernetes' service links inject for a Service named ``rootward-...`` (``ROOTWARD_OTLP_SERVICE_HOST``,
 #: ``ROOTWARD_OTLP_PORT_4317_TCP_ADDR``, ...): never configuration, so not read as such. Configuration variables
 #: nest with double underscores; these never contain one.
@@ -382,6 +385,28 @@ NOTHING_ON_DISK = ("topology.history.enabled=false", "detection.incidents.store=
 REPRODUCIBLE = ("detection.sampling_key=11400714819323198485",)
 
 
+class _TwiceGiven(ValueError):
+    """A key given twice in one mapping (only the key and where: never a value)."""
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """``safe_load`` that refuses a key given twice in one mapping: YAML says keys are unique, PyYAML keeps the
+    last, so a second ``actions:`` pasted lower in the file silently replaced the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # merge keys (<<) first, as the SafeLoader does
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: the SafeLoader's own error follows
+            if key in seen:
+                mark = key_node.start_mark
+                raise _TwiceGiven(f"key {str(key)[:80]!r} given twice (line {mark.line + 1}): YAML keeps only one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -403,7 +428,9 @@ def load_config(
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
         try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, _UniqueKeys)  # noqa: S506 (a SafeLoader)
+        except _TwiceGiven as e:
+            raise ConfigError(f"{path}: {e}") from e
         except yaml.YAMLError as e:  # the position only: the problem text may quote a secret
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -413,7 +440,7 @@ def load_config(
         data = loaded or {}
     env = os.environ if environ is None else environ
     for name, raw in sorted(env.items()):
-        if name.startswith(ENV_PREFIX) and not _SERVICE_LINK.fullmatch(name):
+        if name.startswith(ENV_PREFIX) and name not in CLI_VARIABLES and not _SERVICE_LINK.fullmatch(name):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _set(data, keys, _yaml_value(raw, name))
             source[".".join(keys)] = f"environment {name}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from rootward.cli import main
 from rootward.config import Config, load_config
 from rootward.errors import ConfigError
 
@@ -170,6 +172,29 @@ def test_kubernetes_service_link_variables_are_not_configuration() -> None:
     assert load_config(environ=env).receiver.grpc.port == 14317
     with pytest.raises(ConfigError, match="ROOTWARD_BOGUS"):
         load_config(environ={"ROOTWARD_BOGUS": "1"})
+
+
+def test_the_command_lines_own_token_variable_is_not_configuration(tmp_path: Path) -> None:
+    """`rootward approvals` reads ROOTWARD_TOKEN: exported, it stopped every command that loads the configuration
+    ("token: unknown key")."""
+    assert load_config(environ={"ROOTWARD_TOKEN": "alice-s3cret"}) == load_config(environ={})
+    checked = CliRunner().invoke(main, ["config", "check", str(write(tmp_path, "{}\n"))], env={"ROOTWARD_TOKEN": "x"})
+    assert checked.exit_code == 0, checked.output
+
+
+def test_a_key_given_twice_is_an_error_that_names_it_and_not_its_values(tmp_path: Path) -> None:
+    """YAML keeps only one of them: a second `actions:` pasted lower silently replaced the first."""
+    text = "actions:\n  mode: dry-run\nreceiver: {}\nactions:\n  mode: autonomous\n"
+    with pytest.raises(ConfigError, match=r"key 'actions' given twice \(line 4\)") as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert "autonomous" not in str(caught.value)
+    nested = "receiver:\n  auth:\n    tokens: [a-secret-1]\n    tokens: [a-secret-2]\n"
+    with pytest.raises(ConfigError, match="key 'tokens' given twice") as caught:
+        load_config(write(tmp_path, nested), environ={})
+    assert "secret" not in str(caught.value)
+    merged = "x-ports: &p {port: 14317}\n"  # a merge key (<<) is no key given twice
+    with pytest.raises(ConfigError, match="x-ports: unknown key"):
+        load_config(write(tmp_path, merged + "receiver:\n  grpc:\n    <<: *p\n    host: 127.0.0.1\n"), environ={})
 
 
 @pytest.mark.parametrize("token", ["", "short", "\xa0"], ids=["empty", "short", "nbsp"])
