@@ -428,7 +428,7 @@ def load_config(
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
         try:
-            loaded = yaml.load(text, _UniqueKeys)  # noqa: S506 (a SafeLoader)
+            loaded = yaml.load(text, _UniqueKeys)
         except _TwiceGiven as e:
             raise ConfigError(f"{path}: {e}") from e
         except yaml.YAMLError as e:  # the position only: the problem text may quote a secret
