@@ -397,7 +397,7 @@ class _UniqueKeys(yaml.SafeLoader):
         self.flatten_mapping(node)  # merge keys (<<) first, as the SafeLoader does
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str | int | float | bool):
                 continue  # an unhashable key: the SafeLoader's own error follows
             if key in seen:
