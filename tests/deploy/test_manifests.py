@@ -82,7 +82,6 @@ def test_the_base_holds_what_the_issue_lists(base: list[Doc]) -> None:
         "ConfigMap",
         "DaemonSet",
         "Service",
-        "PodDisruptionBudget",
     }
     assert not find(base, "Secret"), "secrets are referenced, never shipped"
 
@@ -271,11 +270,16 @@ def test_the_image_is_tagged_with_the_package_version(rendered: list[Doc]) -> No
     assert container(rendered)["image"] == f"rootward:{__version__}"
 
 
-def test_the_pdb_covers_rootwards_pods(rendered: list[Doc]) -> None:
-    pdb = one(rendered, "PodDisruptionBudget")
-    pod_labels = workload(rendered)["spec"]["template"]["metadata"]["labels"]
+def test_the_gateways_pdb_covers_its_replicas_and_the_daemonset_has_none(base: list[Doc], gateway: list[Doc]) -> None:
+    """maxUnavailable needs a workload with a scale subresource: over a DaemonSet's pods the disruption controller
+    allows no eviction at all (and only a whole-number minAvailable would be valid there)."""
+    pdb = one(gateway, "PodDisruptionBudget")
+    assert workload(gateway)["kind"] == "StatefulSet"
+    pod_labels = workload(gateway)["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
+    assert workload(base)["kind"] == "DaemonSet"
+    assert not find(base, "PodDisruptionBudget")
 
 
 # --- security -------------------------------------------------------------------------------------------------------
