@@ -29,7 +29,9 @@ class Telemetry:
         )
         self.requests = Counter(
             "rootward_receiver_requests",
-            "Export requests by transport (grpc, http), signal and result (ok, partial, or the error reason).",
+            "Export requests by transport (grpc, http), signal and result (ok, partial, or the error reason: "
+            "malformed, limit, unauthenticated, queue_full, body_timeout, unsupported_media_type, shutting_down, "
+            "internal).",
             ["transport", "signal", "result"],
             registry=r,
         )
