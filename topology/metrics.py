@@ -7,15 +7,18 @@ Grafana service-graph panels that users already have work against Rootward's /me
 
 ``client`` and ``server`` are service names (a peer's name for virtual nodes); ``connection_type`` is empty for
 service-to-service calls and ``database`` / ``messaging_system`` / ``virtual_node`` for peers, as the connector
-labels them. Collected at scrape time from a graph: the live one, or with the history on, the call edges of the
-last committed checkpoint (:meth:`History.read`), so that no value served is ever lost to a restart and the
-counters never go backwards (see topology/history.py).
+labels them. Services of the same name in different namespaces are one series, summed, as the connector (which
+keys on ``service.name``) counts them: two series with the same labels would be invalid exposition, and
+Prometheus keeps only one of them. Collected at scrape time from a graph: the live one, or with the history on,
+the call edges of the last committed checkpoint (:meth:`History.read`), so that no value served is ever lost to a
+restart and the counters never go backwards (see topology/history.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import networkx as nx
@@ -31,6 +34,23 @@ def connection_type(target: Mapping[str, object]) -> str:
     """The connector's ``connection_type`` of a call to the node with attributes ``target``: empty between
     services, ``database`` / ``messaging_system`` / ``virtual_node`` for peers."""
     return _CONNECTION.get(str(target["kind"]), "virtual_node" if target["virtual"] else "")
+
+
+@dataclass
+class _Calls:
+    """The calls of the edges that share one series' labels, summed."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    seconds: float = 0.0
+    buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_S) + 1))
+
+    def add(self, edge: Mapping[str, object]) -> None:
+        self.requests += float(edge.get("requests", 0))  # type: ignore[arg-type]
+        self.errors += float(edge.get("errors", 0))  # type: ignore[arg-type]
+        self.seconds += float(edge.get("latency_sum_s", 0.0))  # type: ignore[arg-type]
+        if edge.get("latency_buckets") is not None:
+            self.buckets = self.buckets + np.asarray(edge["latency_buckets"], np.float64)
 
 
 class GraphSource(Protocol):
@@ -56,19 +76,21 @@ class ServiceGraphMetrics:
             "Time for a request between two nodes as seen from the server.",
             labels=labels,
         )
+        summed: dict[tuple[str, str, str], _Calls] = {}
         with self.graph.read() as g:
             for u, v, key, data in g.edges(keys=True, data=True):
                 if key != "calls":
                     continue
                 target = g.nodes[v]
-                connection = connection_type(target)
-                values = [g.nodes[u]["name"], target["name"], connection]
-                total.add_metric(values, float(data.get("requests", 0)))
-                failed.add_metric(values, float(data.get("errors", 0)))
-                counts = np.cumsum(np.asarray(data.get("latency_buckets", np.zeros(len(LATENCY_BUCKETS_S) + 1))))
-                buckets = [(str(b), float(c)) for b, c in zip(LATENCY_BUCKETS_S, counts[:-1], strict=True)]
-                buckets.append(("+Inf", float(counts[-1])))
-                seconds.add_metric(values, buckets, float(data.get("latency_sum_s", 0.0)))
+                values = (str(g.nodes[u]["name"]), str(target["name"]), connection_type(target))
+                summed.setdefault(values, _Calls()).add(data)
+        for values, calls in summed.items():
+            total.add_metric(list(values), calls.requests)
+            failed.add_metric(list(values), calls.errors)
+            counts = np.cumsum(calls.buckets)
+            buckets = [(str(b), float(c)) for b, c in zip(LATENCY_BUCKETS_S, counts[:-1], strict=True)]
+            buckets.append(("+Inf", float(counts[-1])))
+            seconds.add_metric(list(values), buckets, calls.seconds)
         yield total
         yield failed
         yield seconds

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from rootward.clock import ManualClock
 from rootward.receiver import TraceDecoder
@@ -24,14 +24,19 @@ CLIENT, SERVER = 3, 2
 _ids = itertools.count(1)
 
 
-def send(graph: TopologyGraph, caller: str, callee: str, requests: int = 1, errors: int = 0) -> None:
-    """``requests`` client/server span pairs from ``caller`` to ``callee`` (30 ms each; the first ``errors`` fail)."""
+def send(
+    graph: TopologyGraph, caller: str, callee: str, requests: int = 1, errors: int = 0, namespace: str = ""
+) -> None:
+    """``requests`` client/server span pairs from ``caller`` to ``callee`` (30 ms each; the first ``errors`` fail),
+    both of ``namespace`` (service.namespace) when given."""
     request = ExportTraceServiceRequest()
     for i in range(requests):
         client, server = next(_ids), next(_ids)
         for service, sid, parent, kind in ((caller, client, 0, CLIENT), (callee, server, client, SERVER)):
             rs = request.resource_spans.add()
             rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
+            if namespace:
+                rs.resource.attributes.add(key="service.namespace", value=AnyValue(string_value=namespace))
             span = Span(
                 trace_id=b"\x0b" * 16,
                 span_id=sid.to_bytes(8, "big"),
@@ -198,6 +203,22 @@ def test_restore_loads_the_last_checkpoint_and_counting_goes_on_from_there(
     assert fresh.refused["edges"] == 1
     assert reopened.checkpoint(fresh).rows == 2  # only what moved since the restore: the edge and its new entity
     reopened.close()
+
+
+def test_same_named_services_of_two_namespaces_are_one_series_as_the_connector_counts_them(
+    graph: TopologyGraph,
+) -> None:
+    """Two series with the same labels are invalid exposition (Prometheus keeps one): summed instead."""
+    registry = CollectorRegistry()
+    registry.register(ServiceGraphMetrics(graph))
+    send(graph, "frontend", "cart", 3, errors=1, namespace="shop")
+    send(graph, "frontend", "cart", 2, namespace="staging")
+    labels = {"client": "frontend", "server": "cart", "connection_type": ""}
+    assert registry.get_sample_value("traces_service_graph_request_total", labels) == 5
+    assert registry.get_sample_value("traces_service_graph_request_failed_total", labels) == 1
+    assert registry.get_sample_value("traces_service_graph_request_server_seconds_count", labels) == 5
+    text = generate_latest(registry).decode()
+    assert text.count('traces_service_graph_request_total{client="frontend",connection_type="",server="cart"}') == 1
 
 
 def test_metrics_serve_the_counters_of_the_last_checkpoint(graph: TopologyGraph, history: History) -> None:
