@@ -70,9 +70,11 @@ def run_tests(
     """Run the tests of ``dirs`` (none: the shipped bundle's own tests) in child processes; return every result.
 
     Raises:
-        PolicyLoadError: a directory or file cannot be read.
+        PolicyLoadError: a directory or file cannot be read, or a file does not parse (named, with its line:
+            before, a file with a syntax error only showed as no tests found).
     """
-    _, tested = _targets(dirs)
+    everything, tested = _targets(dirs)
+    interpreter(everything, settings)  # parsing is safe here; evaluating some rules crashes regopy (the children)
     pending = discover(tested)
     results: list[TestResult] = []
     first_crashes = 0

@@ -28,7 +28,7 @@ def policy_group() -> None:
 def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tuple[str, ...], verbose: bool) -> None:
     """Run the test_ rules of the Rego files in DIRS (with the shipped bundle loaded beside them, and the
     settings of policies.rules as data.rootward.settings); with no DIRS, the shipped bundle's own tests.
-    Exit status 1 when a test fails.
+    Exit status 1 when a test fails or a file does not parse; 0 when every file compiles and has no test.
 
     \b
     Example:
@@ -47,12 +47,14 @@ def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tup
             click.echo(f"PASS: {r.name} ({r.ms:.2f} ms)")
 
     try:
-        results = run_tests(list(dirs), settings_data(cfg.policies.rules), on_result=show)
+        settings = settings_data(cfg.policies.rules, cfg.actions.lease.namespace)  # as the running engine's
+        results = run_tests(list(dirs), settings, on_result=show)
     except PolicyError as e:
         raise click.ClickException(str(e)) from e
     failed = sum(not r.passed for r in results)
     if not results:
-        raise click.ClickException(f"no test_ rules in {', '.join(map(str, dirs)) or 'the shipped bundle'}")
+        click.echo(f"no test_ rules in {', '.join(map(str, dirs)) or 'the shipped bundle'} (its files compile)")
+        return
     click.echo(f"policy tests: {len(results) - failed}/{len(results)} pass")
     sys.exit(1 if failed else 0)
 

@@ -64,6 +64,22 @@ def test_policy_test_exits_1_naming_the_failed_test(tmp_path: Path) -> None:
     assert "policy tests: 1/2 pass" in result.output
 
 
+def test_policy_test_names_a_file_that_does_not_parse_and_passes_a_bundle_without_tests(tmp_path: Path) -> None:
+    """Before, a syntax error showed only as "no test_ rules", and a bundle with no tests failed the CI step."""
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "mine.rego").write_text('package rootward.policy\nimport rego.v1\ndeny contains "x" if input.x == 1\n')
+    result = CliRunner().invoke(main, ["policy", "test", str(good)], env={})
+    assert result.exit_code == 0, result.output
+    assert "no test_ rules" in result.output
+    assert "its files compile" in result.output
+    (good / "broken.rego").write_text("package rootward.policy\nimport rego.v1\ndeny contains msg if {\n  msg :=\n}\n")
+    result = CliRunner().invoke(main, ["policy", "test", str(good)], env={})
+    assert result.exit_code == 1
+    assert "broken.rego" in result.output
+    assert "no test_ rules" not in result.output
+
+
 def test_policy_eval_prints_the_decision_and_exits_1_on_deny(tmp_path: Path, document: dict[str, Any]) -> None:
     path = tmp_path / "input.json"
     path.write_text(json.dumps(document))
