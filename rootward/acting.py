@@ -93,9 +93,9 @@ class Acting:
 
     def health(self) -> dict[str, object]:
         """Its part of /healthz and /readyz (never reads a database: the audit shipping as the shipper last saw)."""
-        paused = self.executor.pause.paused
+        paused = self.executor.pause.paused  # who and why stay behind a token: GET /api/v1/actions/pause
         return {
-            **({"actions_paused": paused.describe()} if paused is not None else {}),
+            **({"actions_paused": True} if paused is not None else {}),
             "policy_bundle": self.policy.digest,
             **(
                 {"audit_unshipped": self.shipper.waiting, "audit_ship_error": self.shipper.last_error}

@@ -68,11 +68,16 @@ def _caller(tokens: Mapping[str, str], request: Request, what: str) -> str | Res
     return JSONResponse({"message": f"{what} from other hosts need {setting} (none are configured)"}, status_code=403)
 
 
+#: Routes that check :func:`writer` on reads too (an operator's token, or the pod itself for the brake): the read
+#: guard leaves them to it, so that a reader's token gets their answer and the brake's status reads from the pod.
+OPERATORS_ONLY = ("/api/v1/approvals", "/api/v1/actions/", "/api/v1/audit")
+
+
 class ReadGuard:
     """ASGI middleware for ``api.reads: token``: a GET or HEAD of ``/api/v1/...`` (but the OpenAPI document, which
-    holds no data) needs :func:`reader`'s consent; everything else passes to the routes, whose writes check
-    :func:`writer` themselves. /metrics, /healthz, /readyz and the page's files stay open (Prometheus, the kubelet,
-    a browser that has not pasted its token yet)."""
+    holds no data, and :data:`OPERATORS_ONLY`, stricter themselves) needs :func:`reader`'s consent; everything else
+    passes to the routes, whose writes check :func:`writer` themselves. /metrics, /healthz, /readyz and the page's
+    files stay open (Prometheus, the kubelet, a browser that has not pasted its token yet)."""
 
     def __init__(self, app: ASGIApp, tokens: Mapping[str, str]) -> None:
         self.app, self.tokens = app, tokens
@@ -83,6 +88,7 @@ class ReadGuard:
             and scope["method"] in ("GET", "HEAD")
             and scope["path"].startswith("/api/v1/")
             and scope["path"] != "/api/v1/openapi.json"
+            and not scope["path"].startswith(OPERATORS_ONLY)
         ):
             who = reader(self.tokens, Request(scope))
             if isinstance(who, Response):

@@ -140,6 +140,10 @@ class Receiver(_Section):
     """Requests in progress per transport; past it gRPC answers RESOURCE_EXHAUSTED and HTTP 503 (both retried)."""
 
 
+#: Listening on every address: a port there is taken on each of them.
+ANY_HOST = frozenset({"0.0.0.0", "::", ""})
+
+
 class Api(_Section):
     """Rootward's own HTTP endpoint: /metrics (Prometheus), /healthz, /readyz, the query API and the web page."""
 
@@ -157,6 +161,10 @@ class Api(_Section):
     @model_validator(mode="after")
     def _strong_readers(self) -> Api:
         strong_tokens(self.readers, "api.readers")
+        if self.readers and self.reads == "open":
+            raise ValueError(
+                "api.readers are set but api.reads is open: set api.reads: token, or the readers change nothing"
+            )
         return self
 
     def read_tokens(self, operators: Mapping[str, SecretStr]) -> dict[str, str] | None:
@@ -352,6 +360,30 @@ class Config(_Section):
     logging: Logging = Logging()
     traces: Traces = Traces()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        operators = {t.get_secret_value(): name for name, t in self.policies.approvals.tokens.items()}
+        for name, token in self.api.readers.items():
+            if token.get_secret_value() in operators:  # the operator's name would win: the "reader" could decide
+                raise ValueError(
+                    f"api.readers.{name} is policies.approvals.tokens.{operators[token.get_secret_value()]}"
+                )
+        listeners = {
+            "receiver.grpc": self.receiver.grpc,
+            "receiver.http": self.receiver.http,
+            "api.listen": self.api.listen,
+        }
+        seen: dict[int, tuple[str, str]] = {}
+        for where, listen in listeners.items():
+            if listen.port == 0:  # a free port each
+                continue
+            if listen.port in seen:
+                other, host = seen[listen.port]
+                if ANY_HOST & {host, listen.host} or host == listen.host:
+                    raise ValueError(f"{where}.port {listen.port} is {other}'s too: each listener needs its own port")
+            seen[listen.port] = (where, listen.host)
+        return self
+
     @property
     def audit_path(self) -> Path:
         """The audit log's file: ``policies.audit.path``, else ``<storage.data_dir>/audit.db``."""
@@ -490,14 +522,15 @@ def _describe(err: ValidationError, origin: str, source: Mapping[str, str]) -> s
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
         related = [s for k, s in source.items() if key == k or key.startswith(k + ".") or k.startswith(key + ".")]
+        related = related if key else list(source.values())  # a check across sections: whatever set anything
         where = ", ".join(dict.fromkeys(related)) or origin  # a section's check names whatever set keys inside it
         secret = any(word in key for word in _SECRET_WORDS)
         value = item["input"]
         echo = not secret and item["type"] != "extra_forbidden" and _plain(_annotation(item["loc"]))
         shown = value if isinstance(value, str | int | float | bool) or value is None else None
         got = f" (got {shown!r})" if echo and (shown is not None or value is None) else ""
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"{where}: {key}: {message}{got}")
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {key}: {message}{got}" if key else f"{where}: {message}")
     return "\n".join(lines)
 
 

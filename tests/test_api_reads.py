@@ -45,13 +45,21 @@ def test_reads_are_open_by_default() -> None:
 
 def test_without_a_token_every_read_of_data_is_401_and_names_the_settings(closed: App) -> None:
     (incident,) = closed.incidents.listed()
-    for path in (*DATA, f"incidents/{incident.id}", f"incidents/{incident.id}/diagnosis"):
+    more = ("paths?from=service:shop/a&to=service:shop/b", "blast-radius?id=service:shop/payment", "diff?from=0",
+            f"incidents/{incident.id}/trace", "incidents/", "incidents?status=open")  # fmt: skip
+    for path in (*DATA, *more, f"incidents/{incident.id}", f"incidents/{incident.id}/diagnosis"):
         response = get(closed, f"api/v1/{path}")
         assert response.status_code == 401, path
         assert "api.readers or policies.approvals.tokens" in response.json()["message"]
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert "payment" not in response.text
     assert get(closed, "api/v1/incidents", "not-a-token").status_code == 401
+    url = f"http://127.0.0.1:{closed.api.port}"
+    assert httpx.head(f"{url}/api/v1/incidents", timeout=10).status_code == 401
+    for odd in ("/api/v1%2Fincidents", "//api/v1/incidents", "/api/v1/./incidents", "/API/v1/incidents"):
+        answer = httpx.get(url + odd, timeout=10)
+        assert answer.status_code in (401, 404), odd  # refused, or no such route: never the data
+        assert "payment" not in answer.text, odd
 
 
 def test_a_readers_or_an_operators_token_reads(closed: App) -> None:

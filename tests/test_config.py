@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_environment_takes_yaml_values_such_as_lists() -> None:
         ),
         pytest.param(
             "receiver:\n  tls: {cert_file: /c.pem}\n",
-            "rootward.yaml: receiver.tls: Value error, set both cert_file and key_file, or neither",
+            "rootward.yaml: receiver.tls: set both cert_file and key_file, or neither",
             id="tls-half-set",
         ),
         pytest.param("logging: {level: LOUD}\n", "rootward.yaml: logging.level: Input should be", id="bad-enum"),
@@ -247,3 +248,31 @@ def test_a_sections_own_check_never_echoes_the_section_and_names_where_it_was_se
         load_config(environ=environ)
     assert "hunter2" not in str(info.value)
     assert names in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        pytest.param(["receiver.http.port=4317"], "receiver.http.port 4317 is receiver.grpc's too", id="same-port"),
+        pytest.param(
+            ["api.listen.port=4318", "api.listen.host=127.0.0.1"], "api.listen.port 4318 is receiver.http's", id="any"
+        ),
+        pytest.param(
+            ["api.reads=token", "api.readers.bob=shared-token-1", "policies.approvals.tokens.alice=shared-token-1"],
+            "api.readers.bob is policies.approvals.tokens.alice",
+            id="reader-is-operator",
+        ),
+        pytest.param(["api.readers.bob=bobs-token-1"], "api.readers are set but api.reads is open", id="readers-open"),
+    ],
+)
+def test_settings_that_contradict_each_other_are_errors(sets: list[str], message: str) -> None:
+    """Each would fail later or quietly: a port taken twice stops serve, a reader holding an operator's token
+    decides as the operator, readers with open reads close nothing."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_config(environ={}, overrides=sets)
+    assert "token-1" not in str(caught.value)
+
+
+def test_listeners_on_different_addresses_may_share_a_port() -> None:
+    sets = ["receiver.http.host=127.0.0.2", "api.listen.host=127.0.0.1", "api.listen.port=4318"]
+    assert load_config(environ={}, overrides=sets).api.listen.port == 4318

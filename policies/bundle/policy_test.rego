@@ -62,7 +62,8 @@ test_rootwards_own_namespace_is_denied if {
 }
 
 test_a_drain_that_reaches_rootwards_own_namespace_is_denied if {
-	inp := object.union(base, {"blast_radius": object.union(base.blast_radius, {"namespaces": ["shop", "rootward"]})})
+	drain := object.union(base.action, {"kind": "drain_node", "tier": "high", "target": {"kind": "Node", "name": "node-a"}, "target_id": "Node/node-a"})
+	inp := object.union(base, {"action": drain, "blast_radius": object.union(base.blast_radius, {"namespaces": ["shop", "rootward"]})})
 	"namespace rootward is Rootward's own: it never acts on itself" in policy.denials(inp, set({"home_namespace": "rootward"}))
 }
 

@@ -56,7 +56,7 @@ function notActing(who) {
 
 /** Why the list could not be read: a wrong token (401), approvals off (403), no actions here (404). */
 function refused(e) {
-  if (e instanceof ApiError && e.status === 401) return h("p", { class: "error", role: "alert" }, "401: the token was refused. Forget it and paste a valid one.");
+  if (e instanceof ApiError && e.status === 401) return h("p", { class: "error", role: "alert" }, "401: the token was refused: only an operator's token (policies.approvals.tokens) sees and decides approvals; a reader's (api.readers) reads the rest of the page. Forget it to paste an operator's.");
   if (e instanceof ApiError && e.status === 403) return h("p", { class: "error" }, "403: approvals over HTTP are off on this Rootward (set policies.approvals.tokens).");
   if (e instanceof ApiError && e.status === 404) return h("p", { class: "empty" }, "This Rootward does not act (actions.enabled is false): nothing to approve.");
   throw e;

@@ -161,7 +161,7 @@ async function write(incident, verb, params = {}) {
     state.notice = { id: incident.id, text: `${verb === "silence" ? "Silenced for an hour" : verb === "resolve" ? "Resolved" : "Acknowledged"}.`, bad: false };
   } catch (e) {
     const text = e instanceof ApiError && e.status === 401
-      ? "401: this needs an operator token: paste one on the approvals page."
+      ? `401: this needs an operator's token (policies.approvals.tokens)${token.get() ? ", not the one pasted (a reader's reads only)" : ""}: paste one on the approvals page.`
       : e instanceof ApiError ? `${e.status}: ${e.message}` : `The API is unreachable: ${e.message}`;
     state.notice = { id: incident.id, text, bad: true };
   }

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from click.testing import CliRunner
 from cluster import RunningCluster, deploy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -180,3 +181,21 @@ def _quiet(app: App, clock: ManualClock) -> None:
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is False  # it came back
     app.incidents.resolve(incident.id, 1_046.0)
     assert app.anomaly_cleared(Reason("fix", 0.9, incident.id, payment)) is True
+
+
+def test_the_open_health_endpoints_say_actions_are_paused_but_not_who_or_why(tmp_path: Path) -> None:
+    """/healthz and /readyz need no token: the reason and the operator stay behind GET /api/v1/actions/pause."""
+    overrides = [*LOCAL_PORTS, f"storage.data_dir={tmp_path}", "topology.history.enabled=false",
+                 "actions.enabled=true", "actions.kubernetes.host=http://127.0.0.1:9", "actions.lease.enabled=false"]  # fmt: skip
+    app = App(load_config(environ={}, overrides=overrides))
+    assert app.acting is not None
+    app.start()
+    try:
+        app.acting.executor.pause_actions("alice", "the payments database migration")
+        for probe in ("healthz", "readyz"):
+            answer = httpx.get(f"http://127.0.0.1:{app.api.port}/{probe}", timeout=10)
+            assert answer.json()["actions_paused"] is True
+            assert "alice" not in answer.text
+            assert "migration" not in answer.text
+    finally:
+        app.shutdown()

@@ -160,7 +160,7 @@ def test_rootwards_own_namespace_is_never_touched(kube: Kube, audit: AuditLog, a
             assert "namespace rootward is Rootward's own: it never acts on itself" in outcome.detail
         assert pod in {p["metadata"]["name"] for p in kube.pods("rootward")}
         elsewhere = executor.submit(RestartPod("shop", _a_pod(kube)), SURE)
-        assert "Rootward's own" not in elsewhere.detail
+        assert elsewhere.status == "succeeded", elsewhere.detail
     finally:
         policy.close()
 

@@ -14,6 +14,7 @@ from kustomize_reader import render
 
 NETWORKPOLICY = DEPLOY / "networkpolicy"
 COLLECTOR = {"app.kubernetes.io/name": "opentelemetry-collector"}
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +73,19 @@ def test_the_other_rootwards_forward_and_read_and_the_collectors_send(policy: Do
     assert admits(policy, namespace, rootward, "http-api")
     for port in ("grpc-otlp", "http-otlp"):
         assert admits(policy, "observability", COLLECTOR, port)
-    assert admits(policy, "monitoring", {"app.kubernetes.io/name": "prometheus"}, "http-api")
+    assert admits(policy, "monitoring", PROMETHEUS, "http-api")
 
 
 def test_everyone_else_is_refused(policy: Doc) -> None:
     stranger = {"app": "shop-frontend"}
     for port in ("grpc-otlp", "http-otlp", "http-api"):
         assert not admits(policy, "shop", stranger, port)
-    assert not admits(policy, "shop", COLLECTOR | {"x": "y"}, "http-api")  # a Collector reads no incident
-    assert not admits(policy, "monitoring", {"app.kubernetes.io/name": "prometheus"}, "grpc-otlp")
+    assert not admits(policy, "observability", COLLECTOR, "http-api")  # a Collector reads no incident
+    assert not admits(policy, "monitoring", PROMETHEUS, "grpc-otlp")
+    # a label is something any pod creator sets: outside the Collectors' and Prometheus' namespaces it opens nothing
+    assert not admits(policy, "shop", COLLECTOR, "grpc-otlp")
+    assert not admits(policy, "shop", PROMETHEUS, "http-api")
+    assert not admits(policy, "monitoring", {"app": "grafana"}, "http-api")
     assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: the Kubernetes API, Slack, the LLM
 
 

@@ -150,7 +150,7 @@ def test_acknowledging_an_incident_needs_the_operator_token_and_then_writes(root
     page.goto(f"{rootward.url}incidents/{rootward.incident_id}")
     expect(page.locator("p.respond")).to_contain_text("operator token")
     page.click("#acknowledge")
-    expect(page.locator("main .notice")).to_contain_text("401: this needs an operator token")
+    expect(page.locator("main .notice")).to_contain_text("401: this needs an operator's token")
     assert httpx.get(f"{rootward.url}api/v1/incidents/{rootward.incident_id}").json()["acknowledged"] is False
     page.goto(rootward.url + "approvals")
     page.fill("#token", TOKEN)
@@ -197,7 +197,7 @@ def test_with_reads_closed_the_page_asks_for_a_token_and_shows_the_incidents_wit
         expect(page.locator("#locked")).to_have_count(0)
         page.goto(f"http://127.0.0.1:{app.api.port}/incidents/{incident.id}")
         page.click("#acknowledge")  # a reader decides nothing
-        expect(page.locator("main .notice")).to_contain_text("401")
+        expect(page.locator("main .notice")).to_contain_text("not the one pasted (a reader's reads only)")
         assert app.incidents.listed()[0].acknowledged is False
     finally:
         app.shutdown()
