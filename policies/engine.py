@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: The rule every decision reads.
 ENTRYPOINT = "rootward/policy/decision"
+_IN_POLICY = re.compile(r"^package\s+rootward\.policy\s*$", re.MULTILINE)
+_DECISION = re.compile(r"^(default\s+)?decision\b", re.MULTILINE)
 #: The version of the input document (policies/README.md); policies can check ``input.schema``.
 INPUT_SCHEMA = 1
 
@@ -255,8 +258,12 @@ class PolicyEngine:
         return cls(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s, config.actions.lease.namespace)
 
     def _compile(self, modules: list[Module]) -> _Compiled:
-        if not modules:
-            raise PolicyLoadError("no policy files: nothing defines data.rootward.policy.decision")
+        if not any(_DECISION.search(m.source) for m in modules if _IN_POLICY.search(m.source)):
+            # it would compile, and every decision would be "undefined": a deny for every action, found only then
+            raise PolicyLoadError(
+                "no policy file defines data.rootward.policy.decision (the shipped bundle does: keep "
+                "policies.default_bundle, or a copy of its decision.rego in your bundle_dirs)"
+            )
         rego = interpreter(modules, self.settings)
         try:
             bundle = rego.build(None, [ENTRYPOINT])

@@ -102,6 +102,19 @@ def config_check(path: Path, overrides: tuple[str, ...]) -> None:
             f"{path}: policies: {', '.join(absent)}: no such directory (checking a pod's config elsewhere? "
             "--set policies.bundle_dirs=[DIR] compiles a copy)"
         )
+    tls = cfg.receiver.tls
+    files = {"cert_file": tls.cert_file, "key_file": tls.key_file}
+    unreadable = [f"receiver.tls.{name}: {file}" for name, file in files.items() if file and not file.is_file()]
+    if unreadable:  # serve would stop on them
+        raise click.ClickException(f"{path}: {'; '.join(unreadable)}: no such file")
+    approvals = cfg.policies.approvals
+    nobody = not approvals.tokens and approvals.slack_signing_secret is None
+    if cfg.actions.enabled and cfg.actions.mode == "approve-all" and nobody:
+        click.echo(
+            f"{path}: warning: actions.mode is approve-all but nobody can approve (no policies.approvals.tokens "
+            "and no Slack signing secret): every action will wait and expire",
+            err=True,
+        )
     engine = PolicyEngine.from_config(cfg)
     try:
         if not engine.ok:

@@ -119,3 +119,34 @@ def test_serve_on_a_port_in_use_exits_with_a_clear_error(tmp_path: Path) -> None
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert f"API cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_config_check_refuses_a_bundle_that_defines_no_decision(tmp_path: Path) -> None:
+    """It compiled, and every action was then denied as "decision is undefined": the shipped rootward.yaml sets
+    default_bundle: false (its copy is mounted), so pointing bundle_dirs at one's own rules alone did this."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "extra.rego").write_text('package rootward.policy\nimport rego.v1\ndeny contains "x" if input.x == 1\n')
+    config = tmp_path / "rootward.yaml"
+    config.write_text(f"policies:\n  default_bundle: false\n  bundle_dirs: [{mine}]\n")
+    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    assert result.exit_code == 1
+    assert "no policy file defines data.rootward.policy.decision" in result.output
+    config.write_text(f"policies:\n  bundle_dirs: [{mine}]\n")  # beside the shipped bundle: fine
+    assert CliRunner().invoke(main, ["config", "check", str(config)], env={}).exit_code == 0
+
+
+def test_config_check_names_missing_tls_files_and_warns_when_nobody_can_approve(tmp_path: Path) -> None:
+    config = tmp_path / "rootward.yaml"
+    config.write_text(f"receiver:\n  tls: {{cert_file: {tmp_path}/tls.crt, key_file: {tmp_path}/tls.key}}\n")
+    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    assert result.exit_code == 1
+    assert f"receiver.tls.cert_file: {tmp_path}/tls.crt" in result.output
+    assert "no such file" in result.output
+    config.write_text("actions: {enabled: true, mode: approve-all}\n")
+    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    assert result.exit_code == 0, result.output
+    assert "nobody can approve" in result.output
+    approvers = ["--set", "policies.approvals.tokens.alice=alice-s3cret"]
+    result = CliRunner().invoke(main, ["config", "check", str(config), *approvers], env={})
+    assert "nobody can approve" not in result.output
