@@ -34,6 +34,7 @@ cannot be read, 503.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import networkx as nx
@@ -47,7 +48,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from rootward.agent.schema import Diagnosis
-from rootward.auth import ReadGuard, writer
+from rootward.auth import OPERATORS_ONLY, ReadGuard, writer
 from rootward.clock import Clock, SystemClock
 from rootward.config import Approvals as ApprovalSettings
 from rootward.detector.incidents import Incidents
@@ -158,7 +159,22 @@ def build_api(
             *page_routes(),  # the web page (rootward/page.py): not API, so not in the OpenAPI document
         ],
         middleware=[Middleware(ReadGuard, tokens=readers)] if readers is not None else [],
+        exception_handlers={404: partial(_not_found, acting=executor is not None)},
     )
+
+
+async def _not_found(request: Request, exc: Exception, acting: bool) -> Response:
+    """A 404 that says why: the routes of the acting part on a Rootward without it, else the path."""
+    path = request.url.path
+    detail = getattr(exc, "detail", None)
+    if not acting and path.startswith(OPERATORS_ONLY):
+        message = ("actions are off on this Rootward (actions.enabled is false): approvals, the brake and the audit "
+                   "log are on the Rootward that acts")  # fmt: skip
+    elif isinstance(detail, str) and detail != "Not Found":
+        message = detail
+    else:
+        message = f"no such route: {path[:200]}"
+    return JSONResponse({"message": message}, status_code=404)
 
 
 def _approval_routes(executor: Executor, settings: ApprovalSettings) -> list[Route]:

@@ -19,10 +19,12 @@ LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
 def approver(tokens: Mapping[str, str], header: str | None) -> str | None:
-    """The name whose token is in the ``Authorization: Bearer`` header, or None (compared in constant time)."""
-    if not header or not header.startswith("Bearer "):
+    """The name whose token is in the ``Authorization: Bearer`` header (the scheme in any case, RFC 7235, as the
+    receiver takes it), or None (compared in constant time)."""
+    scheme, _, credentials = (header or "").strip(" \t").partition(" ")
+    if scheme.lower() != "bearer":
         return None
-    given = header[len("Bearer ") :].strip(" \t").encode()
+    given = credentials.strip(" \t").encode()
     found = None
     for name, token in tokens.items():
         if token and given and hmac.compare_digest(given, token.encode()):

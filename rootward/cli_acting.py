@@ -3,6 +3,7 @@ verify|public-key|export` (the hash-chained audit log). Registered on the main g
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -254,7 +255,11 @@ def audit_export(db: Path | None, output: Path | None, config_path: Path | None,
     try:
         with log:
             if output is None:
-                log.export(sys.stdout)
+                try:
+                    log.export(sys.stdout)
+                    sys.stdout.flush()
+                except BrokenPipeError:  # `| head` stopped reading: what it wanted was written
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
                 return
             with output.open("w", encoding="utf-8") as out:
                 count = log.export(out)

@@ -48,9 +48,9 @@ def approvals_group() -> None:
     Examples:
       export ROOTWARD_TOKEN=...            # one of policies.approvals.tokens
       rootward approvals list
-      rootward approvals show ap-3f2a9c
-      rootward approvals approve ap-3f2a9c --comment "checked the rollout" --wait 300
-      rootward approvals reject ap-3f2a9c --comment "not during the sale"
+      rootward approvals show apr-3f2a9c0d1e2b4a57
+      rootward approvals approve apr-3f2a9c0d1e2b4a57 --comment "checked the rollout" --wait 300
+      rootward approvals reject apr-3f2a9c0d1e2b4a57 --comment "not during the sale"
     """
 
 

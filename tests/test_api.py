@@ -150,3 +150,28 @@ def test_every_route_is_described_in_the_openapi_document() -> None:
             assert "200" in operation["responses"], path
             names = [p["name"] for p in operation["parameters"]]
             assert len(names) == len(set(names)), path
+
+
+def test_a_404_says_why_and_the_brake_on_a_rootward_without_actions_says_they_are_off() -> None:
+    from click.testing import CliRunner
+
+    from rootward.app import App
+    from rootward.cli import main
+    from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
+
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]))
+    app.start()
+    try:
+        base = f"http://127.0.0.1:{app.api.port}"
+        unknown = httpx.get(f"{base}/api/v1/nope", timeout=10)
+        assert unknown.status_code == 404
+        assert unknown.json() == {"message": "no such route: /api/v1/nope"}
+        for path in ("/api/v1/approvals", "/api/v1/actions/pause", "/api/v1/audit"):
+            off = httpx.get(base + path, timeout=10)
+            assert off.status_code == 404
+            assert "actions are off on this Rootward (actions.enabled is false)" in off.json()["message"]
+        status = CliRunner().invoke(main, ["actions", "status", "--api", base], env={"ROOTWARD_TOKEN": ""})
+        assert status.exit_code == 1
+        assert "404: actions are off on this Rootward" in status.output
+    finally:
+        app.shutdown()

@@ -53,9 +53,10 @@ def test_with_tokens_configured_a_wrong_token_is_401(with_tokens: App) -> None:
 
 
 def test_with_tokens_configured_the_right_token_writes(with_tokens: App) -> None:
-    response = ack(with_tokens, authorization="Bearer s3cret-token")
+    response = ack(with_tokens, authorization="bearer  s3cret-token")  # the scheme in any case (RFC 7235)
     assert response.status_code == 200
     assert response.json()["acknowledged"] is True
+    assert ack(with_tokens, authorization="Basic s3cret-token").status_code == 401
 
 
 def test_a_new_diagnosis_is_a_write_too(with_tokens: App) -> None:

@@ -234,3 +234,18 @@ def test_a_burst_of_appends_leaves_a_bounded_write_ahead_log_once_checkpointed(t
             log.append("decision", {"after": True})  # a write after a complete checkpoint restarts the log
         assert Path(f"{path}-wal").stat().st_size <= 4 << 20
         assert log.verify().ok
+
+
+def test_audit_export_into_a_pipe_that_stops_reading_is_no_error(tmp_path: Path) -> None:
+    """`rootward audit export | head` printed "Error: [Errno 32] Broken pipe" and exited 1."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path, ManualClock(1_700_000_000.0)) as log:
+        for i in range(5000):
+            log.append("decision", {"i": i, "pad": "x" * 200})
+    rootward = Path(sys.executable).with_name("rootward")
+    run = subprocess.run(
+        f"'{rootward}' audit export '{path}' | head -1", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(run.stdout)["seq"] == 1
+    assert "Broken pipe" not in run.stderr
+    assert "Error" not in run.stderr
