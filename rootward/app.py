@@ -483,6 +483,7 @@ class App:
     def tick(self) -> None:
         """Close the windows whose time has passed (the ticker calls it; a replay calls it as its clock moves)."""
         self.detector.tick()
+        self.topology.expire_pending()  # a quiet caller's unpaired calls become edges without waiting for a span
         self.log_templates.tick()
         if self.span_flow is not None:
             self.span_flow.tick()

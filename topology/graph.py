@@ -408,6 +408,22 @@ class TopologyGraph:
                 self._touch_edge(entity.id, pod, "backed_by", now)
         return self._name(entity.id)
 
+    def expire_pending(self) -> None:
+        """Expire the pending spans older than ``pending_ttl_s``, now: the App's ticker calls it every window, so a
+        caller that went quiet still gets the edges of its unpaired calls (before, only the next trace batch expired
+        them, and a quiet node's graph stayed as it was)."""
+        now = self.clock.now()
+        with self._lock:
+            if now - self._last_expiry < 1.0:
+                return
+            self._last_expiry = now
+            calls = Calls()
+            self._expire(now - self.limits.pending_ttl_s, calls, now)
+            deltas = calls.reduce(self._names)
+            self._merge(deltas, now)
+        if deltas and self.on_calls is not None:
+            self.on_calls(deltas)
+
     def flush(self) -> None:
         """Expire every pending span now (virtual edges included): at shutdown, and when a replay ends."""
         now = self.clock.now()

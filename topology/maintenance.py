@@ -70,6 +70,7 @@ class Maintenance:
     def run_once(self) -> None:
         """One round: age out, checkpoint, prune."""
         try:
+            self.topology.expire_pending()  # with detection off there is no ticker to do it
             self.telemetry.aged_out.inc(self.topology.age_out())
         except Exception:  # the loop boundary: log, count, go on
             logger.exception("ageing out the topology graph failed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import networkx as nx
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import CollectorRegistry
 
+from rootward.app import App
 from rootward.clock import ManualClock
+from rootward.config import LOCAL_PORTS, NOTHING_ON_DISK, load_config
 from rootward.model import SpanBatch
 from rootward.receiver import TraceDecoder
 from rootward.receiver.otlp_json import hex_ids_to_base64
@@ -147,6 +150,32 @@ def test_an_unpaired_client_span_becomes_an_edge_to_its_virtual_peer_when_it_exp
     ]
     assert graph.graph.nodes["database:redis/redis-master"]["kind"] == "database"
     assert graph.expired_pending == 3
+
+
+def test_a_quiet_callers_unpaired_spans_expire_on_the_apps_tick_without_another_span() -> None:
+    """Before, only the next trace batch expired them: on a quiet node no edge came, and no count moved."""
+    app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]), clock=ManualClock(1_000.0))
+    app.start()
+    try:
+        request = ExportTraceServiceRequest()
+        rs = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name", value=AnyValue(string_value="checkout"))
+        rs.scope_spans.add().spans.append(span(7, CLIENT, server_address="payments.shop.svc.cluster.local"))
+        sent = httpx.post(
+            f"http://127.0.0.1:{app.receiver.http.port}/v1/traces",
+            content=request.SerializeToString(),
+            headers={"content-type": "application/x-protobuf"},
+            timeout=10,
+        )
+        assert sent.status_code == 200
+        app.receiver.queue.wait_idle()
+        assert app.topology.calls() == []
+        assert isinstance(app.clock, ManualClock)
+        app.clock.advance(app.config.topology.pending_ttl_s + 1)
+        app.tick()  # the ticker's window close; no span came meanwhile
+        assert app.topology.calls() == [("service:/checkout", "host:payments.shop.svc.cluster.local", 1, 0)]
+    finally:
+        app.shutdown()
 
 
 def test_a_flood_of_unique_services_stops_at_the_entity_limit_and_is_counted() -> None:
