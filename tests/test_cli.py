@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from rootward import __version__
 from rootward.cli import main
@@ -39,6 +39,13 @@ def test_config_check_accepts_a_good_file_and_names_the_bad_key_of_a_bad_one(tmp
     result = CliRunner().invoke(main, ["config", "check", str(bad)], env={})
     assert result.exit_code == 1
     assert f"{bad}: receiver.grpc.prot: unknown key" in result.output
+
+
+def check(tmp_path: Path, text: str, *args: str) -> Result:
+    """`rootward config check` of ``text`` written to ``tmp_path/rootward.yaml``."""
+    config = tmp_path / "rootward.yaml"
+    config.write_text(text)
+    return CliRunner().invoke(main, ["config", "check", str(config), *args], env={})
 
 
 def test_config_check_compiles_the_policy_bundle_and_serve_refuses_one_that_does_not(tmp_path: Path) -> None:
@@ -127,26 +134,20 @@ def test_config_check_refuses_a_bundle_that_defines_no_decision(tmp_path: Path) 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "extra.rego").write_text('package rootward.policy\nimport rego.v1\ndeny contains "x" if input.x == 1\n')
-    config = tmp_path / "rootward.yaml"
-    config.write_text(f"policies:\n  default_bundle: false\n  bundle_dirs: [{mine}]\n")
-    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    result = check(tmp_path, f"policies:\n  default_bundle: false\n  bundle_dirs: [{mine}]\n")
     assert result.exit_code == 1
     assert "no policy file defines data.rootward.policy.decision" in result.output
-    config.write_text(f"policies:\n  bundle_dirs: [{mine}]\n")  # beside the shipped bundle: fine
-    assert CliRunner().invoke(main, ["config", "check", str(config)], env={}).exit_code == 0
+    assert check(tmp_path, f"policies:\n  bundle_dirs: [{mine}]\n").exit_code == 0  # beside the shipped bundle
 
 
 def test_config_check_names_missing_tls_files_and_warns_when_nobody_can_approve(tmp_path: Path) -> None:
-    config = tmp_path / "rootward.yaml"
-    config.write_text(f"receiver:\n  tls: {{cert_file: {tmp_path}/tls.crt, key_file: {tmp_path}/tls.key}}\n")
-    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    result = check(tmp_path, f"receiver:\n  tls: {{cert_file: {tmp_path}/tls.crt, key_file: {tmp_path}/tls.key}}\n")
     assert result.exit_code == 1
     assert f"receiver.tls.cert_file: {tmp_path}/tls.crt" in result.output
     assert "no such file" in result.output
-    config.write_text("actions: {enabled: true, mode: approve-all}\n")
-    result = CliRunner().invoke(main, ["config", "check", str(config)], env={})
+    approve_all = "actions: {enabled: true, mode: approve-all}\n"
+    result = check(tmp_path, approve_all)
     assert result.exit_code == 0, result.output
     assert "nobody can approve" in result.output
-    approvers = ["--set", "policies.approvals.tokens.alice=alice-s3cret"]
-    result = CliRunner().invoke(main, ["config", "check", str(config), *approvers], env={})
+    result = check(tmp_path, approve_all, "--set", "policies.approvals.tokens.alice=alice-s3cret")
     assert "nobody can approve" not in result.output
