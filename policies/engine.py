@@ -40,8 +40,11 @@ logger = logging.getLogger(__name__)
 
 #: The rule every decision reads.
 ENTRYPOINT = "rootward/policy/decision"
-_IN_POLICY = re.compile(r"^package\s+rootward\.policy\s*$", re.MULTILINE)
-_DECISION = re.compile(r"^(default\s+)?decision\b", re.MULTILINE)
+#: A file of package rootward.policy (a comment may follow), and a line that starts a rule named decision: a
+#: heuristic that sees every way of writing the rule (indented, default, if, :=), and is fooled only by a line of a
+#: raw string that begins with the word.
+_IN_POLICY = re.compile(r"^\s*package\s+rootward\.policy\s*(#.*)?$", re.MULTILINE)
+_DECISION = re.compile(r"^\s*(default\s+)?decision\b", re.MULTILINE)
 #: The version of the input document (policies/README.md); policies can check ``input.schema``.
 INPUT_SCHEMA = 1
 

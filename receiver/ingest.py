@@ -32,7 +32,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 from rootward import config
 from rootward.model import LogBatch, MetricBatch, SpanBatch
-from rootward.receiver._common import Decoded, Limits
+from rootward.receiver._common import MAX_DEPTH, Decoded, Limits
 from rootward.receiver.errors import InternalError, LimitExceeded, MalformedRequest, ReceiverError, Unauthenticated
 from rootward.receiver.logs import LogDecoder
 from rootward.receiver.metrics import MetricDecoder
@@ -50,6 +50,11 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
     "logs": ExportLogsServiceRequest,
 }
 _ITEM_NAMES = {"traces": "spans", "metrics": "data points", "logs": "log records"}
+
+#: Messages deep an OTLP/JSON request may nest: each AnyValue level is three (AnyValue, KeyValueList, KeyValue),
+#: under the request's own five; protobuf's default 64 refused a log body 20 levels deep before the limit of
+#: receiver.limits.max_depth (up to MAX_DEPTH) could say so.
+_JSON_DEPTH = 3 * MAX_DEPTH + 8
 
 
 def response_message(signal: Signal, rejected: int, message: str) -> Message:
@@ -242,7 +247,7 @@ class Ingest:
         hex_ids_to_base64(doc)
         message = _REQUEST_TYPES[signal]()
         try:
-            json_format.ParseDict(doc, message, ignore_unknown_fields=True, max_recursion_depth=64)
+            json_format.ParseDict(doc, message, ignore_unknown_fields=True, max_recursion_depth=_JSON_DEPTH)
         except (json_format.ParseError, RecursionError, ValueError, TypeError) as e:
             raise MalformedRequest(f"invalid OTLP/JSON {signal} request: {e}") from e
         return message

@@ -483,12 +483,12 @@ class App:
     def tick(self) -> None:
         """Close the windows whose time has passed (the ticker calls it; a replay calls it as its clock moves)."""
         self.detector.tick()
-        self.topology.expire_pending()  # a quiet caller's unpaired calls become edges without waiting for a span
         self.log_templates.tick()
         if self.span_flow is not None:
             self.span_flow.tick()
         if self.warm is not None:
             self.warm.maybe_save(self.clock.now())
+        self.topology.expire_pending()  # a quiet caller's unpaired calls become edges without waiting for a span
 
     def health(self) -> dict[str, object]:
         """Liveness and readiness with their reasons."""

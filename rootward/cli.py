@@ -106,7 +106,10 @@ def config_check(path: Path, overrides: tuple[str, ...]) -> None:
     files = {"cert_file": tls.cert_file, "key_file": tls.key_file}
     unreadable = [f"receiver.tls.{name}: {file}" for name, file in files.items() if file and not file.is_file()]
     if unreadable:  # serve would stop on them
-        raise click.ClickException(f"{path}: {'; '.join(unreadable)}: no such file")
+        raise click.ClickException(
+            f"{path}: {'; '.join(unreadable)}: no such file (checking a pod's config elsewhere? "
+            "--set receiver.tls.cert_file=... and key_file=... name copies)"
+        )
     approvals = cfg.policies.approvals
     nobody = not approvals.tokens and approvals.slack_signing_secret is None
     if cfg.actions.enabled and cfg.actions.mode == "approve-all" and nobody:

@@ -35,7 +35,7 @@ def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tup
     Example:
       rootward policy test ./my-policies
     """
-    from rootward.policies.engine import settings_data
+    from rootward.policies.engine import read_modules, settings_data
     from rootward.policies.errors import PolicyError
     from rootward.policies.regotest import TestResult, run_tests
 
@@ -54,7 +54,11 @@ def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tup
         raise click.ClickException(str(e)) from e
     failed = sum(not r.passed for r in results)
     if not results:
-        click.echo(f"no test_ rules in {', '.join(map(str, dirs)) or 'the shipped bundle'} (its files compile)")
+        files = sum(len(read_modules(d)) for d in dirs)
+        where = ", ".join(map(str, dirs)) or "the shipped bundle"
+        if dirs and not files:  # a CI step must not go green having tested nothing
+            raise click.ClickException(f"no .rego files in {where}")
+        click.echo(f"no test_ rules in {where} ({files} files parse; nothing was tested)")
         return
     click.echo(f"policy tests: {len(results) - failed}/{len(results)} pass")
     sys.exit(1 if failed else 0)

@@ -12,6 +12,7 @@ Environment variables address nested keys with double underscores and take YAML 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import types
@@ -140,8 +141,26 @@ class Receiver(_Section):
     """Requests in progress per transport; past it gRPC answers RESOURCE_EXHAUSTED and HTTP 503 (both retried)."""
 
 
-#: Listening on every address: a port there is taken on each of them.
-ANY_HOST = frozenset({"0.0.0.0", "::", ""})
+def _same_socket(a: str, b: str) -> bool:
+    """Whether listening on hosts ``a`` and ``b`` with one port would clash: the same address, or an unspecified
+    one (every address) of the same family, or IPv6's, which takes IPv4's too (dual stack). A host name other than
+    localhost cannot be told here: no clash."""
+    x, y = _address(a), _address(b)
+    if x is None or y is None:
+        return False
+    if x == y:
+        return True
+    if x.version == y.version:
+        return x.is_unspecified or y.is_unspecified
+    return (x if x.version == 6 else y).is_unspecified
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    host = {"": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host).strip("[]")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 class Api(_Section):
@@ -368,20 +387,12 @@ class Config(_Section):
                 raise ValueError(
                     f"api.readers.{name} is policies.approvals.tokens.{operators[token.get_secret_value()]}"
                 )
-        listeners = {
-            "receiver.grpc": self.receiver.grpc,
-            "receiver.http": self.receiver.http,
-            "api.listen": self.api.listen,
-        }
-        seen: dict[int, tuple[str, str]] = {}
-        for where, listen in listeners.items():
-            if listen.port == 0:  # a free port each
-                continue
-            if listen.port in seen:
-                other, host = seen[listen.port]
-                if ANY_HOST & {host, listen.host} or host == listen.host:
+        listeners = [("receiver.grpc", self.receiver.grpc), ("receiver.http", self.receiver.http),
+                     ("api.listen", self.api.listen)]  # fmt: skip
+        for i, (where, listen) in enumerate(listeners):
+            for other, earlier in listeners[:i]:
+                if listen.port and listen.port == earlier.port and _same_socket(listen.host, earlier.host):
                     raise ValueError(f"{where}.port {listen.port} is {other}'s too: each listener needs its own port")
-            seen[listen.port] = (where, listen.host)
         return self
 
     @property
@@ -426,9 +437,10 @@ class _UniqueKeys(yaml.SafeLoader):
     last, so a second ``actions:`` pasted lower in the file silently replaced the first."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)  # merge keys (<<) first, as the SafeLoader does
         seen: set[Any] = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value:  # the keys written here (a merge key's may be overridden: that is its use)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str | int | float | bool):
                 continue  # an unhashable key: the SafeLoader's own error follows

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner, Result
 
+import rootward.policies
 from rootward import __version__
 from rootward.cli import main
 
@@ -138,6 +139,12 @@ def test_config_check_refuses_a_bundle_that_defines_no_decision(tmp_path: Path) 
     assert result.exit_code == 1
     assert "no policy file defines data.rootward.policy.decision" in result.output
     assert check(tmp_path, f"policies:\n  bundle_dirs: [{mine}]\n").exit_code == 0  # beside the shipped bundle
+    commented = tmp_path / "commented"  # a comment after the package line, an indented rule: still a decision
+    commented.mkdir()
+    decision = (Path(rootward.policies.__file__).parent / "bundle" / "decision.rego").read_text()
+    decision = decision.replace("package rootward.policy\n", "package rootward.policy # the decision\n")
+    (commented / "decision.rego").write_text(decision.replace("\ndecision := {", "\n  decision := {"))
+    assert check(tmp_path, f"policies:\n  default_bundle: false\n  bundle_dirs: [{commented}]\n").exit_code == 0
 
 
 def test_config_check_names_missing_tls_files_and_warns_when_nobody_can_approve(tmp_path: Path) -> None:

@@ -193,9 +193,9 @@ def test_a_key_given_twice_is_an_error_that_names_it_and_not_its_values(tmp_path
     with pytest.raises(ConfigError, match="key 'tokens' given twice") as caught:
         load_config(write(tmp_path, nested), environ={})
     assert "secret" not in str(caught.value)
-    merged = "x-ports: &p {port: 14317}\n"  # a merge key (<<) is no key given twice
-    with pytest.raises(ConfigError, match="x-ports: unknown key"):
-        load_config(write(tmp_path, merged + "receiver:\n  grpc:\n    <<: *p\n    host: 127.0.0.1\n"), environ={})
+    merged = "api:\n  listen: &l {host: 127.0.0.1, port: 19002}\nreceiver:\n  http:\n    <<: *l\n    port: 19003\n"
+    loaded = load_config(write(tmp_path, merged), environ={})  # overriding a merged key is what merge keys are for
+    assert (loaded.receiver.http.host, loaded.receiver.http.port) == ("127.0.0.1", 19003)
 
 
 @pytest.mark.parametrize("token", ["", "short", "\xa0"], ids=["empty", "short", "nbsp"])
@@ -263,6 +263,33 @@ def test_a_sections_own_check_never_echoes_the_section_and_names_where_it_was_se
             id="reader-is-operator",
         ),
         pytest.param(["api.readers.bob=bobs-token-1"], "api.readers are set but api.reads is open", id="readers-open"),
+        pytest.param(
+            [
+                "receiver.grpc.host=127.0.0.1",
+                "receiver.grpc.port=9000",
+                "receiver.http.host=127.0.0.2",
+                "receiver.http.port=9000",
+                "api.listen.host=127.0.0.1",
+                "api.listen.port=9000",
+            ],
+            "api.listen.port 9000 is receiver.grpc's too",
+            id="first-of-three",
+        ),
+        pytest.param(
+            [
+                "receiver.grpc.host=localhost",
+                "receiver.grpc.port=9000",
+                "api.listen.host=127.0.0.1",
+                "api.listen.port=9000",
+            ],
+            "api.listen.port 9000 is receiver.grpc's too",
+            id="localhost",
+        ),
+        pytest.param(
+            ["receiver.grpc.host='::'", "receiver.grpc.port=9000", "api.listen.host=127.0.0.1", "api.listen.port=9000"],
+            "api.listen.port 9000 is receiver.grpc's too",
+            id="ipv6-any-takes-ipv4",
+        ),
     ],
 )
 def test_settings_that_contradict_each_other_are_errors(sets: list[str], message: str) -> None:
@@ -276,3 +303,5 @@ def test_settings_that_contradict_each_other_are_errors(sets: list[str], message
 def test_listeners_on_different_addresses_may_share_a_port() -> None:
     sets = ["receiver.http.host=127.0.0.2", "api.listen.host=127.0.0.1", "api.listen.port=4318"]
     assert load_config(environ={}, overrides=sets).api.listen.port == 4318
+    v4_any_and_v6_loopback = ["receiver.grpc.host=0.0.0.0", "api.listen.host=::1", "api.listen.port=4317"]
+    assert load_config(environ={}, overrides=v4_any_and_v6_loopback).api.listen.port == 4317

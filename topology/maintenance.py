@@ -71,6 +71,9 @@ class Maintenance:
         """One round: age out, checkpoint, prune."""
         try:
             self.topology.expire_pending()  # with detection off there is no ticker to do it
+        except Exception:  # the loop boundary: log, go on to the ageing
+            logger.exception("expiring the topology's pending spans failed")
+        try:
             self.telemetry.aged_out.inc(self.topology.age_out())
         except Exception:  # the loop boundary: log, count, go on
             logger.exception("ageing out the topology graph failed")

@@ -1,15 +1,17 @@
 """The service graph as Prometheus metrics with the Collector servicegraph connector's names and labels, so the
 Grafana service-graph panels that users already have work against Rootward's /metrics:
 
-    traces_service_graph_request_total{client, server, connection_type}
-    traces_service_graph_request_failed_total{client, server, connection_type}
-    traces_service_graph_request_server_seconds_bucket / _sum / _count{client, server, connection_type, le}
+    traces_service_graph_request_total{client, server, connection_type, client_service_namespace, ...}
+    traces_service_graph_request_failed_total{the same}
+    traces_service_graph_request_server_seconds_bucket / _sum / _count{the same, le}
 
 ``client`` and ``server`` are service names (a peer's name for virtual nodes); ``connection_type`` is empty for
 service-to-service calls and ``database`` / ``messaging_system`` / ``virtual_node`` for peers, as the connector
-labels them. Services of the same name in different namespaces are one series, summed, as the connector (which
-keys on ``service.name``) counts them: two series with the same labels would be invalid exposition, and
-Prometheus keeps only one of them. Collected at scrape time from a graph: the live one, or with the history on,
+labels them. Each end's namespace goes beside, as the connector's ``dimensions: [service.namespace]`` names it
+(``client_service_namespace``, ``server_service_namespace``; empty for peers): services of the same name in two
+namespaces were two series with the same labels, invalid exposition of which Prometheus keeps one (summed, the
+sum went down whenever one of them aged out, a counter reset to ``rate()``). Dashboards that sum by client and
+server see what they saw. Collected at scrape time from a graph: the live one, or with the history on,
 the call edges of the last committed checkpoint (:meth:`History.read`), so that no value served is ever lost to a
 restart and the counters never go backwards (see topology/history.py).
 """
@@ -66,7 +68,7 @@ class ServiceGraphMetrics:
         self.graph = graph
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["client", "server", "connection_type"]
+        labels = ["client", "server", "connection_type", "client_service_namespace", "server_service_namespace"]
         total = CounterMetricFamily("traces_service_graph_request", "Requests between two nodes.", labels=labels)
         failed = CounterMetricFamily(
             "traces_service_graph_request_failed", "Failed requests between two nodes.", labels=labels
@@ -76,21 +78,23 @@ class ServiceGraphMetrics:
             "Time for a request between two nodes as seen from the server.",
             labels=labels,
         )
-        summed: dict[tuple[str, str, str], _Calls] = {}
+        summed: dict[tuple[str, ...], _Calls] = {}  # one edge a series, unless two entities share every label
         with self.graph.read() as g:
             for u, v, key, data in g.edges(keys=True, data=True):
                 if key != "calls":
                     continue
                 target = g.nodes[v]
-                values = (str(g.nodes[u]["name"]), str(target["name"]), connection_type(target))
+                source = g.nodes[u]
+                values = (str(source["name"]), str(target["name"]), connection_type(target),
+                          str(source.get("namespace") or ""), str(target.get("namespace") or ""))  # fmt: skip
                 summed.setdefault(values, _Calls()).add(data)
-        for values, calls in summed.items():
-            total.add_metric(list(values), calls.requests)
-            failed.add_metric(list(values), calls.errors)
+        for series, calls in summed.items():
+            total.add_metric(list(series), calls.requests)
+            failed.add_metric(list(series), calls.errors)
             counts = np.cumsum(calls.buckets)
             buckets = [(str(b), float(c)) for b, c in zip(LATENCY_BUCKETS_S, counts[:-1], strict=True)]
             buckets.append(("+Inf", float(counts[-1])))
-            seconds.add_metric(list(values), buckets, calls.seconds)
+            seconds.add_metric(list(series), buckets, calls.seconds)
         yield total
         yield failed
         yield seconds

@@ -72,7 +72,12 @@ def test_policy_test_names_a_file_that_does_not_parse_and_passes_a_bundle_withou
     result = CliRunner().invoke(main, ["policy", "test", str(good)], env={})
     assert result.exit_code == 0, result.output
     assert "no test_ rules" in result.output
-    assert "its files compile" in result.output
+    assert "1 files parse; nothing was tested" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = CliRunner().invoke(main, ["policy", "test", str(empty)], env={})
+    assert nothing.exit_code == 1
+    assert "no .rego files in" in nothing.output
     (good / "broken.rego").write_text("package rootward.policy\nimport rego.v1\ndeny contains msg if {\n  msg :=\n}\n")
     result = CliRunner().invoke(main, ["policy", "test", str(good)], env={})
     assert result.exit_code == 1

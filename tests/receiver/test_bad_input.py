@@ -276,3 +276,23 @@ def test_metric_points_and_log_records_over_a_limit_are_refused_alone(
     assert "attribute value too long (max 1024 bytes)" in partial_logs.error_message
     guarded[0].queue.wait_idle()
     assert any(b.body == ["fine"] for b in guarded[1].logs)
+
+
+def test_an_otlp_json_body_as_deep_as_max_depth_is_taken_and_one_deeper_refused_by_the_limit() -> None:
+    """protobuf's JSON parser counted three messages an AnyValue level and refused 21 levels as "invalid OTLP/JSON"
+    (a malformed request) before receiver.limits.max_depth (32) could be applied."""
+
+    def body(depth: int) -> dict[str, object]:
+        value: dict[str, object] = {"stringValue": "leaf"}
+        for _ in range(depth - 1):
+            value = {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
+        return {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": value}]}]}]}
+
+    with running_receiver() as (receiver, consumer):
+        url = f"http://127.0.0.1:{receiver.http.port}/v1/logs"
+        assert httpx.post(url, json=body(32), timeout=10).status_code == 200
+        deeper = httpx.post(url, json=body(33), timeout=10)
+        assert deeper.status_code == 400
+        assert "AnyValue nested too deep (max depth 32)" in deeper.json()["message"]
+        receiver.queue.wait_idle()
+        assert sum(len(b) for b in consumer.logs) == 1

@@ -152,6 +152,15 @@ def test_an_unpaired_client_span_becomes_an_edge_to_its_virtual_peer_when_it_exp
     assert graph.expired_pending == 3
 
 
+def test_with_detection_off_the_upkeep_round_expires_pending_spans() -> None:
+    clock = ManualClock()
+    graph = TopologyGraph(TopologyLimits(pending_ttl_s=5), clock)
+    graph.consume_traces(batch(("checkout", span(1, CLIENT, server_address="payments.example"))))
+    clock.advance(6)
+    Maintenance(graph, None, 60.0, Telemetry()).run_once()
+    assert graph.calls() == [("service:/checkout", "host:payments.example", 1, 0)]
+
+
 def test_a_quiet_callers_unpaired_spans_expire_on_the_apps_tick_without_another_span() -> None:
     """Before, only the next trace batch expired them: on a quiet node no edge came, and no count moved."""
     app = App(load_config(environ={}, overrides=[*LOCAL_PORTS, *NOTHING_ON_DISK]), clock=ManualClock(1_000.0))

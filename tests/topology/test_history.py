@@ -24,6 +24,10 @@ CLIENT, SERVER = 3, 2
 _ids = itertools.count(1)
 
 
+#: The namespace labels of services that set no service.namespace.
+NO_NAMESPACES = {"client_service_namespace": "", "server_service_namespace": ""}
+
+
 def send(
     graph: TopologyGraph, caller: str, callee: str, requests: int = 1, errors: int = 0, namespace: str = ""
 ) -> None:
@@ -205,26 +209,28 @@ def test_restore_loads_the_last_checkpoint_and_counting_goes_on_from_there(
     reopened.close()
 
 
-def test_same_named_services_of_two_namespaces_are_one_series_as_the_connector_counts_them(
+def test_same_named_services_of_two_namespaces_are_two_series_told_apart_by_their_namespaces(
     graph: TopologyGraph,
 ) -> None:
-    """Two series with the same labels are invalid exposition (Prometheus keeps one): summed instead."""
+    """Before, both were client="frontend",server="cart": invalid exposition, and Prometheus kept one of them."""
     registry = CollectorRegistry()
     registry.register(ServiceGraphMetrics(graph))
     send(graph, "frontend", "cart", 3, errors=1, namespace="shop")
     send(graph, "frontend", "cart", 2, namespace="staging")
-    labels = {"client": "frontend", "server": "cart", "connection_type": ""}
-    assert registry.get_sample_value("traces_service_graph_request_total", labels) == 5
-    assert registry.get_sample_value("traces_service_graph_request_failed_total", labels) == 1
-    assert registry.get_sample_value("traces_service_graph_request_server_seconds_count", labels) == 5
-    text = generate_latest(registry).decode()
-    assert text.count('traces_service_graph_request_total{client="frontend",connection_type="",server="cart"}') == 1
+    for namespace, requests, errors in (("shop", 3, 1), ("staging", 2, 0)):
+        labels = {"client": "frontend", "server": "cart", "connection_type": "",
+                  "client_service_namespace": namespace, "server_service_namespace": namespace}  # fmt: skip
+        assert registry.get_sample_value("traces_service_graph_request_total", labels) == requests
+        assert registry.get_sample_value("traces_service_graph_request_failed_total", labels) == errors
+        assert registry.get_sample_value("traces_service_graph_request_server_seconds_count", labels) == requests
+    lines = [line for line in generate_latest(registry).decode().splitlines() if line.startswith("traces_")]
+    assert len(lines) == len(set(line.rsplit(" ", 1)[0] for line in lines))  # no two samples share their labels
 
 
 def test_metrics_serve_the_counters_of_the_last_checkpoint(graph: TopologyGraph, history: History) -> None:
     registry = CollectorRegistry()
     registry.register(ServiceGraphMetrics(history))
-    labels = {"client": "frontend", "server": "cart", "connection_type": ""}
+    labels = {"client": "frontend", "server": "cart", "connection_type": "", **NO_NAMESPACES}
     send(graph, "frontend", "cart", 3)
     assert registry.get_sample_value("traces_service_graph_request_total", labels) is None
     history.checkpoint(graph)

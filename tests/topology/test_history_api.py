@@ -103,7 +103,7 @@ def test_the_diff_gives_each_calls_red_over_the_interval(running: Running) -> No
 
 def test_metrics_serve_the_last_checkpoint_and_checkpoint_telemetry(running: Running) -> None:
     text = httpx.get(f"{running.base}/metrics").text
-    labels = 'client="checkout",connection_type="",server="payment"'
+    labels = 'client="checkout",client_service_namespace="shop",connection_type="",server="payment",server_service_namespace="shop"'
     assert f"traces_service_graph_request_total{{{labels}}} 20.0" in text
     assert f"traces_service_graph_request_failed_total{{{labels}}} 10.0" in text
     samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}

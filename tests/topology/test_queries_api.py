@@ -32,13 +32,14 @@ def api() -> Iterator[httpx.Client]:
 
 def test_metrics_carry_the_service_graph_under_the_connectors_names(api: httpx.Client) -> None:
     text = httpx.get(str(api.base_url).removesuffix("/api/v1/") + "/metrics").text
-    labels = 'client="checkout",connection_type="",server="payment"'
+    ns = 'server_service_namespace="shop"'
+    labels = f'client="checkout",client_service_namespace="shop",connection_type="",server="payment",{ns}'
     assert f"traces_service_graph_request_total{{{labels}}} 20.0" in text
     assert f"traces_service_graph_request_failed_total{{{labels}}} 5.0" in text
-    inf = 'client="checkout",connection_type="",le="+Inf",server="payment"'
+    inf = f'client="checkout",client_service_namespace="shop",connection_type="",le="+Inf",server="payment",{ns}'
     assert f"traces_service_graph_request_server_seconds_bucket{{{inf}}} 20.0" in text
     assert f"traces_service_graph_request_server_seconds_count{{{labels}}} 20.0" in text
-    db = 'client="cart",connection_type="database",server="redis"'
+    db = 'client="cart",client_service_namespace="shop",connection_type="database",server="redis",server_service_namespace=""'
     assert f"traces_service_graph_request_total{{{db}}} 20.0" in text
 
 
