@@ -51,6 +51,8 @@ SPEC: dict[str, Any] = {
         "token every GET under /api/v1/ but this document takes a reader's or an operator's (401 without).",
     },
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    # none, or a bearer token: which routes want one depends on the configuration (info.description says)
+    "security": [{}, {"bearer": []}],
     "paths": {
         "/metrics": _get("Prometheus metrics", [], {"description": "text/plain exposition"}),
         "/healthz": _get("Liveness (200 while the receiver runs)", [], {"description": "state"}),
