@@ -3,7 +3,7 @@
 // outlined; clicking an entity shows /api/v1/entity in the side panel.
 
 import { h, s, put, when, num, clip } from "./dom.js";
-import { api, link, incidentPath, problem, rerender } from "./app.js";
+import { api, link, incidentPath, problem, rerender, ApiError } from "./app.js";
 
 const COL = 330;
 const ROW = 54;
@@ -158,6 +158,7 @@ async function select(id, panel, flagged) {
   try {
     await details(panel, id, flagged);
   } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return rerender(); // the token went: the view asks for one
     panel.replaceChildren(problem(e));
   }
 }

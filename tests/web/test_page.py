@@ -174,6 +174,15 @@ def test_a_rootward_that_does_not_act_says_where_the_approvals_are(page: Page) -
         app.shutdown()
 
 
+def send_span(app: App, service: str) -> None:
+    """One root server span of ``service`` through the OTLP/HTTP receiver."""
+    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+            "scopeSpans": [{"spans": [{"traceId": "5B8EFFF798038103D269B633813FC60D", "spanId": "EEE19B7EC3C1B175",
+                                       "kind": 2}]}]}]}  # fmt: skip
+    assert httpx.post(f"http://127.0.0.1:{app.receiver.http.port}/v1/traces", json=body).status_code == 200
+    app.receiver.queue.wait_idle()
+
+
 def test_with_reads_closed_the_page_asks_for_a_token_and_shows_the_incidents_with_a_readers(page: Page) -> None:
     """api.reads: token, reached from another host's browser (tokens configured, so loopback is no exception)."""
     sets = ["api.reads=token", "api.readers.bob=bob-reads-only", f"policies.approvals.tokens.alice={TOKEN}"]
@@ -195,6 +204,17 @@ def test_with_reads_closed_the_page_asks_for_a_token_and_shows_the_incidents_wit
         page.goto(f"http://127.0.0.1:{app.api.port}/")  # the graph reads with the same token
         expect(page.locator("#status")).to_contain_text("updated")
         expect(page.locator("#locked")).to_have_count(0)
+        send_span(app, "frontend")  # an entity to click, then the token is forgotten in another tab
+        page.reload()
+        entity = page.locator("g.entity[data-id='service:/frontend']")
+        expect(entity).to_be_visible()
+        page.evaluate("sessionStorage.clear()")
+        entity.click()  # its details are a read: the 401 brings the token form, not a bare error in the panel
+        page.wait_for_selector("#locked, aside.panel .error")  # whichever comes first
+        assert page.locator("aside.panel .error").count() == 0
+        expect(page.locator("#locked")).to_contain_text("api.reads: token")
+        page.fill("#token", "bob-reads-only")
+        page.click("#use-token")
         page.goto(f"http://127.0.0.1:{app.api.port}/incidents/{incident.id}")
         page.click("#acknowledge")  # a reader decides nothing
         expect(page.locator("main .notice")).to_contain_text("not the one pasted (a reader's reads only)")
