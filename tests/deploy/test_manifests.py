@@ -141,12 +141,13 @@ def _field(model: type[pydantic.BaseModel], env_name: str) -> Any:
     return annotation
 
 
-def _placeholder(annotation: Any) -> str:
-    """A YAML value of the setting's shape (Secrets hold YAML, as every ROOTWARD_* variable does)."""
+def _placeholder(annotation: Any, name: str = "") -> str:
+    """A YAML value of the setting's shape (Secrets hold YAML, as every ROOTWARD_* variable does); a mapping's
+    token is the variable's own (a reader's token may not be an operator's)."""
     if typing.get_origin(annotation) is list:
         return "[placeholder-a, placeholder-b]"
     if typing.get_origin(annotation) is dict:
-        return "{alice: placeholder}"
+        return f"{{alice: placeholder-{name.lower()}}}"
     return "placeholder"
 
 
@@ -166,7 +167,7 @@ def test_the_shipped_config_passes_rootward_config_check_with_every_secret_set(
 ) -> None:
     path = tmp_path / "rootward.yaml"
     path.write_text(config_map_data(rendered, "rootward-config")["rootward.yaml"])
-    env = {name: _placeholder(_field(Config, name)) for name in _secret_env(rendered)}
+    env = {name: _placeholder(_field(Config, name), name) for name in _secret_env(rendered)}
 
     shipped = ["--set", f"policies.bundle_dirs=[{BASE / 'policies'}]"]  # where the pod mounts rootward-policies
     for environ in ({}, env):
