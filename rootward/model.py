@@ -43,6 +43,8 @@ SPAN_INT_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "http.status_code": ("http.response.status_code", "http.status_code"),
     "rpc.grpc.status_code": ("rpc.grpc.status_code",),
 }
+#: Longest name in an entity id (Kubernetes' own names stop at 253, a DNS name too); longer ones are cut.
+MAX_NAME = 253
 #: Value of an integer attribute column where the attribute is absent.
 INT_ABSENT = np.iinfo(np.int64).min
 
@@ -58,6 +60,12 @@ class Resource:
         value = self.attributes.get(key)
         return default if value is None else str(value)
 
+    def name(self, key: str, default: str = "") -> str:
+        """An attribute that names an entity (a service, pod, node, workload), at most :data:`MAX_NAME` characters:
+        an id is kept in the graph, the detector's series and the API's answers, so a sender's 64 KiB
+        ``service.name`` must not become a 64 KiB id (tens of thousands of them, gigabytes)."""
+        return self.get(key, default)[:MAX_NAME]
+
     @property
     def service_name(self) -> str:
         return self.get("service.name", "unknown_service")
@@ -68,13 +76,13 @@ class Resource:
         it), or None without service.name."""
         if self.attributes.get("service.name") is None:
             return None
-        return f"service:{self.get('service.namespace')}/{self.get('service.name')}"
+        return f"service:{self.name('service.namespace')}/{self.name('service.name')}"
 
     @property
     def pod_id(self) -> str | None:
         """The pod's entity id (``pod:<k8s.namespace.name>/<k8s.pod.name>``), or None without k8s.pod.name."""
-        name = self.get("k8s.pod.name")
-        return f"pod:{self.get('k8s.namespace.name')}/{name}" if name else None
+        name = self.name("k8s.pod.name")
+        return f"pod:{self.name('k8s.namespace.name')}/{name}" if name else None
 
 
 def k8s_object(body: object) -> tuple[str, Mapping[str, Any]] | None:
@@ -95,7 +103,7 @@ def entity_of(resource: Resource, prefer_pod: bool = False) -> str | None:
     first, second = (resource.pod_id, resource.service_id) if prefer_pod else (resource.service_id, resource.pod_id)
     if first or second:
         return first or second
-    node = resource.get("k8s.node.name") or resource.get("host.name")
+    node = resource.name("k8s.node.name") or resource.name("host.name")
     return f"node:{node}" if node else None
 
 

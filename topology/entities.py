@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rootward.model import Resource, SpanBatch
+from rootward.model import MAX_NAME, Resource, SpanBatch
 
 #: Workload kinds and the resource attribute naming each, most specific owner last (a pod's deployment wins over
 #: its replicaset as the workload it belongs to, as users think of it).
@@ -57,23 +57,23 @@ def service(name: str, namespace: str = "", virtual: bool = False) -> Entity:
 def view(resource: Resource) -> ResourceView:
     """The entities and structural edges (instance_of, owned_by, runs_on, in) of ``resource``."""
     attrs = resource.attributes
-    ns = resource.get("k8s.namespace.name")
+    ns = resource.name("k8s.namespace.name")
     entities: list[Entity] = []
     edges: list[tuple[str, str, str]] = []
     svc = None
     if attrs.get("service.name") is not None:
-        svc = service(resource.get("service.name"), resource.get("service.namespace"))
+        svc = service(resource.name("service.name"), resource.name("service.namespace"))
         entities.append(svc)
     namespace = Entity(f"namespace:{ns}", "namespace", ns) if ns else None
     if namespace:
         entities.append(namespace)
-    pod_name = resource.get("k8s.pod.name")
+    pod_name = resource.name("k8s.pod.name")
     pod = Entity(f"pod:{ns}/{pod_name}", "pod", pod_name, ns) if pod_name else None
-    node_name = resource.get("k8s.node.name") or resource.get("host.name")
+    node_name = resource.name("k8s.node.name") or resource.name("host.name")
     node = Entity(f"node:{node_name}", "node", node_name) if node_name else None
     workload = None
     for kind, key in WORKLOAD_KEYS:
-        name = resource.get(key)
+        name = resource.name(key)
         if name:
             workload = Entity(f"workload:{ns}/{kind}/{name}", "workload", name, ns)
     for entity in (pod, node, workload):
@@ -107,6 +107,10 @@ def peer(
     Preference follows the servicegraph connector's ``virtual_node_peer_attributes`` (peer.service, then
     db.name-like identities, then server.address), with kinds of our own: a database, a queue or a host.
     """
+    peer_service, server_address, db_system, messaging_system, destination = (
+        None if v is None else v[:MAX_NAME]
+        for v in (peer_service, server_address, db_system, messaging_system, destination)
+    )  # a span's words, cut as a resource's are (rootward.model.Resource.name)
     if peer_service:
         return service(peer_service, virtual=True)
     if db_system:

@@ -37,6 +37,7 @@ from rootward.model import (
     KIND_PRODUCER,
     KIND_SERVER,
     KIND_UNSPECIFIED,
+    MAX_NAME,
     STATUS_ERROR,
     LogBatch,
     MetricBatch,
@@ -56,6 +57,11 @@ USER = service("user", virtual=True)
 
 #: Container names a pod entity keeps (senders choose them).
 MAX_CONTAINERS = 32
+
+#: The longest entity id taken: a workload's (namespace, kind and name, each at most MAX_NAME) and its prefix. Ids
+#: from telemetry are cut before (rootward.model.Resource.name); a Kubernetes object's names in a forged log body
+#: are not, and stop here.
+MAX_ID = 3 * MAX_NAME + 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +122,8 @@ class TopologyGraph:
             if data["virtual"] and not entity.virtual:
                 data["virtual"] = False  # a peer that turned out to report itself
             return True
-        if g.number_of_nodes() >= self.limits.max_entities:
-            self.refused["entities"] += 1
+        if g.number_of_nodes() >= self.limits.max_entities or len(entity.id) > MAX_ID:
+            self.refused["entities"] += 1  # past the limit, or named by a sender past any real name (MAX_ID)
             return False
         g.add_node(
             entity.id,

@@ -132,8 +132,8 @@ class GraphSizeMetrics:
         yield GaugeMetricFamily("rootward_topology_edges", "Edges the live graph holds.", value=edges)
         counted = CounterMetricFamily(
             "rootward_topology_refused",
-            "Entities and edges refused past topology.max_entities / max_edges, and spans evicted from the pairing "
-            "store past topology.max_pending.",
+            "Entities and edges refused past topology.max_entities / max_edges (entities also with an id longer than "
+            "any real name makes), and spans evicted from the pairing store past topology.max_pending.",
             labels=["what"],
         )
         for what in ("entities", "edges", "pending_evicted"):

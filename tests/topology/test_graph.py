@@ -420,3 +420,16 @@ def test_upkeep_on_the_apps_clock_writes_the_final_checkpoint_at_shutdown(tmp_pa
     upkeep.shutdown()  # once
     assert [t for t, *_ in history.checkpoints()] == [1031.0, 1036.0]
     history.close()
+
+
+def test_names_a_sender_makes_too_long_are_cut_and_an_id_past_any_real_name_is_refused() -> None:
+    """A 60 KB service.name became a 60 KB entity id: tens of thousands of them were gigabytes of graph, series and
+    API answers. Names are cut at 253 characters (Kubernetes' own limit), and the graph refuses longer ids."""
+    from rootward.topology.entities import Entity
+
+    graph = TopologyGraph(TopologyLimits(pending_ttl_s=5), ManualClock())
+    graph.consume_traces(batch(("s" * 60_000, span(1, CLIENT, server_address="h" * 60_000))))
+    graph.flush()
+    assert sorted(graph.graph.nodes) == [f"host:{'h' * 253}", f"service:/{'s' * 253}"]
+    assert not graph._touch_entity(Entity("pod:shop/" + "p" * 2_000, "pod", "p" * 2_000, "shop"), 0.0)
+    assert graph.refused["entities"] == 1
