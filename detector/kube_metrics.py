@@ -115,10 +115,10 @@ def entity(kind: str, resource: Resource) -> str | None:
     if kind == "pod":
         return resource.pod_id
     if kind == "node":
-        name = resource.get("k8s.node.name")
+        name = resource.name("k8s.node.name")
         return f"node:{name}" if name else None
-    name = resource.get(f"k8s.{kind}.name")
-    return f"workload:{resource.get('k8s.namespace.name')}/{kind}/{name}" if name else None
+    name = resource.name(f"k8s.{kind}.name")
+    return f"workload:{resource.name('k8s.namespace.name')}/{kind}/{name}" if name else None
 
 
 K = TypeVar("K")
