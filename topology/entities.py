@@ -50,6 +50,12 @@ class ResourceView:
     edges: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
 
 
+#: The longest entity id taken: a workload's (namespace, kind and name, each at most MAX_NAME) and its prefix. Ids
+#: from telemetry are cut before (rootward.model.Resource.name); a Kubernetes object's names in a forged log body
+#: are not, and stop at the graph (TopologyGraph refuses longer ones).
+MAX_ID = 3 * MAX_NAME + 32
+
+
 def service(name: str, namespace: str = "", virtual: bool = False) -> Entity:
     return Entity(f"service:{namespace}/{name}", "service", name, namespace, virtual)
 

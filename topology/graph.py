@@ -37,7 +37,6 @@ from rootward.model import (
     KIND_PRODUCER,
     KIND_SERVER,
     KIND_UNSPECIFIED,
-    MAX_NAME,
     STATUS_ERROR,
     LogBatch,
     MetricBatch,
@@ -45,7 +44,7 @@ from rootward.model import (
     SpanBatch,
 )
 from rootward.topology import relations
-from rootward.topology.entities import Entity, Peer, ResourceView, service, span_peers, view
+from rootward.topology.entities import MAX_ID, Entity, Peer, ResourceView, service, span_peers, view
 from rootward.topology.k8s import WORKLOAD_KINDS, ClusterIndex, k8s_object, workload_id
 from rootward.topology.pairing import Pending, span_keys
 from rootward.topology.queries import whole
@@ -57,11 +56,6 @@ USER = service("user", virtual=True)
 
 #: Container names a pod entity keeps (senders choose them).
 MAX_CONTAINERS = 32
-
-#: The longest entity id taken: a workload's (namespace, kind and name, each at most MAX_NAME) and its prefix. Ids
-#: from telemetry are cut before (rootward.model.Resource.name); a Kubernetes object's names in a forged log body
-#: are not, and stop here.
-MAX_ID = 3 * MAX_NAME + 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +191,8 @@ class TopologyGraph:
             calls = Calls()
             if len(batch) and len(services):
                 self._pair(batch, services[batch.resource], calls, now)
-            if now - self._last_expiry >= 1.0:  # expiry at most once a second
-                self._last_expiry = now
-                self._expire(now - self.limits.pending_ttl_s, calls, now)
-            deltas = calls.reduce(self._names)
-            self._merge(deltas, now)
-        if deltas and self.on_calls is not None:
-            self.on_calls(deltas)
+            deltas = self._settle(calls, now)
+        self._tell(deltas)
 
     def consume_metrics(self, batch: MetricBatch) -> None:
         with self._lock:
@@ -249,33 +238,6 @@ class TopologyGraph:
             ns, _, name = owner.removeprefix("workload:").split("/", 2)
             self._touch_entity(Entity(owner, "workload", name, ns), now)
             self._touch_edge(child, owner, "owned_by", now)
-
-    def _resolve(self, address: str | None, ip: str | None) -> str | None:
-        """A real entity that ``server.address`` or the peer IP names, through the cluster index: a pod IP gives
-        the pod's service; a Service DNS name or cluster IP gives the service its pods are instances of."""
-        g = self.graph
-        for candidate in (ip, address):
-            pod = self.cluster.pod_ips.get(candidate) if candidate else None
-            if pod is not None and pod in g:
-                of = [v for _, v, k in g.out_edges(pod, keys=True) if k == "instance_of"]
-                return of[0] if of else pod
-        key = self.cluster.dns.get(address.rstrip(".")) if address else None
-        if key is None:
-            return None
-        services = {
-            v
-            for pod in self.cluster.backing_pods(key)
-            if pod in g
-            for _, v, k in g.out_edges(pod, keys=True)
-            if k == "instance_of"
-        }
-        if len(services) == 1:
-            return services.pop()
-        ns, name = key.split("/", 1)
-        for guess in (f"service:{ns}/{name}", f"service:/{name}"):
-            if guess in g and not g.nodes[guess]["virtual"]:
-                return guess
-        return None
 
     # --- pairing -------------------------------------------------------------------------------------------------
 
@@ -401,7 +363,7 @@ class TopologyGraph:
     def _target(self, p: Peer, now: float) -> int:
         """The name index of the entity a client span's peer is (-1: refused at the entity limit)."""
         entity, address, ip = p
-        target = self._resolve(address, ip)
+        target = self.cluster.resolve(self.graph, address, ip)
         if target is not None:
             return self._name(target)
         if not self._touch_entity(entity, now):
@@ -418,15 +380,22 @@ class TopologyGraph:
         """Expire the pending spans older than ``pending_ttl_s``, now: the App's ticker calls it every window, so a
         caller that went quiet still gets the edges of its unpaired calls (before, only the next trace batch expired
         them, and a quiet node's graph stayed as it was)."""
-        now = self.clock.now()
         with self._lock:
-            if now - self._last_expiry < 1.0:
-                return
+            deltas = self._settle(Calls(), self.clock.now())
+        self._tell(deltas)
+
+    def _settle(self, calls: Calls, now: float) -> dict[tuple[str, str], EdgeDelta]:
+        """Add the expired pending spans' calls (expiry at most once a second), merge ``calls`` into the graph, and
+        return what was merged (under the lock)."""
+        if now - self._last_expiry >= 1.0:
             self._last_expiry = now
-            calls = Calls()
             self._expire(now - self.limits.pending_ttl_s, calls, now)
-            deltas = calls.reduce(self._names)
-            self._merge(deltas, now)
+        deltas = calls.reduce(self._names)
+        self._merge(deltas, now)
+        return deltas
+
+    def _tell(self, deltas: dict[tuple[str, str], EdgeDelta]) -> None:
+        """Hand merged calls to ``on_calls`` (the detector's edges), outside the lock."""
         if deltas and self.on_calls is not None:
             self.on_calls(deltas)
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
+
 from rootward import model
 
 WORKLOAD_KINDS = {"ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
@@ -147,6 +149,33 @@ class ClusterIndex:
             for pid, pod in self.pods.items()
             if pod["namespace"] == ns and all(pod["labels"].get(k) == v for k, v in selector)
         }
+
+    def resolve(self, g: nx.MultiDiGraph[str], address: str | None, ip: str | None) -> str | None:
+        """A real entity that ``server.address`` or the peer IP names, through the cluster index: a pod IP gives
+        the pod's service; a Service DNS name or cluster IP gives the service its pods are instances of, in ``g``
+        (the live graph, held still by its owner)."""
+        for candidate in (ip, address):
+            pod = self.pod_ips.get(candidate) if candidate else None
+            if pod is not None and pod in g:
+                of = [v for _, v, k in g.out_edges(pod, keys=True) if k == "instance_of"]
+                return of[0] if of else pod
+        key = self.dns.get(address.rstrip(".")) if address else None
+        if key is None:
+            return None
+        services = {
+            v
+            for pod in self.backing_pods(key)
+            if pod in g
+            for _, v, k in g.out_edges(pod, keys=True)
+            if k == "instance_of"
+        }
+        if len(services) == 1:
+            return services.pop()
+        ns, name = key.split("/", 1)
+        for guess in (f"service:{ns}/{name}", f"service:/{name}"):
+            if guess in g and not g.nodes[guess]["virtual"]:
+                return guess
+        return None
 
 
 def _owner(ns: str, obj: Mapping[str, Any]) -> str | None:
