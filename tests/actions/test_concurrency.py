@@ -39,7 +39,8 @@ def held_executor(kube: Kube, make_executor: MakeExecutor, mode: str = "autonomo
     return make_executor(mode, anomaly_cleared=held, verify_timeout_s=30), held
 
 
-def _verifying(pool: ThreadPoolExecutor, call: object, held: Held) -> Future[Outcome]:
+def verifying(pool: ThreadPoolExecutor, call: object, held: Held) -> Future[Outcome]:
+    """``call`` submitted to ``pool``, once the change it makes has reached verification (held there)."""
     future: Future[Outcome] = pool.submit(call)  # type: ignore[arg-type]
     assert held.asked.wait(10), "the change never reached verification"
     return future
@@ -51,7 +52,7 @@ def test_a_collection_is_answered_while_a_change_is_verified(
     executor, held = held_executor(kube, make_executor)
     change = PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"})
     with ThreadPoolExecutor(1) as pool:
-        first = _verifying(pool, lambda: executor.submit(change, CART), held)
+        first = verifying(pool, lambda: executor.submit(change, CART), held)
         pod = kube.pods("shop", {"app": "email"})[0]["metadata"]["name"]
         started = time.monotonic()
         collected = executor.submit(Collect("shop", pod, tail_lines=10), EMAIL)
@@ -70,7 +71,7 @@ def test_a_second_change_waits_for_the_first_ones_verdict(
 ) -> None:
     executor, held = held_executor(kube, make_executor)
     with ThreadPoolExecutor(2) as pool:
-        first = _verifying(
+        first = verifying(
             pool,
             lambda: executor.submit(PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"}), CART),
             held,
@@ -97,7 +98,7 @@ def test_an_approval_request_is_made_while_an_approved_change_is_verified(
     assert asked.status == "pending_approval"
     assert asked.approval_id
     with ThreadPoolExecutor(1) as pool:
-        approved = _verifying(pool, lambda: executor.approve(asked.approval_id or "", "alice"), held)
+        approved = verifying(pool, lambda: executor.approve(asked.approval_id or "", "alice"), held)
         other = executor.submit(PatchResources("shop", "email", container="email", limits={"memory": "256Mi"}), EMAIL)
         assert other.status == "pending_approval"
         assert not approved.done()
@@ -112,7 +113,7 @@ def test_stopping_waits_for_the_change_under_verification_to_be_recorded(
     executor, held = held_executor(kube, make_executor)
     change = PatchResources("shop", "cart", container="cart", limits={"memory": "256Mi"})
     with ThreadPoolExecutor(1) as pool:
-        first = _verifying(pool, lambda: executor.submit(change, CART), held)
+        first = verifying(pool, lambda: executor.submit(change, CART), held)
         executor.stop(timeout_s=10)
         recorded = [r.kind for r in audit.records()]  # as stop returned: the interrupted verification is recorded
         outcome = first.result(10)

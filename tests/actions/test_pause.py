@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cluster import MakeExecutor, deploy, kinds, memory_limit
-from test_concurrency import held_executor
+from test_concurrency import held_executor, verifying
 
 from rootward.actions import Diagnosis, Kube, PatchResources
 from rootward.actions.leader import CHANGES_ANNOTATION, PAUSED_ANNOTATION, LeaderElector
@@ -133,8 +133,7 @@ def test_a_change_queued_behind_a_verification_does_not_run_once_paused(
     executor, held = held_executor(kube, make_executor)
     email = PatchResources("shop", "email", container="email", limits={"memory": "256Mi"})
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(executor.submit, _raise("256Mi"), OOM)
-        assert held.asked.wait(10)
+        first = verifying(pool, lambda: executor.submit(_raise("256Mi"), OOM), held)
         second = pool.submit(executor.submit, email, Diagnosis("email is OOMKilled", 0.95, "inc-email"))
         time.sleep(0.3)  # it waits for the first one's verdict
         executor.pause_actions("alice", "stop")
