@@ -91,6 +91,11 @@ def failed(error: str) -> Decision:
     return Decision("deny", deny=(f"policy error: {error}",), error=error)
 
 
+def home_namespace(config: Config) -> str:
+    """Rootward's own namespace, where the shipped scope policy never acts: ``actions.lease.namespace``."""
+    return config.actions.lease.namespace
+
+
 def settings_data(rules: PolicyRules, home_namespace: str | None = None) -> dict[str, Any]:
     """``rules`` as ``data.rootward.settings``: times as unix seconds (with the end also in RFC 3339), and
     ``home_namespace``, Rootward's own ("" when none)."""
@@ -258,7 +263,7 @@ class PolicyEngine:
         """The engine a Rootward with ``config`` runs, its own namespace ``actions.lease.namespace`` (`rootward config
         check` and `rootward policy eval` build the same, so the digests agree with /readyz)."""
         p = config.policies
-        return cls(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s, config.actions.lease.namespace)
+        return cls(p.bundle_dirs, p.rules, p.default_bundle, p.eval_timeout_s, home_namespace(config))
 
     def _compile(self, modules: list[Module]) -> _Compiled:
         if not any(_DECISION.search(m.source) for m in modules if _IN_POLICY.search(m.source)):

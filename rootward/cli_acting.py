@@ -35,7 +35,7 @@ def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tup
     Example:
       rootward policy test ./my-policies
     """
-    from rootward.policies.engine import read_modules, settings_data
+    from rootward.policies.engine import home_namespace, read_modules, settings_data
     from rootward.policies.errors import PolicyError
     from rootward.policies.regotest import TestResult, run_tests
 
@@ -48,7 +48,7 @@ def policy_test(dirs: tuple[Path, ...], config_path: Path | None, overrides: tup
             click.echo(f"PASS: {r.name} ({r.ms:.2f} ms)")
 
     try:
-        settings = settings_data(cfg.policies.rules, cfg.actions.lease.namespace)  # as the running engine's
+        settings = settings_data(cfg.policies.rules, home_namespace(cfg))  # as the running engine's
         results = run_tests(list(dirs), settings, on_result=show)
     except PolicyError as e:
         raise click.ClickException(str(e)) from e
